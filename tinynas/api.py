@@ -1,0 +1,49 @@
+"""Python entry points that the CLI wraps, one per command."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from .arch import Arch
+from .archio import load_arch
+from .costs import arch_costs, costs_by_block
+from .resources import resolve_arch_path
+from .scores import DEFAULT_STAGE_WEIGHTS, create_scorer
+from .scores.madnas import MadnasScore, block_log_std
+
+
+def load_any_arch(text: str) -> Arch:
+    """An architecture from a file path or a shipped name such as ``damoyolo-s``."""
+    return load_arch(resolve_arch_path(text))
+
+
+def score_arch(arch: Arch, method: str = "madnas", **options) -> tuple[float, list[float]]:
+    """The weighted score and the unweighted stage scores of ``arch``."""
+    scorer = create_scorer(method, **options)
+    stages = scorer.stage_scores(arch)
+    return scorer.weighted(arch, stages), stages
+
+
+def arch_report(arch: Arch, resolution: int, weights: Sequence[float] = DEFAULT_STAGE_WEIGHTS) -> dict:
+    """Everything ``tinynas info`` prints, as plain data."""
+    per_block = costs_by_block(arch, resolution)
+    ends = arch.stage_ends()
+    scorer = MadnasScore(weights)
+    stages = scorer.stage_scores(arch)
+    rows = []
+    for i, (spec, cost) in enumerate(zip(arch.blocks, per_block)):
+        rows.append({
+            "index": i, "class": spec.cls, "in": spec.in_channels, "out": spec.out_channels,
+            "s": spec.stride, "k": spec.kernel, "L": spec.depth if spec.kind.has_bottleneck else None,
+            "btn": spec.bottleneck, "size": cost.out_size, "macs": cost.macs, "params": cost.params,
+            "params_fused": cost.params_fused, "layers": cost.layers,
+            "stage": ends.index(i) if i in ends else None, "log_std": block_log_std(spec),
+        })
+    total = arch_costs(arch, resolution)
+    return {
+        "blocks": rows,
+        "total": {"macs": total.macs, "flops": total.flops, "params": total.params,
+                  "params_fused": total.params_fused, "layers": total.layers, "size": total.out_size},
+        "stage_scores": stages,
+        "score": scorer.weighted(arch, stages),
+    }
