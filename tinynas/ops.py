@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .arch import Arch, conv_out_size
+from .arch import Arch, BlockSpec, conv_out_size
 from .layout import Conv, block_layout
 
 REGULAR = "regular"
@@ -44,20 +44,29 @@ def _op(conv: Conv, size: int, fused: bool) -> ConvOp:
                   conv.kernel, conv.stride, size, size, fused, conv.groups)
 
 
+def block_op_counts(spec: BlockSpec, in_size: int) -> tuple[list[tuple[ConvOp, int]], int]:
+    """The distinct convolutions of one block seen at ``in_size``, and its output size."""
+    out: list[tuple[ConvOp, int]] = []
+    size = in_size
+    for inner, repeat in block_layout(spec):
+        h = size
+        last = len(inner.convs) - 1
+        for i, conv in enumerate(inner.convs):
+            out.append((_op(conv, h, inner.residual and i == last), repeat))
+            h = conv_out_size(h, conv.stride)
+        if inner.projection is not None:
+            out.append((_op(inner.projection, h, False), repeat))
+        size = h
+    return out, size
+
+
 def conv_op_counts(arch: Arch, resolution: int) -> list[tuple[ConvOp, int]]:
     """Each distinct convolution of ``arch`` in execution order, with its repeat count."""
     out: list[tuple[ConvOp, int]] = []
     size = resolution
     for spec in arch.blocks:
-        for inner, repeat in block_layout(spec):
-            h = size
-            last = len(inner.convs) - 1
-            for i, conv in enumerate(inner.convs):
-                out.append((_op(conv, h, inner.residual and i == last), repeat))
-                h = conv_out_size(h, conv.stride)
-            if inner.projection is not None:
-                out.append((_op(inner.projection, h, False), repeat))
-            size = h
+        ops, size = block_op_counts(spec, size)
+        out.extend(ops)
     return out
 
 

@@ -1,0 +1,21 @@
+import random
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SPACE_NAMES = ["k1kx", "kxkx", "k1kxk1", "k1dwk1"]
+DAMOYOLO = ["t", "s", "m", "l"]
+
+
+@pytest.fixture
+def rng():
+    return random.Random(1234)
+
+
+def space_path(name: str) -> Path:
+    return ROOT / "search_spaces" / f"{name}.yaml"
+
+
+def arch_path(name: str) -> Path:
+    return ROOT / "recipes" / "archs" / f"{name}.txt"
