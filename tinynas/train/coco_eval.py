@@ -1,0 +1,68 @@
+"""COCO mAP through pycocotools, plus per-class AP from the same evaluation."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+
+SUMMARY_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def _quiet():
+    # pycocotools prints progress to stdout; the caller decides what to show.
+    return contextlib.redirect_stdout(io.StringIO())
+
+
+def load_results(path: str | os.PathLike) -> list[dict]:
+    source = str(path)
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(source, "", "no such results file") from None
+    except json.JSONDecodeError as err:
+        raise UserError(source, f"line {err.lineno}", f"malformed JSON: {err.msg}") from None
+    if not isinstance(data, list):
+        raise UserError(source, "", "a COCO results file is a list of detections")
+    for i, det in enumerate(data):
+        if not isinstance(det, dict) or not {"image_id", "category_id", "bbox", "score"} <= set(det):
+            raise UserError(source, f"[{i}]", "a detection needs image_id, category_id, bbox and score")
+    return data
+
+
+def coco_metrics(annotations: str | os.PathLike, results: list[dict]) -> dict:
+    """AP, AP50, AP75, APs, APm, APl (0..1) and ``per_class`` {name: AP} for bbox results.
+
+    ``results`` uses the annotation file's category ids and xywh boxes in original pixels.
+    An empty result list scores 0 everywhere (pycocotools refuses to load one).
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with _quiet():
+        gt = COCO(str(annotations))
+    names = {c["id"]: c["name"] for c in gt.loadCats(gt.getCatIds())}
+    if not results:
+        return {**{k: 0.0 for k in SUMMARY_NAMES}, "per_class": {n: 0.0 for n in names.values()}}
+    with _quiet():
+        dt = gt.loadRes(results)
+        ev = COCOeval(gt, dt, "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    metrics = {name: float(ev.stats[i]) for i, name in enumerate(SUMMARY_NAMES)}
+    # precision: [IoU thresholds, recall points, categories, area ranges, max dets]
+    precision = ev.eval["precision"]
+    per_class = {}
+    for k, cat_id in enumerate(ev.params.catIds):
+        p = precision[:, :, k, 0, -1]
+        p = p[p > -1]
+        per_class[names[cat_id]] = float(p.mean()) if p.size else float("nan")
+    metrics["per_class"] = per_class
+    return metrics
