@@ -1,0 +1,83 @@
+"""What a training run leaves in its folder besides checkpoints: the recipe, metrics, a plot."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+
+import yaml
+
+from ..atomic import atomic_write_text
+
+
+def write_recipe(path: Path, recipe) -> None:
+    """The resolved, self-contained recipe (what ``--resume`` and checkpoints rebuild from)."""
+    atomic_write_text(path, yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+
+
+class MetricsLog:
+    """``metrics.csv``: one row per epoch; columns grow when a new metric first appears."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def rows(self) -> list[dict]:
+        if not self.path.is_file():
+            return []
+        with open(self.path, newline="", encoding="utf-8") as handle:
+            return list(csv.DictReader(handle))
+
+    def reset(self) -> None:
+        if self.path.exists():
+            self.path.unlink()
+
+    def append(self, row: dict) -> None:
+        rows = [r for r in self.rows() if int(float(r["epoch"])) < int(row["epoch"])] + [row]
+        columns: list[str] = []
+        for r in rows:
+            columns += [c for c in r if c not in columns]
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=columns, restval="")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+        atomic_write_text(self.path, out.getvalue())
+
+
+def plot_metrics(csv_path: Path, png_path: Path) -> bool:
+    """Loss and mAP per epoch as a PNG; False (and nothing written) without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    rows = MetricsLog(csv_path).rows()
+    if not rows:
+        return False
+    epochs = [int(float(r["epoch"])) for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for key in ("loss", "qfl", "giou", "dfl", "distill"):
+        values = [float(r[key]) if r.get(key) not in (None, "") else float("nan") for r in rows]
+        if any(v == v for v in values):
+            left.plot(epochs, values, label=key)
+    left.set_xlabel("epoch")
+    left.set_title("training losses")
+    if left.lines:
+        left.legend()
+    for key in ("AP", "AP50"):
+        points = [(e, float(r[key])) for e, r in zip(epochs, rows) if r.get(key) not in (None, "")]
+        if points:
+            right.plot(*zip(*points), marker="o", label=key)
+    right.set_xlabel("epoch")
+    right.set_title("val mAP")
+    if right.lines:
+        right.legend()
+    fig.tight_layout()
+    tmp = png_path.with_name(f".{png_path.name}.tmp{os.getpid()}.png")
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    os.replace(tmp, png_path)
+    return True

@@ -1,0 +1,310 @@
+"""The training loop: data -> detector -> AlignOTA + GFL losses (+ distillation) -> SGD, EMA.
+
+One call of ``train`` runs (or resumes) a run folder ``runs/<name>/``. After every epoch it
+writes atomically ``last.pt`` (EMA weights for use, plus the raw model, optimiser, EMA,
+epoch and RNG state for resuming), ``best.pt`` when the val AP improves, a row of
+``metrics.csv`` and the loss/mAP plot. Resuming from ``last.pt`` at an epoch boundary gives
+the same weights as an uninterrupted run: the lr follows the global iteration, the data
+order and augmentations depend only on (seed, epoch, index), and the torch RNG is restored.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..data.check import ensure_trainable
+from ..data.coco import CocoDataset
+from ..data.collate import make_loader, set_loader_epoch
+from ..data.pipeline import DetectionDataset
+from ..detect.anchors import anchor_points
+from ..detect.detector import Detector
+from ..distill.feature_loss import FeatureDistiller
+from ..distill.logit_loss import self_distillation_loss
+from ..distill.schedule import distill_weight
+from ..errors import UserError
+from .ema import ModelEMA
+from .evaluate import evaluate
+from .losses import DetectionLoss
+from .optim import build_optimizer
+from .recipe import TrainRecipe
+from .run_files import MetricsLog, plot_metrics, write_recipe
+from .schedule import learning_rate, scaled_lr
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    epochs_done: int
+    best_ap: float
+    last_metrics: dict
+
+
+def _resolve_device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("", "train.device", f"{name} requested but CUDA is not available")
+    if name == "cuda":
+        name = f"cuda:{local_rank}"
+    return torch.device(name)
+
+
+def _distributed() -> tuple[int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world
+
+
+def _set_bn(model: nn.Module, eps: float, momentum: float) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eps, m.momentum = eps, momentum
+
+
+def _datasets(recipe: TrainRecipe, source: str) -> tuple[CocoDataset, CocoDataset]:
+    d = recipe.data
+    for ann, images in ((d.train_annotations, d.train_images), (d.val_annotations, d.val_images)):
+        ensure_trainable(ann, images)
+    train_coco, val_coco = CocoDataset(d.train_annotations, d.train_images), CocoDataset(d.val_annotations, d.val_images)
+    if train_coco.category_ids != val_coco.category_ids:
+        raise UserError(d.val_annotations, "categories", "val categories differ from the training set's")
+    return train_coco, val_coco
+
+
+def resolve_model(recipe: TrainRecipe, num_classes: int, source: str) -> TrainRecipe:
+    """A referenced model takes the dataset's class count; an inline one must already match it."""
+    if recipe.model.head.num_classes == num_classes:
+        return recipe
+    if recipe.model_from_reference:
+        return replace(recipe, model=recipe.model.with_num_classes(num_classes))
+    raise UserError(source, "head.num_classes", f"the recipe says {recipe.model.head.num_classes} classes, "
+                    f"the dataset has {num_classes}")
+
+
+class _Teacher:
+    """A frozen teacher: its checkpoint, its outputs, and how the student is compared with it."""
+
+    def __init__(self, recipe: TrainRecipe, student: Detector, device: torch.device, half: bool):
+        cfg = recipe.distill
+        ckpt = load_checkpoint(cfg.teacher)
+        if ckpt.recipe.head.num_classes != student.num_classes:
+            raise UserError(cfg.teacher, "head.num_classes", f"the teacher has {ckpt.recipe.head.num_classes} "
+                            f"classes, the student {student.num_classes}")
+        model = ckpt.build().to(device)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        self.model = (model.half() if half else model).eval()
+        self.cfg = cfg
+        self.distiller = None
+        if cfg.method != "self":
+            self.distiller = FeatureDistiller(student.recipe.neck.out_channels, ckpt.recipe.neck.out_channels,
+                                              cfg.method, cfg.tau).to(device)
+
+    @torch.no_grad()
+    def outputs(self, images: torch.Tensor):
+        """Neck features (feature methods) or head logits (self-distillation), in fp32."""
+        self.model.eval()  # whatever the caller did with .train(), the teacher stays frozen
+        x = images.to(next(self.model.parameters()).dtype)
+        feats = self.model.features(x)
+        if self.cfg.method == "self":
+            cls_logits, reg_logits = self.model.head(feats)
+            return cls_logits.float(), reg_logits.float()
+        return [f.float() for f in feats]
+
+
+class _TrainStep(nn.Module):
+    """What DistributedDataParallel wraps: the student and the distiller's align convs, so both
+    get synchronised gradients."""
+
+    def __init__(self, detector: Detector, distiller: FeatureDistiller | None = None):
+        super().__init__()
+        self.detector = detector
+        self.distiller = distiller
+
+    def forward(self, images: torch.Tensor, teacher_feats=None):
+        feats = self.detector.features(images)
+        cls_logits, reg_logits = self.detector.head(feats)
+        distill = None
+        if teacher_feats is not None and self.distiller is not None:
+            distill = self.distiller([f.float() for f in feats], teacher_feats)
+        return feats, cls_logits, reg_logits, distill
+
+
+def train(recipe: TrainRecipe, resume: bool = False, stop_after: int | None = None, progress: bool = True,
+          source: str = "<recipe>") -> TrainResult:
+    """Train (or resume) ``recipe``; ``stop_after`` ends this call after that many more epochs."""
+    rank, local_rank, world = _distributed()
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() and recipe.train.device != "cpu" else "gloo")
+    device = _resolve_device(recipe.train.device, local_rank)
+    main_process = rank == 0
+    run_dir = recipe.run_dir
+    last_path = run_dir / "last.pt"
+    if resume and not last_path.is_file():
+        raise UserError(str(run_dir), "last.pt", "nothing to resume: no checkpoint in this run folder")
+    if not resume and last_path.exists():
+        raise UserError(str(run_dir), "", "this run folder already holds a run; resume it with --resume "
+                        "or choose another name")
+
+    train_coco, val_coco = _datasets(recipe, source)
+    recipe = resolve_model(recipe, train_coco.num_classes, source)
+    cfg = recipe.train
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+
+    model = Detector(recipe.model)
+    _set_bn(model, cfg.bn_eps, cfg.bn_momentum)
+    model.to(device)
+    amp = cfg.amp and device.type == "cuda"
+    teacher = _Teacher(recipe, model, device, half=amp) if recipe.distill.teacher else None
+
+    train_set = DetectionDataset(train_coco, recipe.data.size, train=True, augment=recipe.augment, seed=cfg.seed,
+                                 epochs=cfg.epochs)
+    val_set = DetectionDataset(val_coco, recipe.data.size, train=False)
+    per_rank_batch = max(1, cfg.batch_size // world)
+    loader = make_loader(train_set, per_rank_batch, shuffle=True, seed=cfg.seed, workers=recipe.data.workers,
+                         drop_last=len(train_set) >= per_rank_batch * world, rank=rank, world_size=world)
+    iters_per_epoch = max(1, len(loader))
+    total_iters = cfg.epochs * iters_per_epoch
+    warmup_iters = int(round(cfg.warmup_epochs * iters_per_epoch))
+    no_aug_from = (cfg.epochs - recipe.augment.no_aug_epochs) * iters_per_epoch
+    base_lr = scaled_lr(cfg.lr_per_64, per_rank_batch * world)
+
+    step_module = _TrainStep(model, teacher.distiller if teacher is not None else None)
+    optimizer = build_optimizer(step_module, base_lr, cfg.momentum, cfg.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    train_step: nn.Module = step_module
+    if world > 1:
+        nn.SyncBatchNorm.convert_sync_batchnorm(step_module)
+        train_step = nn.parallel.DistributedDataParallel(
+            step_module, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=teacher is not None)
+    ema = ModelEMA(model, cfg.ema_decay, cfg.ema_ramp)
+    loss_fn = DetectionLoss(model.num_classes, model.head.reg_max)
+    log = MetricsLog(run_dir / "metrics.csv")
+
+    start_epoch, best_ap = 0, -1.0
+    if resume:
+        start_epoch, best_ap = _restore(last_path, model, ema, optimizer, scaler, teacher)
+    elif main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_recipe(run_dir / "recipe.yaml", recipe)
+        log.reset()
+
+    end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
+    last_metrics: dict = {}
+    for epoch in range(start_epoch, end_epoch):
+        set_loader_epoch(loader, epoch)
+        train_step.train()
+        sums: dict[str, float] = {}
+        started = time.time()
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (progress and main_process),
+                   leave=False, dynamic_ncols=True)
+        for step, (images, targets) in enumerate(bar):
+            it = epoch * iters_per_epoch + step
+            lr = learning_rate(it, total_iters, base_lr, warmup_iters, cfg.min_lr_ratio)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            images = images.to(device, non_blocking=True)
+            targets = [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
+            weight = 0.0
+            if teacher is not None:
+                off = no_aug_from if recipe.distill.off_in_no_aug else None
+                d = recipe.distill
+                weight = d.loss_weight * distill_weight(it, total_iters, d.weight_start, d.weight_end,
+                                                        d.weight_shape, off)
+            teacher_out = teacher.outputs(images) if weight > 0 else None
+            with torch.autocast(device.type, enabled=amp):
+                feats, cls_logits, reg_logits, distill = train_step(
+                    images, teacher_out if teacher is not None and teacher.distiller is not None else None)
+            points, strides = anchor_points([f.shape[-2:] for f in feats], model.head.strides,
+                                            dtype=torch.float32, device=device)
+            losses = loss_fn(cls_logits.float(), reg_logits.float(), points, strides, targets)
+            loss = losses["loss"]
+            if weight > 0:
+                if distill is None:  # self-distillation compares head outputs
+                    distill = self_distillation_loss(cls_logits.float(), reg_logits.float(), *teacher_out,
+                                                     model.head.reg_max, recipe.distill.tau)
+                losses["distill"] = distill.detach()
+                loss = loss + weight * distill
+            if not torch.isfinite(loss):
+                raise UserError(str(run_dir), "loss", f"non-finite loss at epoch {epoch + 1}, iteration {step + 1}; "
+                                f"training stopped, the last good checkpoint is {last_path}")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(step_module.parameters(), cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            ema.update(model)
+            for key, value in losses.items():
+                if key != "num_pos":
+                    sums[key] = sums.get(key, 0.0) + float(value.detach())
+            bar.set_postfix({k: f"{v / (step + 1):.3f}" for k, v in sums.items()}, lr=f"{lr:.2e}")
+        bar.close()
+        epoch_losses = {k: v / iters_per_epoch for k, v in sums.items()}
+        metrics: dict = {}
+        done = epoch + 1
+        if main_process and (done % cfg.eval_interval == 0 or done == cfg.epochs):
+            metrics = evaluate(ema.module, val_set, batch_size=recipe.eval.batch_size,
+                               conf_threshold=recipe.eval.conf_threshold, iou_threshold=recipe.eval.iou_threshold,
+                               max_detections=recipe.eval.max_detections, device=device, progress=progress)
+        if main_process:
+            ap = metrics.get("AP", float("nan"))
+            improved = not math.isnan(ap) and ap > best_ap
+            best_ap = max(best_ap, ap) if not math.isnan(ap) else best_ap
+            extra = _resume_state(done, best_ap, model, ema, optimizer, scaler, teacher)
+            save_checkpoint(last_path, ema.module, train_coco.names, extra=extra)
+            if improved:
+                save_checkpoint(run_dir / "best.pt", ema.module, train_coco.names, extra={"epoch": done, "AP": ap})
+            row = {"epoch": done, "lr": lr, **epoch_losses,
+                   **{k: v for k, v in metrics.items() if isinstance(v, float)}, "seconds": time.time() - started}
+            log.append(row)
+            plot_metrics(run_dir / "metrics.csv", run_dir / "results.png")
+            last_metrics = row
+            if progress:
+                shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds"))
+                tqdm.write(f"epoch {done}/{cfg.epochs}: {shown}")
+    return TrainResult(run_dir, end_epoch, best_ap, last_metrics)
+
+
+def _resume_state(epoch: int, best_ap: float, model: nn.Module, ema: ModelEMA, optimizer, scaler,
+                  teacher: _Teacher | None) -> dict:
+    state = {
+        "epoch": epoch, "best_ap": best_ap, "model": model.state_dict(), "ema_updates": ema.updates,
+        "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+        "torch_rng": torch.get_rng_state(), "python_rng": list(random.getstate()[1]),
+    }
+    if teacher is not None and teacher.distiller is not None:
+        state["distiller"] = teacher.distiller.state_dict()
+    return state
+
+
+def _restore(path: Path, model: nn.Module, ema: ModelEMA, optimizer, scaler, teacher: _Teacher | None) -> tuple[int, float]:
+    ckpt = load_checkpoint(path)
+    extra = ckpt.extra
+    for key in ("epoch", "model", "optimizer", "ema_updates"):
+        if key not in extra:
+            raise UserError(str(path), f"extra.{key}", "missing: not a resumable training checkpoint")
+    model.load_state_dict(extra["model"])
+    ema.module.load_state_dict(ckpt.state_dict)
+    ema.updates = int(extra["ema_updates"])
+    optimizer.load_state_dict(extra["optimizer"])
+    if "scaler" in extra:
+        scaler.load_state_dict(extra["scaler"])
+    if teacher is not None and teacher.distiller is not None and "distiller" in extra:
+        teacher.distiller.load_state_dict(extra["distiller"])
+    torch.set_rng_state(extra["torch_rng"])
+    random.setstate((3, tuple(int(v) for v in extra["python_rng"]), None))
+    return int(extra["epoch"]), float(extra.get("best_ap", -1.0))
