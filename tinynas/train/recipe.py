@@ -89,7 +89,9 @@ class TrainRecipe:
     def to_dict(self) -> dict:
         """The resolved recipe, self-contained (architecture inline), as written to ``recipe.yaml``."""
         doc = {"name": self.name, **{k: v for k, v in self.model.to_dict().items() if k != "name"}}
-        doc["data"] = asdict(self.data)
+        # Absolute data paths keep the resolved recipe usable from any working directory.
+        doc["data"] = {k: str(Path(v).resolve()) if k.endswith(("_images", "_annotations")) else v
+                       for k, v in asdict(self.data).items()}
         doc["train"] = asdict(self.train)
         doc["augment"] = self.augment.to_dict()
         doc["eval"] = asdict(self.eval)

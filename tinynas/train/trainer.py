@@ -227,6 +227,8 @@ def train(recipe: TrainRecipe, resume: bool = False, stop_after: int | None = No
             with torch.autocast(device.type, enabled=amp):
                 feats, cls_logits, reg_logits, distill = train_step(
                     images, teacher_out if teacher is not None and teacher.distiller is not None else None)
+            if not (torch.isfinite(cls_logits).all() and torch.isfinite(reg_logits).all()):
+                raise _diverged(run_dir, epoch, step, last_path)
             points, strides = anchor_points([f.shape[-2:] for f in feats], model.head.strides,
                                             dtype=torch.float32, device=device)
             losses = loss_fn(cls_logits.float(), reg_logits.float(), points, strides, targets)
@@ -238,8 +240,7 @@ def train(recipe: TrainRecipe, resume: bool = False, stop_after: int | None = No
                 losses["distill"] = distill.detach()
                 loss = loss + weight * distill
             if not torch.isfinite(loss):
-                raise UserError(str(run_dir), "loss", f"non-finite loss at epoch {epoch + 1}, iteration {step + 1}; "
-                                f"training stopped, the last good checkpoint is {last_path}")
+                raise _diverged(run_dir, epoch, step, last_path)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if cfg.grad_clip > 0:
@@ -277,6 +278,12 @@ def train(recipe: TrainRecipe, resume: bool = False, stop_after: int | None = No
                 shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds"))
                 tqdm.write(f"epoch {done}/{cfg.epochs}: {shown}")
     return TrainResult(run_dir, end_epoch, best_ap, last_metrics)
+
+
+def _diverged(run_dir: Path, epoch: int, step: int, last_path: Path) -> UserError:
+    where = f"the last good checkpoint is {last_path}" if last_path.is_file() else "no checkpoint was written"
+    return UserError(str(run_dir), "loss", f"non-finite loss at epoch {epoch + 1}, iteration {step + 1}; "
+                     f"training stopped, {where} (lower train.lr_per_64 or set train.grad_clip)")
 
 
 def _resume_state(epoch: int, best_ap: float, model: nn.Module, ema: ModelEMA, optimizer, scaler,

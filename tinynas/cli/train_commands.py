@@ -1,0 +1,83 @@
+"""``tinynas train`` and ``tinynas eval``."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+
+from ..checkpoint import load_detector
+from ..data.coco import CocoDataset
+from ..data.pipeline import DetectionDataset
+from ..errors import UserError
+from ..train.evaluate import evaluate
+from ..train.recipe import load_train_recipe
+from ..train.trainer import resolve_model, train
+from .format import table
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train (or distil) a detector on a COCO-format dataset",
+                       description="Train a detector from a recipe; writes runs/<name>/ with last.pt, best.pt, "
+                                   "metrics.csv, recipe.yaml and results.png. Runs under torchrun for several GPUs.")
+    p.add_argument("recipe", metavar="RECIPE", nargs="?", help="training recipe (YAML)")
+    p.add_argument("overrides", metavar="KEY=VALUE", nargs="*", help="recipe overrides, e.g. train.epochs=10")
+    p.add_argument("--resume", metavar="RUN", help="continue the run in this folder from its last.pt")
+    p.add_argument("--teacher", metavar="CKPT", help="distil from this trained teacher checkpoint")
+    p.add_argument("--stop-after", type=int, metavar="N", help="stop this call after N more epochs (resumable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run_train)
+
+    p = sub.add_parser("eval", help="COCO mAP of a checkpoint on the recipe's val split")
+    p.add_argument("recipe", metavar="RECIPE", help="training recipe (YAML) or a run folder")
+    p.add_argument("overrides", metavar="KEY=VALUE", nargs="*", help="recipe overrides, e.g. data.size=320")
+    p.add_argument("--weights", metavar="CKPT", help="checkpoint (default: the run folder's best.pt)")
+    p.set_defaults(func=run_eval)
+
+
+def _recipe(text: str, overrides):
+    path = Path(text)
+    if path.is_dir():
+        path = path / "recipe.yaml"
+    return load_train_recipe(path, overrides), str(path)
+
+
+def run_train(args) -> int:
+    if args.resume:
+        if args.recipe or args.overrides:
+            raise UserError("--resume", "", "a resumed run uses its own recipe.yaml; give no recipe or overrides")
+        recipe, source = _recipe(args.resume, [])
+        recipe = replace(recipe, out=str(args.resume))
+    else:
+        if not args.recipe:
+            raise UserError("train", "RECIPE", "give a recipe, or --resume RUN")
+        recipe, source = _recipe(args.recipe, args.overrides)
+    if args.teacher:
+        recipe = replace(recipe, distill=replace(recipe.distill, teacher=args.teacher))
+    result = train(recipe, resume=bool(args.resume), stop_after=args.stop_after, progress=not args.quiet,
+                   source=source)
+    ap = result.last_metrics.get("AP")
+    tail = f", last val AP {ap:.4f}" if isinstance(ap, float) and not math.isnan(ap) else ""
+    print(f"{result.run_dir}: {result.epochs_done} epochs done{tail}, best val AP {max(result.best_ap, 0.0):.4f}")
+    return 0
+
+
+def run_eval(args) -> int:
+    recipe, source = _recipe(args.recipe, args.overrides)
+    weights = args.weights or (Path(args.recipe) / "best.pt" if Path(args.recipe).is_dir() else None)
+    if weights is None:
+        raise UserError(source, "--weights", "give the checkpoint to evaluate")
+    val = CocoDataset(recipe.data.val_annotations, recipe.data.val_images)
+    recipe = resolve_model(recipe, val.num_classes, source)
+    model, names = load_detector(weights, recipe.model)
+    if len(names) != val.num_classes:
+        raise UserError(str(weights), "class_names", f"{len(names)} classes, the val set has {val.num_classes}")
+    e = recipe.eval
+    metrics = evaluate(model, DetectionDataset(val, recipe.data.size), batch_size=e.batch_size,
+                       conf_threshold=e.conf_threshold, iou_threshold=e.iou_threshold,
+                       max_detections=e.max_detections, progress=True)
+    print(table(["AP", "AP50", "AP75", "APs", "APm", "APl"],
+                [[f"{metrics[k]:.4f}" for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")]]))
+    print()
+    print(table(["class", "AP"], [[name, f"{ap:.4f}"] for name, ap in metrics["per_class"].items()]))
+    return 0
