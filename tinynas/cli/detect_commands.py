@@ -1,0 +1,117 @@
+"""``tinynas model info``, ``tinynas predict`` and ``tinynas export``: whole detectors."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import UserError
+from .format import human, table
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+def register(sub) -> None:
+    p = sub.add_parser("model", help="detector models built from recipes")
+    model_sub = p.add_subparsers(dest="model_command", metavar="ACTION")
+    model_sub.required = True
+    info = model_sub.add_parser("info", help="params and GFLOPs of a detector, split into backbone / neck / head")
+    info.add_argument("recipe", metavar="RECIPE", help="model recipe (.yaml) or shipped name (e.g. damoyolo-s)")
+    info.add_argument("--size", type=positive_int, default=640, help="square input size (default %(default)s)")
+    info.add_argument("--unfused", action="store_true",
+                      help="count the training form (RepConv branches, BatchNorms) instead of the deploy form")
+    info.set_defaults(func=run_model_info)
+
+    p = sub.add_parser("predict", help="detect objects in images; write drawn images and COCO-results JSON")
+    p.add_argument("--weights", required=True, metavar="CKPT", help="tinynas detector checkpoint")
+    p.add_argument("--source", required=True, metavar="IMAGE_OR_DIR", help="an image or a folder of images")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--recipe", default=None, help="check the checkpoint against this recipe's class count")
+    p.add_argument("--size", type=positive_int, default=640, help="letterbox size (default %(default)s)")
+    p.add_argument("--conf", type=fraction, default=0.25, help="score threshold (default %(default)s)")
+    p.add_argument("--iou", type=fraction, default=0.7, help="NMS IoU threshold (default %(default)s)")
+    p.add_argument("--max-det", type=positive_int, default=100, help="detections kept per image (default %(default)s)")
+    p.add_argument("--no-draw", action="store_true", help="only write the JSON")
+    p.set_defaults(func=run_predict)
+
+    p = sub.add_parser("export", help="re-parameterise a checkpoint and export it (ONNX)")
+    p.add_argument("--weights", required=True, metavar="CKPT", help="tinynas detector checkpoint")
+    p.add_argument("--format", choices=["onnx"], default="onnx", help="export format (default %(default)s)")
+    p.add_argument("--out", default=None, help="output file (default: the checkpoint name with .onnx)")
+    p.add_argument("--size", type=positive_int, default=640, help="square input size (default %(default)s)")
+    p.add_argument("--nms", action="store_true", help="put multi-class NMS in the graph (output detections [K, 7])")
+    p.add_argument("--conf", type=fraction, default=0.05, help="NMS score threshold (default %(default)s)")
+    p.add_argument("--iou", type=fraction, default=0.7, help="NMS IoU threshold (default %(default)s)")
+    p.add_argument("--max-det", type=positive_int, default=100, help="NMS boxes kept per class (default %(default)s)")
+    p.add_argument("--check", action="store_true", help="run the export in onnxruntime and compare with torch")
+    p.set_defaults(func=run_export)
+
+
+def run_model_info(args) -> int:
+    from ..detect.profile import recipe_costs
+    from ..detect.recipe import load_model_recipe
+
+    recipe = load_model_recipe(args.recipe)
+    parts = recipe_costs(recipe, args.size, fused=not args.unfused)
+    total = parts[-1]
+    rows = [[p.name, human(p.params), f"{p.params / total.params:.0%}", f"{p.flops / 1e9:.2f}",
+             f"{p.flops / total.flops:.0%}"] for p in parts]
+    b = recipe.backbone
+    print(f"{recipe.name or args.recipe}: {b.wrap} wrap, {b.act}, neck depth {recipe.neck.depth:g} "
+          f"hidden {recipe.neck.hidden_ratio:g} out {list(recipe.neck.out_channels)}, "
+          f"{recipe.head.num_classes} classes")
+    print(table(["part", "params", "share", "GFLOPs", "share"], rows))
+    form = "training form" if args.unfused else "fused (deploy) form"
+    print(f"{form}, {args.size}x{args.size} input, GFLOPs = 2 x MACs as thop counts them")
+    return 0
+
+
+def run_predict(args) -> int:
+    from ..checkpoint import load_detector
+    from ..detect.predict import RESULTS_NAME, predict
+    from ..detect.recipe import load_model_recipe
+
+    recipe = load_model_recipe(args.recipe) if args.recipe else None
+    model, names = load_detector(args.weights, recipe)
+    results = predict(model, names, args.source, args.out, args.size, args.conf, args.iou, args.max_det,
+                      draw=not args.no_draw)
+    boxes = sum(len(r.detections) for r in results)
+    print(f"{len(results)} image(s), {boxes} detection(s); wrote {Path(args.out) / RESULTS_NAME}")
+    return 0
+
+
+def run_export(args) -> int:
+    from ..checkpoint import load_detector
+    from ..deploy.onnx_export import export_onnx
+
+    model, _ = load_detector(args.weights)
+    out = Path(args.out) if args.out else Path(args.weights).with_suffix(".onnx")
+    if out.resolve() == Path(args.weights).resolve():
+        raise UserError(str(out), "", "the export would overwrite the checkpoint")
+    export_onnx(model, out, args.size, nms=args.nms, conf_threshold=args.conf, iou_threshold=args.iou,
+                max_detections=args.max_det)
+    print(f"wrote {out}")
+    if args.check:
+        from ..deploy.onnx_export import compare_with_torch
+        error = compare_with_torch(out, model, args.size, nms=args.nms, conf_threshold=args.conf,
+                                   iou_threshold=args.iou, max_detections=args.max_det)
+        print(f"onnxruntime vs torch: max relative difference {error:.2e}")
+    return 0

@@ -1,0 +1,161 @@
+"""``tinynas latency build|predict|validate|import-tinynas``: per-chip latency tables."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..api import load_any_arch
+from ..errors import UserError
+from ..latency import build_table, import_tinynas, load_predictor, validate_table
+from ..latency.validate import FITS
+from ..resources import resolve_space_path
+from ..space import load_space
+from .arch_commands import positive_int
+from .format import table
+
+DEFAULT_DB = "cpu-fp32"
+
+BUILD_HELP = """\
+Enumerate every convolution the search space(s) can produce (kind, C_in, C_out, kernel,
+stride, input size, fused residual) and time each one on the device, as deployed: BatchNorm
+folded, activation applied, the residual add counted on the last conv of a unit. Rows are
+appended as they are measured; run the same command again to resume an interrupted build.
+Measurement is serial by design: running two builds (or anything heavy) at once on the same
+device falsifies both, so keep the machine quiet while it runs."""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("latency", help="per-chip latency tables: build, predict, validate, import-tinynas")
+    lsub = p.add_subparsers(dest="latency_command", metavar="ACTION")
+    lsub.required = True
+
+    b = lsub.add_parser("build", help="measure a space's convolutions into a latency table",
+                        description=BUILD_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    b.add_argument("--space", action="append", required=True,
+                   help="search space file or shipped name (repeat for several spaces in one table)")
+    b.add_argument("--out", required=True, help="table to write (CSV; its .json sidecar goes beside it)")
+    b.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default %(default)s)")
+    b.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"], help="default %(default)s")
+    b.add_argument("--batch", type=positive_int, default=1, help="batch size timed (default %(default)s)")
+    b.add_argument("--resolution", type=positive_int, default=None, help="input size (default: the space's)")
+    b.add_argument("--threads", type=positive_int, default=1,
+                   help="CPU threads, fixed and recorded (default %(default)s)")
+    b.add_argument("--clock", choices=["auto", "thread-cpu", "wall"], default="auto",
+                   help="CPU clock: auto = the thread's CPU time with one thread (robust to other "
+                        "processes sharing the machine), else wall time (default %(default)s)")
+    b.add_argument("--channel-step", type=positive_int, default=None,
+                   help="measure only multiples of this many channels plus each range's ends, and "
+                        "interpolate between them (default: every channel count the space allows)")
+    b.add_argument("--warmup", type=positive_int, default=3, help="untimed runs per op (default %(default)s)")
+    b.add_argument("--runs", type=positive_int, default=10, help="timed runs per op (default %(default)s)")
+    b.add_argument("--max-ops", type=positive_int, default=None,
+                   help="stop after this many new ops (the table stays resumable)")
+    b.add_argument("--dry-run", action="store_true", help="print the grid's size and exit")
+    b.add_argument("--note", default="", help="free text stored in the sidecar (e.g. how the machine was loaded)")
+    b.set_defaults(func=run_build)
+
+    pr = lsub.add_parser("predict", help="predicted latency of an architecture, per block and in total")
+    pr.add_argument("arch", metavar="ARCH", help="architecture file or shipped name (e.g. damoyolo-t)")
+    pr.add_argument("--db", default=DEFAULT_DB, help="latency table path or shipped name (default %(default)s)")
+    pr.add_argument("--resolution", type=positive_int, default=320, help="input size (default %(default)s)")
+    pr.add_argument("--in-channels", type=positive_int, default=None,
+                    help="override the stem's input channels (12 = the searched view of a Focus stem)")
+    pr.set_defaults(func=run_predict)
+
+    v = lsub.add_parser("validate", help="measure random architectures end to end and score the table")
+    v.add_argument("--db", default=DEFAULT_DB, help="latency table path or shipped name (default %(default)s)")
+    v.add_argument("--space", required=True, help="search space file or shipped name")
+    v.add_argument("-n", type=positive_int, default=50, help="random architectures (default %(default)s)")
+    v.add_argument("--seed", type=int, default=0, help="seed of the random draw (default %(default)s)")
+    v.add_argument("--resolution", type=positive_int, default=None, help="input size (default: the space's)")
+    v.add_argument("--fit", choices=FITS, default="affine",
+                   help="correction fitted to the sum of ops: affine (scale + overhead, default), "
+                        "offset (overhead only) or none")
+    v.add_argument("--warmup", type=positive_int, default=3, help="untimed runs per network (default %(default)s)")
+    v.add_argument("--runs", type=positive_int, default=10, help="timed runs per network (default %(default)s)")
+    v.add_argument("--out", default=None,
+                   help="folder for measurements.csv (resumable), report.json and the plot")
+    v.add_argument("--no-update", action="store_true", help="do not store the fit in the table's sidecar")
+    v.set_defaults(func=run_validate)
+
+    im = lsub.add_parser("import-tinynas", help="convert a TinyNAS op-profiler table (conv_data.out*)")
+    im.add_argument("source", metavar="FILE", help="TinyNAS table, e.g. conv_data.out.fp16")
+    im.add_argument("--out", required=True, help="table to write (CSV + .json sidecar)")
+    im.add_argument("--batch", type=positive_int, default=None, help="batch to keep when the file mixes several")
+    im.add_argument("--dtype", choices=["fp32", "fp16", "int8"], default=None,
+                    help="default: fp16 when the file name says so, else fp32")
+    im.add_argument("--device-name", default="NVIDIA V100", help="recorded in the sidecar (default %(default)s)")
+    im.add_argument("--runtime", default="TensorRT", help="recorded in the sidecar (default %(default)s)")
+    im.add_argument("--extrapolation", choices=["nearest", "none"], default="nearest",
+                    help="ops outside the sampled channel ratios: nearest measured op, as TinyNAS "
+                         "does (default), or an error")
+    im.set_defaults(func=run_import)
+
+
+def run_build(args) -> int:
+    spaces = [load_space(resolve_space_path(s)) for s in args.space]
+    if args.dry_run:
+        from ..latency.grid import grid_ops, merge_groups, space_groups
+        groups = merge_groups(*(space_groups(s, args.resolution, args.channel_step) for s in spaces))
+        print(f"{len(grid_ops(groups))} ops in {len(groups)} groups")
+        return 0
+    t = build_table(spaces, args.out, device=args.device, dtype=args.dtype, batch=args.batch,
+                    resolution=args.resolution, threads=args.threads, channel_step=args.channel_step,
+                    warmup=args.warmup, runs=args.runs, max_ops=args.max_ops, note=args.note,
+                    clock=args.clock)
+    print(f"{args.out}: {len(t)} ops, {t.meta['status']}")
+    return 0
+
+
+def run_predict(args) -> int:
+    arch = load_any_arch(args.arch)
+    if args.in_channels is not None:
+        arch = arch.with_block(0, arch.blocks[0].replace(in_channels=args.in_channels))
+    predictor = load_predictor(args.db)
+    blocks = predictor.predict_blocks_ms(arch, args.resolution)
+    total = predictor.predict_ms(arch, args.resolution)
+    if predictor.extrapolated:
+        print(f"note: {len(predictor.extrapolated)} op(s) lie outside the table's measured shapes and "
+              "were priced by their nearest measured op")
+    rows = [[i, b.cls, b.in_channels, b.out_channels, b.stride, b.kernel,
+             b.depth if b.kind.has_bottleneck else "-", b.bottleneck or "-", f"{ms:.4f}"]
+            for i, (b, ms) in enumerate(zip(arch.blocks, blocks))]
+    overhead = predictor.overhead_ms / predictor.batch
+    rows.append(["", "overhead", "", "", "", "", "", "", f"{overhead:.4f}"])
+    rows.append(["", "total", "", "", "", "", "", "", f"{total:.4f}"])
+    print(table(["#", "class", "in", "out", "s", "k", "L", "btn", "ms/image"], rows))
+    meta = predictor.table.meta
+    print(f"{total:.4f} ms per image ({total * 1e-3:.3e} s) at {arch.in_channels}x{args.resolution}x"
+          f"{args.resolution}, batch {predictor.batch}, {meta.get('device_name', meta['device'])} "
+          f"{meta['dtype']} [{predictor.table.path}]")
+    return 0
+
+
+def run_validate(args) -> int:
+    space = load_space(resolve_space_path(args.space))
+    result = validate_table(args.db, space, n=args.n, seed=args.seed, resolution=args.resolution,
+                            fit=args.fit, warmup=args.warmup, runs=args.runs, out_dir=args.out,
+                            update=not args.no_update)
+    m = result.metrics
+    rows = []
+    for label, key in (("sum of ops", "raw"), ("fitted (in sample)", "fitted_in_sample"),
+                       ("fitted (leave-one-out)", "fitted_leave_one_out")):
+        e = m[key]
+        rows.append([label, f"{e['mape_pct']:.2f}", f"{e['max_ape_pct']:.2f}", f"{e['within_10pct']:.0f}",
+                     f"{e['kendall_tau']:.3f}"])
+    print(table(["prediction", "MAPE %", "max %", "within 10% (%)", "Kendall tau"], rows))
+    print(f"{m['n']} random {space.name} architectures at {m['resolution']}; measured "
+          f"{m['measured_ms_range'][0]:.2f}-{m['measured_ms_range'][1]:.2f} ms/image; fit: scale "
+          f"{result.scale:.4f}, overhead {result.overhead_ms:.4f} ms per batch"
+          + ("" if args.no_update else " (stored in the sidecar)"))
+    return 0
+
+
+def run_import(args) -> int:
+    t = import_tinynas(args.source, args.out, batch=args.batch, dtype=args.dtype,
+                       device_name=args.device_name, runtime=args.runtime,
+                       extrapolation=args.extrapolation)
+    s = t.meta["import_stats"]
+    print(f"{args.out}: {s['rows']} ops at batch {t.batch}, {t.dtype} ({s['failed_dropped']} failed "
+          f"measurements dropped, {s['duplicates_merged']} repeats merged)")
+    return 0

@@ -1,0 +1,186 @@
+"""Dataset problems, found before any training time is spent.
+
+``check_dataset`` walks a COCO-JSON file and its image folder and returns every problem it
+finds, each with the file it concerns, the image id and the reason. A problem is *fatal*
+when training or evaluation would be wrong or would crash on it (missing or unreadable
+images, a size that disagrees with the file, unknown ids, duplicate ids, malformed boxes);
+the rest are warnings about things the loader repairs in a known way (boxes reaching
+outside the image are clipped, boxes of zero or negative size are dropped, a missing
+``iscrowd`` counts as 0).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+from tqdm import tqdm
+
+from ..errors import UserError
+from .coco import read_coco_json
+
+# Annotation tools round box edges; this much overhang is not worth a warning.
+OUTSIDE_TOLERANCE = 1.0
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str  # the image file the problem concerns, else the annotation file
+    image_id: int | None
+    reason: str
+    fatal: bool
+
+    def __str__(self) -> str:
+        where = f"image {self.image_id}" if self.image_id is not None else "dataset"
+        return f"{self.file}: {where}: {self.reason} [{'fatal' if self.fatal else 'warning'}]"
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_dataset(annotations: str | os.PathLike, images_dir: str | os.PathLike, decode: bool = False,
+                  progress: bool = False) -> list[Problem]:
+    """Every problem of the dataset ``annotations`` + ``images_dir``, in file order.
+
+    Image files are opened to read their size (cheap); ``decode=True`` also decodes every
+    pixel, which catches truncated files at the price of reading the whole dataset.
+    """
+    ann_file = str(annotations)
+    images_dir = Path(images_dir)
+    try:
+        data = read_coco_json(annotations)
+    except UserError as err:
+        return [Problem(ann_file, None, f"{err.field}: {err.reason}" if err.field else err.reason, True)]
+    problems: list[Problem] = []
+
+    def report(file: str, image_id, reason: str, fatal: bool) -> None:
+        problems.append(Problem(file, image_id, reason, fatal))
+
+    categories: set = set()
+    for i, cat in enumerate(data["categories"]):
+        cid = cat.get("id") if isinstance(cat, dict) else None
+        if not _is_int(cid):
+            report(ann_file, None, f"categories[{i}]: missing or non-integer category id", True)
+        elif cid in categories:
+            report(ann_file, None, f"categories[{i}]: duplicate category id {cid}", True)
+        else:
+            categories.add(cid)
+            if not isinstance(cat.get("name"), str):
+                report(ann_file, None, f"categories[{i}]: category {cid} has no name", False)
+    if not data["categories"]:
+        report(ann_file, None, "no categories", True)
+
+    sizes: dict = {}  # image id -> (width, height) as recorded, when usable
+    paths: dict = {}  # image id -> path shown in reports
+    for i, img in enumerate(tqdm(data["images"], desc="images", unit="img", disable=not progress)):
+        if not isinstance(img, dict):
+            report(ann_file, None, f"images[{i}]: expected an object", True)
+            continue
+        image_id = img.get("id")
+        name = img.get("file_name")
+        path = str(images_dir / name) if isinstance(name, str) else ann_file
+        if not _is_int(image_id):
+            report(path, None, f"images[{i}]: missing or non-integer image id", True)
+            continue
+        if image_id in paths:
+            report(path, image_id, f"images[{i}]: duplicate image id (also {paths[image_id]})", True)
+            continue
+        paths[image_id] = path
+        if not isinstance(name, str):
+            report(ann_file, image_id, f"images[{i}]: missing file_name", True)
+        width, height = img.get("width"), img.get("height")
+        recorded_ok = _is_int(width) and _is_int(height) and width > 0 and height > 0
+        if not recorded_ok:
+            report(path, image_id, f"width/height missing or not positive integers ({width!r} x {height!r})", True)
+        else:
+            sizes[image_id] = (width, height)
+        if isinstance(name, str):
+            problem = _image_problem(images_dir / name, (width, height) if recorded_ok else None, decode)
+            if problem:
+                report(path, image_id, problem, True)
+
+    annotation_ids: set = set()
+    for i, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, dict):
+            report(ann_file, None, f"annotations[{i}]: expected an object", True)
+            continue
+        image_id = ann.get("image_id")
+        file = paths.get(image_id, ann_file) if _is_int(image_id) else ann_file
+        aid = ann.get("id")
+        label = f"annotation {aid}" if _is_int(aid) else f"annotations[{i}]"
+        shown_id = image_id if _is_int(image_id) else None
+        if not _is_int(aid):
+            report(file, shown_id, f"annotations[{i}]: missing or non-integer annotation id", True)
+        elif aid in annotation_ids:
+            report(file, shown_id, f"{label}: duplicate annotation id", True)
+        else:
+            annotation_ids.add(aid)
+        if not _is_int(image_id) or image_id not in paths:
+            report(ann_file, shown_id, f"{label}: unknown image id {image_id!r}", True)
+        category = ann.get("category_id")
+        if not _is_int(category) or category not in categories:
+            report(file, shown_id, f"{label}: unknown category id {category!r}", True)
+        if "iscrowd" not in ann:
+            report(file, shown_id, f"{label}: missing iscrowd (taken as 0)", False)
+        elif ann["iscrowd"] not in (0, 1) or isinstance(ann["iscrowd"], bool):
+            report(file, shown_id, f"{label}: iscrowd must be 0 or 1, got {ann['iscrowd']!r}", True)
+        bbox = ann.get("bbox")
+        if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
+            report(file, shown_id, f"{label}: bbox must be [x, y, width, height] numbers, got {bbox!r}", True)
+            continue
+        x, y, w, h = bbox
+        if w <= 0 or h <= 0:
+            report(file, shown_id, f"{label}: box of zero or negative size ({w:g} x {h:g}), dropped", False)
+            continue
+        size = sizes.get(image_id) if _is_int(image_id) else None
+        if size is not None:
+            width, height = size
+            t = OUTSIDE_TOLERANCE
+            if x < -t or y < -t or x + w > width + t or y + h > height + t:
+                fully_out = x >= width or y >= height or x + w <= 0 or y + h <= 0
+                what = "dropped" if fully_out else "clipped"
+                report(file, shown_id, f"{label}: box [{x:g}, {y:g}, {w:g}, {h:g}] outside the image "
+                                       f"({width} x {height}), {what}", False)
+    return problems
+
+
+def _image_problem(path: Path, recorded: tuple[int, int] | None, decode: bool) -> str | None:
+    """Why an image file cannot be used as recorded, or None."""
+    if not path.is_file():
+        return "image file missing"
+    try:
+        with Image.open(path) as image:
+            actual = image.size
+            if decode:
+                image.load()
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        detail = str(err).replace(f" '{path}'", "").replace(str(path), "").strip()  # the path is reported already
+        return f"unreadable image ({err.__class__.__name__}: {detail})" if detail else f"unreadable image ({err.__class__.__name__})"
+    if recorded is not None and tuple(actual) != tuple(recorded):
+        return f"image is {actual[0]} x {actual[1]} but the annotations say {recorded[0]} x {recorded[1]}"
+    return None
+
+
+def fatal_problems(problems: list[Problem]) -> list[Problem]:
+    return [p for p in problems if p.fatal]
+
+
+def ensure_trainable(annotations: str | os.PathLike, images_dir: str | os.PathLike,
+                     progress: bool = False) -> list[Problem]:
+    """Refuse a dataset with fatal problems (a ``UserError`` naming the first one and the count);
+    otherwise return its warnings."""
+    problems = check_dataset(annotations, images_dir, progress=progress)
+    fatal = fatal_problems(problems)
+    if fatal:
+        first = fatal[0]
+        where = f"image {first.image_id}" if first.image_id is not None else ""
+        more = f" (and {len(fatal) - 1} more fatal problems; run `tinynas data check`)" if len(fatal) > 1 else ""
+        raise UserError(first.file, where, first.reason + more)
+    return problems

@@ -1,0 +1,210 @@
+"""COCO-JSON detection datasets: the annotation index and the raw (unaugmented) examples.
+
+Category ids are mapped to contiguous labels ``0..K-1`` in ascending id order, and the
+category names are kept in that order so a checkpoint can carry them. Images without
+annotations are kept (they teach the background). Crowd boxes (``iscrowd: 1``) are not
+training targets; they are kept apart as ignore regions. Boxes are returned as ``xyxy``
+float32 pixels, clipped to the image; boxes left with no width or height are dropped
+(``tinynas data check`` reports them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..errors import UserError
+from .sample import EMPTY_BOXES, EMPTY_LABELS, Sample
+
+
+def read_coco_json(path: str | os.PathLike) -> dict:
+    """The parsed annotation file, with its three top-level lists present."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(source, "", "no such annotation file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(source, "", f"cannot read annotation file ({err.__class__.__name__})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserError(source, f"line {err.lineno}", f"malformed JSON: {err.msg}") from None
+    if not isinstance(data, dict):
+        raise UserError(source, "", "expected a COCO object with images, annotations and categories")
+    for key in ("images", "annotations", "categories"):
+        if key not in data:
+            raise UserError(source, key, "missing")
+        if not isinstance(data[key], list):
+            raise UserError(source, key, "expected a list")
+    return data
+
+
+@dataclass(frozen=True, eq=False)
+class ImageRecord:
+    """One image of the annotation file, its boxes already in training form."""
+
+    image_id: int
+    file_name: str
+    width: int
+    height: int
+    boxes: np.ndarray  # float32 [N, 4] xyxy pixels
+    labels: np.ndarray  # int64 [N] contiguous labels
+    ignore: np.ndarray  # float32 [M, 4] crowd boxes, xyxy pixels
+
+
+def _number(value, source: str, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UserError(source, field, f"expected a number, got {value!r}")
+    return float(value)
+
+
+def _bbox_xyxy(ann: dict, width: int, height: int, source: str, field: str) -> np.ndarray | None:
+    bbox = ann.get("bbox")
+    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
+        raise UserError(source, f"{field}.bbox", f"expected [x, y, width, height], got {bbox!r}")
+    x, y, w, h = (_number(v, source, f"{field}.bbox") for v in bbox)
+    x0, y0 = min(max(x, 0.0), width), min(max(y, 0.0), height)
+    x1, y1 = min(max(x + w, 0.0), width), min(max(y + h, 0.0), height)
+    if x1 - x0 <= 0 or y1 - y0 <= 0:
+        return None
+    return np.array([x0, y0, x1, y1], dtype=np.float32)
+
+
+class CocoDataset:
+    """The annotation index of one COCO-JSON file plus the folder its images live in.
+
+    ``dataset[i]`` is the raw :class:`Sample` of image ``i`` (no resize, no augmentation);
+    ``names[label]`` is the category name of a contiguous label and
+    ``category_ids[label]`` its id in the file (what a COCO results file must use).
+    """
+
+    def __init__(self, annotations: str | os.PathLike, images_dir: str | os.PathLike):
+        self.annotations = Path(annotations)
+        self.images_dir = Path(images_dir)
+        data = read_coco_json(self.annotations)
+        self.category_ids, self.names = self._categories(data["categories"])
+        self.records = self._records(data)
+
+    def _categories(self, categories: list) -> tuple[tuple[int, ...], tuple[str, ...]]:
+        source = str(self.annotations)
+        by_id: dict[int, str] = {}
+        for i, cat in enumerate(categories):
+            field = f"categories[{i}]"
+            if not isinstance(cat, dict) or not isinstance(cat.get("id"), int) or isinstance(cat.get("id"), bool):
+                raise UserError(source, f"{field}.id", "expected an integer category id")
+            if cat["id"] in by_id:
+                raise UserError(source, f"{field}.id", f"duplicate category id {cat['id']}")
+            by_id[cat["id"]] = str(cat.get("name", cat["id"]))
+        if not by_id:
+            raise UserError(source, "categories", "no categories")
+        ids = tuple(sorted(by_id))
+        return ids, tuple(by_id[i] for i in ids)
+
+    def _records(self, data: dict) -> tuple[ImageRecord, ...]:
+        source = str(self.annotations)
+        label_of = {cid: label for label, cid in enumerate(self.category_ids)}
+        images: dict[int, dict] = {}
+        for i, img in enumerate(data["images"]):
+            field = f"images[{i}]"
+            if not isinstance(img, dict):
+                raise UserError(source, field, "expected an object")
+            image_id = img.get("id")
+            if not isinstance(image_id, int) or isinstance(image_id, bool):
+                raise UserError(source, f"{field}.id", f"expected an integer image id, got {image_id!r}")
+            if image_id in images:
+                raise UserError(source, f"{field}.id", f"duplicate image id {image_id}")
+            if not isinstance(img.get("file_name"), str):
+                raise UserError(source, f"{field}.file_name", "missing")
+            for key in ("width", "height"):
+                if not isinstance(img.get(key), int) or img[key] <= 0:
+                    raise UserError(source, f"{field}.{key}", f"expected a positive integer, got {img.get(key)!r}")
+            images[image_id] = img
+
+        boxes: dict[int, list] = {image_id: [] for image_id in images}
+        labels: dict[int, list] = {image_id: [] for image_id in images}
+        ignore: dict[int, list] = {image_id: [] for image_id in images}
+        for i, ann in enumerate(data["annotations"]):
+            field = f"annotations[{i}]"
+            if not isinstance(ann, dict):
+                raise UserError(source, field, "expected an object")
+            image_id = ann.get("image_id")
+            if image_id not in images:
+                raise UserError(source, f"{field}.image_id", f"unknown image id {image_id!r}")
+            category = ann.get("category_id")
+            if category not in label_of:
+                raise UserError(source, f"{field}.category_id", f"unknown category id {category!r}")
+            img = images[image_id]
+            box = _bbox_xyxy(ann, img["width"], img["height"], source, field)
+            if box is None:
+                continue
+            if ann.get("iscrowd", 0):
+                ignore[image_id].append(box)
+            else:
+                boxes[image_id].append(box)
+                labels[image_id].append(label_of[category])
+
+        def stack(rows: list) -> np.ndarray:
+            return np.stack(rows).astype(np.float32) if rows else EMPTY_BOXES
+
+        return tuple(
+            ImageRecord(
+                image_id=image_id,
+                file_name=img["file_name"],
+                width=img["width"],
+                height=img["height"],
+                boxes=stack(boxes[image_id]),
+                labels=np.array(labels[image_id], dtype=np.int64) if labels[image_id] else EMPTY_LABELS,
+                ignore=stack(ignore[image_id]),
+            )
+            for image_id, img in images.items()
+        )
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def image_path(self, index: int) -> Path:
+        return self.images_dir / self.records[index].file_name
+
+    def __getitem__(self, index: int) -> Sample:
+        return self.load(index)
+
+    def load(self, index: int, max_side: int | None = None) -> Sample:
+        """The raw example; with ``max_side``, a JPEG may be decoded at a reduced scale whose long
+        side is still at least ``max_side`` (much faster when the pipeline shrinks it anyway)."""
+        record = self.records[index]
+        image = load_rgb(self.image_path(index), max_side)
+        boxes, ignore = record.boxes, record.ignore
+        h, w = image.shape[:2]
+        if (w, h) != (record.width, record.height):
+            # Annotations are in the recorded size; follow the pixels we actually have.
+            factor = np.array([w / record.width, h / record.height] * 2, dtype=np.float32)
+            boxes, ignore = boxes * factor, ignore * factor
+        return Sample(image=image, boxes=boxes.copy(), labels=record.labels.copy(), ignore=ignore.copy(),
+                      image_id=record.image_id)
+
+
+def load_rgb(path: str | os.PathLike, max_side: int | None = None) -> np.ndarray:
+    """An image file as ``uint8 [H, W, 3]`` RGB (stored pixels; EXIF orientation is not applied,
+    because COCO widths, heights and boxes describe the stored pixels)."""
+    try:
+        with Image.open(path) as image:
+            if max_side is not None:
+                w, h = image.size
+                ratio = max_side / max(w, h)
+                if ratio < 0.5:  # JPEG draft decodes at 1/2, 1/4 or 1/8; others ignore it
+                    image.draft("RGB", (max(1, int(w * ratio + 1)), max(1, int(h * ratio + 1))))
+            return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+    except FileNotFoundError:
+        raise UserError(str(path), "", "image file not found") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise UserError(str(path), "", f"unreadable image ({err.__class__.__name__})") from None

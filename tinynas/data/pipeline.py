@@ -1,0 +1,184 @@
+"""Train and val pipelines: COCO example -> (image tensor, target dict), repeatable per item.
+
+Every random draw of item ``index`` in epoch ``epoch`` comes from a generator seeded with
+``(seed, epoch, index)``: the result does not depend on worker count, batch order or what
+ran before, which is what lets an interrupted training resume bit for bit. ``set_epoch``
+must be called before each epoch; it also switches mosaic, mixup and the random affine off
+for the final ``no_aug_epochs`` epochs (DAMO-YOLO's last 16).
+
+The image is a float32 ``[3, size, size]`` tensor, RGB, values in ``[0, 1]`` (pixel / 255),
+grey 114/255 padding. The target dict holds:
+
+- ``boxes``: float32 ``[N, 4]`` ``xyxy`` in model-input pixels; ``labels``: int64 ``[N]``;
+- ``ignore_boxes``: float32 ``[M, 4]`` crowd regions in the same frame;
+- ``image_id``: the COCO image id; ``orig_size``: ``(height, width)`` of the image file;
+- ``scale``, ``pad``: ``model = original * scale + pad`` for letterboxed items (val, and
+  unflipped train items without mosaic); other train items have ``scale`` 0.0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import UserError
+from .coco import CocoDataset
+from .mosaic import mixup, mosaic
+from .sample import Sample
+from .transforms import AffineRange, Placement, hsv_jitter, letterbox, random_hflip
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training augmentations; the defaults are DAMO-YOLO's recipe (HSV gains are YOLOv5's)."""
+
+    mosaic_prob: float = 1.0
+    mixup_prob: float = 0.15
+    flip_prob: float = 0.5
+    degrees: float = 10.0
+    translate: float = 0.2
+    scale: tuple[float, float] = (0.1, 2.0)
+    shear: float = 2.0
+    hsv_hue: float = 0.015
+    hsv_saturation: float = 0.7
+    hsv_value: float = 0.4
+    no_aug_epochs: int = 16
+    min_box_size: float = 2.0
+
+    @property
+    def affine(self) -> AffineRange:
+        return AffineRange(degrees=self.degrees, translate=self.translate, scale=tuple(self.scale), shear=self.shear)
+
+    @classmethod
+    def from_dict(cls, data: dict | None, source: str = "<augment>") -> "AugmentConfig":
+        """Build from a recipe mapping, naming the file and field of any bad value."""
+        if data is None:
+            return cls()
+        if not isinstance(data, dict):
+            raise UserError(source, "augment", "expected a mapping")
+        known = {f.name for f in fields(cls)}
+        values = {}
+        for key, value in data.items():
+            if key not in known:
+                raise UserError(source, f"augment.{key}", f"unknown option (known: {', '.join(sorted(known))})")
+            if key == "scale":
+                if (not isinstance(value, (list, tuple)) or len(value) != 2
+                        or not all(_is_number(v) and v > 0 for v in value) or value[0] > value[1]):
+                    raise UserError(source, "augment.scale", f"expected [low, high] with 0 < low <= high, got {value!r}")
+                values[key] = (float(value[0]), float(value[1]))
+            elif key == "no_aug_epochs":
+                if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                    raise UserError(source, f"augment.{key}", f"expected a non-negative integer, got {value!r}")
+                values[key] = value
+            else:
+                if not _is_number(value) or value < 0 or not math.isfinite(value):
+                    raise UserError(source, f"augment.{key}", f"expected a non-negative number, got {value!r}")
+                if key.endswith("_prob") and value > 1:
+                    raise UserError(source, f"augment.{key}", f"a probability must be at most 1, got {value!r}")
+                values[key] = float(value)
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["scale"] = list(self.scale)
+        return out
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The generator of one item's draws; non-negative ints keep SeedSequence happy."""
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch), int(index)])
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """``uint8 [H, W, 3]`` -> float32 ``[3, H, W]`` in ``[0, 1]``."""
+    return torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0).contiguous()
+
+
+class DetectionDataset(Dataset):
+    """A :class:`CocoDataset` made into model inputs of ``size x size``.
+
+    ``train=False`` letterboxes only (validation, evaluation). ``train=True`` applies the
+    augmentations of ``augment``; pass ``epochs`` (the run's total) so the final
+    ``augment.no_aug_epochs`` epochs run without mosaic, mixup and affine.
+    """
+
+    def __init__(self, coco: CocoDataset, size: int, train: bool = False, augment: AugmentConfig = AugmentConfig(),
+                 seed: int = 0, epochs: int | None = None):
+        self.coco = coco
+        self.size = size
+        self.train = train
+        self.augment = augment
+        self.seed = seed
+        self.epochs = epochs
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Call before each epoch (with non-persistent DataLoader workers, which copy the dataset
+        at the start of every epoch and so see the new value)."""
+        self.epoch = int(epoch)
+
+    @property
+    def strong_augment(self) -> bool:
+        """Whether mosaic/mixup/affine are on in the current epoch."""
+        if not self.train:
+            return False
+        if self.epochs is None:
+            return True
+        return self.epoch < self.epochs - self.augment.no_aug_epochs
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.coco.names
+
+    @property
+    def num_classes(self) -> int:
+        return self.coco.num_classes
+
+    def __len__(self) -> int:
+        return len(self.coco)
+
+    def sample(self, index: int) -> tuple[Sample, Placement | None]:
+        """The augmented example before conversion to tensors (handy to look at)."""
+        raw = self.coco.load(index, self.size)
+        if not self.train:
+            return letterbox(raw, self.size)
+        aug = self.augment
+        rng = item_rng(self.seed, self.epoch, index)
+        placement = None
+        if self.strong_augment and rng.random() < aug.mosaic_prob:
+            sample = self._mosaic(raw, rng)
+            if rng.random() < aug.mixup_prob:
+                partner = self._mosaic(self.coco.load(int(rng.integers(len(self.coco))), self.size), rng)
+                sample = mixup(sample, partner, rng)
+        else:
+            sample, placement = letterbox(raw, self.size)
+        sample = hsv_jitter(sample, rng, aug.hsv_hue, aug.hsv_saturation, aug.hsv_value)
+        flipped = random_hflip(sample, rng, aug.flip_prob)
+        # A mirrored image no longer maps back by scale and pad; training never needs to.
+        return flipped, placement if flipped is sample else None
+
+    def _mosaic(self, first: Sample, rng: np.random.Generator) -> Sample:
+        others = [self.coco.load(int(i), self.size) for i in rng.integers(len(self.coco), size=3)]
+        return mosaic([first, *others], rng, self.size, self.augment.affine, min_size=self.augment.min_box_size)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict]:
+        sample, placement = self.sample(index)
+        record = self.coco.records[index]
+        target = {
+            "boxes": torch.from_numpy(np.ascontiguousarray(sample.boxes, dtype=np.float32)).reshape(-1, 4),
+            "labels": torch.from_numpy(np.ascontiguousarray(sample.labels, dtype=np.int64)).reshape(-1),
+            "ignore_boxes": torch.from_numpy(np.ascontiguousarray(sample.ignore, dtype=np.float32)).reshape(-1, 4),
+            "image_id": int(record.image_id),
+            "orig_size": (int(record.height), int(record.width)),
+            "scale": float(placement.scale) if placement else 0.0,
+            "pad": (int(placement.pad_x), int(placement.pad_y)) if placement else (0, 0),
+        }
+        return to_tensor(sample.image), target

@@ -1,0 +1,149 @@
+"""Small synthetic COCO datasets: filled shapes of a few classes on noisy backgrounds.
+
+Each class is one shape with its own base colour (jittered per object), so a small detector
+can learn them in minutes on a CPU; this is what the training and distillation tests use.
+Objects never overlap, and each box is the exact pixel extent of its drawn shape.
+
+Layout written under ``out_dir``::
+
+    images/train/000000.png ...   annotations/train.json
+    images/val/000000.png ...     annotations/val.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+from ..atomic import atomic_write_text
+from ..errors import UserError
+
+# Saturated base colours far from the muted backgrounds, and from each other.
+SHAPES = {
+    "rectangle": (220, 40, 40),
+    "ellipse": (40, 200, 60),
+    "triangle": (50, 80, 230),
+}
+DEFAULT_CLASSES = tuple(SHAPES)
+
+
+@dataclass(frozen=True)
+class SyntheticDataset:
+    root: Path
+    train_images: Path
+    train_annotations: Path
+    val_images: Path
+    val_annotations: Path
+    classes: tuple[str, ...]
+
+
+def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int], fill) -> None:
+    x0, y0, x1, y1 = box
+    if shape == "rectangle":
+        draw.rectangle((x0, y0, x1 - 1, y1 - 1), fill=fill)
+    elif shape == "ellipse":
+        draw.ellipse((x0, y0, x1 - 1, y1 - 1), fill=fill)
+    else:  # an isosceles triangle standing on the box's bottom edge
+        draw.polygon([((x0 + x1 - 1) / 2, y0), (x1 - 1, y1 - 1), (x0, y1 - 1)], fill=fill)
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    grey = rng.uniform(70, 190)
+    tint = rng.uniform(-15, 15, 3)
+    ramp = np.linspace(-1, 1, size)
+    direction = rng.uniform(-25, 25, 2)
+    gradient = direction[0] * ramp[None, :] + direction[1] * ramp[:, None]
+    image = grey + tint[None, None, :] + gradient[:, :, None] + rng.normal(0, 6, (size, size, 3))
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def synth_image(rng: np.random.Generator, size: int, classes: Sequence[str],
+                objects: tuple[int, int] = (1, 4)) -> tuple[np.ndarray, list[tuple[int, list[int]]]]:
+    """One image and its objects as ``(class index, [x, y, w, h])`` with exact pixel boxes."""
+    image = Image.fromarray(_background(rng, size))
+    draw = ImageDraw.Draw(image)
+    wanted = int(rng.integers(objects[0], objects[1] + 1))
+    placed: list[tuple[int, int, int, int]] = []
+    found = []
+    for _ in range(wanted * 20):  # rejection sampling; a crowded image just gets fewer objects
+        if len(found) == wanted:
+            break
+        side = rng.uniform(0.15, 0.45) * size
+        aspect = rng.uniform(0.6, 1.6)
+        w = max(6, int(side * np.sqrt(aspect)))
+        h = max(6, int(side / np.sqrt(aspect)))
+        if w >= size or h >= size:
+            continue
+        x0, y0 = int(rng.integers(0, size - w + 1)), int(rng.integers(0, size - h + 1))
+        box = (x0, y0, x0 + w, y0 + h)
+        if any(box[0] < b[2] + 2 and b[0] < box[2] + 2 and box[1] < b[3] + 2 and b[1] < box[3] + 2 for b in placed):
+            continue
+        cls = int(rng.integers(len(classes)))
+        base = np.array(SHAPES[classes[cls]], dtype=np.float64)
+        colour = tuple(int(c) for c in np.clip(base + rng.uniform(-30, 30, 3), 0, 255))
+        mask = Image.new("L", (size, size), 0)
+        _draw_shape(ImageDraw.Draw(mask), classes[cls], box, 255)
+        _draw_shape(draw, classes[cls], box, colour)
+        x0, y0, x1, y1 = mask.getbbox()
+        placed.append(box)
+        found.append((cls, [x0, y0, x1 - x0, y1 - y0]))
+    return np.asarray(image, dtype=np.uint8), found
+
+
+def _write_split(folder: Path, annotations: Path, count: int, size: int, classes: Sequence[str],
+                 objects: tuple[int, int], seed: int, split: int, progress: bool) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    images, anns = [], []
+    for i in tqdm(range(count), desc=folder.name, unit="img", disable=not progress):
+        rng = np.random.default_rng([seed & 0xFFFFFFFF, split, i])
+        pixels, found = synth_image(rng, size, classes, objects)
+        name = f"{i:06d}.png"
+        Image.fromarray(pixels).save(folder / name)
+        images.append({"id": i + 1, "file_name": name, "width": size, "height": size})
+        for cls, (x, y, w, h) in found:
+            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": cls + 1,
+                         "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})
+    data = {
+        "info": {"description": f"tinynas synthetic shapes, seed {seed}"},
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": k + 1, "name": name, "supercategory": "shape"} for k, name in enumerate(classes)],
+    }
+    atomic_write_text(annotations, json.dumps(data, indent=1) + "\n")
+
+
+def make_synthetic_dataset(out_dir: str | os.PathLike, images: int = 64, val_images: int = 16, size: int = 128,
+                           classes: Sequence[str] = DEFAULT_CLASSES, objects: tuple[int, int] = (1, 4),
+                           seed: int = 0, progress: bool = False) -> SyntheticDataset:
+    """Write a train and a val split of synthetic shapes under ``out_dir``; same seed, same files."""
+    classes = tuple(classes)
+    unknown = [c for c in classes if c not in SHAPES]
+    if unknown:
+        raise UserError("classes", unknown[0], f"unknown shape (choose from {', '.join(SHAPES)})")
+    if not classes or len(set(classes)) != len(classes):
+        raise UserError("classes", "", "expected distinct shape names")
+    if images < 1 or val_images < 0:
+        raise UserError("images", "", "need at least one training image and a non-negative val count")
+    if size < 32:
+        raise UserError("size", "", f"images must be at least 32 pixels, got {size}")
+    if not (1 <= objects[0] <= objects[1]):
+        raise UserError("objects", "", f"expected 1 <= min <= max, got {objects}")
+    root = Path(out_dir)
+    result = SyntheticDataset(
+        root=root,
+        train_images=root / "images" / "train",
+        train_annotations=root / "annotations" / "train.json",
+        val_images=root / "images" / "val",
+        val_annotations=root / "annotations" / "val.json",
+        classes=classes,
+    )
+    _write_split(result.train_images, result.train_annotations, images, size, classes, objects, seed, 0, progress)
+    _write_split(result.val_images, result.val_annotations, val_images, size, classes, objects, seed, 1, progress)
+    return result

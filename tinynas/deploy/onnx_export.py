@@ -1,0 +1,148 @@
+"""ONNX export of a fused detector, optionally with NMS inside the graph.
+
+``onnx`` (and ``onnxruntime`` to check the result) are the optional ``export`` extra.
+The TorchScript-based exporter is used because it needs nothing beyond ``onnx`` and lets
+NMS map onto ONNX's own ``NonMaxSuppression`` operator.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..atomic import atomic_write_bytes
+from ..errors import UserError
+from .reparam import reparameterize
+
+OPSET = 17
+INSTALL_HINT = "install the export extra: pip install 'tinynas[export]' (onnx, onnxruntime)"
+
+
+class _NonMaxSuppression(torch.autograd.Function):
+    """Per-class NMS with ONNX ``NonMaxSuppression`` semantics.
+
+    ``forward`` computes the same selection in torch so tracing sees real shapes; the
+    exporter replaces it with the ONNX operator through ``symbolic``.
+    """
+
+    @staticmethod
+    def forward(ctx, boxes, scores, max_per_class, iou_threshold, score_threshold):
+        from ..detect.nms import nms
+        selected = []
+        for b in range(scores.shape[0]):
+            for c in range(scores.shape[1]):
+                idx = torch.nonzero(scores[b, c] > score_threshold, as_tuple=True)[0]
+                keep = idx[nms(boxes[b, idx], scores[b, c, idx], float(iou_threshold))][: int(max_per_class)]
+                for i in keep.tolist():
+                    selected.append((b, c, i))
+        return torch.tensor(selected, dtype=torch.long).reshape(-1, 3)
+
+    @staticmethod
+    def symbolic(g, boxes, scores, max_per_class, iou_threshold, score_threshold):
+        return g.op("NonMaxSuppression", boxes, scores, max_per_class, iou_threshold, score_threshold,
+                    center_point_box_i=0)
+
+
+class DetectorWithNMS(nn.Module):
+    """Images -> detections ``[K, 7]``: (batch index, x1, y1, x2, y2, score, class)."""
+
+    def __init__(self, detector: nn.Module, conf_threshold: float = 0.05, iou_threshold: float = 0.7,
+                 max_per_class: int = 100):
+        super().__init__()
+        self.detector = detector
+        self.register_buffer("max_per_class", torch.tensor([max_per_class], dtype=torch.long), persistent=False)
+        self.register_buffer("iou_threshold", torch.tensor([iou_threshold], dtype=torch.float32), persistent=False)
+        self.register_buffer("conf_threshold", torch.tensor([conf_threshold], dtype=torch.float32), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        scores, boxes = self.detector(images)
+        selected = _NonMaxSuppression.apply(boxes, scores.transpose(1, 2).contiguous(), self.max_per_class,
+                                            self.iou_threshold, self.conf_threshold)
+        batch, cls, anchor = selected[:, 0], selected[:, 1], selected[:, 2]
+        return torch.cat([batch[:, None].to(boxes.dtype), boxes[batch, anchor],
+                          scores[batch, anchor, cls][:, None], cls[:, None].to(boxes.dtype)], dim=1)
+
+
+def _require_onnx() -> None:
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise UserError("export", "format", f"ONNX export needs the onnx package; {INSTALL_HINT}") from None
+
+
+def export_onnx(model: nn.Module, path: str | os.PathLike, size: int = 640, nms: bool = False,
+                conf_threshold: float = 0.05, iou_threshold: float = 0.7, max_detections: int = 100,
+                batch: int = 1, opset: int = OPSET) -> None:
+    """Fuse a copy of ``model`` and write it as ONNX to ``path`` (atomically).
+
+    Without ``nms`` the graph outputs ``scores [N, A, C]`` and ``boxes [N, A, 4]``; with it,
+    one ``detections [K, 7]`` tensor (``max_detections`` is then a per-class limit, as in
+    ONNX's operator).
+    """
+    _require_onnx()
+    fused = reparameterize(model, inplace=False)
+    module: nn.Module = DetectorWithNMS(fused, conf_threshold, iou_threshold, max_detections) if nms else fused
+    module.eval()
+    dummy = torch.zeros(batch, 3, size, size)
+    outputs = ["detections"] if nms else ["scores", "boxes"]
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        # The TorchScript exporter is deprecated in favour of one that needs onnxscript;
+        # it still gives the same graph for this model.
+        warnings.simplefilter("ignore")
+        with torch.no_grad():
+            torch.onnx.export(module, (dummy,), buffer, dynamo=False, opset_version=opset,
+                              input_names=["images"], output_names=outputs)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def run_onnx(path: str | os.PathLike, images: torch.Tensor) -> list[np.ndarray]:
+    """Run an exported model with onnxruntime on CPU."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise UserError(str(path), "", f"running ONNX needs onnxruntime; {INSTALL_HINT}") from None
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: images.detach().cpu().numpy().astype(np.float32)})
+
+
+
+def _sorted_rows(detections: np.ndarray) -> np.ndarray:
+    # Order by batch, class, then box corners: NMS implementations agree on the kept set,
+    # not on the order of equal scores.
+    order = np.lexsort((detections[:, 4], detections[:, 3], detections[:, 2], detections[:, 1],
+                        detections[:, 6], detections[:, 0]))
+    return detections[order]
+
+
+@torch.no_grad()
+def compare_with_torch(path: str | os.PathLike, model: nn.Module, size: int = 640, nms: bool = False,
+                       conf_threshold: float = 0.05, iou_threshold: float = 0.7, max_detections: int = 100,
+                       images: torch.Tensor | None = None, seed: int = 0) -> float:
+    """Largest |onnxruntime - torch| relative to the largest torch output, on ``images``
+    (default: one random image). With ``nms`` the detections are compared as sorted rows,
+    and a different number of detections counts as an infinite difference."""
+    if images is None:
+        images = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(seed)) * 255
+    reference: nn.Module = reparameterize(model)
+    if nms:
+        reference = DetectorWithNMS(reference, conf_threshold, iou_threshold, max_detections).eval()
+    expected = reference(images)
+    expected = [expected] if nms else list(expected)
+    got = run_onnx(path, images)
+    worst = 0.0
+    for ref, out in zip(expected, got):
+        ref_np = ref.numpy()
+        if nms:
+            if ref_np.shape != out.shape:
+                return float("inf")
+            ref_np, out = _sorted_rows(ref_np), _sorted_rows(out)
+        scale = max(float(np.abs(ref_np).max()) if ref_np.size else 0.0, 1e-12)
+        if ref_np.size:
+            worst = max(worst, float(np.abs(ref_np - out).max()) / scale)
+    return worst

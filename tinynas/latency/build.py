@@ -1,0 +1,101 @@
+"""``build_table``: measure every op of one or more spaces' grids into a table, resumably.
+
+Rows are appended one at a time (one write, fsynced) as they are measured, so a killed build
+loses at most the op it was timing; running the same build again skips what is there.
+Measurement settings that change the numbers (device, dtype, batch, threads, warm-up, runs)
+must match the partial table's, or the resume is refused.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+from tqdm import tqdm
+
+from ..errors import UserError
+from ..space import SearchSpace
+from . import profile
+from .grid import grid_ops, merge_groups, space_groups
+from .table import (LatencyTable, append_row, base_meta, format_row, load_table, read_meta,
+                    sidecar_path, start_rows_file, write_meta)
+
+# Settings that must agree between a partial table and the build resuming it.
+RESUME_KEYS = ("device", "dtype", "batch", "threads", "clock", "warmup", "runs", "act")
+
+
+def build_table(spaces: Sequence[SearchSpace], out: str | os.PathLike, device: str = "cpu",
+                dtype: str = "fp32", batch: int = 1, resolution: int | None = None,
+                threads: int | None = 1, channel_step: int | None = None,
+                warmup: int = profile.DEFAULT_WARMUP, runs: int = profile.DEFAULT_RUNS,
+                max_ops: int | None = None, progress: bool = True, note: str = "",
+                clock: str = "auto") -> LatencyTable:
+    """Measure the grid of ``spaces`` into ``out`` (CSV + JSON sidecar); resume if present.
+
+    ``channel_step`` thins the channel grid (see ``grid.coarsen``); ``max_ops`` stops after
+    measuring that many new ops, leaving a resumable partial table.
+    """
+    if not spaces:
+        raise UserError("--space", "", "give at least one search space")
+    if batch <= 0:
+        raise UserError("--batch", "", f"must be positive, got {batch}")
+    setup = profile.setup_device(device, dtype, threads, clock)
+    groups = merge_groups(*(space_groups(s, resolution, channel_step) for s in spaces))
+    ops = grid_ops(groups)
+
+    out = Path(out)
+    record = setup.record()
+    settings = {"device": record["device"], "dtype": dtype, "batch": batch, "threads": setup.threads,
+                "clock": setup.clock, "warmup": warmup, "runs": runs, "act": "relu"}
+    build_entry = {"spaces": [s.name for s in spaces],
+                   "resolution": resolution or sorted({s.resolution for s in spaces}),
+                   "channel_step": channel_step, "grid_ops": len(ops)}
+    done: set = set()
+    if out.exists() and sidecar_path(out).exists():
+        meta = read_meta(out)
+        for key in RESUME_KEYS:
+            if meta.get(key) != settings[key]:
+                raise UserError(str(sidecar_path(out)), key, f"the existing table has {meta.get(key)!r}, this "
+                                f"build {settings[key]!r}: use another --out or the same settings")
+        start_rows_file(out)
+        done = set(load_table(out, allow_incomplete=True).ops())
+    else:
+        if out.exists():
+            raise UserError(str(out), "", "exists without its sidecar: refusing to overwrite it")
+        start_rows_file(out)
+        meta = base_meta(settings["device"], dtype, batch)
+        meta.update(settings)
+        meta.update({k: record[k] for k in ("device_name", "torch_version", "python_version",
+                                            "cudnn_benchmark", "date")})
+        meta["method"] = ("each op timed alone as deployed: conv with bias (BatchNorm folded), "
+                          "residual add on fused ops, ReLU; torch.no_grad; "
+                          f"{warmup} warm-up runs then median (IQR as spread) of {runs} runs; "
+                          + {"cuda-events": "CUDA events after synchronize, cudnn.benchmark on",
+                             "thread-cpu": "clock: the calling thread's CPU time (time.thread_time), "
+                                           "torch.set_num_threads(1)",
+                             "wall": f"clock: time.perf_counter, torch.set_num_threads({setup.threads})",
+                             }[setup.clock])
+        meta["builds"] = []
+    if note:
+        meta["note"] = note
+    meta["status"] = "incomplete"
+    if build_entry not in meta.get("builds", []):
+        meta.setdefault("builds", []).append(build_entry)
+    write_meta(out, meta)
+
+    todo = [op for op in ops if op not in done]
+    if max_ops is not None:
+        todo = todo[:max_ops]
+    bar = tqdm(todo, desc=f"latency {out.name}", unit="op", disable=not progress)
+    for op in bar:
+        timing = profile.measure_op(op, setup, batch, warmup, runs)
+        append_row(out, format_row(op, timing.median_ms, timing.spread_ms, timing.runs))
+    table = load_table(out, allow_incomplete=True)
+    measured = set(table.ops())
+    complete = all(op in measured for op in ops)
+    meta["status"] = "complete" if complete else "incomplete"
+    meta["rows"] = len(table)
+    write_meta(out, meta)
+    table.meta = meta
+    return table

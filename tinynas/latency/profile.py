@@ -1,0 +1,195 @@
+"""Timing convolutions and whole networks on a device, the way a deployed model runs.
+
+Deployed means: BatchNorm folded into the conv bias, the activation applied, and on the
+last conv of a residual unit the residual add timed with it (then the activation, as the
+residual unit does). Every timing is ``torch.no_grad()``, after warm-up runs, at a fixed
+thread count; the statistic is the median of the timed runs and the spread their
+inter-quartile range. On CUDA the clock is a pair of CUDA events around each run after a
+synchronize, with ``cudnn.benchmark`` on so each shape runs its fastest kernel.
+
+On a CPU with one thread the default clock is the thread's own CPU time: the work runs
+inline in the calling thread, and time spent descheduled while other processes use the core
+is not latency of the model. On a shared machine this is the difference between numbers
+that repeat and numbers that swing 3-5x with the neighbours' load. ``clock="wall"``
+(and any multi-threaded run) uses ``time.perf_counter``.
+
+Measurement is serial by design: two timings sharing a device falsify each other.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..arch import Arch
+from ..errors import UserError
+from ..nn import Backbone, fuse_model, get_activation
+from ..ops import DEPTHWISE, ConvOp
+from .netops import AVGPOOL
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DEFAULT_WARMUP = 3
+DEFAULT_RUNS = 10
+
+
+@dataclass(frozen=True)
+class Timing:
+    median_ms: float
+    spread_ms: float  # inter-quartile range of the timed runs
+    runs: int
+
+
+@dataclass(frozen=True)
+class DeviceSetup:
+    """A resolved device: where tensors go and what the table's sidecar records about it."""
+
+    device: torch.device
+    dtype: torch.dtype
+    dtype_name: str
+    threads: int
+    clock: str  # "cuda-events", "thread-cpu" or "wall"
+
+    def record(self) -> dict:
+        return {"device": self.device.type if self.device.type == "cpu" else str(self.device),
+                "device_name": device_name(self.device), "dtype": self.dtype_name,
+                "threads": self.threads, "torch_version": torch.__version__,
+                "python_version": platform.python_version(),
+                "cudnn_benchmark": self.device.type == "cuda", "clock": self.clock,
+                "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    name = _cpu_model() or platform.processor() or platform.machine()
+    return f"{name} ({platform.machine()})"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+CLOCKS = ("auto", "thread-cpu", "wall")
+
+
+def setup_device(device: str = "cpu", dtype: str = "fp32", threads: int | None = 1,
+                 clock: str = "auto") -> DeviceSetup:
+    """Resolve and configure a device; ``threads`` is fixed for CPU timing (and recorded).
+
+    ``clock="auto"``: CUDA events on CUDA, thread CPU time on one CPU thread, else wall time.
+    """
+    if clock not in CLOCKS:
+        raise UserError("--clock", "", f"unknown clock {clock!r} (known: {', '.join(CLOCKS)})")
+    if dtype not in DTYPES:
+        raise UserError("--dtype", "", f"unknown dtype {dtype!r} (known: {', '.join(DTYPES)})")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UserError("--device", "", f"unknown device {device!r} (use cpu or cuda[:i])") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError("--device", "", f"{device!r} asked for but CUDA is not available")
+        torch.backends.cudnn.benchmark = True
+    elif dev.type != "cpu":
+        raise UserError("--device", "", f"unsupported device {device!r} (use cpu or cuda[:i])")
+    if threads is not None:
+        if threads <= 0:
+            raise UserError("--threads", "", f"must be positive, got {threads}")
+        torch.set_num_threads(threads)
+    n = torch.get_num_threads()
+    if dev.type == "cuda":
+        resolved = "cuda-events"
+    elif clock == "thread-cpu" and n != 1:
+        raise UserError("--clock", "", "thread-cpu timing needs --threads 1 (other threads' work is not counted)")
+    else:
+        resolved = "thread-cpu" if clock in ("auto", "thread-cpu") and n == 1 else "wall"
+    return DeviceSetup(dev, DTYPES[dtype], dtype, n, resolved)
+
+
+def time_runs(fn, setup: DeviceSetup, warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS) -> Timing:
+    """Median and IQR in milliseconds of ``fn()`` over ``runs`` timed calls."""
+    times = []
+    with torch.no_grad():
+        for _ in range(warmup):
+            fn()
+        if setup.device.type == "cuda":
+            torch.cuda.synchronize(setup.device)
+            for _ in range(runs):
+                start = torch.cuda.Event(enable_timing=True)
+                end = torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end))
+        else:
+            clock = time.thread_time if setup.clock == "thread-cpu" else time.perf_counter
+            for _ in range(runs):
+                t0 = clock()
+                fn()
+                times.append((clock() - t0) * 1e3)
+    q25, q50, q75 = np.percentile(times, [25, 50, 75])
+    return Timing(float(q50), float(q75 - q25), runs)
+
+
+class DeployedConv(nn.Module):
+    """One table op as it runs after BN folding: conv with bias, [+ residual], activation."""
+
+    def __init__(self, op: ConvOp, act: str | None = None):
+        super().__init__()
+        groups = op.in_channels if op.kind == DEPTHWISE else op.groups
+        self.conv = nn.Conv2d(op.in_channels, op.out_channels, op.kernel, op.stride,
+                              op.kernel // 2, groups=groups, bias=True)
+        self.act = get_activation(act)
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        y = self.conv(x)
+        if residual is not None:
+            y = y + residual
+        return self.act(y)
+
+
+def measure_op(op: ConvOp, setup: DeviceSetup, batch: int = 1, warmup: int = DEFAULT_WARMUP,
+               runs: int = DEFAULT_RUNS, act: str | None = None, seed: int = 0) -> Timing:
+    """Time one op on ``batch`` inputs of its shape."""
+    gen = torch.Generator().manual_seed(seed)
+    if op.kind == AVGPOOL:  # the shortcut pooling of a stride-2 residual unit (see netops)
+        module = nn.AvgPool2d(op.kernel, op.stride, ceil_mode=True)
+    else:
+        module = DeployedConv(op, act).eval().to(setup.device, setup.dtype)
+    x = torch.randn(batch, op.in_channels, op.height, op.width, generator=gen)
+    x = x.to(setup.device, setup.dtype)
+    if op.fused_residual:
+        r = torch.randn(batch, op.out_channels, op.out_height, op.out_width, generator=gen)
+        r = r.to(setup.device, setup.dtype)
+        return time_runs(lambda: module(x, r), setup, warmup, runs)
+    return time_runs(lambda: module(x), setup, warmup, runs)
+
+
+def deployed_backbone(arch: Arch) -> nn.Module:
+    """The backbone as deployed: BatchNorm folded into every conv, eval mode."""
+    model = Backbone(arch).eval()
+    return fuse_model(model, inplace=True)
+
+
+def measure_network(arch: Arch, resolution: int, setup: DeviceSetup, batch: int = 1,
+                    warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS, seed: int = 0) -> Timing:
+    """Time a whole backbone end to end on a ``batch`` x C x R x R input."""
+    gen = torch.Generator().manual_seed(seed)
+    model = deployed_backbone(arch).to(setup.device, setup.dtype)
+    x = torch.randn(batch, arch.in_channels, resolution, resolution, generator=gen)
+    x = x.to(setup.device, setup.dtype)
+    return time_runs(lambda: model(x), setup, warmup, runs)

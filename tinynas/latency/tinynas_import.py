@@ -1,0 +1,127 @@
+"""Import (and export) TinyNAS op-profiler tables.
+
+TinyNAS writes one measured convolution per line:
+
+    {Conv_type,Batch,In_C,In_H,In_W,Out_C,Kernel,Stride,ElmtFused} latency_ms
+
+Conv_type is ``Regular`` or ``Depthwise``; ElmtFused 1 means the residual add is fused into
+that conv; latency is for the whole batch; -1 marks a shape the profiler failed to time.
+A table holds one batch size, so files mixing batches need ``batch`` to pick one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+
+from ..atomic import atomic_write_text
+from ..errors import UserError
+from ..ops import DEPTHWISE, REGULAR
+from .table import COLUMNS, EXTRAPOLATIONS, LatencyTable, base_meta, rows_frame, save_table
+
+LINE = re.compile(r"^\{\s*(Regular|Depthwise)\s*,\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*,"
+                  r"\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*,\s*([01])\s*\}\s+(\S+)\s*$")
+KINDS = {"Regular": REGULAR, "Depthwise": DEPTHWISE}
+NAMES = {v: k for k, v in KINDS.items()}
+
+TINYNAS_SOURCE = ("alibaba/lightweight-neural-architecture-search (TinyNAS) op-latency tables, "
+                  "Apache-2.0, https://github.com/alibaba/lightweight-neural-architecture-search")
+
+
+def parse_tinynas(path: str | os.PathLike) -> list[tuple]:
+    """(kind, batch, in_c, h, w, out_c, kernel, stride, fused, latency_ms) per valid line."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(source, "", "file not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(source, "", f"cannot read: {err}") from None
+    records = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        match = LINE.match(line)
+        if not match:
+            raise UserError(source, f"line {number}", f"not a TinyNAS op line: {line.strip()[:80]!r}")
+        kind, *ints, latency = match.groups()
+        try:
+            ms = float(latency)
+        except ValueError:
+            raise UserError(source, f"line {number}", f"latency {latency!r} is not a number") from None
+        records.append((KINDS[kind], *map(int, ints), ms))
+    if not records:
+        raise UserError(source, "", "no op lines found")
+    return records
+
+
+def import_tinynas(path: str | os.PathLike, out: str | os.PathLike | None = None, batch: int | None = None,
+                   dtype: str | None = None, device: str = "cuda", device_name: str = "NVIDIA V100",
+                   runtime: str = "TensorRT", extrapolation: str = "nearest", note: str = "") -> LatencyTable:
+    """Convert a TinyNAS table; write it to ``out`` (CSV + sidecar) when given.
+
+    Failed measurements (latency <= 0) are dropped; repeated shapes keep their median.
+    ``dtype`` defaults to fp16 when the file name says so, else fp32. TinyNAS tables sample a
+    few in/out channel ratios rather than a grid, so ``extrapolation`` defaults to TinyNAS's own
+    fallback for shapes outside them: the nearest measured op (``none`` makes those errors).
+    """
+    source = str(path)
+    if extrapolation not in EXTRAPOLATIONS:
+        raise UserError("--extrapolation", "", f"expected one of {', '.join(EXTRAPOLATIONS)}")
+    records = parse_tinynas(path)
+    batches = Counter(r[1] for r in records)
+    if batch is None:
+        if len(batches) > 1:
+            listing = ", ".join(f"{b} ({n} ops)" for b, n in sorted(batches.items()))
+            raise UserError(source, "batch", f"the file mixes batch sizes {listing}: choose one with --batch")
+        batch = next(iter(batches))
+    elif batch not in batches:
+        raise UserError(source, "batch", f"no ops at batch {batch} (found {', '.join(map(str, sorted(batches)))})")
+    if dtype is None:
+        dtype = "fp16" if "fp16" in Path(path).name.lower() else "fp32"
+
+    frame = pd.DataFrame([r for r in records if r[1] == batch],
+                         columns=["kind", "batch", "in_channels", "height", "width", "out_channels",
+                                  "kernel", "stride", "fused_residual", "latency_ms"])
+    failed = int((frame["latency_ms"] <= 0).sum())
+    frame = frame[frame["latency_ms"] > 0]
+    bad = frame[(frame["kind"] == DEPTHWISE) & (frame["in_channels"] != frame["out_channels"])]
+    if len(bad):
+        raise UserError(source, "Depthwise", "a depthwise op must have In_C == Out_C, got "
+                        f"{int(bad['in_channels'].iloc[0])} -> {int(bad['out_channels'].iloc[0])}")
+    frame = frame.assign(groups=frame["in_channels"].where(frame["kind"] == DEPTHWISE, 1))
+    keys = ["kind", "in_channels", "out_channels", "kernel", "stride", "height", "width", "fused_residual", "groups"]
+    merged = frame.groupby(keys, as_index=False, sort=True).agg(
+        latency_ms=("latency_ms", "median"), spread_ms=("latency_ms", lambda s: float(s.max() - s.min())),
+        runs=("latency_ms", "size"))
+    duplicates = int(len(frame) - len(merged))
+    rows = rows_frame(merged[list(COLUMNS)].values.tolist())
+    meta = base_meta(device, dtype, batch, device_name=device_name, runtime=runtime,
+                     source=TINYNAS_SOURCE, license="Apache-2.0", imported_from=Path(path).name,
+                     method=(f"measured by TinyNAS's op profiler ({runtime}); imported by "
+                             "tinynas latency import-tinynas; runs = repeated lines merged by median"),
+                     import_stats={"lines": len(records), "batch_lines": int(batches[batch]),
+                                   "failed_dropped": failed, "duplicates_merged": duplicates,
+                                   "rows": len(rows)},
+                     extrapolation=extrapolation, status="complete")
+    if note:
+        meta["note"] = note
+    table = LatencyTable(rows, meta, str(out) if out else source)
+    if out is not None:
+        save_table(table, out)
+    return table
+
+
+def export_tinynas(table: LatencyTable, path: str | os.PathLike) -> None:
+    """Write a table back in TinyNAS's format (one line per conv, batch from the sidecar)."""
+    lines = []
+    for r in table.rows.itertuples(index=False):
+        if r.kind not in NAMES:  # TinyNAS tables have no pooling rows
+            continue
+        lines.append(f"{{{NAMES[r.kind]},{table.batch},{r.in_channels},{r.height},{r.width},"
+                     f"{r.out_channels},{r.kernel},{r.stride},{int(r.fused_residual)}}} {r.latency_ms:.6g}")
+    atomic_write_text(path, "\n".join(lines) + "\n")
