@@ -28,6 +28,13 @@ def register(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_train)
 
+    p = sub.add_parser("distill-chain", help="train L, then distil M from L, S from M (and T from S)",
+                       description="Run a distillation chain file: each stage resumes when interrupted and is "
+                                   "skipped when finished; ends with summary.md and summary.csv.")
+    p.add_argument("chain", metavar="CHAIN", help="chain file (YAML), e.g. recipes/chains/synthetic-lms.yaml")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run_distill_chain)
+
     p = sub.add_parser("eval", help="COCO mAP of a checkpoint on the recipe's val split")
     p.add_argument("recipe", metavar="RECIPE", help="training recipe (YAML) or a run folder")
     p.add_argument("overrides", metavar="KEY=VALUE", nargs="*", help="recipe overrides, e.g. data.size=320")
@@ -59,6 +66,16 @@ def run_train(args) -> int:
     ap = result.last_metrics.get("AP")
     tail = f", last val AP {ap:.4f}" if isinstance(ap, float) and not math.isnan(ap) else ""
     print(f"{result.run_dir}: {result.epochs_done} epochs done{tail}, best val AP {max(result.best_ap, 0.0):.4f}")
+    return 0
+
+
+def run_distill_chain(args) -> int:
+    from ..distill.chain import format_markdown, load_chain, run_chain
+
+    chain = load_chain(args.chain)
+    rows = run_chain(chain, progress=not args.quiet)
+    print(format_markdown(rows), end="")
+    print(f"wrote {chain.out / 'summary.md'} and {chain.out / 'summary.csv'}")
     return 0
 
 

@@ -1,0 +1,226 @@
+"""The distillation chain: train the largest model, then distil each next one from the previous.
+
+A chain file lists stages in order (L, M, S, optionally T). Each stage is a training recipe;
+``common`` is merged into every stage's recipe and a stage's own ``overrides`` on top. Stage
+``k`` learns from stage ``k-1`` (or the stage named by ``teacher``); with ``baseline: true``
+each distilled stage is also trained without a teacher, so the final table shows what
+distillation gained. Every run lives in ``<out>/<stage>[-plain]/``: a finished run is
+skipped, an interrupted one resumed, so rerunning a killed chain finishes it.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import math
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import yaml
+
+from ..atomic import atomic_write_text
+from ..checkpoint import load_checkpoint
+from ..errors import UserError
+from ..train.recipe import TrainRecipe, parse_train_recipe
+from ..train.run_files import MetricsLog
+
+CHAIN_KEYS = {"name", "out", "common", "stages", "distill", "baseline", "latency_db"}
+STAGE_KEYS = {"name", "recipe", "teacher", "overrides"}
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    recipe: TrainRecipe
+    teacher: str | None  # name of the teacher stage
+
+
+@dataclass(frozen=True)
+class Chain:
+    name: str
+    out: Path
+    stages: tuple[Stage, ...]
+    baseline: bool
+    latency_db: str | None
+    source: str
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _read_yaml(path: Path, what: str) -> object:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(str(path), "", f"{what} not found") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "yaml"
+        raise UserError(str(path), where, f"malformed YAML: {getattr(err, 'problem', None) or err}") from None
+
+
+def load_chain(path: str | os.PathLike) -> Chain:
+    path = Path(path)
+    source = str(path)
+    doc = _read_yaml(path, "chain file")
+    if not isinstance(doc, dict):
+        raise UserError(source, "", "a chain file must be a YAML mapping")
+    for key in doc:
+        if key not in CHAIN_KEYS:
+            raise UserError(source, str(key), f"unknown key (known: {', '.join(sorted(CHAIN_KEYS))})")
+    stages_doc = doc.get("stages")
+    if not isinstance(stages_doc, list) or not stages_doc:
+        raise UserError(source, "stages", "expected a non-empty list of stages")
+    name = str(doc.get("name") or path.stem)
+    out = Path(doc.get("out") or Path("runs") / "chains" / name)
+    if not out.is_absolute() and doc.get("out"):
+        out = Path(doc["out"])
+    common = doc.get("common") or {}
+    distill = doc.get("distill") or {}
+    if not isinstance(common, dict) or not isinstance(distill, dict):
+        raise UserError(source, "common", "common and distill must be mappings")
+    baseline = doc.get("baseline", True)
+    if not isinstance(baseline, bool):
+        raise UserError(source, "baseline", "expected true or false")
+
+    stages: list[Stage] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(stages_doc):
+        where = f"stages[{i}]"
+        if not isinstance(raw, dict):
+            raise UserError(source, where, "expected a mapping with name and recipe")
+        for key in raw:
+            if key not in STAGE_KEYS:
+                raise UserError(source, f"{where}.{key}", f"unknown key (known: {', '.join(sorted(STAGE_KEYS))})")
+        for key in ("name", "recipe"):
+            if not isinstance(raw.get(key), str) or not raw.get(key):
+                raise UserError(source, f"{where}.{key}", "missing")
+        if raw["name"] in seen:
+            raise UserError(source, f"{where}.name", f"duplicate stage name {raw['name']!r}")
+        teacher = raw.get("teacher", stages[-1].name if stages else None)
+        if teacher is not None and teacher not in seen:
+            raise UserError(source, f"{where}.teacher", f"{teacher!r} is not an earlier stage")
+        recipe_path = Path(raw["recipe"])
+        if not recipe_path.is_absolute():
+            recipe_path = path.parent / recipe_path
+        stage_doc = _read_yaml(recipe_path, "stage recipe")
+        if not isinstance(stage_doc, dict):
+            raise UserError(str(recipe_path), "", "a recipe must be a YAML mapping")
+        overrides = raw.get("overrides") or {}
+        if not isinstance(overrides, dict):
+            raise UserError(source, f"{where}.overrides", "expected a mapping")
+        merged = _merge(_merge(stage_doc, common), overrides)
+        if teacher is not None:
+            merged["distill"] = _merge(merged.get("distill") or {}, distill)
+        merged["out"] = str(out / raw["name"])
+        merged.setdefault("name", raw["name"])
+        recipe = parse_train_recipe(merged, f"{source} ({where})", recipe_path.parent)
+        stages.append(Stage(raw["name"], recipe, teacher))
+        seen.add(raw["name"])
+    latency_db = doc.get("latency_db")
+    return Chain(name, out, tuple(stages), baseline, str(latency_db) if latency_db else None, source)
+
+
+def _finished(recipe: TrainRecipe) -> bool:
+    last = recipe.run_dir / "last.pt"
+    if not last.is_file():
+        return False
+    return int(load_checkpoint(last).extra.get("epoch", 0)) >= recipe.train.epochs
+
+
+def _run(recipe: TrainRecipe, progress: bool, log) -> str:
+    from ..train.trainer import train
+
+    if _finished(recipe):
+        log(f"{recipe.run_dir}: finished earlier, skipped")
+        return "skipped"
+    resume = (recipe.run_dir / "last.pt").is_file()
+    log(f"{recipe.run_dir}: {'resuming' if resume else 'training'}")
+    train(recipe, resume=resume, progress=progress)
+    return "resumed" if resume else "trained"
+
+
+def _final_metrics(recipe: TrainRecipe) -> dict:
+    rows = [r for r in MetricsLog(recipe.run_dir / "metrics.csv").rows() if r.get("AP") not in (None, "")]
+    return {k: float(rows[-1][k]) for k in ("AP", "AP50")} if rows else {"AP": math.nan, "AP50": math.nan}
+
+
+def _size_and_latency(recipe: TrainRecipe, latency_db: str | None) -> dict:
+    from ..detect.profile import recipe_costs
+
+    total = recipe_costs(recipe.model, recipe.data.size, fused=True)[-1]
+    row = {"params_M": total.params / 1e6, "GFLOPs": total.flops / 1e9, "latency_ms": math.nan}
+    if latency_db:
+        from ..latency import load_predictor
+
+        arch = recipe.model.backbone.arch
+        size = recipe.data.size
+        if recipe.model.backbone.focus and arch.in_channels == 3:
+            # The Focus stem hands the searched stem 12 channels at half the image size.
+            arch = arch.with_block(0, arch.blocks[0].replace(in_channels=12))
+            size //= 2
+        try:
+            row["latency_ms"] = load_predictor(latency_db).predict_ms(arch, size)
+        except UserError:
+            pass  # the table does not cover this backbone: leave the cell empty
+    return row
+
+
+def run_chain(chain: Chain, progress: bool = True, log=print) -> list[dict]:
+    """Run (or finish) every stage; write ``summary.md`` and ``summary.csv``; return the rows."""
+    chain.out.mkdir(parents=True, exist_ok=True)
+    best: dict[str, Path] = {}
+    rows = []
+    for stage in chain.stages:
+        recipe = stage.recipe
+        if stage.teacher is not None:
+            recipe = replace(recipe, distill=replace(recipe.distill, teacher=str(best[stage.teacher])))
+            if chain.baseline:
+                plain = replace(recipe, distill=replace(recipe.distill, teacher=""),
+                                out=str(chain.out / f"{stage.name}-plain"))
+                _run(plain, progress, log)
+        _run(recipe, progress, log)
+        best[stage.name] = recipe.run_dir / ("best.pt" if (recipe.run_dir / "best.pt").is_file() else "last.pt")
+        metrics = _final_metrics(recipe)
+        row = {"stage": stage.name, "teacher": stage.teacher or "", **_size_and_latency(recipe, chain.latency_db),
+               "AP": metrics["AP"], "AP50": metrics["AP50"], "AP_plain": math.nan, "AP50_plain": math.nan}
+        if stage.teacher is not None and chain.baseline:
+            plain_metrics = _final_metrics(replace(recipe, out=str(chain.out / f"{stage.name}-plain")))
+            row.update(AP_plain=plain_metrics["AP"], AP50_plain=plain_metrics["AP50"])
+        rows.append(row)
+    write_summary(chain.out, rows)
+    return rows
+
+
+COLUMNS = ("stage", "teacher", "params_M", "GFLOPs", "latency_ms", "AP", "AP50", "AP_plain", "AP50_plain")
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.4g}"
+    return str(value)
+
+
+def format_markdown(rows: list[dict]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_cell(r[c]) for c in COLUMNS) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(out: Path, rows: list[dict]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({c: _cell(r[c]) for c in COLUMNS})
+    atomic_write_text(out / "summary.csv", buffer.getvalue())
+    atomic_write_text(out / "summary.md", format_markdown(rows))
