@@ -101,8 +101,21 @@ def test_truncated_image_needs_decode(dataset):
     assert len(problems) == 1 and problems[0].image_id == 1 and problems[0].fatal
 
 
-def test_unreadable_annotation_file_is_one_fatal_problem(tmp_path):
+def test_unusable_annotation_file_or_folder_is_a_user_error(tmp_path, dataset):
     bad = tmp_path / "ann.json"
     bad.write_text('{"images": []}')
-    problems = check_dataset(bad, tmp_path)
-    assert len(problems) == 1 and problems[0].fatal and "annotations" in problems[0].reason
+    with pytest.raises(UserError) as err:
+        check_dataset(bad, tmp_path)
+    assert err.value.source == str(bad) and err.value.field == "annotations"
+    with pytest.raises(UserError, match="no such image folder"):
+        check_dataset(dataset[0], tmp_path / "nowhere")
+
+
+def test_dataset_without_images_or_categories_is_refused(tmp_path):
+    ann = tmp_path / "ann.json"
+    ann.write_text('{"images": [], "annotations": [], "categories": []}')
+    problems = check_dataset(ann, tmp_path)
+    assert sorted(p.reason for p in problems) == ["no categories", "no images"]
+    assert all(p.fatal and p.image_id is None and p.file == str(ann) for p in problems)
+    with pytest.raises(UserError, match="no categories"):
+        ensure_trainable(ann, tmp_path)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tinynas.data import CocoDataset, make_synthetic_dataset, read_coco_json
+from tinynas.data import CocoDataset, DetectionDataset, make_synthetic_dataset, read_coco_json
 from tinynas.errors import UserError
 
 
@@ -145,3 +145,11 @@ def test_reduced_jpeg_decode_keeps_boxes_on_their_pixels(tmp_path):
     ys, xs = np.nonzero(red)
     assert abs(xs.min() - 20) <= 1 and abs(xs.max() + 1 - 60) <= 1
     assert abs(ys.min() - 15) <= 1 and abs(ys.max() + 1 - 45) <= 1
+    # The validation pipeline decodes at reduced scale too, yet maps back to the original pixels.
+    image, target = DetectionDataset(ds, 90, train=False)[0]
+    assert target["scale"] == pytest.approx(90 / 400) and target["pad"] == (0, 11)
+    back = target["boxes"].numpy().copy()
+    back[:, [0, 2]] = (back[:, [0, 2]] - target["pad"][0]) / target["scale"]
+    back[:, [1, 3]] = (back[:, [1, 3]] - target["pad"][1]) / target["scale"]
+    # Rounding the resized side to whole pixels costs at most half a model pixel.
+    np.testing.assert_allclose(back, [[80, 60, 240, 180]], atol=0.5 / target["scale"])

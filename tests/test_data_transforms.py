@@ -190,3 +190,19 @@ def test_crowd_regions_follow_the_geometry():
     np.testing.assert_array_equal(hflip(sample).ignore, [[10, 60, 40, 80]])
     out, _ = letterbox(sample, 50)
     np.testing.assert_allclose(out.ignore, [[30, 30, 45, 40]])
+
+
+def test_box_cut_by_the_frame_is_the_visible_part_of_its_quadrilateral():
+    # A 40 x 40 square centred on the left border (0, 50), turned 45 degrees: a diamond whose
+    # right half is visible. Cut through its widest point, the visible box is the full height.
+    square = np.array([[-20, 30, 20, 70]], dtype=np.float32)
+    turn = affine_matrix((0, 100), (0, 100), degrees=45)  # about (0, 50), no shift
+    half = 20 * np.sqrt(2)
+    np.testing.assert_allclose(transform_boxes(square, turn, (100, 100)), [[0, 50 - half, half, 50 + half]],
+                               atol=1e-4)
+    shifted = affine_matrix((0, 100), (0, 100), degrees=45, translate_x=-20)
+    # Shifted left by 20, only the tip shows: a triangle of height 2 (half - 20), where clipping
+    # the corner box would have kept the diamond's full height 2 half.
+    np.testing.assert_allclose(transform_boxes(square, shifted, (100, 100)),
+                               [[0, 50 - (half - 20), half - 20, 50 + (half - 20)]], atol=1e-4)
+    assert transform_boxes(square, affine_matrix((0, 100), (0, 100), translate_x=-40), (100, 100))[0, 2] == 0

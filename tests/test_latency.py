@@ -13,6 +13,7 @@ from tinynas.errors import UserError
 from tinynas.latency import (LatencyPredictor, LatencyTable, build_table, covered, export_tinynas,
                              import_tinynas, load_predictor, load_table, save_table, space_grid,
                              space_groups)
+from tinynas.latency.netops import AVGPOOL, block_ops
 from tinynas.latency.table import base_meta, op_row, rows_frame, sidecar_path
 from tinynas.latency.validate import fit_correction, leave_one_out
 from tinynas.ops import ConvOp, block_op_counts, conv_op_counts
@@ -39,10 +40,18 @@ def test_every_op_of_random_archs_is_covered_by_the_coarse_grid(name):
     space = load_space(space_path(name))
     groups = space_groups(space, channel_step=64)
     rng = random.Random(7)
+    pools = 0
     for _ in range(40):
         arch = space.random_arch(rng)
         for op, _ in conv_op_counts(arch, space.resolution):
             assert covered(groups, op), op
+        size = space.resolution
+        for spec in arch.blocks:  # the shortcut pools the table also times
+            ops, size = block_ops(spec, size)
+            for op, _ in ops:
+                assert covered(groups, op), op
+                pools += op.kind == AVGPOOL
+    assert pools > 0
 
 
 def test_full_grid_contains_every_op_exactly():
@@ -283,3 +292,30 @@ def test_fit_recovers_scale_and_overhead_and_leave_one_out_predicts_unseen():
     assert leave_one_out(raw, measured, "affine") == pytest.approx(measured)
     assert fit_correction(raw, raw + 2.0, "offset") == pytest.approx((1.0, 2.0))
     assert fit_correction(raw, measured, "none") == (1.0, 0.0)
+
+
+def test_tables_with_pool_rows_price_the_stride2_shortcut_pool():
+    arch = Arch((BlockSpec("ConvKXBNRELU", 3, 8, 1, 3),
+                 BlockSpec("SuperResK1KX", 8, 16, 2, 3, depth=1, bottleneck=8)))
+    ops = [op for spec, size in ((arch.blocks[0], 16), (arch.blocks[1], 16))
+           for op, _ in block_ops(spec, size)[0]]
+    pool = ConvOp(AVGPOOL, 8, 8, 2, 2, 16, 16, False, 8)
+    assert pool in ops
+    rows = [op_row(op) + [1.0 + i, 0.0, 1] for i, op in enumerate(ops)]
+    with_pool = LatencyPredictor(LatencyTable(rows_frame(rows), base_meta("cpu", "fp32", 1)))
+    convs_only = [r for r, op in zip(rows, ops) if op != pool]
+    without = LatencyPredictor(LatencyTable(rows_frame(convs_only), base_meta("cpu", "fp32", 1)))
+    assert with_pool.predict_ms(arch, 16) == pytest.approx(without.predict_ms(arch, 16) + with_pool.op_ms(pool))
+
+
+def test_predictor_pickles_with_its_cache_for_search_workers():
+    import pickle
+    drop = {(16, 24, 16)}
+    table = synthetic_table(monotone, [8, 16, 32, 64], [8, 24, 64], sizes=(16, 32), drop=drop)
+    predictor = LatencyPredictor(table)
+    seen = ConvOp("regular", 20, 30, 3, 1, 24, 24)
+    value = predictor.op_ms(seen)
+    clone = pickle.loads(pickle.dumps(predictor))
+    assert clone.op_ms(seen) == value and seen in clone._op_cache
+    unseen = ConvOp("regular", 40, 50, 3, 1, 20, 20)
+    assert clone.op_ms(unseen) == predictor.op_ms(unseen)

@@ -83,10 +83,11 @@ def test_a_candidate_is_never_judged_twice(space):
 
 def test_same_seed_same_result_with_one_or_two_jobs(space):
     kwargs = dict(population=24, candidates=2500, seed=11, batch_size=200, weights=[0, 0, 1, 1, 16])
-    one = search(space, ["flops=6G", "layers=25"], jobs=1, **kwargs)
-    two = search(space, ["flops=6G", "layers=25"], jobs=2, **kwargs)
-    again = search(space, ["flops=6G", "layers=25"], jobs=1, **kwargs)
-    other = search(space, ["flops=6G", "layers=25"], jobs=1, **{**kwargs, "seed": 12})
+    budgets = [f"latency={1.5 * OpTableLatency().predict_ms(space.initial, 320)}ms", "layers=25"]
+    one = search(space, budgets, jobs=1, latency=OpTableLatency(), **kwargs)
+    two = search(space, budgets, jobs=2, latency=OpTableLatency(), **kwargs)
+    again = search(space, budgets, jobs=1, latency=OpTableLatency(), **kwargs)
+    other = search(space, budgets, jobs=1, latency=OpTableLatency(), **{**kwargs, "seed": 12})
     members = lambda r: [(m.hash, m.score) for m in r.rungs[0].population]
     assert members(one) == members(two) == members(again)
     assert one.best.arch == two.best.arch
@@ -174,3 +175,12 @@ def test_output_folder_holds_log_best_architectures_summary_and_plot(space, tmp_
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(UserError, match="already holds a search"):
         search(space, ["layers=20"], candidates=10, out=out)
+
+
+def test_packed_architectures_cross_to_workers_unchanged(space, rng):
+    from tinynas.search.packing import pack, unpack
+    for _ in range(20):
+        arch = space.random_arch(rng, 8)
+        back = unpack(pack(arch))
+        assert back == arch and back.key == arch.key and candidate_hash(back) == candidate_hash(arch)
+        assert arch_costs(back, 320) == arch_costs(arch, 320)

@@ -86,9 +86,9 @@ def run_convert(args) -> int:
             raise UserError("--images", "", "required with --from yolo (image sizes are read from the images)")
         if not args.classes:
             raise UserError("--classes", "", "required with --from yolo (YOLO labels store only class numbers)")
-        data = yolo_to_coco(args.source, args.images, args.classes, out=args.out)
+        data = yolo_to_coco(args.source, args.images, args.classes, out=args.out, progress=True)
     else:
-        data = voc_to_coco(args.source, classes=args.classes, images_dir=args.images, out=args.out)
+        data = voc_to_coco(args.source, classes=args.classes, images_dir=args.images, out=args.out, progress=True)
     names = ", ".join(c["name"] for c in data["categories"])
     print(f"wrote {args.out}: {len(data['images'])} images, {len(data['annotations'])} boxes, "
           f"{len(data['categories'])} classes ({names})")

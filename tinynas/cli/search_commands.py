@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from ..errors import UserError
@@ -33,21 +32,21 @@ def register(sub) -> None:
                    help="one best architecture per limit from one shared search, e.g. latency=0.08ms,0.12ms,0.2ms")
     p.add_argument("--latency-db", dest="latency_db", metavar="TABLE",
                    help=f"latency table for latency budgets (default {DEFAULT_LATENCY_DB})")
-    p.add_argument("--population", type=positive_int, help="population size (default 256)")
-    p.add_argument("--candidates", type=positive_int, help="children to generate (default 10000)")
-    p.add_argument("--blocks-per-child", dest="blocks_per_child", type=positive_int,
+    p.add_argument("--population", type=positive_int, metavar="N", help="population size (default 256)")
+    p.add_argument("--candidates", type=positive_int, metavar="N", help="children to generate (default 10000)")
+    p.add_argument("--blocks-per-child", dest="blocks_per_child", type=positive_int, metavar="N",
                    help="blocks mutated per child (default 1)")
-    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--seed", type=int, metavar="N", help="random seed (default 0)")
     p.add_argument("--score", choices=sorted(SCORERS), help="zero-shot score (default madnas)")
-    p.add_argument("--weights", help="stage weights, comma separated (default 0,0,1,1,6)")
-    p.add_argument("--resolution", type=positive_int, help="input size (default: the space's)")
-    p.add_argument("--jobs", type=positive_int, help="parallel workers; never changes the result (default 1)")
+    p.add_argument("--weights", metavar="W,W,...", help="stage weights, comma separated (default 0,0,1,1,6)")
+    p.add_argument("--resolution", type=positive_int, metavar="N", help="input size (default: the space's)")
+    p.add_argument("--jobs", type=positive_int, metavar="N", help="parallel workers; never changes the result (default 1)")
     p.add_argument("--backend", choices=BACKENDS, default="loky", help="joblib backend (default %(default)s)")
-    p.add_argument("--batch-size", dest="batch_size", type=positive_int,
+    p.add_argument("--batch-size", dest="batch_size", type=positive_int, metavar="N",
                    help="children generated per batch from one population state (default 512)")
-    p.add_argument("--checkpoint-every", dest="checkpoint_every", type=positive_int,
+    p.add_argument("--checkpoint-every", dest="checkpoint_every", type=positive_int, metavar="N",
                    help="candidates between checkpoints (default 10000)")
-    p.add_argument("--out", help="run folder (default runs/<recipe or space name>, numbered if taken)")
+    p.add_argument("--out", metavar="RUN_DIR", help="run folder (default runs/<recipe or space name>, numbered if taken)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_search)

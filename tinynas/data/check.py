@@ -49,15 +49,19 @@ def check_dataset(annotations: str | os.PathLike, images_dir: str | os.PathLike,
                   progress: bool = False) -> list[Problem]:
     """Every problem of the dataset ``annotations`` + ``images_dir``, in file order.
 
+    Raises ``UserError`` when the annotation file is unreadable or not COCO-shaped (no
+    ``images``/``annotations``/``categories`` lists) or the image folder does not exist.
+
     Image files are opened to read their size (cheap); ``decode=True`` also decodes every
     pixel, which catches truncated files at the price of reading the whole dataset.
     """
     ann_file = str(annotations)
     images_dir = Path(images_dir)
-    try:
-        data = read_coco_json(annotations)
-    except UserError as err:
-        return [Problem(ann_file, None, f"{err.field}: {err.reason}" if err.field else err.reason, True)]
+    # An annotation file that is not COCO JSON at all, or a missing image folder, leaves
+    # nothing to check item by item: those are plain user errors.
+    data = read_coco_json(annotations)
+    if not images_dir.is_dir():
+        raise UserError(str(images_dir), "", "no such image folder")
     problems: list[Problem] = []
 
     def report(file: str, image_id, reason: str, fatal: bool) -> None:
@@ -77,9 +81,12 @@ def check_dataset(annotations: str | os.PathLike, images_dir: str | os.PathLike,
     if not data["categories"]:
         report(ann_file, None, "no categories", True)
 
+    if not data["images"]:
+        report(ann_file, None, "no images", True)
+
     sizes: dict = {}  # image id -> (width, height) as recorded, when usable
     paths: dict = {}  # image id -> path shown in reports
-    for i, img in enumerate(tqdm(data["images"], desc="images", unit="img", disable=not progress)):
+    for i, img in enumerate(tqdm(data["images"], desc="images", unit="img", disable=None if progress else True)):
         if not isinstance(img, dict):
             report(ann_file, None, f"images[{i}]: expected an object", True)
             continue

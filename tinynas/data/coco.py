@@ -11,6 +11,7 @@ float32 pixels, clipped to the image; boxes left with no width or height are dro
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,8 +202,8 @@ def load_rgb(path: str | os.PathLike, max_side: int | None = None) -> np.ndarray
             if max_side is not None:
                 w, h = image.size
                 ratio = max_side / max(w, h)
-                if ratio < 0.5:  # JPEG draft decodes at 1/2, 1/4 or 1/8; others ignore it
-                    image.draft("RGB", (max(1, int(w * ratio + 1)), max(1, int(h * ratio + 1))))
+                if ratio <= 0.5:  # JPEG draft decodes at 1/2, 1/4 or 1/8; other formats ignore it
+                    image.draft("RGB", (max(1, math.ceil(w * ratio)), max(1, math.ceil(h * ratio))))
             return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
     except FileNotFoundError:
         raise UserError(str(path), "", "image file not found") from None

@@ -22,6 +22,7 @@ from typing import Sequence
 
 import yaml
 from PIL import Image
+from tqdm import tqdm
 
 from ..atomic import atomic_write_text
 from ..errors import UserError
@@ -103,7 +104,8 @@ def _float(node: ET.Element, path: str, source: str) -> float:
 
 
 def voc_to_coco(xml_dir: str | os.PathLike, classes: str | Sequence[str] | None = None,
-                images_dir: str | os.PathLike | None = None, out: str | os.PathLike | None = None) -> dict:
+                images_dir: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
+                progress: bool = False) -> dict:
     """Every ``*.xml`` in ``xml_dir`` -> a COCO dict (written to ``out`` when given).
 
     ``classes`` fixes the label order (names not in it are an error); without it the sorted
@@ -116,7 +118,7 @@ def voc_to_coco(xml_dir: str | os.PathLike, classes: str | Sequence[str] | None 
     if not files:
         raise UserError(str(xml_dir), "", "no .xml files")
     parsed = []
-    for file in files:
+    for file in tqdm(files, desc="xml", unit="file", disable=None if progress else True):
         source = str(file)
         try:
             root = ET.parse(file).getroot()
@@ -178,7 +180,7 @@ def _image_size(path: Path, source: str) -> tuple[int, int]:
 
 
 def yolo_to_coco(labels_dir: str | os.PathLike, images_dir: str | os.PathLike, classes: str | Sequence[str],
-                 out: str | os.PathLike | None = None) -> dict:
+                 out: str | os.PathLike | None = None, progress: bool = False) -> dict:
     """YOLO labels (``labels_dir/<image stem>.txt``) of every image in ``images_dir`` -> a COCO dict.
 
     Images without a label file become images without boxes; label files without an image
@@ -195,7 +197,8 @@ def yolo_to_coco(labels_dir: str | os.PathLike, images_dir: str | os.PathLike, c
     if orphans:
         raise UserError(str(labels_dir / orphans[0]), "", f"no image of that name in {images_dir}")
     images, annotations = [], []
-    for image_id, image_file in enumerate(image_files, start=1):
+    for image_id, image_file in enumerate(tqdm(image_files, desc="images", unit="img",
+                                               disable=None if progress else True), start=1):
         width, height = _image_size(image_file, str(image_file))
         images.append({"id": image_id, "file_name": image_file.name, "width": width, "height": height})
         label_file = labels_dir / f"{image_file.stem}.txt"

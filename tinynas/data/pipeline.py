@@ -29,12 +29,18 @@ from ..errors import UserError
 from .coco import CocoDataset
 from .mosaic import mixup, mosaic
 from .sample import Sample
-from .transforms import AffineRange, Placement, hsv_jitter, letterbox, random_hflip
+from .transforms import AffineRange, Placement, drop_degenerate, hsv_jitter, letterbox, random_hflip
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Training augmentations; the defaults are DAMO-YOLO's recipe (HSV gains are YOLOv5's)."""
+    """Training augmentations; the defaults are DAMO-YOLO's recipe (HSV gains are YOLOv5's).
+
+    As in DAMO-YOLO (and YOLOX), the random affine (``degrees``, ``translate``, ``scale``,
+    ``shear``) is part of the mosaic: an item drawn without mosaic (probability
+    ``1 - mosaic_prob``, and every item of the final ``no_aug_epochs`` epochs) is only
+    letterboxed, then colour-jittered and flipped like every training item.
+    """
 
     mosaic_prob: float = 1.0
     mixup_prob: float = 0.15
@@ -99,7 +105,10 @@ def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """``uint8 [H, W, 3]`` -> float32 ``[3, H, W]`` in ``[0, 1]``."""
-    return torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0).contiguous()
+    # numpy, not torch: torch's intra-op threads thrash when DataLoader workers share the cores.
+    chw = image.transpose(2, 0, 1).astype(np.float32)
+    np.divide(chw, 255.0, out=chw)
+    return torch.from_numpy(chw)
 
 
 class DetectionDataset(Dataset):
@@ -149,7 +158,8 @@ class DetectionDataset(Dataset):
         """The augmented example before conversion to tensors (handy to look at)."""
         raw = self.coco.load(index, self.size)
         if not self.train:
-            return letterbox(raw, self.size)
+            sample, placement = letterbox(raw, self.size)
+            return sample, self._in_original(placement, index)
         aug = self.augment
         rng = item_rng(self.seed, self.epoch, index)
         placement = None
@@ -160,10 +170,21 @@ class DetectionDataset(Dataset):
                 sample = mixup(sample, partner, rng)
         else:
             sample, placement = letterbox(raw, self.size)
+            sample = drop_degenerate(sample, aug.min_box_size)
+            placement = self._in_original(placement, index)
         sample = hsv_jitter(sample, rng, aug.hsv_hue, aug.hsv_saturation, aug.hsv_value)
         flipped = random_hflip(sample, rng, aug.flip_prob)
         # A mirrored image no longer maps back by scale and pad; training never needs to.
         return flipped, placement if flipped is sample else None
+
+    def _in_original(self, placement: Placement, index: int) -> Placement:
+        """Express a placement against the recorded image size: a JPEG decoded at reduced
+        scale was letterboxed from fewer pixels, but predictions must map to the original."""
+        record = self.coco.records[index]
+        if (placement.width, placement.height) == (record.width, record.height):
+            return placement
+        scale = min(self.size / record.width, self.size / record.height)
+        return Placement(scale, placement.pad_x, placement.pad_y, record.width, record.height)
 
     def _mosaic(self, first: Sample, rng: np.random.Generator) -> Sample:
         others = [self.coco.load(int(i), self.size) for i in rng.integers(len(self.coco), size=3)]

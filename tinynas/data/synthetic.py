@@ -101,7 +101,7 @@ def _write_split(folder: Path, annotations: Path, count: int, size: int, classes
                  objects: tuple[int, int], seed: int, split: int, progress: bool) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     images, anns = [], []
-    for i in tqdm(range(count), desc=folder.name, unit="img", disable=not progress):
+    for i in tqdm(range(count), desc=folder.name, unit="img", disable=None if progress else True):
         rng = np.random.default_rng([seed & 0xFFFFFFFF, split, i])
         pixels, found = synth_image(rng, size, classes, objects)
         name = f"{i:06d}.png"

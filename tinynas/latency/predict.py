@@ -30,6 +30,13 @@ class LatencyPredictor:
         self.extrapolated: set[ConvOp] = set()  # ops priced by the nearest-point fallback
         self._pools = None
 
+    def __getstate__(self) -> dict:
+        # Search workers receive the predictor pickled: keep the cached answers, drop the
+        # interpolation index (scipy objects, rebuilt on the first unseen op).
+        state = self.__dict__.copy()
+        state["_groups"] = None
+        return state
+
     # ------------------------------------------------------------------ parameters
     @property
     def batch(self) -> int:

@@ -146,10 +146,6 @@ def rung_label(budget: Budget) -> str:
     return f"{budget.kind}-{format_limit(budget.kind, budget.limit)}"
 
 
-def measures(macs: int, params: int, layers: int, latency_ms: float | None) -> dict[str, float | None]:
-    return {"latency": latency_ms, "flops": 2 * macs, "macs": macs, "params": params, "layers": layers}
-
-
 def over_budget(budgets: Sequence[Budget], values: dict) -> list[Budget]:
-    """The budgets that ``values`` (from ``measures``) break; latency ``None`` is not judged."""
+    """The budgets that ``values`` ({kind: value}) break; a value of ``None`` is not judged."""
     return [b for b in budgets if values.get(b.kind) is not None and values[b.kind] > b.limit]

@@ -23,6 +23,7 @@ from ..errors import UserError
 from ..scores import create_scorer
 from ..space import SearchSpace
 from .budgets import CLOSED_FORM_KINDS, Budget
+from .packing import pack, unpack
 
 
 class LatencyModel(Protocol):
@@ -152,20 +153,24 @@ def candidate_hash(arch: Arch) -> str:
     return hashlib.sha1(arch.key.encode()).hexdigest()[:16]
 
 
-def judge_and_breed(evaluator: Evaluator, space: SearchSpace, blocks: int, judge: Sequence[Arch],
-                    breed: Sequence[tuple[Arch, int]]) -> dict:
+def judge_and_breed(evaluator: Evaluator, space: SearchSpace, blocks: int, judge: Sequence,
+                    breed: Sequence[tuple], packed: bool = False) -> dict:
     """One worker task: evaluate ``judge``, and mutate each (parent, seed) of ``breed``.
 
     Each child gets its own ``random.Random(seed)``, with the seed drawn by the main
-    process, so a child is the same whichever worker makes it. A ``UserError`` comes back
-    as data because it does not pickle.
+    process, so a child is the same whichever worker makes it. With ``packed``, the
+    architectures in and out are ``packing.pack`` tuples (cheap to send). A ``UserError``
+    comes back as data because it does not pickle.
     """
     try:
+        if packed:
+            judge = [unpack(a) for a in judge]
+            breed = [(unpack(parent), seed) for parent, seed in breed]
         results = [evaluator.evaluate(a) for a in judge]
         children = []
         for parent, seed in breed:
             child = space.mutate(parent, random.Random(seed), blocks)
-            children.append((candidate_hash(child), child))
+            children.append((candidate_hash(child), pack(child) if packed else child))
         return {"results": results, "children": children}
     except UserError as err:
         return {"error": (err.source, err.field, err.reason)}

@@ -4,11 +4,13 @@ Each step draws a parent from the population, mutates ``blocks_per_child`` of it
 and judges the child: over any budget -> rejected before scoring; otherwise scored and
 offered to the population (the top ``population`` distinct architectures).
 
-Why results do not depend on ``jobs``: every random draw happens in the main process from
-one seeded ``random.Random``. Candidates are generated ``batch_size`` at a time from the
-population as it stood at the start of the batch; only their evaluation (a pure function
-of the architecture) is spread over workers; results merge back in generation order.
-The same batching with ``jobs=1`` gives the same sequence of populations.
+Why results do not depend on ``jobs``: every random draw (rung, parent, and a seed for
+the mutation) happens in the main process from one seeded ``random.Random``. The heavy
+work — mutating with that seed, costs, budgets, latency, score — is a pure function of its
+inputs, so it may run in any worker. A round sends ``batch_size`` (parent, seed) pairs to
+breed plus the previous round's new children to judge; the main process then merges the
+judged ones in generation order and drops the bred children it has seen before, so no
+candidate is judged twice. ``jobs=1`` runs the very same rounds in this process.
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ from ..errors import UserError
 from ..resources import resolve_space_path
 from ..scores import DEFAULT_STAGE_WEIGHTS, parse_weights
 from ..space import SearchSpace, load_space, space_from_dict
-from .budgets import Budget, coerce_budgets, format_limit, parse_budget, parse_ladder, rung_label
+from .budgets import (Budget, coerce_budgets, format_limit, over_budget, parse_budget, parse_ladder,
+                      rung_label)
 from .checkpoint import load_checkpoint, rng_from_json, rng_state_to_json, save_checkpoint
 from .evaluate import (Evaluation, Evaluator, LatencyModel, candidate_hash, judge_and_breed,
                        raise_task_error)
 from .output import (CANDIDATES_NAME, CandidateLog, environment, plot_pareto, read_hashes,
                      write_best, write_summary)
+from .packing import PackedArch, pack, unpack
 from .population import Member, Population
 from .spacedoc import space_to_dict
 
@@ -235,14 +239,12 @@ class _Run:
                 raise UserError("", "budgets", f"no seed fits rung {self.labels[r]}")  # a bug if reached
 
     def _excess(self, arch: Arch, rung: Sequence[Budget]) -> tuple[float, list[str]]:
-        ev = self.evaluator.evaluate_values(arch)
-        total, broken = 0.0, []
-        for b in rung:
-            value = ev[b.kind]
-            if value > b.limit:
-                total += value / b.limit - 1.0
-                broken.append(f"{b.kind} {format_limit(b.kind, value)} > {format_limit(b.kind, b.limit)}")
-        return total, broken
+        """How far over ``rung`` the architecture is (sum of relative excesses), and where."""
+        values = self.evaluator.evaluate_values(arch)
+        broken = over_budget(rung, values)
+        total = sum(values[b.kind] / b.limit - 1.0 for b in broken)
+        return total, [f"{b.kind} {format_limit(b.kind, values[b.kind])} > {format_limit(b.kind, b.limit)}"
+                       for b in broken]
 
     def _find_within(self, rung: Sequence[Budget]) -> Arch:
         """Walk from the initial architecture, keeping mutations that do not add excess."""
@@ -315,7 +317,8 @@ class _Run:
         self.counters["candidates"] = step
         return plan
 
-    def _dedup(self, plan: list[tuple[int, Arch, int]], children: list[tuple[str, Arch]]) -> list[Candidate]:
+    def _dedup(self, plan: list[tuple[int, Arch, int]], children: list[tuple[str, object]],
+               packed: bool) -> list[Candidate]:
         """The children never seen before, in plan order; they join ``seen`` at once."""
         seen, fresh = self.seen, []
         for (step, _, _), (digest, child) in zip(plan, children):
@@ -323,38 +326,39 @@ class _Run:
                 self.counters["duplicates"] += 1
                 continue
             seen.add(digest)
-            fresh.append((step, digest, child))
+            fresh.append((step, digest, unpack(child) if packed else child))
         return fresh
 
     def _call(self, pool, judge: list[Candidate], plan: list[tuple[int, Arch, int]]):
         """Evaluate ``judge`` and breed ``plan``, split into one task per job."""
-        archs = [a for _, _, a in judge]
-        breed = [(parent, seed) for _, parent, seed in plan]
         blocks = self.config["blocks_per_child"]
         if pool is None:
-            outcomes = [judge_and_breed(self.evaluator, self.space, blocks, archs, breed)]
+            outcomes = [judge_and_breed(self.evaluator, self.space, blocks, [a for _, _, a in judge],
+                                        [(parent, seed) for _, parent, seed in plan])]
         else:
             from joblib import delayed
-            parts = self.jobs
-            judge_parts, breed_parts = _split(archs, parts), _split(breed, parts)
             if self.worker_evaluator is None:
                 self.worker_evaluator = self.evaluator.for_workers()
-            outcomes = pool(delayed(judge_and_breed)(self.worker_evaluator, self.space, blocks, j, b)
-                            for j, b in zip(judge_parts, breed_parts) if j or b)
+            packed_parents: dict[int, PackedArch] = {}  # a parent is packed once per round
+            archs = [pack(a) for _, _, a in judge]
+            breed = [(packed_parents.get(id(p)) or packed_parents.setdefault(id(p), pack(p)), seed)
+                     for _, p, seed in plan]
+            parts = self.jobs
+            outcomes = pool(delayed(judge_and_breed)(self.worker_evaluator, self.space, blocks, j, b, True)
+                            for j, b in zip(_split(archs, parts), _split(breed, parts)) if j or b)
         results: list[Evaluation] = []
         children: list[tuple[str, Arch]] = []
         for outcome in outcomes:
             outcome = raise_task_error(outcome)
             results.extend(outcome["results"])
             children.extend(outcome["children"])
-        return results, children
+        return results, children, pool is not None
 
     def run(self) -> None:
-        """Each round evaluates the last round's new children while breeding the next ones.
+        """Each round judges the last round's new children while breeding the next ones.
 
         So a batch's parents come from the population as it stood before the previous batch
-        was merged; jobs=1 follows the same schedule, which keeps the result independent of
-        the job count, and all the heavy work (mutation and evaluation) runs in the workers.
+        was merged: one round trip to the workers per round instead of two.
         """
         total = self.config["candidates"]
         started = time.perf_counter()
@@ -373,9 +377,9 @@ class _Run:
                 plan = self._draw(count)
                 if not plan and not self.pending:
                     break
-                results, children = self._call(pool, self.pending, plan)
+                results, children, packed = self._call(pool, self.pending, plan)
                 self._merge(self.pending, results)
-                self.pending = self._dedup(plan, children)
+                self.pending = self._dedup(plan, children, packed)
                 bar.update(count)
                 bar.set_postfix_str(self._postfix(), refresh=False)
                 segment["seconds"] = round(time.perf_counter() - started, 3)
