@@ -114,3 +114,19 @@ def test_recipe_errors_name_the_field(small, tmp_path):
     path = write_recipe(tmp_path / "r.yaml", tiny_recipe(small, tmp_path / "run", 64, epochs=1))
     with pytest.raises(UserError, match=r"data\.size: input size must be a positive multiple of 32"):
         load_train_recipe(path, ["data.size=100"])
+
+
+def test_two_process_distributed_training_on_cpu(small, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(small, tmp_path / "ddp", 64, epochs=1, batch_size=8))
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "tinynas",
+                           "train", str(recipe), "train.device=cpu", "--quiet"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("epochs done") == 1  # only rank 0 reports
+    assert load_checkpoint(tmp_path / "ddp" / "last.pt").extra["epoch"] == 1

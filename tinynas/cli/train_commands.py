@@ -63,6 +63,8 @@ def run_train(args) -> int:
         recipe = replace(recipe, distill=replace(recipe.distill, teacher=args.teacher))
     result = train(recipe, resume=bool(args.resume), stop_after=args.stop_after, progress=not args.quiet,
                    source=source)
+    if not result.main_process:
+        return 0
     ap = result.last_metrics.get("AP")
     tail = f", last val AP {ap:.4f}" if isinstance(ap, float) and not math.isnan(ap) else ""
     print(f"{result.run_dir}: {result.epochs_done} epochs done{tail}, best val AP {max(result.best_ap, 0.0):.4f}")

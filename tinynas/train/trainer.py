@@ -48,6 +48,7 @@ class TrainResult:
     epochs_done: int
     best_ap: float
     last_metrics: dict
+    main_process: bool = True
 
 
 def _resolve_device(name: str, local_rank: int) -> torch.device:
@@ -144,8 +145,18 @@ def train(recipe: TrainRecipe, resume: bool = False, stop_after: int | None = No
           source: str = "<recipe>") -> TrainResult:
     """Train (or resume) ``recipe``; ``stop_after`` ends this call after that many more epochs."""
     rank, local_rank, world = _distributed()
-    if world > 1 and not dist.is_initialized():
+    own_group = world > 1 and not dist.is_initialized()
+    if own_group:
         dist.init_process_group("nccl" if torch.cuda.is_available() and recipe.train.device != "cpu" else "gloo")
+    try:
+        return _train(recipe, resume, stop_after, progress, source, rank, local_rank, world)
+    finally:
+        if own_group:
+            dist.destroy_process_group()
+
+
+def _train(recipe: TrainRecipe, resume: bool, stop_after: int | None, progress: bool, source: str,
+           rank: int, local_rank: int, world: int) -> TrainResult:
     device = _resolve_device(recipe.train.device, local_rank)
     main_process = rank == 0
     run_dir = recipe.run_dir
@@ -185,7 +196,8 @@ def train(recipe: TrainRecipe, resume: bool = False, stop_after: int | None = No
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     train_step: nn.Module = step_module
     if world > 1:
-        nn.SyncBatchNorm.convert_sync_batchnorm(step_module)
+        if device.type == "cuda":  # SyncBatchNorm has no CPU kernels; CPU ranks keep per-rank BN
+            step_module = nn.SyncBatchNorm.convert_sync_batchnorm(step_module)
         train_step = nn.parallel.DistributedDataParallel(
             step_module, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=teacher is not None)
@@ -277,7 +289,7 @@ def train(recipe: TrainRecipe, resume: bool = False, stop_after: int | None = No
             if progress:
                 shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds"))
                 tqdm.write(f"epoch {done}/{cfg.epochs}: {shown}")
-    return TrainResult(run_dir, end_epoch, best_ap, last_metrics)
+    return TrainResult(run_dir, end_epoch, best_ap, last_metrics, main_process)
 
 
 def _diverged(run_dir: Path, epoch: int, step: int, last_path: Path) -> UserError:
