@@ -234,9 +234,9 @@ class _Run:
         batch = [(0, candidate_hash(a), a) for a in seeds]
         self.seen.update(digest for _, digest, _ in batch)
         self._merge(batch, list(seeds.values()))
-        for r, population in enumerate(self.populations):
-            if not len(population):
-                raise UserError("", "budgets", f"no seed fits rung {self.labels[r]}")  # a bug if reached
+        for label, population in zip(self.labels, self.populations):
+            if not len(population):  # every rung got a seed that fits it: this is a bug
+                raise RuntimeError(f"no seed fits rung {label}")
 
     def _excess(self, arch: Arch, rung: Sequence[Budget]) -> tuple[float, list[str]]:
         """How far over ``rung`` the architecture is (sum of relative excesses), and where."""
