@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..data.check import check_dataset, fatal_problems
-from ..data.convert import voc_to_coco, yolo_to_coco
-from ..data.synthetic import DEFAULT_CLASSES, make_synthetic_dataset
 from ..errors import UserError
+
+# tinynas.data pulls in torch: it is imported inside the commands so `tinynas --help` stays fast.
 
 
 def _positive_int(text: str) -> int:
@@ -58,8 +57,8 @@ def register(sub) -> None:
     p.add_argument("--images", type=_positive_int, default=64, help="training images (default %(default)s)")
     p.add_argument("--val-images", type=int, default=16, help="validation images (default %(default)s)")
     p.add_argument("--size", type=_positive_int, default=128, help="image side in pixels (default %(default)s)")
-    p.add_argument("--classes", default=",".join(DEFAULT_CLASSES),
-                   help="shapes to use, comma separated, from %(default)s")
+    p.add_argument("--classes", default=None,
+                   help="shapes to use, comma separated (default: every shape: rectangle,ellipse,triangle)")
     p.add_argument("--objects", type=_count_range, default=(1, 4), metavar="MIN,MAX",
                    help="objects per image (default 1,4)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
@@ -67,6 +66,8 @@ def register(sub) -> None:
 
 
 def run_check(args) -> int:
+    from ..data.check import check_dataset, fatal_problems
+
     problems = check_dataset(args.annotations, args.images, decode=args.decode, progress=True)
     if not args.quiet:
         for problem in problems:
@@ -81,6 +82,8 @@ def run_check(args) -> int:
 
 
 def run_convert(args) -> int:
+    from ..data.convert import voc_to_coco, yolo_to_coco
+
     if args.source_format == "yolo":
         if not args.images:
             raise UserError("--images", "", "required with --from yolo (image sizes are read from the images)")
@@ -96,7 +99,10 @@ def run_convert(args) -> int:
 
 
 def run_synth(args) -> int:
-    classes = [c.strip() for c in args.classes.split(",") if c.strip()]
+    from ..data.synthetic import DEFAULT_CLASSES, make_synthetic_dataset
+
+    text = args.classes if args.classes is not None else ",".join(DEFAULT_CLASSES)
+    classes = [c.strip() for c in text.split(",") if c.strip()]
     made = make_synthetic_dataset(args.out, images=args.images, val_images=args.val_images, size=args.size,
                                   classes=classes, objects=args.objects, seed=args.seed, progress=True)
     print(f"wrote {made.train_annotations} ({args.images} images in {made.train_images})")

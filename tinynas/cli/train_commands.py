@@ -6,14 +6,10 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
-from ..checkpoint import load_detector
-from ..data.coco import CocoDataset
-from ..data.pipeline import DetectionDataset
 from ..errors import UserError
-from ..train.evaluate import evaluate
-from ..train.recipe import load_train_recipe
-from ..train.trainer import resolve_model, train
 from .format import table
+
+# Library imports live inside the commands: they pull in torch, and `tinynas --help` should not wait.
 
 
 def register(sub) -> None:
@@ -43,6 +39,8 @@ def register(sub) -> None:
 
 
 def _recipe(text: str, overrides):
+    from ..train.recipe import load_train_recipe
+
     path = Path(text)
     if path.is_dir():
         path = path / "recipe.yaml"
@@ -50,6 +48,8 @@ def _recipe(text: str, overrides):
 
 
 def run_train(args) -> int:
+    from ..train.trainer import train
+
     if args.resume:
         if args.recipe or args.overrides:
             raise UserError("--resume", "", "a resumed run uses its own recipe.yaml; give no recipe or overrides")
@@ -82,6 +82,12 @@ def run_distill_chain(args) -> int:
 
 
 def run_eval(args) -> int:
+    from ..checkpoint import load_detector
+    from ..data.coco import CocoDataset
+    from ..data.pipeline import DetectionDataset
+    from ..train.evaluate import evaluate
+    from ..train.trainer import resolve_model
+
     recipe, source = _recipe(args.recipe, args.overrides)
     weights = args.weights or (Path(args.recipe) / "best.pt" if Path(args.recipe).is_dir() else None)
     if weights is None:
