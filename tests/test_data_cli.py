@@ -63,6 +63,6 @@ def test_user_errors_are_one_line_exit_2(tmp_path, capsys):
     assert main(["data", "convert", "--from", "voc", str(tmp_path / "nope"), "--out", str(tmp_path / "o.json")]) == 2
     assert "not a folder of VOC XML files" in capsys.readouterr().err
     assert main(["data", "check", str(tmp_path / "missing.json"), "--images", str(tmp_path)]) == 2
-    assert "no such annotation file" in capsys.readouterr().err
+    assert "annotation file not found" in capsys.readouterr().err
     assert main(["data", "synth", str(tmp_path / "s"), "--classes", "hexagon"]) == 2
     assert "unknown shape" in capsys.readouterr().err

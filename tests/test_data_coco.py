@@ -83,7 +83,7 @@ def test_unreadable_json_is_a_user_error(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(UserError, match="malformed JSON"):
         read_coco_json(bad)
-    with pytest.raises(UserError, match="no such annotation file"):
+    with pytest.raises(UserError, match="annotation file not found"):
         read_coco_json(tmp_path / "missing.json")
 
 

@@ -16,6 +16,7 @@ import yaml
 
 from .arch import Arch, arch_from_dicts
 from .atomic import atomic_write_text
+from .fileio import parse_json, parse_yaml, read_text
 from .errors import UserError
 
 TEXT_SUFFIXES = (".txt", ".py", ".structure")
@@ -50,17 +51,9 @@ def parse_arch(text: str, fmt: str, source: str = "<text>") -> Arch:
     if fmt == "text":
         return parse_structure_text(text, source)
     if fmt == "json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise UserError(source, f"line {err.lineno}", f"malformed JSON: {err.msg}") from None
+        data = parse_json(text, source)
     elif fmt == "yaml":
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f"line {mark.line + 1}" if mark is not None else "yaml"
-            raise UserError(source, where, f"malformed YAML: {getattr(err, 'problem', None) or err}") from None
+        data = parse_yaml(text, source)
     else:
         raise ValueError(f"unknown architecture format {fmt!r}")
     return arch_from_dicts(_unwrap(data, source), source)
@@ -79,15 +72,8 @@ def format_of(path: str | os.PathLike) -> str:
 
 def load_arch(path: str | os.PathLike) -> Arch:
     """Read an architecture file; the suffix picks the format."""
-    source = str(path)
     fmt = format_of(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(source, "", "file not found") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(source, "", f"cannot read: {err}") from None
-    return parse_arch(text, fmt, source)
+    return parse_arch(read_text(path), fmt, str(path))
 
 
 def format_structure_text(arch: Arch, family: str = "damoyolo") -> str:

@@ -11,12 +11,12 @@ import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator
 
-import yaml
 
 from .arch import Arch, BlockSpec, arch_from_dicts
 from .errors import UserError
+from .fileio import read_yaml
 
 DEFAULT_MULTIPLIERS = (2.0, 1.5, 1.25, 0.8, 0.6, 0.5)
 DEFAULT_DEPTH_STEPS = (-2, -1, 1, 2)
@@ -293,17 +293,4 @@ def _numbers(value: object, source: str, where: str, kind: type) -> tuple:
 
 def load_space(path: str | Path) -> SearchSpace:
     """Read a search-space YAML file."""
-    source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(source, "", "file not found") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(source, "", f"cannot read: {err}") from None
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else "yaml"
-        raise UserError(source, where, f"malformed YAML: {getattr(err, 'problem', None) or err}") from None
-    return space_from_dict(doc, source)
+    return space_from_dict(read_yaml(path), str(path))

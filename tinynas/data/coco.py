@@ -10,7 +10,6 @@ float32 pixels, clipped to the image; boxes left with no width or height are dro
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -20,22 +19,14 @@ import numpy as np
 from PIL import Image
 
 from ..errors import UserError
+from ..fileio import read_json
 from .sample import EMPTY_BOXES, EMPTY_LABELS, Sample
 
 
 def read_coco_json(path: str | os.PathLike) -> dict:
     """The parsed annotation file, with its three top-level lists present."""
     source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(source, "", "no such annotation file") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(source, "", f"cannot read annotation file ({err.__class__.__name__})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise UserError(source, f"line {err.lineno}", f"malformed JSON: {err.msg}") from None
+    data = read_json(path, "annotation file")
     if not isinstance(data, dict):
         raise UserError(source, "", "expected a COCO object with images, annotations and categories")
     for key in ("images", "annotations", "categories"):

@@ -18,11 +18,10 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import yaml
-
 from ..atomic import atomic_write_text
 from ..checkpoint import load_checkpoint
 from ..errors import UserError
+from ..fileio import read_yaml
 from ..train.recipe import TrainRecipe, parse_train_recipe
 from ..train.run_files import MetricsLog
 
@@ -57,21 +56,10 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def _read_yaml(path: Path, what: str) -> object:
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(str(path), "", f"{what} not found") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else "yaml"
-        raise UserError(str(path), where, f"malformed YAML: {getattr(err, 'problem', None) or err}") from None
-
-
 def load_chain(path: str | os.PathLike) -> Chain:
     path = Path(path)
     source = str(path)
-    doc = _read_yaml(path, "chain file")
+    doc = read_yaml(path, "chain file")
     if not isinstance(doc, dict):
         raise UserError(source, "", "a chain file must be a YAML mapping")
     for key in doc:
@@ -112,7 +100,7 @@ def load_chain(path: str | os.PathLike) -> Chain:
         recipe_path = Path(raw["recipe"])
         if not recipe_path.is_absolute():
             recipe_path = path.parent / recipe_path
-        stage_doc = _read_yaml(recipe_path, "stage recipe")
+        stage_doc = read_yaml(recipe_path, "stage recipe")
         if not isinstance(stage_doc, dict):
             raise UserError(str(recipe_path), "", "a recipe must be a YAML mapping")
         overrides = raw.get("overrides") or {}

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
 
 from ..errors import UserError
+from ..fileio import read_yaml
 from ..resources import LATENCY_DIR, PROJECT_ROOT, resolve_space_path
 from ..space import SearchSpace, load_space
 from .budgets import coerce_budgets
@@ -32,16 +32,7 @@ DEFAULT_LATENCY_DB = "latency_db/cpu-fp32.csv"
 def load_recipe(path: str | Path) -> dict:
     """The recipe at ``path`` as a dict of known keys; budgets become ``Budget`` tuples."""
     source = str(path)
-    try:
-        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(source, "", "file not found") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(source, "", f"cannot read: {err}") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else "yaml"
-        raise UserError(source, where, f"malformed YAML: {getattr(err, 'problem', None) or err}") from None
+    doc = read_yaml(path)
     if not isinstance(doc, dict):
         raise UserError(source, "", "a search recipe must be a YAML mapping")
     for key in doc:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
-from pathlib import Path
 
-import numpy as np
 
 from ..errors import UserError
+from ..fileio import read_json
 
 SUMMARY_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
@@ -22,12 +20,7 @@ def _quiet():
 
 def load_results(path: str | os.PathLike) -> list[dict]:
     source = str(path)
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(source, "", "no such results file") from None
-    except json.JSONDecodeError as err:
-        raise UserError(source, f"line {err.lineno}", f"malformed JSON: {err.msg}") from None
+    data = read_json(path, "results file")
     if not isinstance(data, list):
         raise UserError(source, "", "a COCO results file is a list of detections")
     for i, det in enumerate(data):

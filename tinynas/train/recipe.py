@@ -20,6 +20,7 @@ import yaml
 from ..data.pipeline import AugmentConfig
 from ..detect.recipe import ModelRecipe, load_model_recipe, parse_model_recipe
 from ..errors import UserError
+from ..fileio import read_yaml
 
 TOP_KEYS = {"name", "model", "backbone", "neck", "head", "data", "train", "augment", "eval", "distill", "out"}
 
@@ -217,16 +218,7 @@ def _relative(value: str, base_dir: Path) -> str:
 
 def load_train_recipe(path: str | os.PathLike, overrides: Sequence[str] = ()) -> TrainRecipe:
     source = str(path)
-    try:
-        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(source, "", "recipe file not found") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else "yaml"
-        raise UserError(source, where, f"malformed YAML: {getattr(err, 'problem', None) or err}") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(source, "", f"cannot read: {err}") from None
+    doc = read_yaml(path, "recipe file")
     if overrides:
         if not isinstance(doc, dict):
             raise UserError(source, "", "a recipe must be a YAML mapping")
