@@ -194,3 +194,18 @@ def test_onnx_export_with_nms_matches_torch_nms(checkpoint, tmp_path):
     error = compare_with_torch(out, model, 64, nms=True, conf_threshold=0.2, iou_threshold=0.5,
                                max_detections=20, images=images)
     assert error <= 1e-4
+
+
+def test_weights_that_do_not_fit_the_recipe_are_a_user_error(tmp_path):
+    doc = torch.load(save_and_return(tmp_path), weights_only=True)
+    doc["recipe"]["neck"]["out_channels"] = [8, 16, 32]
+    torch.save(doc, tmp_path / "tampered.pt")
+    with pytest.raises(UserError) as err:
+        load_detector(tmp_path / "tampered.pt")
+    assert err.value.source == str(tmp_path / "tampered.pt") and err.value.field == "state_dict"
+
+
+def save_and_return(tmp_path):
+    path = tmp_path / "plain.pt"
+    save_checkpoint(path, tiny_model(), CLASSES)
+    return path

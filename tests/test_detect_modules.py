@@ -174,3 +174,54 @@ def test_box_iou_known_values():
     a = torch.tensor([[0.0, 0.0, 2.0, 2.0]])
     b = torch.tensor([[1.0, 1.0, 3.0, 3.0], [0.0, 0.0, 2.0, 2.0], [5.0, 5.0, 6.0, 6.0]])
     assert torch.allclose(box_iou(a, b), torch.tensor([[1 / 7, 1.0, 0.0]]))
+
+
+def test_csp_wrap_merges_stride_one_blocks_into_the_stage_before():
+    from tinynas.archio import load_arch
+    from tinynas.nn.wrap_csp import CSPBackbone, csp_stages
+    from tinynas.resources import ARCH_DIR
+
+    arch = load_arch(ARCH_DIR / "damoyolo-m.txt")
+    assert csp_stages(arch) == [(1,), (2,), (3, 4), (5,)]
+    with torch.device("meta"):
+        backbone = CSPBackbone(arch, act="silu")
+    merged = backbone.stages[3]
+    # Block 3 (L=4) loses its first unit to the downsampler; block 4 (L=4) keeps all four.
+    assert len(merged.units) == 3 + 4
+    assert backbone.stages[4].spp is not None and backbone.stages[3].spp is None
+    assert backbone.out_indices == (2, 3, 4) and backbone.out_channels == (128, 256, 512)
+
+
+def test_res_wrap_has_no_shortcut_on_stride_two_units_and_spp_in_the_last_stage():
+    from tinynas.archio import load_arch
+    from tinynas.nn.spp import SPPBottleneck
+    from tinynas.nn.wrap_res import ResBackbone, ResUnit
+    from tinynas.resources import ARCH_DIR
+
+    arch = load_arch(ARCH_DIR / "damoyolo-t.txt")
+    with torch.device("meta"):
+        backbone = ResBackbone(arch)
+    for spec, block in zip(arch.blocks[1:], backbone.blocks[1:]):
+        units = [m for m in block if isinstance(m, ResUnit)]
+        assert len(units) == spec.depth
+        assert units[0].residual == (spec.stride == 1)
+        assert all(u.residual for u in units[1:])
+        assert (units[0].proj is not None) == (spec.stride == 1 and spec.in_channels != spec.out_channels)
+    spp = [i for i, block in enumerate(backbone.blocks) if any(isinstance(m, SPPBottleneck) for m in block.modules())]
+    assert spp == [5] and isinstance(backbone.blocks[5][1], SPPBottleneck)
+
+
+@pytest.mark.parametrize("wrap", ["res", "csp"])
+def test_plain_convs_without_reparam_still_fuse_exactly(wrap):
+    from tinynas.detect import build_detector
+
+    model = build_detector(parse_model_recipe(recipe(backbone__wrap=wrap, backbone__reparam=False), "r"))
+    assert not any(isinstance(m, RepConv) for m in model.backbone.modules())
+    randomise_bn(model, seed=4)
+    model.eval()
+    images = torch.rand(1, 3, 64, 64) * 255
+    with torch.no_grad():
+        before = model(images)
+        after = model.fuse()(images)
+    for got, expected in zip(after, before):
+        assert float((got - expected).abs().max() / expected.abs().max()) < 1e-4

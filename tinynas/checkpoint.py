@@ -48,7 +48,11 @@ class Checkpoint:
         model = Detector(self.recipe)
         if self.fused:
             model.fuse()
-        missing, unexpected = model.load_state_dict(self.state_dict, strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(self.state_dict, strict=False)
+        except RuntimeError as err:  # tensors of the wrong shape for this recipe
+            first = str(err).strip().splitlines()[-1].strip()
+            raise UserError("<checkpoint>", "state_dict", f"weights do not fit the recipe ({first[:200]})") from None
         if missing or unexpected:
             what = f"missing {missing[0]!r}" if missing else f"unexpected {unexpected[0]!r}"
             raise UserError("<checkpoint>", "state_dict", f"weights do not fit the recipe ({what}, "

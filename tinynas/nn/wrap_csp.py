@@ -47,7 +47,7 @@ class CSPStage(nn.Module):
         for n, spec in enumerate(specs):
             half = spec.out_channels // 2
             # The downsampler already did the leading block's first unit.
-            for u in range(1 if n == 0 else 0, spec.depth):
+            for _ in range(1 if n == 0 else 0, spec.depth):
                 units.append(ResUnit(spec, width, half, 1, act, reparam))
                 width = half
         self.units = nn.Sequential(*units)
