@@ -2,11 +2,9 @@
 
 import pytest
 import torch
-from PIL import Image
 
 from tinynas.detect import (anchor_points, box_iou, decode_boxes, dfl_integral, multiclass_nms, nms,
                             parse_model_recipe)
-from tinynas.detect.letterbox import letterbox, unletterbox_boxes
 from tinynas.detect.neck import GiraffeNeckV2
 from tinynas.errors import UserError
 from tinynas.nn.focus import space_to_depth
@@ -117,14 +115,30 @@ def test_multiclass_nms_keeps_overlapping_boxes_of_other_classes():
     few = multiclass_nms(scores, boxes, conf_threshold=0.05, iou_threshold=0.5, max_detections=2)
     assert len(few) == 2 and few.scores.min() >= 0.8
 
-def test_letterbox_maps_boxes_back():
-    image = Image.new("RGB", (200, 100), (255, 0, 0))
-    tensor, info = letterbox(image, 64)
-    assert tensor.shape == (3, 64, 64)
-    assert (info.scale, info.pad_x, info.pad_y) == (0.32, 0, 16)
-    assert tensor[0, 0, 0] == 114 and tensor[0, 32, 32] == 255
-    model_box = torch.tensor([[0.0, 16.0, 32.0, 48.0]])
-    assert unletterbox_boxes(model_box, info).tolist() == [[0.0, 0.0, 100.0, 100.0]]
+def test_predict_prepares_images_as_validation_does(tmp_path):
+    """What the model sees at predict time is bit-identical to a letterboxed val item in training."""
+    from torch import nn
+
+    from tinynas.data import CocoDataset, DetectionDataset, make_synthetic_dataset
+    from tinynas.detect.predict import detect_image, read_image
+
+    class Recorder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.anchor = nn.Parameter(torch.zeros(1))
+
+        def forward(self, images):
+            self.seen = images
+            return torch.zeros(1, 4, 3), torch.zeros(1, 4, 4)
+
+    data = make_synthetic_dataset(tmp_path, images=1, val_images=1, size=96, seed=3)
+    val = DetectionDataset(CocoDataset(data.val_annotations, data.val_images), 64)
+    recorder = Recorder()
+    found = detect_image(recorder, read_image(val.coco.image_path(0)), size=64)
+    assert len(found) == 0
+    assert torch.equal(recorder.seen[0], val[0][0])
+    assert 0.0 <= float(recorder.seen.min()) and float(recorder.seen.max()) <= 1.0
+
 
 def recipe(**changes):
     doc = {"backbone": {"arch": TINY_ARCH, "wrap": "res"}, "neck": {"out_channels": [8, 16, 24]},

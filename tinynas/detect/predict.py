@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 from PIL import Image, ImageDraw, UnidentifiedImageError
 from tqdm import tqdm
@@ -15,7 +16,9 @@ from tqdm import tqdm
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..errors import UserError
 from .coco import COCO_CATEGORY_IDS, COCO_CLASSES
-from .letterbox import letterbox, unletterbox_boxes
+from ..data.pipeline import to_tensor
+from ..data.sample import EMPTY_BOXES, EMPTY_LABELS, Sample
+from ..data.transforms import letterbox
 from .nms import Detections, multiclass_nms
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -69,11 +72,18 @@ def image_id_for(path: Path, position: int) -> int:
 @torch.no_grad()
 def detect_image(model: torch.nn.Module, image: Image.Image, size: int = 640, conf_threshold: float = 0.25,
                  iou_threshold: float = 0.7, max_detections: int = 100) -> Detections:
-    """Detections of one image, boxes in its own pixels."""
-    tensor, info = letterbox(image, size)
-    scores, boxes = model(tensor[None])
-    found = multiclass_nms(scores[0], boxes[0], conf_threshold, iou_threshold, max_detections)
-    return Detections(unletterbox_boxes(found.boxes, info), found.scores, found.classes)
+    """Detections of one image, boxes in its own pixels.
+
+    The image is prepared exactly as validation images are in training (``tinynas.data``):
+    letterboxed on grey, RGB scaled to [0, 1].
+    """
+    pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    placed, placement = letterbox(Sample(pixels, EMPTY_BOXES, EMPTY_LABELS), size)
+    device = next(model.parameters()).device
+    scores, boxes = model(to_tensor(placed.image)[None].to(device))
+    found = multiclass_nms(scores[0].float(), boxes[0].float(), conf_threshold, iou_threshold, max_detections)
+    original = torch.from_numpy(placement.to_original(found.boxes.cpu().numpy()))
+    return Detections(original, found.scores.cpu(), found.classes.cpu())
 
 
 def _colour(index: int) -> tuple[int, int, int]:
