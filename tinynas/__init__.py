@@ -12,5 +12,5 @@ __version__ = "0.1.0"
 __all__ = [
     "Arch", "BlockSpec", "ConvOp", "Costs", "UserError", "arch_costs", "arch_from_dicts",
     "conv_op_counts", "conv_ops", "costs_by_block", "format_structure_text", "load_arch",
-    "parse_arch", "save_arch",
+    "parse_arch", "save_arch", "search",
 ]
