@@ -17,8 +17,12 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
+from scipy.stats import kendalltau
+
 from tinynas.archio import load_arch
-from tinynas.latency import load_predictor, validate_table
+from tinynas.latency import load_predictor, load_table, validate_table
+from tinynas.latency.table import read_meta, update_meta
 from tinynas.resources import ARCH_DIR, resolve_space_path
 from tinynas.space import load_space
 
@@ -44,9 +48,13 @@ def main() -> None:
     parser.add_argument("--fit", default="affine", choices=["affine", "offset", "none"])
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default=None, help="folder for measurements (resumable), report and plot")
     parser.add_argument("--no-update", action="store_true", help="leave the table's sidecar alone")
     parser.add_argument("--skip-measure", action="store_true", help="only print the V100 DAMO-YOLO figures")
+    parser.add_argument("--repeat", action="store_true",
+                        help="measure the same networks a second time and print how well two "
+                             "measurements agree: the noise ceiling for any predictor")
     args = parser.parse_args()
 
     damoyolo_figures()
@@ -54,7 +62,8 @@ def main() -> None:
         return
     space = load_space(resolve_space_path(args.space))
     result = validate_table(args.db, space, n=args.n, seed=args.seed, fit=args.fit, warmup=args.warmup,
-                            runs=args.runs, out_dir=args.out, update=not args.no_update)
+                            runs=args.runs, out_dir=args.out, update=not args.no_update,
+                            rounds=args.rounds)
     m = result.metrics
     print(f"{args.db} on {m['device_name']} ({m['threads']} thread(s), clock {m['clock']}), "
           f"{m['n']} random {space.name} archs at {m['resolution']}, measured "
@@ -66,6 +75,28 @@ def main() -> None:
         print(f"  {label:22s} MAPE {e['mape_pct']:6.2f}%  max {e['max_ape_pct']:6.2f}%  "
               f"within 10% {e['within_10pct']:5.1f}%  Kendall tau {e['kendall_tau']:.3f}")
     print(f"  fit: scale {result.scale:.4f}, overhead {result.overhead_ms:.3f} ms per batch")
+    if args.repeat:
+        again = validate_table(args.db, space, n=args.n, seed=args.seed, fit=args.fit, warmup=args.warmup,
+                               runs=args.runs, update=False, rounds=args.rounds)
+        agreement = repeatability(result.measured_ms, again.measured_ms)
+        print(f"  repeat measurement vs first: Kendall tau {agreement['kendall_tau']:.3f}, mean ratio "
+              f"{agreement['mean_ratio']:.3f}, MAPE {agreement['mape_pct']:.2f}% "
+              f"({agreement['mape_after_mean_ratio_pct']:.2f}% after dividing out the mean ratio)")
+        print(f"  prediction vs repeat measurement (fit from the first): "
+              f"Kendall tau {kendalltau(result.scale * again.raw_ms + result.overhead_ms / again.batch, again.measured_ms).statistic:.3f}")
+        if not args.no_update:
+            path = load_table(args.db).path
+            validation = read_meta(path)["validation"]
+            validation["repeatability"] = agreement
+            update_meta(path, validation=validation)
+
+
+def repeatability(first: np.ndarray, second: np.ndarray) -> dict:
+    """How well two measurements of the same networks agree (second taken as reference)."""
+    ratio = float(np.mean(first / second))
+    return {"kendall_tau": float(kendalltau(first, second).statistic), "mean_ratio": ratio,
+            "mape_pct": float(np.mean(np.abs(first - second) / second) * 100),
+            "mape_after_mean_ratio_pct": float(np.mean(np.abs(first / ratio - second) / second) * 100)}
 
 
 if __name__ == "__main__":

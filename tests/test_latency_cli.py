@@ -10,7 +10,6 @@ from tinynas.archio import load_arch
 from tinynas.cli import main
 from tinynas.errors import UserError
 from tinynas.latency import LatencyPredictor, LatencyTable, load_predictor, load_table, space_grid
-from tinynas.latency.table import base_meta, rows_frame
 from tinynas.ops import ConvOp
 from tinynas.space import load_space
 from test_latency import TINY_SPACE, monotone, synthetic_table

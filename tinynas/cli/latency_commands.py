@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from ..api import load_any_arch
-from ..errors import UserError
 from ..latency import build_table, import_tinynas, load_predictor, validate_table
 from ..latency.validate import FITS
 from ..resources import resolve_space_path
@@ -73,6 +72,9 @@ def register(sub) -> None:
                         "offset (overhead only) or none")
     v.add_argument("--warmup", type=positive_int, default=3, help="untimed runs per network (default %(default)s)")
     v.add_argument("--runs", type=positive_int, default=10, help="timed runs per network (default %(default)s)")
+    v.add_argument("--rounds", type=positive_int, default=3,
+                   help="spread each network's runs over this many passes through the list "
+                        "(evens out load bursts; default %(default)s)")
     v.add_argument("--out", default=None,
                    help="folder for measurements.csv (resumable), report.json and the plot")
     v.add_argument("--no-update", action="store_true", help="do not store the fit in the table's sidecar")
@@ -135,7 +137,7 @@ def run_validate(args) -> int:
     space = load_space(resolve_space_path(args.space))
     result = validate_table(args.db, space, n=args.n, seed=args.seed, resolution=args.resolution,
                             fit=args.fit, warmup=args.warmup, runs=args.runs, out_dir=args.out,
-                            update=not args.no_update)
+                            update=not args.no_update, rounds=args.rounds)
     m = result.metrics
     rows = []
     for label, key in (("sum of ops", "raw"), ("fitted (in sample)", "fitted_in_sample"),

@@ -22,7 +22,7 @@ from .table import (LatencyTable, append_row, base_meta, format_row, load_table,
                     sidecar_path, start_rows_file, write_meta)
 
 # Settings that must agree between a partial table and the build resuming it.
-RESUME_KEYS = ("device", "dtype", "batch", "threads", "clock", "warmup", "runs", "act")
+RESUME_KEYS = ("device", "dtype", "batch", "threads", "clock", "allocator", "warmup", "runs", "act")
 
 
 def build_table(spaces: Sequence[SearchSpace], out: str | os.PathLike, device: str = "cpu",
@@ -47,7 +47,8 @@ def build_table(spaces: Sequence[SearchSpace], out: str | os.PathLike, device: s
     out = Path(out)
     record = setup.record()
     settings = {"device": record["device"], "dtype": dtype, "batch": batch, "threads": setup.threads,
-                "clock": setup.clock, "warmup": warmup, "runs": runs, "act": "relu"}
+                "clock": setup.clock, "allocator": setup.allocator, "warmup": warmup, "runs": runs,
+                "act": "relu"}
     build_entry = {"spaces": [s.name for s in spaces],
                    "resolution": resolution or sorted({s.resolution for s in spaces}),
                    "channel_step": channel_step, "grid_ops": len(ops)}

@@ -13,11 +13,21 @@ is not latency of the model. On a shared machine this is the difference between 
 that repeat and numbers that swing 3-5x with the neighbours' load. ``clock="wall"``
 (and any multi-threaded run) uses ``time.perf_counter``.
 
+Steady state on CPU needs one more step. glibc serves large blocks with mmap and returns
+them on free, so every run of a big conv page-faults its output in again (a 12->48 3x3 conv
+at 320x320 spends 60% of its time zero-filling pages), and whether it does depends on the
+process's allocation history, not on the op: the same op measured 22 ms in one process and
+54 ms in another. ``setup_device`` therefore keeps freed memory in the heap
+(``mallopt``: no mmap, no trimming), which is what a warmed-up deployed runtime with a
+caching allocator sees; the sidecar records it.
+
 Measurement is serial by design: two timings sharing a device falsify each other.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import platform
 import time
 from dataclasses import dataclass
@@ -54,6 +64,7 @@ class DeviceSetup:
     dtype_name: str
     threads: int
     clock: str  # "cuda-events", "thread-cpu" or "wall"
+    allocator: str = "default"
 
     def record(self) -> dict:
         return {"device": self.device.type if self.device.type == "cpu" else str(self.device),
@@ -61,6 +72,7 @@ class DeviceSetup:
                 "threads": self.threads, "torch_version": torch.__version__,
                 "python_version": platform.python_version(),
                 "cudnn_benchmark": self.device.type == "cuda", "clock": self.clock,
+                "allocator": self.allocator,
                 "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
@@ -85,6 +97,19 @@ def _cpu_model() -> str:
 CLOCKS = ("auto", "thread-cpu", "wall")
 
 
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+
+
+def keep_heap_memory() -> str:
+    """Stop glibc from returning freed blocks to the OS (see the module doc); says what it did."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        ok = libc.mallopt(M_MMAP_MAX, 0) == 1 and libc.mallopt(M_TRIM_THRESHOLD, 2 ** 30) == 1
+    except (OSError, AttributeError):
+        ok = False
+    return "glibc mallopt(M_MMAP_MAX=0, M_TRIM_THRESHOLD=1GiB)" if ok else "default"
+
+
 def setup_device(device: str = "cpu", dtype: str = "fp32", threads: int | None = 1,
                  clock: str = "auto") -> DeviceSetup:
     """Resolve and configure a device; ``threads`` is fixed for CPU timing (and recorded).
@@ -105,6 +130,7 @@ def setup_device(device: str = "cpu", dtype: str = "fp32", threads: int | None =
         torch.backends.cudnn.benchmark = True
     elif dev.type != "cpu":
         raise UserError("--device", "", f"unsupported device {device!r} (use cpu or cuda[:i])")
+    allocator = keep_heap_memory() if dev.type == "cpu" else "torch CUDA caching allocator"
     if threads is not None:
         if threads <= 0:
             raise UserError("--threads", "", f"must be positive, got {threads}")
@@ -116,11 +142,21 @@ def setup_device(device: str = "cpu", dtype: str = "fp32", threads: int | None =
         raise UserError("--clock", "", "thread-cpu timing needs --threads 1 (other threads' work is not counted)")
     else:
         resolved = "thread-cpu" if clock in ("auto", "thread-cpu") and n == 1 else "wall"
-    return DeviceSetup(dev, DTYPES[dtype], dtype, n, resolved)
+    return DeviceSetup(dev, DTYPES[dtype], dtype, n, resolved, allocator)
 
 
 def time_runs(fn, setup: DeviceSetup, warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS) -> Timing:
     """Median and IQR in milliseconds of ``fn()`` over ``runs`` timed calls."""
+    return summarize(sample_runs(fn, setup, warmup, runs))
+
+
+def summarize(times: list[float]) -> Timing:
+    q25, q50, q75 = np.percentile(times, [25, 50, 75])
+    return Timing(float(q50), float(q75 - q25), len(times))
+
+
+def sample_runs(fn, setup: DeviceSetup, warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS) -> list[float]:
+    """Milliseconds of each of ``runs`` timed calls of ``fn()`` after ``warmup`` untimed ones."""
     times = []
     with torch.no_grad():
         for _ in range(warmup):
@@ -141,8 +177,7 @@ def time_runs(fn, setup: DeviceSetup, warmup: int = DEFAULT_WARMUP, runs: int = 
                 t0 = clock()
                 fn()
                 times.append((clock() - t0) * 1e3)
-    q25, q50, q75 = np.percentile(times, [25, 50, 75])
-    return Timing(float(q50), float(q75 - q25), runs)
+    return times
 
 
 class DeployedConv(nn.Module):
@@ -188,8 +223,14 @@ def deployed_backbone(arch: Arch) -> nn.Module:
 def measure_network(arch: Arch, resolution: int, setup: DeviceSetup, batch: int = 1,
                     warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS, seed: int = 0) -> Timing:
     """Time a whole backbone end to end on a ``batch`` x C x R x R input."""
+    return summarize(sample_network(arch, resolution, setup, batch, warmup, runs, seed))
+
+
+def sample_network(arch: Arch, resolution: int, setup: DeviceSetup, batch: int = 1,
+                   warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS, seed: int = 0) -> list[float]:
+    """The timed runs of ``measure_network``, unsummarised (validate pools several rounds)."""
     gen = torch.Generator().manual_seed(seed)
     model = deployed_backbone(arch).to(setup.device, setup.dtype)
     x = torch.randn(batch, arch.in_channels, resolution, resolution, generator=gen)
     x = x.to(setup.device, setup.dtype)
-    return time_runs(lambda: model(x), setup, warmup, runs)
+    return sample_runs(lambda: model(x), setup, warmup, runs)

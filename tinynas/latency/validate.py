@@ -113,7 +113,7 @@ def validate_table(table_path: str | os.PathLike, space: SearchSpace, n: int = 5
                    resolution: int | None = None, fit: str = "affine",
                    warmup: int = profile.DEFAULT_WARMUP, runs: int = profile.DEFAULT_RUNS,
                    out_dir: str | os.PathLike | None = None, update: bool = True,
-                   progress: bool = True) -> Validation:
+                   progress: bool = True, rounds: int = 3) -> Validation:
     """Measure ``n`` random architectures of ``space`` on the table's device and compare.
 
     With ``out_dir``, measurements are appended to ``out_dir/measurements.csv`` as they are
@@ -144,15 +144,28 @@ def validate_table(table_path: str | os.PathLike, space: SearchSpace, n: int = 5
         if not log.exists():
             atomic_write_text(log, MEASUREMENT_HEADER)
         cache = _read_measurements(log)
+    # Round robin: each network's runs are spread over ``rounds`` passes through the list,
+    # so a burst of load from other processes lands on many networks a little instead of
+    # on a few a lot; the statistic is the median of all of a network's runs.
+    todo = [a for a in archs if a.digest() not in cache]
+    rounds = max(1, min(rounds, runs))
+    samples: dict[str, list[float]] = {a.digest(): [] for a in todo}
+    bar = tqdm(total=len(todo) * rounds, desc="validate", unit="net", disable=not progress)
+    for r in range(rounds):
+        share = runs // rounds + (1 if r < runs % rounds else 0)
+        for arch in todo:
+            samples[arch.digest()] += profile.sample_network(arch, resolution, setup, table.batch, warmup, share)
+            bar.update()
+    bar.close()
+    for arch in todo:
+        t = profile.summarize(samples[arch.digest()])
+        cache[arch.digest()] = (t.median_ms, t.spread_ms)
+        if log is not None:
+            text = json.dumps(arch.to_dicts(), separators=(",", ":")).replace(",", ";")
+            append_row(log, f"{arch.digest()},{t.median_ms:.6g},{t.spread_ms:.6g},{text}\n")
     measured, spread = [], []
-    for arch in tqdm(archs, desc="validate", unit="net", disable=not progress):
+    for arch in archs:
         digest = arch.digest()
-        if digest not in cache:
-            t = profile.measure_network(arch, resolution, setup, table.batch, warmup, runs)
-            cache[digest] = (t.median_ms, t.spread_ms)
-            if log is not None:
-                text = json.dumps(arch.to_dicts(), separators=(",", ":")).replace(",", ";")
-                append_row(log, f"{digest},{t.median_ms:.6g},{t.spread_ms:.6g},{text}\n")
         measured.append(cache[digest][0] / table.batch)
         spread.append(cache[digest][1] / table.batch)
     measured = np.array(measured)
@@ -162,6 +175,7 @@ def validate_table(table_path: str | os.PathLike, space: SearchSpace, n: int = 5
     loo = leave_one_out(raw, measured, fit)
     result.metrics = {
         "n": len(archs), "space": space.name, "resolution": resolution, "seed": seed, "fit": fit,
+        "warmup": warmup, "runs": runs, "rounds": rounds, "allocator": setup.allocator,
         "raw": error_metrics(raw, measured),
         "fitted_in_sample": error_metrics(result.predicted_ms, measured),
         "fitted_leave_one_out": error_metrics(loo, measured),
