@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ..api import load_any_arch
-from ..latency import build_table, import_tinynas, load_predictor, validate_table
-from ..latency.validate import FITS
+
+# tinynas.latency pulls in torch and scipy: imported inside the commands so `tinynas --help` stays fast.
 from ..resources import resolve_space_path
 from ..space import load_space
 from .arch_commands import positive_int
@@ -67,7 +67,7 @@ def register(sub) -> None:
     v.add_argument("-n", type=positive_int, default=50, help="random architectures (default %(default)s)")
     v.add_argument("--seed", type=int, default=0, help="seed of the random draw (default %(default)s)")
     v.add_argument("--resolution", type=positive_int, default=None, help="input size (default: the space's)")
-    v.add_argument("--fit", choices=FITS, default="affine",
+    v.add_argument("--fit", default="affine",
                    help="correction fitted to the sum of ops: affine (scale + overhead, default), "
                         "offset (overhead only) or none")
     v.add_argument("--warmup", type=positive_int, default=3, help="untimed runs per network (default %(default)s)")
@@ -95,6 +95,8 @@ def register(sub) -> None:
 
 
 def run_build(args) -> int:
+    from ..latency import build_table
+
     spaces = [load_space(resolve_space_path(s)) for s in args.space]
     if args.dry_run:
         from ..latency.grid import grid_ops, merge_groups, space_groups
@@ -110,6 +112,8 @@ def run_build(args) -> int:
 
 
 def run_predict(args) -> int:
+    from ..latency import load_predictor
+
     arch = load_any_arch(args.arch)
     if args.in_channels is not None:
         arch = arch.with_block(0, arch.blocks[0].replace(in_channels=args.in_channels))
@@ -134,6 +138,8 @@ def run_predict(args) -> int:
 
 
 def run_validate(args) -> int:
+    from ..latency import validate_table
+
     space = load_space(resolve_space_path(args.space))
     result = validate_table(args.db, space, n=args.n, seed=args.seed, resolution=args.resolution,
                             fit=args.fit, warmup=args.warmup, runs=args.runs, out_dir=args.out,
@@ -154,6 +160,8 @@ def run_validate(args) -> int:
 
 
 def run_import(args) -> int:
+    from ..latency import import_tinynas
+
     t = import_tinynas(args.source, args.out, batch=args.batch, dtype=args.dtype,
                        device_name=args.device_name, runtime=args.runtime,
                        extrapolation=args.extrapolation)
