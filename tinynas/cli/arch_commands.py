@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
-
 from ..api import arch_report, load_any_arch, score_arch
 from ..archio import save_arch
 from ..scores import DEFAULT_STAGE_WEIGHTS, SCORERS, parse_weights
+from .argtypes import positive_int
 from .format import human, table
 
 WEIGHTS_HELP = "stage weights, comma separated (default %(default)s)"
 DEFAULT_WEIGHTS_TEXT = ",".join(f"{w:g}" for w in DEFAULT_STAGE_WEIGHTS)
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def register(sub) -> None:

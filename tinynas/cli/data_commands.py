@@ -5,18 +5,9 @@ from __future__ import annotations
 import argparse
 
 from ..errors import UserError
+from .argtypes import positive_int
 
 # tinynas.data pulls in torch: it is imported inside the commands so `tinynas --help` stays fast.
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _count_range(text: str) -> tuple[int, int]:
@@ -54,9 +45,9 @@ def register(sub) -> None:
 
     p = verbs.add_parser("synth", help="generate a synthetic COCO dataset of coloured shapes")
     p.add_argument("out", metavar="OUT_DIR", help="folder to write images/{train,val} and annotations/{train,val}.json")
-    p.add_argument("--images", type=_positive_int, default=64, help="training images (default %(default)s)")
+    p.add_argument("--images", type=positive_int, default=64, help="training images (default %(default)s)")
     p.add_argument("--val-images", type=int, default=16, help="validation images (default %(default)s)")
-    p.add_argument("--size", type=_positive_int, default=128, help="image side in pixels (default %(default)s)")
+    p.add_argument("--size", type=positive_int, default=128, help="image side in pixels (default %(default)s)")
     p.add_argument("--classes", default=None,
                    help="shapes to use, comma separated (default: every shape: rectangle,ellipse,triangle)")
     p.add_argument("--objects", type=_count_range, default=(1, 4), metavar="MIN,MAX",

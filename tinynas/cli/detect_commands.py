@@ -6,17 +6,8 @@ import argparse
 from pathlib import Path
 
 from ..errors import UserError
+from .argtypes import positive_int
 from .format import human, table
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def fraction(text: str) -> float:

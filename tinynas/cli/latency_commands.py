@@ -9,7 +9,7 @@ from ..api import load_any_arch
 # tinynas.latency pulls in torch and scipy: imported inside the commands so `tinynas --help` stays fast.
 from ..resources import resolve_space_path
 from ..space import load_space
-from .arch_commands import positive_int
+from .argtypes import positive_int
 from .format import table
 
 DEFAULT_DB = "cpu-fp32"

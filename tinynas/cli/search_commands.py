@@ -9,7 +9,7 @@ from ..scores import SCORERS
 from ..search.budgets import merge_budgets, parse_budget
 from ..search.evolution import BACKENDS, resume, search
 from ..search.recipe import DEFAULT_LATENCY_DB, load_recipe, recipe_space, resolve_latency_path
-from .arch_commands import positive_int
+from .argtypes import positive_int
 from .format import human
 
 DEFAULTS = {"population": 256, "candidates": 10000, "blocks_per_child": 1, "seed": 0, "score": "madnas",
