@@ -9,6 +9,7 @@ from tqdm import tqdm
 
 from ..data.collate import make_loader
 from ..data.pipeline import DetectionDataset
+from ..data.transforms import Placement
 from ..detect.nms import multiclass_nms
 from .coco_eval import coco_metrics
 
@@ -29,12 +30,9 @@ def predict_split(model: nn.Module, dataset: DetectionDataset, batch_size: int =
             det = multiclass_nms(scores[i].float(), boxes[i].float(), conf_threshold, iou_threshold, max_detections)
             if det.boxes.numel() == 0:
                 continue
-            pad_x, pad_y = target["pad"]
-            scale = target["scale"]
             height, width = target["orig_size"]
-            xyxy = det.boxes.cpu().numpy().astype(np.float64)
-            xyxy[:, [0, 2]] = np.clip((xyxy[:, [0, 2]] - pad_x) / scale, 0, width)
-            xyxy[:, [1, 3]] = np.clip((xyxy[:, [1, 3]] - pad_y) / scale, 0, height)
+            placement = Placement(target["scale"], *target["pad"], width=width, height=height)
+            xyxy = placement.to_original(det.boxes.cpu().numpy()).astype(np.float64)
             for box, score, label in zip(xyxy, det.scores.tolist(), det.classes.tolist()):
                 results.append({"image_id": int(target["image_id"]), "category_id": int(category_ids[label]),
                                 "bbox": [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])],
