@@ -53,6 +53,8 @@ def run_train(args) -> int:
     if args.resume:
         if args.recipe or args.overrides:
             raise UserError("--resume", "", "a resumed run uses its own recipe.yaml; give no recipe or overrides")
+        if not (Path(args.resume) / "recipe.yaml").is_file():
+            raise UserError(str(args.resume), "--resume", "not a training run folder (it has no recipe.yaml)")
         recipe, source = _recipe(args.resume, [])
         recipe = replace(recipe, out=str(args.resume))
     else:
