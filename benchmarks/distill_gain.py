@@ -84,8 +84,9 @@ def main() -> None:
     print(f"teacher (CSP, wide): AP {teacher_ap:.4f}", flush=True)
     plain, distilled = [], []
     for seed in args.seeds:
-        p = run(recipe(data, out / f"student-plain-{seed}", STUDENT_ARCH, "res", [16, 32, 64], args.student_epochs, seed))
-        d = run(recipe(data, out / f"student-{args.method}-w{args.distill_weight:g}-{seed}", STUDENT_ARCH, "res",
+        tag = f"e{args.student_epochs}-{seed}"  # runs of other schedules are never resumed into these
+        p = run(recipe(data, out / f"student-plain-{tag}", STUDENT_ARCH, "res", [16, 32, 64], args.student_epochs, seed))
+        d = run(recipe(data, out / f"student-{args.method}-w{args.distill_weight:g}-{tag}", STUDENT_ARCH, "res",
                        [16, 32, 64], args.student_epochs, seed, teacher=teacher_ckpt, method=args.method,
                        weight=args.distill_weight))
         plain.append(p)
