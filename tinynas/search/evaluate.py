@@ -95,6 +95,13 @@ class Evaluator:
     score_method: str = "madnas"
     score_options: dict = field(default_factory=dict)
     latency: str | LatencyModel | None = None
+    # The model once resolved: the hot loop must not touch the file system per candidate.
+    _model: object = field(default=None, init=False, repr=False, compare=False)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_model"] = None  # workers resolve their own copy (see ShippedModel)
+        return state
 
     def _scorer(self):
         key = ("scorer", self.score_method, repr(sorted(self.score_options.items())))
@@ -110,6 +117,11 @@ class Evaluator:
         return replace(self, latency=ShippedModel.of(self.latency))
 
     def latency_model(self) -> LatencyModel | None:
+        if self._model is None:
+            self._model = self._resolve_latency_model()
+        return self._model
+
+    def _resolve_latency_model(self) -> LatencyModel | None:
         if isinstance(self.latency, ShippedModel):
             return self.latency.load()
         if self.latency is None or hasattr(self.latency, "predict_ms"):
