@@ -94,10 +94,15 @@ def test_missing_image_file_is_a_user_error(tmp_path):
         ds[1]
 
 
-def test_synthetic_dataset_boxes_match_drawn_shapes(tmp_path):
-    made = make_synthetic_dataset(tmp_path / "syn", images=6, val_images=2, size=96, seed=5)
+ALL_SHAPES = ("rectangle", "ellipse", "triangle", "diamond", "cross", "ring")
+
+
+@pytest.mark.parametrize("options", [{}, {"classes": ALL_SHAPES, "colour": "random", "scale": (0.1, 0.3),
+                                          "objects": (4, 8)}])
+def test_synthetic_dataset_boxes_match_drawn_shapes(tmp_path, options):
+    made = make_synthetic_dataset(tmp_path / "syn", images=6, val_images=2, size=96, seed=5, **options)
     ds = CocoDataset(made.train_annotations, made.train_images)
-    assert ds.names == ("rectangle", "ellipse", "triangle")
+    assert ds.names == options.get("classes", ("rectangle", "ellipse", "triangle"))
     assert len(ds) == 6 and len(CocoDataset(made.val_annotations, made.val_images)) == 2
     assert sum(len(ds[i].boxes) for i in range(len(ds))) >= 6
     for i in range(len(ds)):
@@ -122,9 +127,43 @@ def test_synthetic_dataset_is_repeatable(tmp_path):
     assert (a.train_images / "000001.png").read_bytes() != (c.train_images / "000001.png").read_bytes()
 
 
-def test_synthetic_dataset_rejects_unknown_shapes(tmp_path):
+def test_synthetic_dataset_rejects_unknown_shapes_colours_and_scales(tmp_path):
     with pytest.raises(UserError, match="unknown shape"):
         make_synthetic_dataset(tmp_path, classes=("rectangle", "hexagon"))
+    with pytest.raises(UserError, match="colour"):
+        make_synthetic_dataset(tmp_path, colour="rainbow")
+    with pytest.raises(UserError, match="scale"):
+        make_synthetic_dataset(tmp_path, scale=(0.4, 0.2))
+
+
+def _object_colours(made):
+    """Per class, the colour at the centre of each filled object's box."""
+    ds = CocoDataset(made.train_annotations, made.train_images)
+    found = {}
+    for i in range(len(ds)):
+        sample = ds[i]
+        for (x0, y0, x1, y1), label in zip(sample.boxes.astype(int), sample.labels):
+            found.setdefault(ds.names[label], []).append(sample.image[(y0 + y1) // 2, (x0 + x1) // 2].astype(float))
+    return {name: np.array(colours) for name, colours in found.items()}
+
+
+def test_random_colours_leave_only_the_shape_to_tell_classes_apart(tmp_path):
+    shapes = ("rectangle", "ellipse", "diamond", "cross")  # filled at the box centre
+    by_class = _object_colours(make_synthetic_dataset(tmp_path / "c", images=12, val_images=0, classes=shapes,
+                                                      objects=(3, 6), seed=1))
+    by_random = _object_colours(make_synthetic_dataset(tmp_path / "r", images=12, val_images=0, classes=shapes,
+                                                       objects=(3, 6), seed=1, colour="random"))
+    for name in shapes:
+        assert by_class[name].std(0).max() < 25  # one base colour, jittered
+        assert by_random[name].std(0).min() > 40  # any colour
+    # With class colours a nearest-mean rule on colour alone names every object; with random
+    # colours it fails on many.
+    for colours, floor in ((by_class, 1.0), (by_random, None)):
+        means = {name: c.mean(0) for name, c in colours.items()}
+        right = sum(min(means, key=lambda m: np.linalg.norm(c - means[m])) == name
+                    for name, cs in colours.items() for c in cs)
+        share = right / sum(len(cs) for cs in colours.values())
+        assert share == floor if floor else share < 0.6
 
 
 def test_reduced_jpeg_decode_keeps_boxes_on_their_pixels(tmp_path):

@@ -6,6 +6,7 @@ import random
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from conftest import SPACE_NAMES, space_path
 from tinynas.arch import Arch, BlockSpec
@@ -14,8 +15,8 @@ from tinynas.latency import (LatencyPredictor, LatencyTable, build_table, covere
                              import_tinynas, load_predictor, load_table, save_table, space_grid,
                              space_groups)
 from tinynas.latency.netops import AVGPOOL, block_ops
-from tinynas.latency.table import base_meta, op_row, rows_frame, sidecar_path
-from tinynas.latency.validate import fit_correction, leave_one_out
+from tinynas.latency.table import base_meta, op_row, read_meta, rows_frame, sidecar_path
+from tinynas.latency.validate import fit_correction, leave_one_out, validate_table
 from tinynas.ops import ConvOp, block_op_counts, conv_op_counts
 from tinynas.space import load_space, space_from_dict
 
@@ -270,8 +271,12 @@ def test_interrupted_build_resumes_where_it_stopped(tmp_path):
     with pytest.raises(UserError, match="runs"):
         build_table([space], out, warmup=1, runs=3, progress=False)
 
+    nominal = first.meta["calibration"]["nominal_ms"]
+    with pytest.raises(UserError, match="calibrated"):
+        build_table([space], out, warmup=1, runs=2, progress=False, calibrate=False)
     done = build_table([space], out, warmup=1, runs=2, progress=False)
     assert done.meta["status"] == "complete" and len(done) == len(grid)
+    assert done.meta["calibration"]["nominal_ms"] == nominal  # the resumed rows are on the same scale
     assert out.read_text().startswith(before)  # measured rows kept as they were
     assert set(load_table(out).ops()) == set(grid)
     assert done.meta["threads"] == 1 and done.meta["batch"] == 1 and "device_name" in done.meta
@@ -281,6 +286,66 @@ def test_interrupted_build_resumes_where_it_stopped(tmp_path):
     for _ in range(10):
         arch = space.random_arch(rng, steps=5)
         assert predictor.predict_ms(arch, 16) > 0
+
+
+# ------------------------------------------------------------------ speed calibration
+class DriftingMachine:
+    """A virtual clock on a machine that slows down as it runs: work costs ms x slowness(now)."""
+
+    def __init__(self, drift_per_s):
+        self.now, self.drift = 0.0, drift_per_s
+
+    def clock(self):
+        return self.now
+
+    def work(self, ms):
+        self.now += ms * (1.0 + self.drift * self.now) / 1e3
+
+
+def test_calibrated_runs_cancel_the_machine_speed_of_the_moment():
+    from tinynas.latency.calibrate import SpeedReference
+
+    steady = DriftingMachine(0.0)
+    ref = SpeedReference(torch.device("cpu"), torch.float32, steady.clock, nominal_ms=5.0)
+    ref.conv = lambda x: steady.work(7.5)  # the machine runs at 2/3 of its nominal speed now
+    assert ref.timed_runs(lambda: steady.work(6.0), 20) == pytest.approx([4.0] * 20)
+
+    drifting = DriftingMachine(2.0)  # 2x slower after half a second
+    ref = SpeedReference(torch.device("cpu"), torch.float32, drifting.clock, nominal_ms=5.0)
+    ref.conv = lambda x: drifting.work(5.0)
+    raw = []
+
+    def network():
+        start = drifting.now
+        drifting.work(60.0)
+        raw.append((drifting.now - start) * 1e3)
+
+    calibrated = np.array(ref.timed_runs(network, 8))
+    assert raw[-1] > 1.5 * raw[0]  # what the clock alone reports drifts by half
+    # The reference keeps the least disturbed (here: earliest) of its 3 runs, so it reads a
+    # little fast; the drift itself is gone: every run reads the same.
+    assert np.abs(calibrated / 60.0 - 1).max() < 0.05
+    assert calibrated.max() / calibrated.min() < 1.005
+    assert ref.record()["nominal_ms"] == 5.0
+
+
+def test_validate_times_networks_on_the_tables_nominal_speed(tmp_path, monkeypatch):
+    from tinynas.latency import profile
+
+    seen = {}
+    real_setup = profile.setup_device
+
+    def spy(*args, **kwargs):
+        setup = real_setup(*args, **kwargs)
+        seen["nominal"] = setup.reference.nominal_ms if setup.reference else None
+        return setup
+
+    space, out = tiny_space(), tmp_path / "tiny.csv"
+    table = build_table([space], out, warmup=1, runs=2, progress=False)
+    monkeypatch.setattr(profile, "setup_device", spy)
+    validate_table(out, space, n=3, resolution=16, warmup=1, runs=2, progress=False, rounds=1)
+    assert seen["nominal"] == table.meta["calibration"]["nominal_ms"]
+    assert read_meta(out)["validation"]["calibrated"] is True
 
 
 # ------------------------------------------------------------------ fitting the overhead

@@ -21,6 +21,17 @@ def _count_range(text: str) -> tuple[int, int]:
     return low, high
 
 
+def _fraction_range(text: str) -> tuple[float, float]:
+    parts = text.split(",")
+    try:
+        low, high = float(parts[0]), float(parts[-1])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN,MAX fractions, got {text!r}") from None
+    if len(parts) > 2 or not 0 < low <= high < 1:
+        raise argparse.ArgumentTypeError(f"expected 0 < MIN <= MAX < 1, got {text!r}")
+    return low, high
+
+
 def register(sub) -> None:
     data = sub.add_parser("data", help="check, convert or generate detection datasets (COCO JSON)")
     verbs = data.add_subparsers(dest="data_command", metavar="VERB")
@@ -43,15 +54,22 @@ def register(sub) -> None:
                         "required for yolo, optional for voc (default: sorted names found)")
     p.set_defaults(func=run_convert)
 
-    p = verbs.add_parser("synth", help="generate a synthetic COCO dataset of coloured shapes")
+    p = verbs.add_parser("synth", help="generate a synthetic COCO dataset of coloured shapes",
+                         description="Generate a synthetic COCO dataset of filled shapes on noisy backgrounds "
+                                     "(shapes: rectangle, ellipse, triangle, diamond, cross, ring).")
     p.add_argument("out", metavar="OUT_DIR", help="folder to write images/{train,val} and annotations/{train,val}.json")
     p.add_argument("--images", type=positive_int, default=64, help="training images (default %(default)s)")
     p.add_argument("--val-images", type=int, default=16, help="validation images (default %(default)s)")
     p.add_argument("--size", type=positive_int, default=128, help="image side in pixels (default %(default)s)")
     p.add_argument("--classes", default=None,
-                   help="shapes to use, comma separated (default: every shape: rectangle,ellipse,triangle)")
+                   help="shapes to use, comma separated (default: rectangle,ellipse,triangle)")
     p.add_argument("--objects", type=_count_range, default=(1, 4), metavar="MIN,MAX",
                    help="objects per image (default 1,4)")
+    p.add_argument("--colour", choices=["class", "random"], default="class",
+                   help="class: a base colour per class (easy); random: any colour, classes differ only "
+                        "by shape (default %(default)s)")
+    p.add_argument("--scale", type=_fraction_range, default=(0.15, 0.45), metavar="MIN,MAX",
+                   help="object side as a fraction of the image side (default 0.15,0.45)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
     p.set_defaults(func=run_synth)
 
@@ -95,7 +113,8 @@ def run_synth(args) -> int:
     text = args.classes if args.classes is not None else ",".join(DEFAULT_CLASSES)
     classes = [c.strip() for c in text.split(",") if c.strip()]
     made = make_synthetic_dataset(args.out, images=args.images, val_images=args.val_images, size=args.size,
-                                  classes=classes, objects=args.objects, seed=args.seed, progress=True)
+                                  classes=classes, objects=args.objects, seed=args.seed, progress=True,
+                                  colour=args.colour, scale=args.scale)
     print(f"wrote {made.train_annotations} ({args.images} images in {made.train_images})")
     print(f"wrote {made.val_annotations} ({args.val_images} images in {made.val_images})")
     return 0

@@ -42,6 +42,10 @@ def register(sub) -> None:
     b.add_argument("--clock", choices=["auto", "thread-cpu", "wall"], default="auto",
                    help="CPU clock: auto = the thread's CPU time with one thread (robust to other "
                         "processes sharing the machine), else wall time (default %(default)s)")
+    b.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=None,
+                   help="CPU: time a fixed reference conv around each stretch of runs and report ops "
+                        "at the machine's nominal speed, so a shared VM's speed swings cancel out "
+                        "(default: on for CPU, off for CUDA)")
     b.add_argument("--channel-step", type=positive_int, default=None,
                    help="measure only multiples of this many channels plus each range's ends, and "
                         "interpolate between them (default: every channel count the space allows)")
@@ -106,7 +110,7 @@ def run_build(args) -> int:
     t = build_table(spaces, args.out, device=args.device, dtype=args.dtype, batch=args.batch,
                     resolution=args.resolution, threads=args.threads, channel_step=args.channel_step,
                     warmup=args.warmup, runs=args.runs, max_ops=args.max_ops, note=args.note,
-                    clock=args.clock)
+                    clock=args.clock, calibrate=args.calibrate)
     print(f"{args.out}: {len(t)} ops, {t.meta['status']}")
     return 0
 

@@ -1,8 +1,11 @@
 """Small synthetic COCO datasets: filled shapes of a few classes on noisy backgrounds.
 
-Each class is one shape with its own base colour (jittered per object), so a small detector
-can learn them in minutes on a CPU; this is what the training and distillation tests use.
-Objects never overlap, and each box is the exact pixel extent of its drawn shape.
+By default each class is one shape with its own base colour (jittered per object), so a
+small detector can learn them in minutes on a CPU; this is what the training tests use.
+``colour="random"`` paints every object a random colour instead, so classes differ only
+by outline (a ring from a disc, a diamond from a square): a task on which capacity shows,
+which the distillation benchmark needs. Objects never overlap, and each box is the exact
+pixel extent of its drawn shape.
 
 Layout written under ``out_dir``::
 
@@ -30,8 +33,12 @@ SHAPES = {
     "rectangle": (220, 40, 40),
     "ellipse": (40, 200, 60),
     "triangle": (50, 80, 230),
+    "diamond": (230, 200, 30),
+    "cross": (200, 50, 210),
+    "ring": (30, 200, 210),
 }
-DEFAULT_CLASSES = tuple(SHAPES)
+DEFAULT_CLASSES = ("rectangle", "ellipse", "triangle")
+COLOURS = ("class", "random")
 
 
 @dataclass(frozen=True)
@@ -50,8 +57,19 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int,
         draw.rectangle((x0, y0, x1 - 1, y1 - 1), fill=fill)
     elif shape == "ellipse":
         draw.ellipse((x0, y0, x1 - 1, y1 - 1), fill=fill)
-    else:  # an isosceles triangle standing on the box's bottom edge
+    elif shape == "triangle":  # isosceles, standing on the box's bottom edge
         draw.polygon([((x0 + x1 - 1) / 2, y0), (x1 - 1, y1 - 1), (x0, y1 - 1)], fill=fill)
+    elif shape == "diamond":
+        cx, cy = (x0 + x1 - 1) / 2, (y0 + y1 - 1) / 2
+        draw.polygon([(cx, y0), (x1 - 1, cy), (cx, y1 - 1), (x0, cy)], fill=fill)
+    elif shape == "cross":  # two bars a third of the box wide
+        tw, th = max(2, (x1 - x0) // 3), max(2, (y1 - y0) // 3)
+        cx, cy = x0 + (x1 - x0 - tw) // 2, y0 + (y1 - y0 - th) // 2
+        draw.rectangle((cx, y0, cx + tw - 1, y1 - 1), fill=fill)
+        draw.rectangle((x0, cy, x1 - 1, cy + th - 1), fill=fill)
+    else:  # ring: an ellipse outline a fifth of the short side thick
+        width = max(2, min(x1 - x0, y1 - y0) // 5)
+        draw.ellipse((x0, y0, x1 - 1, y1 - 1), outline=fill, width=width)
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -64,9 +82,24 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
+def _colour(rng: np.random.Generator, shape: str, colour: str) -> tuple[int, ...]:
+    if colour == "class":
+        base = np.array(SHAPES[shape], dtype=np.float64)
+        return tuple(int(c) for c in np.clip(base + rng.uniform(-30, 30, 3), 0, 255))
+    # Random but never the muted grey of the backgrounds: one channel high, one low.
+    rgb = rng.uniform(0, 255, 3)
+    high, low = rng.permutation(3)[:2]
+    rgb[high], rgb[low] = rng.uniform(200, 255), rng.uniform(0, 60)
+    return tuple(int(c) for c in rgb)
+
+
 def synth_image(rng: np.random.Generator, size: int, classes: Sequence[str],
-                objects: tuple[int, int] = (1, 4)) -> tuple[np.ndarray, list[tuple[int, list[int]]]]:
-    """One image and its objects as ``(class index, [x, y, w, h])`` with exact pixel boxes."""
+                objects: tuple[int, int] = (1, 4), colour: str = "class",
+                scale: tuple[float, float] = (0.15, 0.45)) -> tuple[np.ndarray, list[tuple[int, list[int]]]]:
+    """One image and its objects as ``(class index, [x, y, w, h])`` with exact pixel boxes.
+
+    ``scale`` bounds an object's side as a fraction of the image side.
+    """
     image = Image.fromarray(_background(rng, size))
     draw = ImageDraw.Draw(image)
     wanted = int(rng.integers(objects[0], objects[1] + 1))
@@ -75,7 +108,7 @@ def synth_image(rng: np.random.Generator, size: int, classes: Sequence[str],
     for _ in range(wanted * 20):  # rejection sampling; a crowded image just gets fewer objects
         if len(found) == wanted:
             break
-        side = rng.uniform(0.15, 0.45) * size
+        side = rng.uniform(*scale) * size
         aspect = rng.uniform(0.6, 1.6)
         w = max(6, int(side * np.sqrt(aspect)))
         h = max(6, int(side / np.sqrt(aspect)))
@@ -86,11 +119,10 @@ def synth_image(rng: np.random.Generator, size: int, classes: Sequence[str],
         if any(box[0] < b[2] + 2 and b[0] < box[2] + 2 and box[1] < b[3] + 2 and b[1] < box[3] + 2 for b in placed):
             continue
         cls = int(rng.integers(len(classes)))
-        base = np.array(SHAPES[classes[cls]], dtype=np.float64)
-        colour = tuple(int(c) for c in np.clip(base + rng.uniform(-30, 30, 3), 0, 255))
+        fill = _colour(rng, classes[cls], colour)
         mask = Image.new("L", (size, size), 0)
         _draw_shape(ImageDraw.Draw(mask), classes[cls], box, 255)
-        _draw_shape(draw, classes[cls], box, colour)
+        _draw_shape(draw, classes[cls], box, fill)
         x0, y0, x1, y1 = mask.getbbox()
         placed.append(box)
         found.append((cls, [x0, y0, x1 - x0, y1 - y0]))
@@ -98,12 +130,13 @@ def synth_image(rng: np.random.Generator, size: int, classes: Sequence[str],
 
 
 def _write_split(folder: Path, annotations: Path, count: int, size: int, classes: Sequence[str],
-                 objects: tuple[int, int], seed: int, split: int, progress: bool) -> None:
+                 objects: tuple[int, int], seed: int, split: int, progress: bool, colour: str,
+                 scale: tuple[float, float]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     images, anns = [], []
     for i in tqdm(range(count), desc=folder.name, unit="img", disable=None if progress else True):
         rng = np.random.default_rng([seed & 0xFFFFFFFF, split, i])
-        pixels, found = synth_image(rng, size, classes, objects)
+        pixels, found = synth_image(rng, size, classes, objects, colour, scale)
         name = f"{i:06d}.png"
         Image.fromarray(pixels).save(folder / name)
         images.append({"id": i + 1, "file_name": name, "width": size, "height": size})
@@ -121,8 +154,13 @@ def _write_split(folder: Path, annotations: Path, count: int, size: int, classes
 
 def make_synthetic_dataset(out_dir: str | os.PathLike, images: int = 64, val_images: int = 16, size: int = 128,
                            classes: Sequence[str] = DEFAULT_CLASSES, objects: tuple[int, int] = (1, 4),
-                           seed: int = 0, progress: bool = False) -> SyntheticDataset:
-    """Write a train and a val split of synthetic shapes under ``out_dir``; same seed, same files."""
+                           seed: int = 0, progress: bool = False, colour: str = "class",
+                           scale: tuple[float, float] = (0.15, 0.45)) -> SyntheticDataset:
+    """Write a train and a val split of synthetic shapes under ``out_dir``; same seed, same files.
+
+    ``colour``: "class" (a base colour per class) or "random" (classes differ only by shape);
+    ``scale``: the range of an object's side as a fraction of ``size``.
+    """
     classes = tuple(classes)
     unknown = [c for c in classes if c not in SHAPES]
     if unknown:
@@ -133,6 +171,10 @@ def make_synthetic_dataset(out_dir: str | os.PathLike, images: int = 64, val_ima
         raise UserError("images", "", "need at least one training image and a non-negative val count")
     if size < 32:
         raise UserError("size", "", f"images must be at least 32 pixels, got {size}")
+    if colour not in COLOURS:
+        raise UserError("colour", colour, f"expected one of {', '.join(COLOURS)}")
+    if not (0 < scale[0] <= scale[1] < 1):
+        raise UserError("scale", "", f"expected 0 < min <= max < 1, got {tuple(scale)}")
     if not (1 <= objects[0] <= objects[1]):
         raise UserError("objects", "", f"expected 1 <= min <= max, got {objects}")
     root = Path(out_dir)
@@ -144,6 +186,7 @@ def make_synthetic_dataset(out_dir: str | os.PathLike, images: int = 64, val_ima
         val_annotations=root / "annotations" / "val.json",
         classes=classes,
     )
-    _write_split(result.train_images, result.train_annotations, images, size, classes, objects, seed, 0, progress)
-    _write_split(result.val_images, result.val_annotations, val_images, size, classes, objects, seed, 1, progress)
+    for folder, annotations, count, split in ((result.train_images, result.train_annotations, images, 0),
+                                              (result.val_images, result.val_annotations, val_images, 1)):
+        _write_split(folder, annotations, count, size, classes, objects, seed, split, progress, colour, scale)
     return result

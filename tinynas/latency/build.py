@@ -22,7 +22,8 @@ from .table import (LatencyTable, append_row, base_meta, format_row, load_table,
                     sidecar_path, start_rows_file, write_meta)
 
 # Settings that must agree between a partial table and the build resuming it.
-RESUME_KEYS = ("device", "dtype", "batch", "threads", "clock", "allocator", "warmup", "runs", "act")
+RESUME_KEYS = ("device", "dtype", "batch", "threads", "clock", "allocator", "warmup", "runs", "act",
+               "calibrated")
 
 
 def build_table(spaces: Sequence[SearchSpace], out: str | os.PathLike, device: str = "cpu",
@@ -30,33 +31,38 @@ def build_table(spaces: Sequence[SearchSpace], out: str | os.PathLike, device: s
                 threads: int | None = 1, channel_step: int | None = None,
                 warmup: int = profile.DEFAULT_WARMUP, runs: int = profile.DEFAULT_RUNS,
                 max_ops: int | None = None, progress: bool = True, note: str = "",
-                clock: str = "auto") -> LatencyTable:
+                clock: str = "auto", calibrate: bool | None = None) -> LatencyTable:
     """Measure the grid of ``spaces`` into ``out`` (CSV + JSON sidecar); resume if present.
 
     ``channel_step`` thins the channel grid (see ``grid.coarsen``); ``max_ops`` stops after
-    measuring that many new ops, leaving a resumable partial table.
+    measuring that many new ops, leaving a resumable partial table. ``calibrate`` (default:
+    on for CPU) reports every op at the machine's nominal speed (see ``calibrate.py``); a
+    resumed build keeps the nominal speed the table started with.
     """
     if not spaces:
         raise UserError("--space", "", "give at least one search space")
     if batch <= 0:
         raise UserError("--batch", "", f"must be positive, got {batch}")
-    setup = profile.setup_device(device, dtype, threads, clock)
+    out = Path(out)
+    if calibrate is None:
+        calibrate = not str(device).startswith("cuda")
+    meta = read_meta(out) if out.exists() and sidecar_path(out).exists() else None
+    nominal = (meta.get("calibration") or {}).get("nominal_ms") if meta else None
+    setup = profile.setup_device(device, dtype, threads, clock, calibrate, nominal)
     groups = merge_groups(*(space_groups(s, resolution, channel_step) for s in spaces))
     ops = grid_ops(groups)
 
-    out = Path(out)
     record = setup.record()
     settings = {"device": record["device"], "dtype": dtype, "batch": batch, "threads": setup.threads,
                 "clock": setup.clock, "allocator": setup.allocator, "warmup": warmup, "runs": runs,
-                "act": "relu"}
+                "act": "relu", "calibrated": bool(calibrate)}
     build_entry = {"spaces": [s.name for s in spaces],
                    "resolution": resolution or sorted({s.resolution for s in spaces}),
                    "channel_step": channel_step, "grid_ops": len(ops)}
     done: set = set()
-    if out.exists() and sidecar_path(out).exists():
-        meta = read_meta(out)
+    if meta is not None:
         for key in RESUME_KEYS:
-            if meta.get(key) != settings[key]:
+            if meta.get(key, False if key == "calibrated" else None) != settings[key]:
                 raise UserError(str(sidecar_path(out)), key, f"the existing table has {meta.get(key)!r}, this "
                                 f"build {settings[key]!r}: use another --out or the same settings")
         start_rows_file(out)
@@ -77,6 +83,10 @@ def build_table(spaces: Sequence[SearchSpace], out: str | os.PathLike, device: s
                                            "torch.set_num_threads(1)",
                              "wall": f"clock: time.perf_counter, torch.set_num_threads({setup.threads})",
                              }[setup.clock])
+        if setup.reference is not None:
+            meta["calibration"] = setup.reference.record()
+            meta["method"] += ("; each stretch of runs divided by a reference conv timed before and "
+                               "after it, times its nominal_ms (see calibration)")
         meta["builds"] = []
     if note:
         meta["note"] = note

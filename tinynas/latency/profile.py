@@ -29,8 +29,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import platform
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import numpy as np
@@ -41,6 +40,7 @@ from ..arch import Arch
 from ..errors import UserError
 from ..nn import Backbone, fuse_model, get_activation
 from ..ops import DEPTHWISE, ConvOp
+from .calibrate import SpeedReference, thread_or_wall_clock
 from .netops import AVGPOOL
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -65,9 +65,12 @@ class DeviceSetup:
     threads: int
     clock: str  # "cuda-events", "thread-cpu" or "wall"
     allocator: str = "default"
+    # CPU only: runs converted to the machine's nominal speed (see calibrate.py).
+    reference: SpeedReference | None = field(default=None, compare=False)
 
     def record(self) -> dict:
-        return {"device": self.device.type if self.device.type == "cpu" else str(self.device),
+        calibration = self.reference.record() if self.reference is not None else None
+        return {"calibration": calibration, "device": self.device.type if self.device.type == "cpu" else str(self.device),
                 "device_name": device_name(self.device), "dtype": self.dtype_name,
                 "threads": self.threads, "torch_version": torch.__version__,
                 "python_version": platform.python_version(),
@@ -111,10 +114,13 @@ def keep_heap_memory() -> str:
 
 
 def setup_device(device: str = "cpu", dtype: str = "fp32", threads: int | None = 1,
-                 clock: str = "auto") -> DeviceSetup:
+                 clock: str = "auto", calibrate: bool = False,
+                 nominal_ms: float | None = None) -> DeviceSetup:
     """Resolve and configure a device; ``threads`` is fixed for CPU timing (and recorded).
 
     ``clock="auto"``: CUDA events on CUDA, thread CPU time on one CPU thread, else wall time.
+    ``calibrate`` (CPU only) times a reference conv around the measured runs and reports them
+    at nominal speed; ``nominal_ms`` is the reference's nominal time (None: measure it now).
     """
     if clock not in CLOCKS:
         raise UserError("--clock", "", f"unknown clock {clock!r} (known: {', '.join(CLOCKS)})")
@@ -142,7 +148,14 @@ def setup_device(device: str = "cpu", dtype: str = "fp32", threads: int | None =
         raise UserError("--clock", "", "thread-cpu timing needs --threads 1 (other threads' work is not counted)")
     else:
         resolved = "thread-cpu" if clock in ("auto", "thread-cpu") and n == 1 else "wall"
-    return DeviceSetup(dev, DTYPES[dtype], dtype, n, resolved, allocator)
+    reference = None
+    if calibrate:
+        if dev.type != "cpu":
+            raise UserError("--calibrate", "", "speed calibration is for CPU timing; CUDA events are stable")
+        reference = SpeedReference(dev, DTYPES[dtype], thread_or_wall_clock(resolved), nominal_ms)
+        if nominal_ms is None:
+            reference.fix_nominal()
+    return DeviceSetup(dev, DTYPES[dtype], dtype, n, resolved, allocator, reference)
 
 
 def time_runs(fn, setup: DeviceSetup, warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS) -> Timing:
@@ -171,8 +184,10 @@ def sample_runs(fn, setup: DeviceSetup, warmup: int = DEFAULT_WARMUP, runs: int 
                 end.record()
                 end.synchronize()
                 times.append(start.elapsed_time(end))
+        elif setup.reference is not None:
+            times = setup.reference.timed_runs(fn, runs)
         else:
-            clock = time.thread_time if setup.clock == "thread-cpu" else time.perf_counter
+            clock = thread_or_wall_clock(setup.clock)
             for _ in range(runs):
                 t0 = clock()
                 fn()

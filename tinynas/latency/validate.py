@@ -127,8 +127,11 @@ def validate_table(table_path: str | os.PathLike, space: SearchSpace, n: int = 5
     meta = table.meta
     # Networks are timed exactly as the table's ops were: same device, threads and clock.
     clock = meta.get("clock", "wall")
+    # A calibrated table's networks are put on its nominal speed with the same reference.
+    calibration = meta.get("calibration") or {}
     setup = profile.setup_device(meta["device"], meta["dtype"], meta.get("threads"),
-                                 "auto" if clock == "cuda-events" else clock)
+                                 "auto" if clock == "cuda-events" else clock,
+                                 calibrate=bool(calibration), nominal_ms=calibration.get("nominal_ms"))
     resolution = resolution or space.resolution
     raw_predictor = LatencyPredictor(load_table(table_path))
     raw_predictor.table.meta.update(scale=1.0, overhead_ms=0.0)
@@ -176,6 +179,7 @@ def validate_table(table_path: str | os.PathLike, space: SearchSpace, n: int = 5
     result.metrics = {
         "n": len(archs), "space": space.name, "resolution": resolution, "seed": seed, "fit": fit,
         "warmup": warmup, "runs": runs, "rounds": rounds, "allocator": setup.allocator,
+        "calibrated": setup.reference is not None,
         "raw": error_metrics(raw, measured),
         "fitted_in_sample": error_metrics(result.predicted_ms, measured),
         "fitted_leave_one_out": error_metrics(loo, measured),
