@@ -34,7 +34,7 @@ TEACHER_ARCH = [
     {"class": "SuperResKXKX", "in": 128, "out": 256, "s": 2, "k": 3, "L": 1, "btn": 128},
 ]
 HARD_SHAPES = ("rectangle", "ellipse", "triangle", "diamond", "cross", "ring")
-STUDENT_ARCH = [
+TINY_STUDENT_ARCH = [
     {"class": "ConvKXBNRELU", "in": 3, "out": 8, "s": 1, "k": 3},
     {"class": "SuperResK1KX", "in": 8, "out": 16, "s": 2, "k": 3, "L": 1, "btn": 8},
     {"class": "SuperResK1KX", "in": 16, "out": 16, "s": 2, "k": 3, "L": 1, "btn": 8},
@@ -42,6 +42,16 @@ STUDENT_ARCH = [
     {"class": "SuperResK1KX", "in": 32, "out": 32, "s": 1, "k": 3, "L": 1, "btn": 16},
     {"class": "SuperResK1KX", "in": 32, "out": 64, "s": 2, "k": 3, "L": 1, "btn": 32},
 ]
+SMALL_STUDENT_ARCH = [
+    {"class": "ConvKXBNRELU", "in": 3, "out": 16, "s": 1, "k": 3},
+    {"class": "SuperResK1KX", "in": 16, "out": 32, "s": 2, "k": 3, "L": 1, "btn": 16},
+    {"class": "SuperResK1KX", "in": 32, "out": 48, "s": 2, "k": 3, "L": 1, "btn": 32},
+    {"class": "SuperResK1KX", "in": 48, "out": 64, "s": 2, "k": 3, "L": 2, "btn": 48},
+    {"class": "SuperResK1KX", "in": 64, "out": 96, "s": 1, "k": 3, "L": 1, "btn": 48},
+    {"class": "SuperResK1KX", "in": 96, "out": 128, "s": 2, "k": 3, "L": 1, "btn": 64},
+]
+# name -> (backbone, neck widths): "tiny" is ~1/12 of the teacher's params, "small" ~1/4.
+STUDENTS = {"tiny": (TINY_STUDENT_ARCH, [16, 32, 64]), "small": (SMALL_STUDENT_ARCH, [32, 64, 96])}
 
 
 def recipe(data, out: Path, arch, wrap: str, neck: list[int], epochs: int, seed: int, teacher: str = "",
@@ -84,6 +94,7 @@ def main() -> None:
     parser.add_argument("--val-images", type=int, default=128, help="default %(default)s")
     parser.add_argument("--teacher-epochs", type=int, default=60)
     parser.add_argument("--student-epochs", type=int, default=30)
+    parser.add_argument("--student", choices=sorted(STUDENTS), default="small")
     parser.add_argument("--method", default="cwd", choices=["cwd", "mimic", "mgd"])
     # DAMO-YOLO weighs CWD 1.0 over 300 COCO epochs; on a schedule of a few tens of epochs the
     # feature loss (about 2.5 at the start) would outweigh the detection loss, so it is scaled down.
@@ -106,12 +117,12 @@ def main() -> None:
     teacher_ckpt = str(teacher_dir / "best.pt")
     print(f"teacher (CSP, wide): AP {teacher_ap:.4f}", flush=True)
     docs = []
+    arch, neck = STUDENTS[args.student]
     for seed in args.seeds:
         tag = f"e{args.student_epochs}-{seed}"  # runs of other schedules are never resumed into these
-        docs.append(recipe(data, out / f"student-plain-{tag}", STUDENT_ARCH, "res", [16, 32, 64],
-                           args.student_epochs, seed))
-        docs.append(recipe(data, out / f"student-{args.method}-w{args.distill_weight:g}-{tag}", STUDENT_ARCH, "res",
-                           [16, 32, 64], args.student_epochs, seed, teacher=teacher_ckpt, method=args.method,
+        docs.append(recipe(data, out / f"{args.student}-plain-{tag}", arch, "res", neck, args.student_epochs, seed))
+        docs.append(recipe(data, out / f"{args.student}-{args.method}-w{args.distill_weight:g}-{tag}", arch, "res",
+                           neck, args.student_epochs, seed, teacher=teacher_ckpt, method=args.method,
                            weight=args.distill_weight))
     threads = 1 if args.jobs > 1 else None
     aps = Parallel(n_jobs=args.jobs)(delayed(run)(doc, threads) for doc in docs)
