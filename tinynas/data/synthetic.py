@@ -186,7 +186,7 @@ def make_synthetic_dataset(out_dir: str | os.PathLike, images: int = 64, val_ima
         val_annotations=root / "annotations" / "val.json",
         classes=classes,
     )
-    for folder, annotations, count, split in ((result.train_images, result.train_annotations, images, 0),
-                                              (result.val_images, result.val_annotations, val_images, 1)):
-        _write_split(folder, annotations, count, size, classes, objects, seed, split, progress, colour, scale)
+    for folder, labels, count, split in ((result.train_images, result.train_annotations, images, 0),
+                                         (result.val_images, result.val_annotations, val_images, 1)):
+        _write_split(folder, labels, count, size, classes, objects, seed, split, progress, colour, scale)
     return result
