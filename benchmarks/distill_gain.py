@@ -95,7 +95,7 @@ def main() -> None:
     parser.add_argument("--teacher-epochs", type=int, default=60)
     parser.add_argument("--student-epochs", type=int, default=30)
     parser.add_argument("--student", choices=sorted(STUDENTS), default="small")
-    parser.add_argument("--method", default="cwd", choices=["cwd", "mimic", "mgd"])
+    parser.add_argument("--method", default="cwd", choices=["cwd", "mimic", "mgd", "logit"])
     # DAMO-YOLO weighs CWD 1.0 over 300 COCO epochs; on a schedule of a few tens of epochs the
     # feature loss (about 2.5 at the start) would outweigh the detection loss, so it is scaled down.
     parser.add_argument("--distill-weight", type=float, default=0.2)

@@ -69,6 +69,23 @@ def test_self_distillation_runs(data, tmp_path):
     assert float(MetricsLog(tmp_path / "s" / "metrics.csv").rows()[-1]["distill"]) > 0
 
 
+def test_logit_distillation_from_a_heterogeneous_teacher(data, tmp_path, capsys):
+    # A CSP teacher of other widths and activation teaches through its head outputs.
+    train(parse_train_recipe(csp_teacher(data, tmp_path / "teacher")), progress=False)
+    teacher = str(tmp_path / "teacher" / "last.pt")
+    doc = tiny_recipe(data, tmp_path / "s", 64, epochs=1, batch_size=8)
+    doc["distill"] = {"teacher": teacher, "method": "logit"}
+    train(parse_train_recipe(doc), progress=False)
+    assert float(MetricsLog(tmp_path / "s" / "metrics.csv").rows()[-1]["distill"]) > 0
+    assert "distiller" not in load_checkpoint(tmp_path / "s" / "last.pt").extra  # no align convs needed
+
+    doc["head"]["reg_max"] = 8  # other box bins: the head outputs cannot be compared
+    recipe = write_recipe(tmp_path / "s8.yaml", dict(doc, out=str(tmp_path / "s8")))
+    code = main(["train", str(recipe), "--teacher", teacher, "distill.method=logit", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "head.reg_max" in err and "teacher has 16" in err and err.count("\n") == 1
+
+
 def test_distillation_size_mismatch_is_a_clear_error(data, tmp_path, capsys):
     train(parse_train_recipe(tiny_recipe(data, tmp_path / "t", 64, epochs=1, batch_size=8)), progress=False)
     doc = tiny_recipe(data, tmp_path / "s", 64, epochs=1, batch_size=8)

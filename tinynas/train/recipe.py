@@ -63,10 +63,16 @@ class EvalConfig:
     batch_size: int = 8
 
 
+DISTILL_METHODS = ("cwd", "mimic", "mgd", "self", "logit")
+HEAD_METHODS = ("self", "logit")
+
+
 @dataclass(frozen=True)
 class DistillConfig:
     teacher: str = ""  # checkpoint path; empty means no distillation
-    method: str = "cwd"  # cwd | mimic | mgd | self (YOLOv6-style, on head outputs)
+    # cwd | mimic | mgd on neck features; self | logit on head outputs (YOLOv6's loss: "self" for a
+    # trained copy of the student, "logit" for any teacher with the same head geometry)
+    method: str = "cwd"
     loss_weight: float = 1.0
     tau: float = 1.0
     weight_start: float = 1.0
@@ -198,8 +204,9 @@ def parse_train_recipe(doc: object, source: str = "<recipe>", base_dir: Path | N
         raise UserError(source, "train", "epochs, batch_size and eval_interval must be at least 1")
     evaluation = _section(doc, "eval", EvalConfig, source)
     distill = _section(doc, "distill", DistillConfig, source)
-    if distill.method not in ("cwd", "mimic", "mgd", "self"):
-        raise UserError(source, "distill.method", f"unknown method {distill.method!r} (known: cwd, mimic, mgd, self)")
+    if distill.method not in DISTILL_METHODS:
+        raise UserError(source, "distill.method", f"unknown method {distill.method!r} "
+                        f"(known: {', '.join(DISTILL_METHODS)})")
     augment = AugmentConfig.from_dict(doc.get("augment"), source)
     name = doc.get("name") or model.name or "run"
     out = doc.get("out") or ""

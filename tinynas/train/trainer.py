@@ -37,7 +37,7 @@ from .ema import ModelEMA
 from .evaluate import evaluate
 from .losses import DetectionLoss
 from .optim import build_optimizer
-from .recipe import TrainRecipe
+from .recipe import HEAD_METHODS, TrainRecipe
 from .run_files import MetricsLog, plot_metrics, write_recipe
 from .schedule import learning_rate, scaled_lr
 
@@ -101,13 +101,20 @@ class _Teacher:
         if ckpt.recipe.head.num_classes != student.num_classes:
             raise UserError(cfg.teacher, "head.num_classes", f"the teacher has {ckpt.recipe.head.num_classes} "
                             f"classes, the student {student.num_classes}")
+        if cfg.method in HEAD_METHODS:
+            mine, theirs = student.recipe.head, ckpt.recipe.head
+            for field_name in ("reg_max", "strides"):
+                if getattr(mine, field_name) != getattr(theirs, field_name):
+                    raise UserError(cfg.teacher, f"head.{field_name}", f"{cfg.method} distillation compares "
+                                    f"head outputs: the teacher has {getattr(theirs, field_name)}, the student "
+                                    f"{getattr(mine, field_name)}")
         model = ckpt.build().to(device)
         for p in model.parameters():
             p.requires_grad_(False)
         self.model = (model.half() if half else model).eval()
         self.cfg = cfg
         self.distiller = None
-        if cfg.method != "self":
+        if cfg.method not in HEAD_METHODS:
             self.distiller = FeatureDistiller(student.recipe.neck.out_channels, ckpt.recipe.neck.out_channels,
                                               cfg.method, cfg.tau).to(device)
 
@@ -117,7 +124,7 @@ class _Teacher:
         self.model.eval()  # whatever the caller did with .train(), the teacher stays frozen
         x = images.to(next(self.model.parameters()).dtype)
         feats = self.model.features(x)
-        if self.cfg.method == "self":
+        if self.cfg.method in HEAD_METHODS:
             cls_logits, reg_logits = self.model.head(feats)
             return cls_logits.float(), reg_logits.float()
         return [f.float() for f in feats]
