@@ -121,7 +121,8 @@ def main() -> None:
     for seed in args.seeds:
         tag = f"e{args.student_epochs}-{seed}"  # runs of other schedules are never resumed into these
         docs.append(recipe(data, out / f"{args.student}-plain-{tag}", arch, "res", neck, args.student_epochs, seed))
-        docs.append(recipe(data, out / f"{args.student}-{args.method}-w{args.distill_weight:g}-{tag}", arch, "res",
+        name = f"{args.student}-{args.method}-w{args.distill_weight:g}-t{args.teacher_epochs}-{tag}"
+        docs.append(recipe(data, out / name, arch, "res",
                            neck, args.student_epochs, seed, teacher=teacher_ckpt, method=args.method,
                            weight=args.distill_weight))
     threads = 1 if args.jobs > 1 else None
