@@ -92,9 +92,9 @@ def main() -> None:
     parser.add_argument("--data", choices=["hard", "easy"], default="hard")
     parser.add_argument("--images", type=int, default=192, help="training images (default %(default)s)")
     parser.add_argument("--val-images", type=int, default=128, help="default %(default)s")
-    parser.add_argument("--teacher-epochs", type=int, default=60)
+    parser.add_argument("--teacher-epochs", type=int, default=150)
     parser.add_argument("--student-epochs", type=int, default=30)
-    parser.add_argument("--student", choices=sorted(STUDENTS), default="small")
+    parser.add_argument("--student", choices=sorted(STUDENTS), default="tiny")
     parser.add_argument("--method", default="cwd", choices=["cwd", "mimic", "mgd", "logit"])
     # DAMO-YOLO weighs CWD 1.0 over 300 COCO epochs; on a schedule of a few tens of epochs the
     # feature loss (about 2.5 at the start) would outweigh the detection loss, so it is scaled down.
