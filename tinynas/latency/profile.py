@@ -21,6 +21,9 @@ process's allocation history, not on the op: the same op measured 22 ms in one p
 (``mallopt``: no mmap, no trimming), which is what a warmed-up deployed runtime with a
 caching allocator sees; the sidecar records it.
 
+On a shared CPU the machine's speed itself drifts; ``setup_device(calibrate=True)`` times a
+reference conv around the runs and reports them at a nominal speed (see ``calibrate.py``).
+
 Measurement is serial by design: two timings sharing a device falsify each other.
 """
 
@@ -69,8 +72,7 @@ class DeviceSetup:
     reference: SpeedReference | None = field(default=None, compare=False)
 
     def record(self) -> dict:
-        calibration = self.reference.record() if self.reference is not None else None
-        return {"calibration": calibration, "device": self.device.type if self.device.type == "cpu" else str(self.device),
+        return {"device": self.device.type if self.device.type == "cpu" else str(self.device),
                 "device_name": device_name(self.device), "dtype": self.dtype_name,
                 "threads": self.threads, "torch_version": torch.__version__,
                 "python_version": platform.python_version(),
