@@ -55,7 +55,7 @@ STUDENTS = {"tiny": (TINY_STUDENT_ARCH, [16, 32, 64]), "small": (SMALL_STUDENT_A
 
 
 def recipe(data, out: Path, arch, wrap: str, neck: list[int], epochs: int, seed: int, teacher: str = "",
-           method: str = "cwd", weight: float = 1.0) -> dict:
+           method: str = "cwd", weight: float = 1.0, ema_decay: float = 0.99) -> dict:
     backbone = {"arch": arch, "wrap": wrap, "focus": True, "spp": True, "act": "relu", "reparam": True}
     if wrap == "res":
         backbone["out_indices"] = [2, 4, 5]
@@ -66,6 +66,7 @@ def recipe(data, out: Path, arch, wrap: str, neck: list[int], epochs: int, seed:
         "data": {"train_images": str(data.train_images), "train_annotations": str(data.train_annotations),
                  "val_images": str(data.val_images), "val_annotations": str(data.val_annotations), "size": 128},
         "train": {"epochs": epochs, "batch_size": 16, "lr_per_64": 0.08, "warmup_epochs": 1, "ema_ramp": 50.0,
+                  "ema_decay": ema_decay,
                   "seed": seed, "eval_interval": epochs},
         "augment": {"no_aug_epochs": max(1, epochs // 6)},
         "distill": {"teacher": teacher, "method": method, "loss_weight": weight},
@@ -99,11 +100,15 @@ def main() -> None:
     # DAMO-YOLO weighs CWD 1.0 over 300 COCO epochs; on a schedule of a few tens of epochs the
     # feature loss (about 2.5 at the start) would outweigh the detection loss, so it is scaled down.
     parser.add_argument("--distill-weight", type=float, default=0.2)
+    # The saved weights are the EMA's; DAMO-YOLO's 0.9998 averages over ~5000 iterations, longer than
+    # these whole runs, so it would score models from mid-training.
+    parser.add_argument("--ema-decay", type=float, default=0.99)
     parser.add_argument("--jobs", type=int, default=2,
                         help="student runs trained at once, one thread each (small models use "
                              "two single-thread processes better than one two-thread one)")
     args = parser.parse_args()
-    out = Path(args.out) / f"{args.data}-{args.images}-{args.val_images}"  # other data never resumed into
+    # runs of other data or EMA settings are never resumed into these
+    out = Path(args.out) / f"{args.data}-{args.images}-{args.val_images}-ema{args.ema_decay:g}"
     if args.data == "hard":
         data = make_synthetic_dataset(out / "data", images=args.images, val_images=args.val_images, size=128,
                                       classes=HARD_SHAPES, colour="random", scale=(0.08, 0.35), objects=(3, 10),
@@ -113,18 +118,20 @@ def main() -> None:
                                       objects=(3, 8), seed=123)
 
     teacher_dir = out / f"teacher-e{args.teacher_epochs}"
-    teacher_ap = run(recipe(data, teacher_dir, TEACHER_ARCH, "csp", [48, 96, 192], args.teacher_epochs, 0))
+    teacher_ap = run(recipe(data, teacher_dir, TEACHER_ARCH, "csp", [48, 96, 192], args.teacher_epochs, 0,
+                            ema_decay=args.ema_decay))
     teacher_ckpt = str(teacher_dir / "best.pt")
     print(f"teacher (CSP, wide): AP {teacher_ap:.4f}", flush=True)
     docs = []
     arch, neck = STUDENTS[args.student]
     for seed in args.seeds:
         tag = f"e{args.student_epochs}-{seed}"  # runs of other schedules are never resumed into these
-        docs.append(recipe(data, out / f"{args.student}-plain-{tag}", arch, "res", neck, args.student_epochs, seed))
+        docs.append(recipe(data, out / f"{args.student}-plain-{tag}", arch, "res", neck, args.student_epochs, seed,
+                           ema_decay=args.ema_decay))
         name = f"{args.student}-{args.method}-w{args.distill_weight:g}-t{args.teacher_epochs}-{tag}"
         docs.append(recipe(data, out / name, arch, "res",
                            neck, args.student_epochs, seed, teacher=teacher_ckpt, method=args.method,
-                           weight=args.distill_weight))
+                           weight=args.distill_weight, ema_decay=args.ema_decay))
     threads = 1 if args.jobs > 1 else None
     aps = Parallel(n_jobs=args.jobs)(delayed(run)(doc, threads) for doc in docs)
     plain, distilled = aps[0::2], aps[1::2]

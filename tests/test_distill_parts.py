@@ -78,3 +78,16 @@ def test_self_distillation_zero_for_equal_outputs():
     loss = self_distillation_loss(student_cls, reg + 1.0 * torch.randn_like(reg), cls + 1, reg, reg_max=16)
     loss.backward()
     assert float(loss.detach()) > 0 and student_cls.grad.abs().sum() > 0
+
+
+def test_logit_distillation_ignores_boxes_where_the_teacher_sees_nothing():
+    torch.manual_seed(0)
+    cls, reg = torch.randn(1, 6, 3), torch.randn(1, 6, 4 * 17)
+    teacher_cls = cls.clone()
+    teacher_cls[0, 3] = -30.0  # anchor 3: the teacher is sure there is no object
+    base = self_distillation_loss(cls, reg, teacher_cls, reg, reg_max=16)
+    moved = reg.clone()
+    moved[0, 3] += 5.0 * torch.randn(4 * 17)
+    assert float(self_distillation_loss(cls, reg, teacher_cls, moved, reg_max=16)) == pytest.approx(float(base), abs=1e-6)
+    moved[0, 1] += 5.0 * torch.randn(4 * 17)  # a confident anchor's box does count
+    assert float(self_distillation_loss(cls, reg, teacher_cls, moved, reg_max=16)) > float(base) + 1e-3

@@ -132,3 +132,12 @@ def test_weight_decay_skips_norms_and_biases():
     assert {p.shape for p in decay["params"]} == {torch.Size([4, 3, 3, 3]), torch.Size([4, 4, 1, 1])}
     assert len(no_decay["params"]) == 4  # two conv biases, BN weight and bias
     assert no_decay["weight_decay"] == 0.0
+
+
+def test_a_decay_too_slow_for_the_run_is_warned_about(capsys):
+    from tinynas.train.trainer import _warn_slow_ema
+    _warn_slow_ema(0.9998, 360, "r.yaml")
+    err = capsys.readouterr().err
+    assert "r.yaml: warning: train.ema_decay 0.9998" in err and "360" in err
+    _warn_slow_ema(0.99, 360, "r.yaml")
+    assert capsys.readouterr().err == ""

@@ -15,6 +15,7 @@ Layout written under ``out_dir``::
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from ..atomic import atomic_write_text
+from ..atomic import atomic_write_bytes, atomic_write_text
 from ..errors import UserError
 
 # Saturated base colours far from the muted backgrounds, and from each other.
@@ -138,7 +139,10 @@ def _write_split(folder: Path, annotations: Path, count: int, size: int, classes
         rng = np.random.default_rng([seed & 0xFFFFFFFF, split, i])
         pixels, found = synth_image(rng, size, classes, objects, colour, scale)
         name = f"{i:06d}.png"
-        Image.fromarray(pixels).save(folder / name)
+        # Atomic: a training run may be reading the same deterministic files while they are rewritten.
+        encoded = io.BytesIO()
+        Image.fromarray(pixels).save(encoded, format="PNG")
+        atomic_write_bytes(folder / name, encoded.getvalue())
         images.append({"id": i + 1, "file_name": name, "width": size, "height": size})
         for cls, (x, y, w, h) in found:
             anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": cls + 1,
