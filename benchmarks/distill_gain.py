@@ -1,15 +1,16 @@
-"""Does distillation help? Teacher vs plain student vs distilled student on synthetic shapes.
+"""Does distillation help? Teacher vs plain student vs distilled students on synthetic shapes.
 
 The data are six shapes (rectangle, ellipse, triangle, diamond, cross, ring) in random
 colours, so only the outline tells a class, 3 to 10 objects of 8-35% of the image side:
 a task on which a narrow student stays clearly below a wide teacher. (``--data easy`` is the
 colour-coded three-shape set the tests use.) A wide CSP-wrapped teacher is trained once; a
-narrow Res-wrapped student is then trained with the same epochs and seed twice — alone, and
-distilled from the teacher (``--method`` on the neck outputs, cosine weight 1.0 -> 0.1 times
-``--distill-weight``) — for each seed. Prints every val AP and the mean gain. Every run
-resumes; a finished run is read back, not retrained. About an hour on a 2-core CPU.
+narrow Res-wrapped student is then trained with the same epochs and seed alone and once per
+``--method`` (``logit`` on the head outputs, ``cwd``/``mimic``/``mgd`` on the neck outputs;
+cosine weight 1.0 -> 0.1 times the method's loss weight), for each seed. Prints every val AP
+and each method's mean gain. Every run resumes; a finished run is read back, not retrained.
+About 45 minutes on a 2-core CPU (teacher ~15, students ~30).
 
-    python benchmarks/distill_gain.py [--out runs/bench-distill] [--seeds 0 1 2]
+    python benchmarks/distill_gain.py [--out runs/bench-distill] [--seeds 0 1 2] [--method logit cwd:0.02]
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ SMALL_STUDENT_ARCH = [
     {"class": "SuperResK1KX", "in": 64, "out": 96, "s": 1, "k": 3, "L": 1, "btn": 48},
     {"class": "SuperResK1KX", "in": 96, "out": 128, "s": 2, "k": 3, "L": 1, "btn": 64},
 ]
+# Loss weights (times the cosine 1.0 -> 0.1). At the start the feature losses' gradient on the
+# student is ~30x the detection loss's at weight 1 (tiny head, fresh align convs), so they are
+# scaled far down; the head-output loss is of the detection loss's order.
+DEFAULT_WEIGHTS = {"cwd": 0.02, "mimic": 0.02, "mgd": 1.0, "logit": 1.0}
 # name -> (backbone, neck widths): "tiny" is ~1/12 of the teacher's params, "small" ~1/4.
 STUDENTS = {"tiny": (TINY_STUDENT_ARCH, [16, 32, 64]), "small": (SMALL_STUDENT_ARCH, [32, 64, 96])}
 
@@ -94,12 +99,11 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=192, help="training images (default %(default)s)")
     parser.add_argument("--val-images", type=int, default=128, help="default %(default)s")
     parser.add_argument("--teacher-epochs", type=int, default=150)
-    parser.add_argument("--student-epochs", type=int, default=30)
+    parser.add_argument("--student-epochs", type=int, default=60)
     parser.add_argument("--student", choices=sorted(STUDENTS), default="tiny")
-    parser.add_argument("--method", default="cwd", choices=["cwd", "mimic", "mgd", "logit"])
-    # DAMO-YOLO weighs CWD 1.0 over 300 COCO epochs; on a schedule of a few tens of epochs the
-    # feature loss (about 2.5 at the start) would outweigh the detection loss, so it is scaled down.
-    parser.add_argument("--distill-weight", type=float, default=0.2)
+    parser.add_argument("--method", nargs="+", default=["logit", "cwd"], metavar="METHOD[:WEIGHT]",
+                        help="distillation methods to compare with the plain student, each with an "
+                             f"optional loss weight (defaults: {DEFAULT_WEIGHTS})")
     # The saved weights are the EMA's; DAMO-YOLO's 0.9998 averages over ~5000 iterations, longer than
     # these whole runs, so it would score models from mid-training.
     parser.add_argument("--ema-decay", type=float, default=0.99)
@@ -107,6 +111,7 @@ def main() -> None:
                         help="student runs trained at once, one thread each (small models use "
                              "two single-thread processes better than one two-thread one)")
     args = parser.parse_args()
+    methods = [parse_method(m, parser) for m in args.method]
     # runs of other data or EMA settings are never resumed into these
     out = Path(args.out) / f"{args.data}-{args.images}-{args.val_images}-ema{args.ema_decay:g}"
     if args.data == "hard":
@@ -128,19 +133,34 @@ def main() -> None:
         tag = f"e{args.student_epochs}-{seed}"  # runs of other schedules are never resumed into these
         docs.append(recipe(data, out / f"{args.student}-plain-{tag}", arch, "res", neck, args.student_epochs, seed,
                            ema_decay=args.ema_decay))
-        name = f"{args.student}-{args.method}-w{args.distill_weight:g}-t{args.teacher_epochs}-{tag}"
-        docs.append(recipe(data, out / name, arch, "res",
-                           neck, args.student_epochs, seed, teacher=teacher_ckpt, method=args.method,
-                           weight=args.distill_weight, ema_decay=args.ema_decay))
+        for method, weight in methods:
+            name = f"{args.student}-{method}-w{weight:g}-t{args.teacher_epochs}-{tag}"
+            docs.append(recipe(data, out / name, arch, "res", neck, args.student_epochs, seed, teacher=teacher_ckpt,
+                               method=method, weight=weight, ema_decay=args.ema_decay))
     threads = 1 if args.jobs > 1 else None
     aps = Parallel(n_jobs=args.jobs)(delayed(run)(doc, threads) for doc in docs)
-    plain, distilled = aps[0::2], aps[1::2]
-    for seed, p, d in zip(args.seeds, plain, distilled):
-        print(f"seed {seed}: student AP {p:.4f}, distilled student AP {d:.4f} ({d - p:+.4f})")
-    print(f"mean over seeds {args.seeds}: student {statistics.mean(plain):.4f}, distilled "
-          f"{statistics.mean(distilled):.4f} ({statistics.mean(distilled) - statistics.mean(plain):+.4f}), "
-          f"teacher {teacher_ap:.4f}")
+    per_seed = len(methods) + 1
+    plain = aps[0::per_seed]
+    labels = [f"{method} {weight:g}" for method, weight in methods]
+    for i, seed in enumerate(args.seeds):
+        row = aps[i * per_seed:(i + 1) * per_seed]
+        shown = ", ".join(f"{label} {ap:.4f} ({ap - row[0]:+.4f})" for label, ap in zip(labels, row[1:]))
+        print(f"seed {seed}: plain student AP {row[0]:.4f}; distilled: {shown}")
+    base = statistics.mean(plain)
+    print(f"mean over seeds {args.seeds}: teacher {teacher_ap:.4f}, plain student {base:.4f}", flush=True)
+    for k, label in enumerate(labels):
+        mean = statistics.mean(aps[k + 1::per_seed])
+        print(f"  distilled ({label}): {mean:.4f} ({mean - base:+.4f}, {mean / base:.3f}x the plain student)")
 
+
+def parse_method(text: str, parser: argparse.ArgumentParser) -> tuple[str, float]:
+    name, _, weight = text.partition(":")
+    if name not in DEFAULT_WEIGHTS:
+        parser.error(f"--method: unknown method {name!r} (known: {', '.join(DEFAULT_WEIGHTS)})")
+    try:
+        return name, float(weight) if weight else DEFAULT_WEIGHTS[name]
+    except ValueError:
+        parser.error(f"--method: weight of {name!r} is not a number: {weight!r}")
 
 if __name__ == "__main__":
     main()
