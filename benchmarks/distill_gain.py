@@ -10,7 +10,7 @@ cosine weight 1.0 -> 0.1 times the method's loss weight), for each seed. Prints 
 and each method's mean gain. Every run resumes; a finished run is read back, not retrained.
 About 45 minutes on a 2-core CPU (teacher ~15, students ~30).
 
-    python benchmarks/distill_gain.py [--out runs/bench-distill] [--seeds 0 1 2] [--method logit cwd:0.02]
+    python benchmarks/distill_gain.py [--out runs/bench-distill] [--seeds 0 1 2] [--method cwd:0.02 logit]
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def main() -> None:
     parser.add_argument("--teacher-epochs", type=int, default=150)
     parser.add_argument("--student-epochs", type=int, default=60)
     parser.add_argument("--student", choices=sorted(STUDENTS), default="tiny")
-    parser.add_argument("--method", nargs="+", default=["logit", "cwd"], metavar="METHOD[:WEIGHT]",
+    parser.add_argument("--method", nargs="+", default=["cwd", "logit"], metavar="METHOD[:WEIGHT]",
                         help="distillation methods to compare with the plain student, each with an "
                              f"optional loss weight (defaults: {DEFAULT_WEIGHTS})")
     # The saved weights are the EMA's; DAMO-YOLO's 0.9998 averages over ~5000 iterations, longer than
