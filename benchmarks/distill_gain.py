@@ -55,7 +55,7 @@ SMALL_STUDENT_ARCH = [
 # student is ~30x the detection loss's at weight 1 (tiny head, fresh align convs), so they are
 # scaled far down; the head-output loss is of the detection loss's order.
 DEFAULT_WEIGHTS = {"cwd": 0.02, "mimic": 0.02, "mgd": 1.0, "logit": 1.0}
-# name -> (backbone, neck widths): "tiny" is ~1/12 of the teacher's params, "small" ~1/4.
+# name -> (backbone, neck widths): "tiny" is ~1/12 of the teacher's params, "small" ~1/3.
 STUDENTS = {"tiny": (TINY_STUDENT_ARCH, [16, 32, 64]), "small": (SMALL_STUDENT_ARCH, [32, 64, 96])}
 
 
@@ -161,6 +161,7 @@ def parse_method(text: str, parser: argparse.ArgumentParser) -> tuple[str, float
         return name, float(weight) if weight else DEFAULT_WEIGHTS[name]
     except ValueError:
         parser.error(f"--method: weight of {name!r} is not a number: {weight!r}")
+
 
 if __name__ == "__main__":
     main()
