@@ -132,7 +132,12 @@ def test_augment_config_from_recipe_mapping():
     assert config.mosaic_prob == 0.5 and config.scale == (0.5, 1.5) and config.no_aug_epochs == 2
     assert AugmentConfig.from_dict(config.to_dict()) == config
     defaults = AugmentConfig()
-    assert (defaults.mosaic_prob, defaults.mixup_prob, defaults.flip_prob, defaults.no_aug_epochs) == (1.0, 0.15, 0.5, 16)
+    assert (defaults.mosaic_prob, defaults.mixup_prob, defaults.flip_prob, defaults.no_aug_epochs) == (1.0, 0.0, 0.5, "auto")
+    assert (defaults.scale, defaults.degrees, defaults.shear, defaults.translate) == ((0.5, 1.5), 0.0, 0.0, 0.1)
+    assert defaults.quiet_epochs(100) == 10 and defaults.quiet_epochs(4) == 0 and config.quiet_epochs(100) == 2
+    assert AugmentConfig.from_dict({"no_aug_epochs": "auto"}).no_aug_epochs == "auto"
+    with pytest.raises(UserError, match="augment.no_aug_epochs"):
+        AugmentConfig.from_dict({"no_aug_epochs": "later"}, "r.yaml")
     with pytest.raises(UserError, match="augment.mixup_prob"):
         AugmentConfig.from_dict({"mixup_prob": 1.5}, "r.yaml")
     with pytest.raises(UserError, match="augment.scale"):

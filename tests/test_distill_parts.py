@@ -36,8 +36,11 @@ def test_distiller_loss_zero_when_student_reproduces_teacher(method):
 
 @pytest.mark.parametrize("method", ["cwd", "mimic", "mgd"])
 def test_gradients_reach_student_and_align_conv_not_teacher(method):
-    student = [f.requires_grad_() for f in _feats([4, 8, 16], seed=2)]
-    teacher = [f.requires_grad_() for f in _feats([8, 16, 32], seed=3)]
+    # mgd masks 65% of the positions at random: with 4x4 levels (not 2x2) a wholly masked level,
+    # which passes no gradient, is a one-in-a-million draw rather than one in thirty
+    torch.manual_seed(0)
+    student = [f.requires_grad_() for f in _feats([4, 8, 16], size=16, seed=2)]
+    teacher = [f.requires_grad_() for f in _feats([8, 16, 32], size=16, seed=3)]
     distiller = FeatureDistiller([4, 8, 16], [8, 16, 32], method=method)
     loss = distiller(student, teacher)
     loss.backward()

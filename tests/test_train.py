@@ -39,6 +39,11 @@ def test_training_learns_to_detect_shapes(shapes, tmp_path):
         assert (tmp_path / "run" / name).is_file()
     ckpt = load_checkpoint(tmp_path / "run" / "best.pt")
     assert ckpt.class_names == list(shapes.classes)
+    # The rebuilt detector is the one that was scored: BatchNorm's epsilon (1e-3 in training, not
+    # in the state dict) comes back with it, so the same val AP comes out.
+    assert ckpt.bn_eps == recipe.train.bn_eps
+    val = DetectionDataset(CocoDataset(shapes.val_annotations, shapes.val_images), 128)
+    assert evaluate(ckpt.build(), val)["AP"] == pytest.approx(result.best_ap, abs=1e-6)
 
 
 def _weights(path):

@@ -126,12 +126,14 @@ def test_ema_ramp_and_tracking():
     assert torch.allclose(ema.module.weight, torch.ones(1, 2), atol=1e-6)
 
 
-def test_weight_decay_skips_norms_and_biases():
+def test_weight_decay_skips_norms_and_biases_which_have_their_own_group():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 1, bias=True))
-    decay, no_decay = parameter_groups(model, 5e-4)
+    decay, norms, biases = parameter_groups(model, 5e-4)
     assert {p.shape for p in decay["params"]} == {torch.Size([4, 3, 3, 3]), torch.Size([4, 4, 1, 1])}
-    assert len(no_decay["params"]) == 4  # two conv biases, BN weight and bias
-    assert no_decay["weight_decay"] == 0.0
+    assert len(norms["params"]) == 1  # the BN weight
+    assert len(biases["params"]) == 3  # two conv biases and the BN bias
+    assert norms["weight_decay"] == biases["weight_decay"] == 0.0
+    assert [g["kind"] for g in (decay, norms, biases)] == ["weight", "norm", "bias"]
 
 
 def test_a_decay_too_slow_for_the_run_is_warned_about(capsys):

@@ -42,10 +42,13 @@ class Checkpoint:
     state_dict: dict
     fused: bool = False
     extra: dict = field(default_factory=dict)
+    bn_eps: float | None = None  # None: PyTorch's default (checkpoints written before it was kept)
 
     def build(self) -> Detector:
         """The detector with these weights, in eval mode."""
         model = Detector(self.recipe)
+        if self.bn_eps is not None:
+            set_bn_eps(model, self.bn_eps)
         if self.fused:
             model.fuse()
         try:
@@ -60,6 +63,21 @@ class Checkpoint:
         return model.eval()
 
 
+def set_bn_eps(model: torch.nn.Module, eps: float) -> None:
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eps = eps
+
+
+def _bn_eps(model: torch.nn.Module) -> float | None:
+    """The BatchNorm epsilon a trainer set (DAMO-YOLO trains with 1e-3). It is not part of the
+    state dict, yet it changes every output: a rebuilt model must get it back."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            return float(m.eps)
+    return None
+
+
 def save_checkpoint(path: str | os.PathLike, model: Detector, class_names: Sequence[str] | None = None,
                     extra: dict | None = None) -> None:
     """Write ``model`` (fused or not) atomically; ``class_names`` default to COCO's for 80 classes."""
@@ -71,6 +89,9 @@ def save_checkpoint(path: str | os.PathLike, model: Detector, class_names: Seque
         "fused": model.is_fused, "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "extra": extra or {},
     }
+    eps = _bn_eps(model)
+    if eps is not None:
+        doc["bn_eps"] = eps
     buffer = io.BytesIO()
     torch.save(doc, buffer)
     atomic_write_bytes(path, buffer.getvalue())
@@ -97,8 +118,11 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     names = doc["class_names"]
     if not isinstance(names, list) or len(names) != recipe.head.num_classes:
         raise UserError(source, "class_names", f"expected {recipe.head.num_classes} class names")
+    eps = doc.get("bn_eps")
+    if eps is not None and (isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0):
+        raise UserError(source, "bn_eps", f"expected a positive number, got {eps!r}")
     return Checkpoint(recipe, [str(n) for n in names], doc["state_dict"], bool(doc.get("fused", False)),
-                      doc.get("extra") or {})
+                      doc.get("extra") or {}, None if eps is None else float(eps))
 
 
 def load_detector(path: str | os.PathLike, recipe: ModelRecipe | None = None) -> tuple[Detector, list[str]]:

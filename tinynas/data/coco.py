@@ -6,17 +6,22 @@ annotations are kept (they teach the background). Crowd boxes (``iscrowd: 1``) a
 training targets; they are kept apart as ignore regions. Boxes are returned as ``xyxy``
 float32 pixels, clipped to the image; boxes left with no width or height are dropped
 (``tinynas data check`` reports them).
+
+Decoded images can be kept in memory (``cache_decoded``): on a small dataset decoding is a
+large share of the data time, and workers forked after the cache is filled share its pixels.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from ..errors import UserError
 from ..fileio import read_json
@@ -82,6 +87,12 @@ class CocoDataset:
         data = read_coco_json(self.annotations)
         self.category_ids, self.names = self._categories(data["categories"])
         self.records = self._records(data)
+        self._decoded: dict[tuple[int, int | None], np.ndarray] = {}
+
+    def __getstate__(self) -> dict:
+        # A worker started by pickling (spawn, forkserver) decodes for itself rather than
+        # receiving a private copy of every cached image.
+        return {**self.__dict__, "_decoded": {}}
 
     def _categories(self, categories: list) -> tuple[tuple[int, ...], tuple[str, ...]]:
         source = str(self.annotations)
@@ -170,11 +181,30 @@ class CocoDataset:
     def __getitem__(self, index: int) -> Sample:
         return self.load(index)
 
+    def decoded_bytes(self, max_side: int | None = None) -> int:
+        """How much memory every image decoded as ``load(i, max_side)`` takes, estimated from
+        the recorded sizes without reading a file."""
+        return sum(3 * math.prod(decoded_shape(r.width, r.height, r.file_name, max_side)) for r in self.records)
+
+    def cache_decoded(self, max_side: int | None = None, progress: bool = False) -> None:
+        """Decode every image once and keep the pixels, so ``load(i, max_side)`` stops reading
+        files. Fill it before DataLoader workers start, so forked workers share it."""
+        todo = [i for i in range(len(self)) if (i, max_side) not in self._decoded]
+        # Pillow decodes without holding the GIL, so threads overlap the files.
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            images = pool.map(lambda i: load_rgb(self.image_path(i), max_side), todo)
+            for index, image in zip(todo, tqdm(images, total=len(todo), desc="caching images", leave=False,
+                                               disable=not progress)):
+                image.flags.writeable = False
+                self._decoded[index, max_side] = image
+
     def load(self, index: int, max_side: int | None = None) -> Sample:
         """The raw example; with ``max_side``, a JPEG may be decoded at a reduced scale whose long
-        side is still at least ``max_side`` (much faster when the pipeline shrinks it anyway)."""
+        side is still at least ``max_side`` (much faster when the pipeline shrinks it anyway).
+        The pixels are the caller's to change, cached or not."""
         record = self.records[index]
-        image = load_rgb(self.image_path(index), max_side)
+        cached = self._decoded.get((index, max_side))
+        image = cached.copy() if cached is not None else load_rgb(self.image_path(index), max_side)
         boxes, ignore = record.boxes, record.ignore
         h, w = image.shape[:2]
         if (w, h) != (record.width, record.height):
@@ -183,6 +213,19 @@ class CocoDataset:
             boxes, ignore = boxes * factor, ignore * factor
         return Sample(image=image, boxes=boxes.copy(), labels=record.labels.copy(), ignore=ignore.copy(),
                       image_id=record.image_id)
+
+
+def decoded_shape(width: int, height: int, file_name: str, max_side: int | None = None) -> tuple[int, int]:
+    """``(width, height)`` that :func:`load_rgb` gives a ``width x height`` file: Pillow's JPEG
+    draft decodes at the largest reduction of 1/2, 1/4 or 1/8 that keeps the requested size."""
+    if max_side is None or not file_name.lower().endswith((".jpg", ".jpeg")):
+        return width, height
+    ratio = max_side / max(width, height)
+    if ratio > 0.5:
+        return width, height
+    fits = min(width // max(1, math.ceil(width * ratio)), height // max(1, math.ceil(height * ratio)))
+    reduce = max(r for r in (1, 2, 4, 8) if r <= max(1, fits))
+    return math.ceil(width / reduce), math.ceil(height / reduce)
 
 
 def load_rgb(path: str | os.PathLike, max_side: int | None = None) -> np.ndarray:

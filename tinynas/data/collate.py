@@ -2,13 +2,15 @@
 
 The sampler's order depends only on ``(seed, epoch)``, and each item's augmentation only on
 ``(seed, epoch, index)`` (see ``pipeline.py``), so epoch ``e`` of a resumed run sees exactly
-the batches an uninterrupted run saw.
+the batches an uninterrupted run saw. The batch sampler hands the dataset ``EpochIndex(epoch,
+index)`` items, so persistent DataLoader workers, which never see a later ``set_epoch`` on their
+copy of the dataset, still augment each item for the right epoch.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Iterator, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Sampler
@@ -66,19 +68,69 @@ class EpochSampler(Sampler[int]):
         return iter(order[self.rank:total:self.world_size])
 
 
+class EpochIndex(NamedTuple):
+    """A dataset index together with the epoch it is drawn in."""
+
+    epoch: int
+    index: int
+
+
+class EpochBatchSampler(Sampler[list]):
+    """Batches of :class:`EpochIndex` items from an :class:`EpochSampler`.
+
+    Without ``drop_last`` every index is used: the last batch may be smaller, except that a
+    last batch of one item joins the one before it, because BatchNorm cannot train on a
+    single example whose deepest feature map is 1x1 (and learns little from one anyway).
+    """
+
+    def __init__(self, sampler: EpochSampler, batch_size: int, drop_last: bool = False):
+        self.sampler = sampler
+        self.batch_size = batch_size
+        self.drop_last = drop_last
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def _bounds(self, count: int) -> list[tuple[int, int]]:
+        full, rest = divmod(count, self.batch_size)
+        bounds = [(i * self.batch_size, (i + 1) * self.batch_size) for i in range(full)]
+        if rest and not self.drop_last:
+            if rest == 1 and bounds:
+                bounds[-1] = (bounds[-1][0], count)
+            else:
+                bounds.append((count - rest, count))
+        return bounds
+
+    def __len__(self) -> int:
+        return len(self._bounds(len(self.sampler)))
+
+    def __iter__(self) -> Iterator[list[EpochIndex]]:
+        epoch = self.sampler.epoch
+        items = [EpochIndex(epoch, int(index)) for index in self.sampler]
+        for start, stop in self._bounds(len(items)):
+            yield items[start:stop]
+
+
 def make_loader(dataset, batch_size: int, shuffle: bool = True, seed: int = 0, workers: int = 0,
-                drop_last: bool = False, rank: int = 0, world_size: int = 1) -> DataLoader:
+                drop_last: bool = False, rank: int = 0, world_size: int = 1,
+                persistent_workers: bool = True) -> DataLoader:
     """A DataLoader over ``dataset`` with an :class:`EpochSampler`; call :func:`set_loader_epoch`
-    before every epoch. Workers are not persistent, so each epoch's workers copy the dataset
-    after ``set_epoch`` and see the current epoch."""
+    before every epoch. ``dataset[EpochIndex(epoch, index)]`` must give the item of that epoch.
+
+    Workers persist by default: starting them again every epoch costs seconds, which on a small
+    dataset is most of an epoch. (DataLoader already limits each worker to one torch thread.)
+    """
     sampler = EpochSampler(len(dataset), shuffle=shuffle, seed=seed, rank=rank, world_size=world_size)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                      collate_fn=collate_detection, drop_last=drop_last, persistent_workers=False)
+    batches = EpochBatchSampler(sampler, batch_size, drop_last=drop_last)
+    # Two batches in flight per worker (DataLoader's default): batches of large images are big,
+    # and the training step, not the data, is the bottleneck once the pipeline is full.
+    extra = {"persistent_workers": persistent_workers, "prefetch_factor": 2} if workers > 0 else {}
+    return DataLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=collate_detection, **extra)
 
 
 def set_loader_epoch(loader: DataLoader, epoch: int) -> None:
-    """Tell both the sampler (order) and the dataset (augmentations, final phase) the epoch."""
-    if hasattr(loader.sampler, "set_epoch"):
-        loader.sampler.set_epoch(epoch)
-    if hasattr(loader.dataset, "set_epoch"):
-        loader.dataset.set_epoch(epoch)
+    """Tell the batch sampler (order, and the epoch each item carries) and the dataset (for
+    callers that index it with a plain int) the epoch."""
+    for part in (loader.batch_sampler, loader.sampler, loader.dataset):
+        if hasattr(part, "set_epoch"):
+            part.set_epoch(epoch)

@@ -2,9 +2,10 @@
 
 Every random draw of item ``index`` in epoch ``epoch`` comes from a generator seeded with
 ``(seed, epoch, index)``: the result does not depend on worker count, batch order or what
-ran before, which is what lets an interrupted training resume bit for bit. ``set_epoch``
-must be called before each epoch; it also switches mosaic, mixup and the random affine off
-for the final ``no_aug_epochs`` epochs (DAMO-YOLO's last 16).
+ran before, which is what lets an interrupted training resume bit for bit. The loader asks
+for ``dataset[EpochIndex(epoch, index)]``; a plain ``dataset[index]`` uses the epoch last
+given to ``set_epoch``. Mosaic, mixup and the random affine are off for the final
+``no_aug_epochs`` epochs.
 
 The image is a float32 ``[3, size, size]`` tensor, RGB, values in ``[0, 1]`` (pixel / 255),
 grey 114/255 padding. The target dict holds:
@@ -27,6 +28,7 @@ from torch.utils.data import Dataset
 
 from ..errors import UserError
 from .coco import CocoDataset
+from .collate import EpochIndex
 from .mosaic import mixup, mosaic
 from .sample import Sample
 from .transforms import AffineRange, Placement, drop_degenerate, hsv_jitter, letterbox, random_hflip
@@ -34,7 +36,12 @@ from .transforms import AffineRange, Placement, drop_degenerate, hsv_jitter, let
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Training augmentations; the defaults are DAMO-YOLO's recipe (HSV gains are YOLOv5's).
+    """Training augmentations. The defaults are a stock short-run trainer's (ultralytics'): mosaic
+    with zoom 0.5-1.5 and a 10% shift, no rotation, shear or mixup, and the last tenth of the
+    epochs quiet (``no_aug_epochs: auto``). DAMO-YOLO's heavier COCO values (zoom 0.1-2.0,
+    10 degrees, shear 2, shift 0.2, mixup 0.15, 16 quiet epochs) are stated in its recipes:
+    on a few dozen images they leave the model too little of the real picture to learn from.
+    HSV gains are YOLOv5's.
 
     As in DAMO-YOLO (and YOLOX), the random affine (``degrees``, ``translate``, ``scale``,
     ``shear``) is part of the mosaic: an item drawn without mosaic (probability
@@ -43,17 +50,23 @@ class AugmentConfig:
     """
 
     mosaic_prob: float = 1.0
-    mixup_prob: float = 0.15
+    mixup_prob: float = 0.0
     flip_prob: float = 0.5
-    degrees: float = 10.0
-    translate: float = 0.2
-    scale: tuple[float, float] = (0.1, 2.0)
-    shear: float = 2.0
+    degrees: float = 0.0
+    translate: float = 0.1
+    scale: tuple[float, float] = (0.5, 1.5)
+    shear: float = 0.0
     hsv_hue: float = 0.015
     hsv_saturation: float = 0.7
     hsv_value: float = 0.4
-    no_aug_epochs: int = 16
+    no_aug_epochs: int | str = "auto"  # auto: round(epochs / 10)
     min_box_size: float = 2.0
+
+    def quiet_epochs(self, epochs: int) -> int:
+        """How many final epochs of a ``epochs``-epoch run go without mosaic, mixup and affine."""
+        if self.no_aug_epochs == "auto":
+            return int(round(epochs / 10))
+        return int(self.no_aug_epochs)
 
     @property
     def affine(self) -> AffineRange:
@@ -76,6 +89,8 @@ class AugmentConfig:
                         or not all(_is_number(v) and v > 0 for v in value) or value[0] > value[1]):
                     raise UserError(source, "augment.scale", f"expected [low, high] with 0 < low <= high, got {value!r}")
                 values[key] = (float(value[0]), float(value[1]))
+            elif key == "no_aug_epochs" and value == "auto":
+                values[key] = value
             elif key == "no_aug_epochs":
                 if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                     raise UserError(source, f"augment.{key}", f"expected a non-negative integer, got {value!r}")
@@ -130,18 +145,21 @@ class DetectionDataset(Dataset):
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
-        """Call before each epoch (with non-persistent DataLoader workers, which copy the dataset
-        at the start of every epoch and so see the new value)."""
+        """The epoch of items asked for by a plain index (loader items carry their own)."""
         self.epoch = int(epoch)
 
     @property
     def strong_augment(self) -> bool:
-        """Whether mosaic/mixup/affine are on in the current epoch."""
+        """Whether mosaic/mixup/affine are on in the epoch given to ``set_epoch``."""
+        return self.strong_augment_at(self.epoch)
+
+    def strong_augment_at(self, epoch: int) -> bool:
+        """Whether mosaic/mixup/affine are on in ``epoch``."""
         if not self.train:
             return False
         if self.epochs is None:
             return True
-        return self.epoch < self.epochs - self.augment.no_aug_epochs
+        return epoch < self.epochs - self.augment.quiet_epochs(self.epochs)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -154,16 +172,18 @@ class DetectionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.coco)
 
-    def sample(self, index: int) -> tuple[Sample, Placement | None]:
-        """The augmented example before conversion to tensors (handy to look at)."""
+    def sample(self, index: int, epoch: int | None = None) -> tuple[Sample, Placement | None]:
+        """The augmented example before conversion to tensors (handy to look at); ``epoch``
+        defaults to the one given to ``set_epoch``."""
+        epoch = self.epoch if epoch is None else int(epoch)
         raw = self.coco.load(index, self.size)
         if not self.train:
             sample, placement = letterbox(raw, self.size)
             return sample, self._in_original(placement, index)
         aug = self.augment
-        rng = item_rng(self.seed, self.epoch, index)
+        rng = item_rng(self.seed, epoch, index)
         placement = None
-        if self.strong_augment and rng.random() < aug.mosaic_prob:
+        if self.strong_augment_at(epoch) and rng.random() < aug.mosaic_prob:
             sample = self._mosaic(raw, rng)
             if rng.random() < aug.mixup_prob:
                 partner = self._mosaic(self.coco.load(int(rng.integers(len(self.coco))), self.size), rng)
@@ -190,8 +210,10 @@ class DetectionDataset(Dataset):
         others = [self.coco.load(int(i), self.size) for i in rng.integers(len(self.coco), size=3)]
         return mosaic([first, *others], rng, self.size, self.augment.affine, min_size=self.augment.min_box_size)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict]:
-        sample, placement = self.sample(index)
+    def __getitem__(self, item: int | EpochIndex) -> tuple[torch.Tensor, dict]:
+        epoch, index = item if isinstance(item, tuple) else (self.epoch, item)
+        index = int(index)
+        sample, placement = self.sample(index, epoch)
         record = self.coco.records[index]
         target = {
             "boxes": torch.from_numpy(np.ascontiguousarray(sample.boxes, dtype=np.float32)).reshape(-1, 4),

@@ -30,11 +30,17 @@ class ModelEMA:
         self.updates += 1
         d = self.current_decay()
         source = _unwrap(model).state_dict()
+        mine, theirs = [], []
         for name, value in self.module.state_dict().items():
             if value.dtype.is_floating_point:
-                value.mul_(d).add_(source[name].detach(), alpha=1.0 - d)
+                mine.append(value)
+                theirs.append(source[name].detach())
             else:
                 value.copy_(source[name])
+        # One fused call over all tensors: a Python loop over a detector's ~300 tensors costs
+        # a visible share of a small-batch CPU step; the arithmetic is the same.
+        torch._foreach_mul_(mine, d)
+        torch._foreach_add_(mine, theirs, alpha=1.0 - d)
 
     def state_dict(self) -> dict:
         return {"module": self.module.state_dict(), "updates": self.updates, "decay": self.decay, "ramp": self.ramp}

@@ -17,6 +17,7 @@ from typing import Sequence
 
 import yaml
 
+from ..data.cache import CACHE_MODES
 from ..data.pipeline import AugmentConfig
 from ..detect.recipe import ModelRecipe, load_model_recipe, parse_model_recipe
 from ..errors import UserError
@@ -33,19 +34,29 @@ class DataConfig:
     val_annotations: str
     size: int = 640
     workers: int = 0
+    cache: str = "auto"  # decoded images in memory: auto (when they fit) | ram | none
+
+
+AUTO = "auto"
+OPTIMIZERS = ("sgd", "adamw")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """``auto`` values are chosen per run from its length, batch and data (see ``auto.py``);
+    the COCO recipes state DAMO-YOLO's values instead."""
+
     epochs: int = 300
     batch_size: int = 64
-    lr_per_64: float = 0.01
-    momentum: float = 0.9
+    optimizer: str = AUTO  # auto | sgd (Nesterov) | adamw
+    lr_per_64: float | str = AUTO  # the lr for 64 images a step, scaled linearly to the batch
+    momentum: float = 0.9  # SGD's momentum, AdamW's beta1
     weight_decay: float = 5e-4
-    warmup_epochs: float = 5.0
+    warmup_epochs: float | str = AUTO
+    warmup_bias_lr: float | str = AUTO  # biases start at this lr and fall to the lr; 0: off
     min_lr_ratio: float = 0.05
-    ema_decay: float = 0.9998
-    ema_ramp: float = 2000.0
+    ema_decay: float | str = AUTO
+    ema_ramp: float | str = AUTO
     grad_clip: float = 0.0  # 0: off
     seed: int = 0
     eval_interval: int = 1
@@ -73,7 +84,13 @@ class DistillConfig:
     # cwd | mimic | mgd on neck features; self | logit on head outputs (YOLOv6's loss: "self" for a
     # trained copy of the student, "logit" for any teacher with the same head geometry)
     method: str = "cwd"
-    loss_weight: float = 1.0
+    # auto: grad_ratio below, kept as training goes (tinynas/distill/auto_weight.py); a number is fixed
+    loss_weight: float | str = AUTO
+    # The distillation gradient on the shared tensors, as a fraction of the detection loss's, that
+    # auto aims for. 0.66 is the best measured hand-set weight as a ratio: CWD at 0.02 on a tiny
+    # student, whose gradient at weight 1 is ~33x the detection loss's at the start (0.02 x 33);
+    # 0.01 (0.33) and 0.05 (1.65) both did worse there.
+    grad_ratio: float = 0.66
     tau: float = 1.0
     weight_start: float = 1.0
     weight_end: float = 0.1
@@ -153,6 +170,8 @@ def _section(doc: dict, key: str, cls: type, source: str, required: Sequence[str
 
 
 def _coerce(value, expected, default, source: str, where: str):
+    if value == AUTO and "| str" in str(expected):
+        return AUTO
     kind = type(default) if default is not None else str
     if "int" in str(expected) and "float" not in str(expected):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -160,7 +179,8 @@ def _coerce(value, expected, default, source: str, where: str):
         return value
     if "float" in str(expected):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise UserError(source, where, f"expected a non-negative number, got {value!r}")
+            allowed = "auto or a non-negative number" if "| str" in str(expected) else "a non-negative number"
+            raise UserError(source, where, f"expected {allowed}, got {value!r}")
         return float(value)
     if "bool" in str(expected):
         if not isinstance(value, bool):
@@ -199,11 +219,20 @@ def parse_train_recipe(doc: object, source: str = "<recipe>", base_dir: Path | N
                              for k, v in asdict(data).items()})
     if data.size < 32 or data.size % 32:
         raise UserError(source, "data.size", f"input size must be a positive multiple of 32, got {data.size}")
+    if data.cache not in CACHE_MODES:
+        raise UserError(source, "data.cache", f"expected one of {', '.join(CACHE_MODES)}, got {data.cache!r}")
     train = _section(doc, "train", TrainConfig, source)
     if train.epochs < 1 or train.batch_size < 1 or train.eval_interval < 1:
         raise UserError(source, "train", "epochs, batch_size and eval_interval must be at least 1")
+    if train.optimizer not in (AUTO, *OPTIMIZERS):
+        raise UserError(source, "train.optimizer", f"unknown optimizer {train.optimizer!r} "
+                        f"(known: {AUTO}, {', '.join(OPTIMIZERS)})")
+    if isinstance(train.ema_decay, float) and train.ema_decay >= 1:
+        raise UserError(source, "train.ema_decay", f"expected a decay below 1, got {train.ema_decay!r}")
     evaluation = _section(doc, "eval", EvalConfig, source)
     distill = _section(doc, "distill", DistillConfig, source)
+    if distill.grad_ratio <= 0:
+        raise UserError(source, "distill.grad_ratio", "must be positive (it sets the weight of loss_weight: auto)")
     if distill.method not in DISTILL_METHODS:
         raise UserError(source, "distill.method", f"unknown method {distill.method!r} "
                         f"(known: {', '.join(DISTILL_METHODS)})")

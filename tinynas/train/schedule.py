@@ -24,3 +24,12 @@ def learning_rate(iteration: int, total_iters: int, base_lr: float, warmup_iters
 def scaled_lr(lr_per_64: float, batch_size: int) -> float:
     """DAMO-YOLO's linear scaling rule: the recipe's lr is for 64 images per step."""
     return lr_per_64 * batch_size / 64.0
+
+
+def bias_learning_rate(iteration: int, lr: float, warmup_iters: int, start_lr: float) -> float:
+    """The biases' lr: during warm-up it falls linearly from ``start_lr`` to the scheduled
+    ``lr`` (a fresh head's biases may move fast while the weights are still held back);
+    afterwards, and with ``start_lr`` 0, it is ``lr``."""
+    if start_lr <= 0 or warmup_iters <= 0 or iteration >= warmup_iters:
+        return lr
+    return start_lr + (lr - start_lr) * iteration / warmup_iters

@@ -24,12 +24,14 @@ from torch import nn
 from tqdm import tqdm
 
 from ..checkpoint import load_checkpoint, save_checkpoint
+from ..data.cache import cache_datasets
 from ..data.check import ensure_trainable
 from ..data.coco import CocoDataset
 from ..data.collate import make_loader, set_loader_epoch
 from ..data.pipeline import DetectionDataset
 from ..detect.anchors import anchor_points
 from ..detect.detector import Detector
+from ..distill.auto_weight import AutoDistillWeight
 from ..distill.feature_loss import FeatureDistiller
 from ..distill.logit_loss import self_distillation_loss
 from ..distill.schedule import distill_weight
@@ -37,10 +39,11 @@ from ..errors import UserError
 from .ema import ModelEMA
 from .evaluate import evaluate
 from .losses import DetectionLoss
+from .auto import format_choices, resolve_auto
 from .optim import build_optimizer
-from .recipe import HEAD_METHODS, TrainRecipe
+from .recipe import AUTO, HEAD_METHODS, TrainRecipe
 from .run_files import MetricsLog, plot_metrics, write_recipe
-from .schedule import learning_rate, scaled_lr
+from .schedule import bias_learning_rate, learning_rate, scaled_lr
 
 
 @dataclass
@@ -114,6 +117,7 @@ class _Teacher:
             p.requires_grad_(False)
         self.model = (model.half() if half else model).eval()
         self.cfg = cfg
+        self.auto_weight = AutoDistillWeight(cfg.grad_ratio) if cfg.loss_weight == AUTO else None
         self.distiller = None
         if cfg.method not in HEAD_METHODS:
             self.distiller = FeatureDistiller(student.recipe.neck.out_channels, ckpt.recipe.neck.out_channels,
@@ -139,9 +143,13 @@ class _TrainStep(nn.Module):
         super().__init__()
         self.detector = detector
         self.distiller = distiller
+        # The last forward's neck outputs as the head and the distiller consumed them: DDP hands
+        # back copies of what forward returns, and no loss's gradient passes through those copies.
+        self.neck_outputs: tuple[torch.Tensor, ...] = ()
 
     def forward(self, images: torch.Tensor, teacher_feats=None):
         feats = self.detector.features(images)
+        self.neck_outputs = tuple(feats)
         cls_logits, reg_logits = self.detector.head(feats)
         distill = None
         if teacher_feats is not None and self.distiller is not None:
@@ -190,19 +198,29 @@ def _train(recipe: TrainRecipe, resume: bool, stop_after: int | None, progress: 
     train_set = DetectionDataset(train_coco, recipe.data.size, train=True, augment=recipe.augment, seed=cfg.seed,
                                  epochs=cfg.epochs)
     val_set = DetectionDataset(val_coco, recipe.data.size, train=False)
+    # Before the loader's workers start, so that they share the cached pixels.
+    cache_datasets(recipe.data.cache, [train_coco, val_coco], recipe.data.size,
+                   processes=int(os.environ.get("LOCAL_WORLD_SIZE", world)), progress=progress and main_process)
     per_rank_batch = max(1, cfg.batch_size // world)
+    # Every image every epoch: a last partial batch is kept (a single leftover image joins the
+    # batch before it), and EpochSampler pads the ranks to equal lengths for DDP.
     loader = make_loader(train_set, per_rank_batch, shuffle=True, seed=cfg.seed, workers=recipe.data.workers,
-                         drop_last=len(train_set) >= per_rank_batch * world, rank=rank, world_size=world)
+                         rank=rank, world_size=world)
     iters_per_epoch = max(1, len(loader))
+    recipe, chosen = resolve_auto(recipe, len(train_set), iters_per_epoch, per_rank_batch * world)
+    cfg = recipe.train
+    train_set.augment = recipe.augment  # before the first batch starts the (persistent) workers
     total_iters = cfg.epochs * iters_per_epoch
     warmup_iters = int(round(cfg.warmup_epochs * iters_per_epoch))
     no_aug_from = (cfg.epochs - recipe.augment.no_aug_epochs) * iters_per_epoch
     base_lr = scaled_lr(cfg.lr_per_64, per_rank_batch * world)
+    if main_process and chosen:  # once, even under --quiet: these values decide the run
+        tqdm.write(f"{source}: {format_choices(chosen)}", file=sys.stderr)
     if main_process and progress:
         _warn_slow_ema(cfg.ema_decay, total_iters, source)
 
     step_module = _TrainStep(model, teacher.distiller if teacher is not None else None)
-    optimizer = build_optimizer(step_module, base_lr, cfg.momentum, cfg.weight_decay)
+    optimizer = build_optimizer(step_module, cfg.optimizer, base_lr, cfg.momentum, cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     train_step: nn.Module = step_module
     if world > 1:
@@ -235,17 +253,19 @@ def _train(recipe: TrainRecipe, resume: bool, stop_after: int | None, progress: 
         for step, (images, targets) in enumerate(bar):
             it = epoch * iters_per_epoch + step
             lr = learning_rate(it, total_iters, base_lr, warmup_iters, cfg.min_lr_ratio)
+            bias_lr = bias_learning_rate(it, lr, warmup_iters, cfg.warmup_bias_lr)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = bias_lr if group.get("kind") == "bias" else lr
             images = images.to(device, non_blocking=True)
             targets = [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
-            weight = 0.0
+            schedule = 0.0  # the cosine times a fixed loss_weight; with auto, the measured scale joins below
             if teacher is not None:
                 off = no_aug_from if recipe.distill.off_in_no_aug else None
                 d = recipe.distill
-                weight = d.loss_weight * distill_weight(it, total_iters, d.weight_start, d.weight_end,
-                                                        d.weight_shape, off)
-            teacher_out = teacher.outputs(images) if weight > 0 else None
+                schedule = distill_weight(it, total_iters, d.weight_start, d.weight_end, d.weight_shape, off)
+                if teacher.auto_weight is None:
+                    schedule *= d.loss_weight
+            teacher_out = teacher.outputs(images) if schedule > 0 else None
             with torch.autocast(device.type, enabled=amp):
                 feats, cls_logits, reg_logits, distill = train_step(
                     images, teacher_out if teacher is not None and teacher.distiller is not None else None)
@@ -255,10 +275,16 @@ def _train(recipe: TrainRecipe, resume: bool, stop_after: int | None, progress: 
                                             dtype=torch.float32, device=device)
             losses = loss_fn(cls_logits.float(), reg_logits.float(), points, strides, targets)
             loss = losses["loss"]
-            if weight > 0:
+            weight = 0.0
+            if schedule > 0:
                 if distill is None:  # self-distillation compares head outputs
                     distill = self_distillation_loss(cls_logits.float(), reg_logits.float(), *teacher_out,
                                                      model.head.reg_max, recipe.distill.tau)
+                weight = schedule
+                if teacher.auto_weight is not None:
+                    shared = step_module.neck_outputs if teacher.distiller is not None else (cls_logits, reg_logits)
+                    weight *= teacher.auto_weight.update(it, loss, distill, shared,
+                                                         scaler.get_scale() if scaler.is_enabled() else 1.0)
                 losses["distill"] = distill.detach()
                 loss = loss + weight * distill
             if not torch.isfinite(loss):
@@ -274,6 +300,8 @@ def _train(recipe: TrainRecipe, resume: bool, stop_after: int | None, progress: 
             for key, value in losses.items():
                 if key != "num_pos":
                     sums[key] = sums.get(key, 0.0) + float(value.detach())
+            if teacher is not None:  # the effective weight, logged as the epoch's mean
+                sums["distill_weight"] = sums.get("distill_weight", 0.0) + weight
             bar.set_postfix({k: f"{v / (step + 1):.3f}" for k, v in sums.items()}, lr=f"{lr:.2e}")
         bar.close()
         epoch_losses = {k: v / iters_per_epoch for k, v in sums.items()}
@@ -327,6 +355,8 @@ def _resume_state(epoch: int, best_ap: float, model: nn.Module, ema: ModelEMA, o
     }
     if teacher is not None and teacher.distiller is not None:
         state["distiller"] = teacher.distiller.state_dict()
+    if teacher is not None and teacher.auto_weight is not None:
+        state["distill_auto_weight"] = teacher.auto_weight.state_dict()
     return state
 
 
@@ -339,11 +369,17 @@ def _restore(path: Path, model: nn.Module, ema: ModelEMA, optimizer, scaler, tea
     model.load_state_dict(extra["model"])
     ema.module.load_state_dict(ckpt.state_dict)
     ema.updates = int(extra["ema_updates"])
+    saved_groups = len(extra["optimizer"].get("param_groups", []))
+    if saved_groups != len(optimizer.param_groups):
+        raise UserError(str(path), "extra.optimizer", f"{saved_groups} parameter groups, this version trains "
+                        f"with {len(optimizer.param_groups)}: the run was started by an older tinynas")
     optimizer.load_state_dict(extra["optimizer"])
     if "scaler" in extra:
         scaler.load_state_dict(extra["scaler"])
     if teacher is not None and teacher.distiller is not None and "distiller" in extra:
         teacher.distiller.load_state_dict(extra["distiller"])
+    if teacher is not None and teacher.auto_weight is not None and "distill_auto_weight" in extra:
+        teacher.auto_weight.load_state_dict(extra["distill_auto_weight"])
     torch.set_rng_state(extra["torch_rng"])
     random.setstate((3, tuple(int(v) for v in extra["python_rng"]), None))
     return int(extra["epoch"]), float(extra.get("best_ap", -1.0))

@@ -1,0 +1,76 @@
+"""Run by ``real_data.py`` under the peer's Python (a venv with ultralytics): train an ultralytics
+model from scratch on a YOLO-format split, then write its val detections as a COCO results file
+so both tools are scored by the same evaluator (pycocotools, on the tinynas side).
+
+    PEER/bin/python benchmarks/peer_ultralytics.py --model yolov8n.yaml --data D/data.yaml \
+        --val-json D/annotations/val.json --val-images D/images/val --epochs 100 --imgsz 320 \
+        --batch 16 --seed 0 --out runs/real-data/trees/yolov8n-s0
+
+Everything the peer decides by itself (optimizer, lr, warm-up, augmentation, workers) is left at
+its defaults: the comparison is with what its users get from ``yolo train``. Writes
+``train_seconds.txt`` (wall time of ``train()``), ``meta.json`` (params, GFLOPs), ``results.json`` (from the run's best.pt)
+and ``results_last.json`` (last.pt) into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+# No hub is reachable: keep ultralytics from trying (fonts, update checks, telemetry).
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+
+def detections(weights: Path, val_json: Path, val_images: Path, imgsz: int) -> list[dict]:
+    from ultralytics import YOLO
+
+    model = YOLO(str(weights))
+    doc = json.loads(val_json.read_text())
+    results = []
+    for image in doc["images"]:
+        pred = model.predict(str(val_images / image["file_name"]), imgsz=imgsz, conf=0.001, iou=0.7,
+                             max_det=100, device="cpu", verbose=False)[0]
+        boxes = pred.boxes
+        for (x0, y0, x1, y1), score, cls in zip(boxes.xyxy.tolist(), boxes.conf.tolist(), boxes.cls.tolist()):
+            results.append({"image_id": image["id"], "category_id": doc["categories"][int(cls)]["id"],
+                            "bbox": [x0, y0, x1 - x0, y1 - y0], "score": score})
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--data", required=True, type=Path)
+    parser.add_argument("--val-json", required=True, type=Path)
+    parser.add_argument("--val-images", required=True, type=Path)
+    parser.add_argument("--epochs", type=int, required=True)
+    parser.add_argument("--imgsz", type=int, required=True)
+    parser.add_argument("--batch", type=int, required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", required=True, type=Path)
+    args = parser.parse_args()
+
+    from ultralytics import YOLO, settings
+
+    settings.update({"sync": False})
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    YOLO(args.model).train(data=str(args.data), epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
+                           seed=args.seed, device="cpu", project=str(out.parent), name=out.name, exist_ok=True,
+                           pretrained=False, plots=False)
+    (out / "train_seconds.txt").write_text(f"{time.perf_counter() - started:.1f}\n")
+    # Costs of the trained model (the data's classes), as ultralytics reports them: at 640 px.
+    _, params, _, gflops = YOLO(str(out / "weights" / "last.pt")).info(verbose=False)
+    (out / "meta.json").write_text(json.dumps({"params": int(params), "gflops": float(gflops)}))
+    for name, target in (("best.pt", "results.json"), ("last.pt", "results_last.json")):
+        weights = out / "weights" / name
+        if weights.is_file():
+            (out / target).write_text(json.dumps(detections(weights, args.val_json, args.val_images, args.imgsz)))
+
+
+if __name__ == "__main__":
+    main()
