@@ -58,13 +58,15 @@ def main() -> None:
     settings.update({"sync": False})
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    YOLO(args.model).train(data=str(args.data), epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
-                           seed=args.seed, device="cpu", project=str(out.parent), name=out.name, exist_ok=True,
-                           pretrained=False, plots=False)
-    (out / "train_seconds.txt").write_text(f"{time.perf_counter() - started:.1f}\n")
-    # Costs of the trained model (the data's classes), as ultralytics reports them: at 640 px.
-    _, params, _, gflops = YOLO(str(out / "weights" / "last.pt")).info(verbose=False)
+    if not (out / "train_seconds.txt").is_file():  # a finished training is not redone
+        started = time.perf_counter()
+        YOLO(args.model).train(data=str(args.data), epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
+                               seed=args.seed, device="cpu", project=str(out.parent), name=out.name,
+                               exist_ok=True, pretrained=False, plots=False)
+        (out / "train_seconds.txt").write_text(f"{time.perf_counter() - started:.1f}\n")
+    # Costs of the trained model (the data's classes), as ultralytics reports them: at 640 px
+    # (its model_info returns them only when it also prints them).
+    _, params, _, gflops = YOLO(str(out / "weights" / "last.pt")).info(verbose=True)
     (out / "meta.json").write_text(json.dumps({"params": int(params), "gflops": float(gflops)}))
     for name, target in (("best.pt", "results.json"), ("last.pt", "results_last.json")):
         weights = out / "weights" / name
