@@ -35,7 +35,6 @@ BIAS_WARMUP_LR = 0.1  # biases start high and fall to the lr during warm-up (YOL
 EMA_HORIZON_SHARE = 0.1  # the EMA averages over ~a tenth of the run ...
 EMA_MAX_DECAY = 0.9998  # ... never slower than DAMO-YOLO's
 EMA_RAMP_SHARE = 0.4  # DAMO-YOLO's ramp / horizon: 2000 / 5000
-NO_AUG_SHARE = 0.1  # the last tenth of the epochs without mosaic (ultralytics: 10 of 100)
 
 
 def resolve_auto(recipe: TrainRecipe, train_images: int, iters_per_epoch: int,
