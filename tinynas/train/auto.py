@@ -86,7 +86,7 @@ def resolve_auto(recipe: TrainRecipe, train_images: int, iters_per_epoch: int,
         chosen.append(("train.ema_ramp", _round(ema_ramp), "0.4 x the EMA's horizon, as DAMO-YOLO's"))
     no_aug = aug.no_aug_epochs
     if no_aug == AUTO:
-        no_aug = int(round(NO_AUG_SHARE * cfg.epochs))
+        no_aug = aug.quiet_epochs(cfg.epochs)
         chosen.append(("augment.no_aug_epochs", no_aug, f"the last tenth of {cfg.epochs} epochs"))
 
     train = replace(cfg, optimizer=optimizer, lr_per_64=_round(float(lr_per_64)),
