@@ -1,0 +1,128 @@
+"""Owning what a command writes: an advisory lock per run folder, plain names, no silent overwrite.
+
+A lock is a file holding the writer's pid, host and command, with an ``flock`` on its open
+handle. The kernel drops the ``flock`` when the holder exits, however it exits, so a lock file
+left by a killed run is taken over and never blocks a resume; a live holder makes a second
+writer fail at once with one line naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+from .errors import UserError
+
+try:  # POSIX; elsewhere the lock degrades to the pid check alone.
+    import fcntl
+except ImportError:  # pragma: no cover - not on the platforms CI runs
+    fcntl = None
+
+LOCK_NAME = ".tinynas.lock"
+
+
+class RunLock:
+    """Hold ``lock_path`` for the life of a ``with`` block (or until ``release``)."""
+
+    def __init__(self, lock_path: str | os.PathLike, what: str):
+        self.path = Path(lock_path)
+        self.what = what
+        self._handle = None
+
+    def acquire(self) -> "RunLock":
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path, "a+", encoding="utf-8")
+        except OSError as err:
+            raise UserError(str(self.path.parent), "", f"cannot lock the {self.what} ({err.strerror or err})") from None
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.seek(0)
+                holder = _describe(handle.read())
+                handle.close()
+                raise UserError(str(self.path.parent), "",
+                                f"the {self.what} is in use by {holder}; wait for it, or choose another") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
+                                 "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:6]])}) + "\n")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def release(self) -> None:
+        if self._handle is None:
+            return
+        handle, self._handle = self._handle, None
+        try:
+            # Unlink while still holding the lock, so no waiter can have opened the old inode.
+            self.path.unlink(missing_ok=True)
+        finally:
+            handle.close()
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _describe(text: str) -> str:
+    try:
+        info = json.loads(text)
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(info["since"])))
+        command = str(info.get("command") or "").strip()
+        return f"pid {int(info['pid'])} on {info['host']} since {since}" + (f" (`{command}`)" if command else "")
+    except (ValueError, KeyError, TypeError):
+        return "another process"
+
+
+def lock_folder(folder: str | os.PathLike, what: str = "run folder") -> RunLock:
+    """Lock a run folder (created if missing) for one writer."""
+    return RunLock(Path(folder) / LOCK_NAME, what).acquire()
+
+
+def lock_file(path: str | os.PathLike, what: str) -> RunLock:
+    """Lock a single output file (a latency table) through a hidden sibling."""
+    path = Path(path)
+    return RunLock(path.with_name(f".{path.name}.lock"), what).acquire()
+
+
+def plain_name(text: object, source: str, field: str) -> str:
+    """A name that becomes one path component inside a run folder, never a path."""
+    name = str(text).strip() if text is not None else ""
+    if not name:
+        raise UserError(source, field, "must not be empty")
+    if name in (".", "..") or "/" in name or "\\" in name or "\x00" in name or Path(name).is_absolute():
+        raise UserError(source, field, f"must be a plain name, not a path (got {name!r})")
+    if len(name.encode("utf-8")) > 200:
+        raise UserError(source, field, f"too long ({len(name)} characters; at most 200)")
+    return name
+
+
+def check_new_file(path: str | os.PathLike, field: str, force: bool = False) -> Path:
+    """``path`` may be written: it does not exist, or ``force`` says to replace a file."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(str(path), field, "is a folder; name a file")
+    if path.exists() and not force:
+        raise UserError(str(path), field, "already exists; pass --force to replace it")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise UserError(str(path.parent), field, "is a file, not a folder")
+    return path
+
+
+def check_new_folder(path: str | os.PathLike, field: str, force: bool = False) -> Path:
+    """``path`` may be a new run folder: missing, empty, or ``force`` says to write into it."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(str(path), field, "is a file, not a folder")
+    if path.is_dir() and not force and any(p.name != LOCK_NAME for p in path.iterdir()):
+        raise UserError(str(path), field, "already holds files; choose a new folder or pass --force to write into it")
+    return path
