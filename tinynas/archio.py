@@ -16,7 +16,7 @@ import yaml
 
 from .arch import Arch, arch_from_dicts
 from .atomic import atomic_write_text
-from .fileio import parse_json, parse_yaml, read_text
+from .fileio import check_nesting, parse_json, parse_yaml, read_text
 from .errors import UserError
 
 TEXT_SUFFIXES = (".txt", ".py", ".structure")
@@ -43,7 +43,7 @@ def parse_structure_text(text: str, source: str = "<text>") -> Arch:
         line = getattr(err, "lineno", None)
         where = f"line {line}" if line else "structure"
         raise UserError(source, where, f"not a Python literal list of blocks ({err.__class__.__name__})") from None
-    return arch_from_dicts(_unwrap(data, source), source)
+    return arch_from_dicts(_unwrap(check_nesting(data, source), source), source)
 
 
 def parse_arch(text: str, fmt: str, source: str = "<text>") -> Arch:

@@ -27,9 +27,16 @@ def read_text(path: str | os.PathLike, what: str = "file") -> str:
         raise UserError(source, "", f"cannot read {what} ({err.__class__.__name__})") from None
 
 
+# Every file format here is a few levels deep; anything deeper is hostile or broken, and
+# would otherwise reach Python's recursion limit in the parser or in code that walks it.
+MAX_NESTING = 32
+
+
 def parse_yaml(text: str, source: str) -> object:
     try:
-        return yaml.safe_load(text)
+        return check_nesting(yaml.safe_load(text), source)
+    except RecursionError:
+        raise UserError(source, "yaml", _too_deep()) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "yaml"
@@ -38,7 +45,9 @@ def parse_yaml(text: str, source: str) -> object:
 
 def parse_json(text: str, source: str) -> object:
     try:
-        return json.loads(text)
+        return check_nesting(json.loads(text), source)
+    except RecursionError:
+        raise UserError(source, "json", _too_deep()) from None
     except json.JSONDecodeError as err:
         raise UserError(source, f"line {err.lineno}", f"malformed JSON: {err.msg}") from None
 
@@ -49,3 +58,24 @@ def read_yaml(path: str | os.PathLike, what: str = "file") -> object:
 
 def read_json(path: str | os.PathLike, what: str = "file") -> object:
     return parse_json(read_text(path, what), str(path))
+
+
+def _too_deep() -> str:
+    return f"nested more than {MAX_NESTING} levels deep"
+
+
+def check_nesting(data: object, source: str) -> object:
+    """``data`` itself, once checked to nest at most ``MAX_NESTING`` levels (iteratively)."""
+    stack = [(data, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children = list(node.values())
+        elif isinstance(node, (list, tuple)):
+            children = list(node)
+        else:
+            continue
+        if depth >= MAX_NESTING:
+            raise UserError(source, "", _too_deep())
+        stack.extend((child, depth + 1) for child in children)
+    return data

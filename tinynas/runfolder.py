@@ -8,12 +8,14 @@ writer fail at once with one line naming it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 from .errors import UserError
 
@@ -67,7 +69,7 @@ class RunLock:
             handle.close()
 
     def __enter__(self) -> "RunLock":
-        return self.acquire()
+        return self if self._handle is not None else self.acquire()
 
     def __exit__(self, *exc) -> None:
         self.release()
@@ -86,6 +88,21 @@ def _describe(text: str) -> str:
 def lock_folder(folder: str | os.PathLike, what: str = "run folder") -> RunLock:
     """Lock a run folder (created if missing) for one writer."""
     return RunLock(Path(folder) / LOCK_NAME, what).acquire()
+
+
+@contextlib.contextmanager
+def owned_folder(folder: str | os.PathLike, what: str = "run folder") -> Iterator[Path]:
+    """Lock ``folder`` for one writer; a folder this call created and left empty is removed, so a
+    run refused before its first file leaves nothing behind."""
+    folder = Path(folder)
+    created = not folder.exists()
+    lock = lock_folder(folder, what)
+    try:
+        yield folder
+    finally:
+        lock.release()
+        if created and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def lock_file(path: str | os.PathLike, what: str) -> RunLock:

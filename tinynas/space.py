@@ -17,6 +17,7 @@ from typing import Iterator
 from .arch import Arch, BlockSpec, arch_from_dicts
 from .errors import UserError
 from .fileio import read_yaml
+from .runfolder import plain_name
 
 DEFAULT_MULTIPLIERS = (2.0, 1.5, 1.25, 0.8, 0.6, 0.5)
 DEFAULT_DEPTH_STEPS = (-2, -1, 1, 2)
@@ -270,7 +271,7 @@ def space_from_dict(doc: object, source: str = "<space>") -> SearchSpace:
         raise UserError(source, "mutation.nondecreasing_channels", "expected true or false")
 
     space = SearchSpace(
-        name=str(doc["name"]), initial=initial, limits=limits, resolution=resolution,
+        name=plain_name(doc["name"], source, "name"), initial=initial, limits=limits, resolution=resolution,
         channel_divisor=divisor, channel_multipliers=multipliers, depth_steps=steps,
         nondecreasing_channels=nondecreasing, description=str(doc.get("description", "")),
         source=source,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 
 from ..errors import UserError
 from . import arch_commands
@@ -50,11 +51,34 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UserError as err:
-        print(f"tinynas: error: {err}", file=sys.stderr)
-        return 2
+        return _fail(str(err))
+    except OSError as err:
+        # The OS refusing a user's path (exists, is a folder, no permission, disk full) is
+        # their input, not our bug: name the path and the reason.
+        return _fail(_os_error_text(err))
+    except MemoryError:
+        return _fail("out of memory: the input or model is too large for this machine")
+    except RecursionError:
+        return _fail("input nested too deeply")
     except KeyboardInterrupt:
         print("tinynas: interrupted", file=sys.stderr)
         return 130
+    except Exception:
+        traceback.print_exc()
+        print("tinynas: internal error (a bug in tinynas, not in your input); please report it to the "
+              "tinynas maintainers with the command line and the traceback above", file=sys.stderr)
+        return 1
+
+
+def _fail(text: str) -> int:
+    print(f"tinynas: error: {' '.join(text.split())}", file=sys.stderr)
+    return 2
+
+
+def _os_error_text(err: OSError) -> str:
+    reason = err.strerror or err.__class__.__name__
+    paths = [str(p) for p in (err.filename, err.filename2) if p is not None]
+    return f"{' -> '.join(paths)}: {reason}" if paths else reason
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..api import arch_report, load_any_arch, score_arch
 from ..archio import save_arch
+from ..runfolder import check_new_file
 from ..scores import DEFAULT_STAGE_WEIGHTS, SCORERS, parse_weights
 from .argtypes import positive_int
 from .format import human, table
@@ -36,6 +37,7 @@ def register(sub) -> None:
     p.add_argument("out", metavar="OUT", help="output file; its suffix (.yaml/.json/.txt) picks the format")
     p.add_argument("--family", choices=["damoyolo", "tinynas"], default=None,
                    help="class names to write (default: damoyolo for .txt, tinynas otherwise)")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
     p.set_defaults(func=run_convert)
 
 
@@ -75,6 +77,7 @@ def run_score(args) -> int:
 
 
 def run_convert(args) -> int:
+    check_new_file(args.out, "OUT", args.force)
     arch = load_any_arch(args.arch)
     save_arch(arch, args.out, family=args.family)
     print(f"wrote {args.out}")

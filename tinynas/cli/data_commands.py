@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import UserError
+from ..runfolder import check_new_file
 from .argtypes import positive_int
 
 # tinynas.data pulls in torch: it is imported inside the commands so `tinynas --help` stays fast.
@@ -48,6 +49,7 @@ def register(sub) -> None:
     p.add_argument("--from", dest="source_format", choices=["voc", "yolo"], required=True, help="label format")
     p.add_argument("source", metavar="SRC", help="folder of VOC .xml files, or of YOLO .txt label files")
     p.add_argument("--out", required=True, metavar="ANN_JSON", help="COCO-JSON file to write")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.add_argument("--images", metavar="DIR", help="image folder (required for yolo: sizes are read from the images)")
     p.add_argument("--classes", metavar="NAMES",
                    help="class names in label order: a,b,c or a file (one per line, or YAML with names); "
@@ -71,6 +73,7 @@ def register(sub) -> None:
     p.add_argument("--scale", type=_fraction_range, default=(0.15, 0.45), metavar="MIN,MAX",
                    help="object side as a fraction of the image side (default 0.15,0.45)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
+    p.add_argument("--force", action="store_true", help="write into OUT_DIR even if it holds files")
     p.set_defaults(func=run_synth)
 
 
@@ -93,6 +96,7 @@ def run_check(args) -> int:
 def run_convert(args) -> int:
     from ..data.convert import voc_to_coco, yolo_to_coco
 
+    check_new_file(args.out, "--out", args.force)
     if args.source_format == "yolo":
         if not args.images:
             raise UserError("--images", "", "required with --from yolo (image sizes are read from the images)")
@@ -114,7 +118,7 @@ def run_synth(args) -> int:
     classes = [c.strip() for c in text.split(",") if c.strip()]
     made = make_synthetic_dataset(args.out, images=args.images, val_images=args.val_images, size=args.size,
                                   classes=classes, objects=args.objects, seed=args.seed, progress=True,
-                                  colour=args.colour, scale=args.scale)
+                                  colour=args.colour, scale=args.scale, force=args.force)
     print(f"wrote {made.train_annotations} ({args.images} images in {made.train_images})")
     print(f"wrote {made.val_annotations} ({args.val_images} images in {made.val_images})")
     return 0

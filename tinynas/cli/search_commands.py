@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UserError
-from ..scores import SCORERS
-from ..search.budgets import merge_budgets, parse_budget
+from ..scores import SCORERS, parse_weights
+from ..search.budgets import merge_budgets, parse_budget, parse_ladder
 from ..search.evolution import BACKENDS, resume, search
 from ..search.recipe import DEFAULT_LATENCY_DB, load_recipe, recipe_space, resolve_latency_path
 from .argtypes import positive_int
@@ -48,6 +48,8 @@ def register(sub) -> None:
                    help="candidates between checkpoints (default 10000)")
     p.add_argument("--out", metavar="RUN_DIR", help="run folder (default runs/<recipe or space name>, numbered if taken)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR")
+    p.add_argument("--force", action="store_true",
+                   help="write into an --out folder that already holds other files (never over a search)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_search)
 
@@ -66,7 +68,7 @@ def run_search(args) -> int:
         given = [name for name in ("recipe", "space", "budget", "ladder", "latency_db", "population",
                                    "candidates", "blocks_per_child", "seed", "score", "weights",
                                    "resolution", "batch_size", "checkpoint_every", "out")
-                 if getattr(args, name) is not None]
+                 if getattr(args, name) is not None] + (["force"] if args.force else [])
         if given:
             raise UserError("--resume", given[0].replace("_", "-"), "a resumed run keeps its stored settings; "
                             f"only {', '.join('--' + o for o in RUNTIME_OPTIONS)} may be given")
@@ -80,6 +82,13 @@ def run_search(args) -> int:
         if getattr(args, name, None) is not None:
             options[name] = getattr(args, name)
     space = recipe_space(recipe, args.space)
+    source = str(args.recipe) if args.recipe else ""
+    if args.weights is not None:  # checked here so an error names the flag, not the recipe
+        stages = len(space.initial.stage_ends())
+        if len(parse_weights(args.weights, "", "--weights")) != stages:
+            raise UserError("", "--weights", f"expected {stages} stage weights for {space.name}, got {args.weights!r}")
+    if args.ladder is not None:
+        parse_ladder(args.ladder, "", "--ladder")
 
     cli_budgets = [parse_budget(text, "", "--budget") for text in args.budget or []]
     recipe_budgets = list(recipe.get("budgets", ()))
@@ -112,7 +121,7 @@ def run_search(args) -> int:
                     seed=options["seed"], score=options["score"], weights=options["weights"],
                     resolution=options["resolution"], jobs=options["jobs"], backend=args.backend,
                     batch_size=options["batch_size"], checkpoint_every=options["checkpoint_every"],
-                    out=out, progress=not args.quiet)
+                    out=out, progress=not args.quiet, exist_ok=args.force, source=source)
     _report(result)
     return 0
 

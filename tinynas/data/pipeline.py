@@ -26,12 +26,20 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..bounds import check_range
 from ..errors import UserError
 from .coco import CocoDataset
 from .collate import EpochIndex
 from .mosaic import mixup, mosaic
 from .sample import Sample
 from .transforms import AffineRange, Placement, drop_degenerate, hsv_jitter, letterbox, random_hflip
+
+
+# Probabilities, shares of the image, and colour gains (a gain g scales by 1 +- g) live in [0, 1];
+# angles past 180 degrees only repeat smaller ones.
+AUGMENT_RANGES = {"mosaic_prob": "[0, 1]", "mixup_prob": "[0, 1]", "flip_prob": "[0, 1]",
+                  "translate": "[0, 1]", "hsv_hue": "[0, 1]", "hsv_saturation": "[0, 1]",
+                  "hsv_value": "[0, 1]", "degrees": "[0, 180]", "shear": "[0, 90)"}
 
 
 @dataclass(frozen=True)
@@ -98,8 +106,8 @@ class AugmentConfig:
             else:
                 if not _is_number(value) or value < 0 or not math.isfinite(value):
                     raise UserError(source, f"augment.{key}", f"expected a non-negative number, got {value!r}")
-                if key.endswith("_prob") and value > 1:
-                    raise UserError(source, f"augment.{key}", f"a probability must be at most 1, got {value!r}")
+                if key in AUGMENT_RANGES:
+                    check_range(float(value), AUGMENT_RANGES[key], source, f"augment.{key}")
                 values[key] = float(value)
         return cls(**values)
 

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..errors import UserError
+from ..runfolder import check_new_folder, owned_folder
 
 # Saturated base colours far from the muted backgrounds, and from each other.
 SHAPES = {
@@ -40,6 +41,7 @@ SHAPES = {
 }
 DEFAULT_CLASSES = ("rectangle", "ellipse", "triangle")
 COLOURS = ("class", "random")
+MAX_SIZE = 8192  # the largest side a detector here is trained at, with room to spare
 
 
 @dataclass(frozen=True)
@@ -159,8 +161,10 @@ def _write_split(folder: Path, annotations: Path, count: int, size: int, classes
 def make_synthetic_dataset(out_dir: str | os.PathLike, images: int = 64, val_images: int = 16, size: int = 128,
                            classes: Sequence[str] = DEFAULT_CLASSES, objects: tuple[int, int] = (1, 4),
                            seed: int = 0, progress: bool = False, colour: str = "class",
-                           scale: tuple[float, float] = (0.15, 0.45)) -> SyntheticDataset:
+                           scale: tuple[float, float] = (0.15, 0.45), force: bool = False) -> SyntheticDataset:
     """Write a train and a val split of synthetic shapes under ``out_dir``; same seed, same files.
+
+    ``out_dir`` must be missing or empty unless ``force`` (then files of the same names are replaced).
 
     ``colour``: "class" (a base colour per class) or "random" (classes differ only by shape);
     ``scale``: the range of an object's side as a fraction of ``size``.
@@ -173,8 +177,8 @@ def make_synthetic_dataset(out_dir: str | os.PathLike, images: int = 64, val_ima
         raise UserError("classes", "", "expected distinct shape names")
     if images < 1 or val_images < 0:
         raise UserError("images", "", "need at least one training image and a non-negative val count")
-    if size < 32:
-        raise UserError("size", "", f"images must be at least 32 pixels, got {size}")
+    if not 32 <= size <= MAX_SIZE:
+        raise UserError("size", "", f"images must be 32 to {MAX_SIZE} pixels, got {size}")
     if colour not in COLOURS:
         raise UserError("colour", colour, f"expected one of {', '.join(COLOURS)}")
     if not (0 < scale[0] <= scale[1] < 1):
@@ -190,7 +194,9 @@ def make_synthetic_dataset(out_dir: str | os.PathLike, images: int = 64, val_ima
         val_annotations=root / "annotations" / "val.json",
         classes=classes,
     )
-    for folder, labels, count, split in ((result.train_images, result.train_annotations, images, 0),
-                                         (result.val_images, result.val_annotations, val_images, 1)):
-        _write_split(folder, labels, count, size, classes, objects, seed, split, progress, colour, scale)
+    check_new_folder(root, "OUT_DIR", force)
+    with owned_folder(root, "dataset folder"):
+        for folder, labels, count, split in ((result.train_images, result.train_annotations, images, 0),
+                                             (result.val_images, result.val_annotations, val_images, 1)):
+            _write_split(folder, labels, count, size, classes, objects, seed, split, progress, colour, scale)
     return result

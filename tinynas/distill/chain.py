@@ -22,6 +22,7 @@ from ..atomic import atomic_write_text
 from ..checkpoint import load_checkpoint
 from ..errors import UserError
 from ..fileio import read_yaml
+from ..runfolder import lock_folder, plain_name
 from ..train.recipe import TrainRecipe, parse_train_recipe
 from ..train.run_files import MetricsLog
 
@@ -68,10 +69,11 @@ def load_chain(path: str | os.PathLike) -> Chain:
     stages_doc = doc.get("stages")
     if not isinstance(stages_doc, list) or not stages_doc:
         raise UserError(source, "stages", "expected a non-empty list of stages")
-    name = str(doc.get("name") or path.stem)
+    # Names become folders (runs/chains/<name>, <out>/<stage>): one path component each.
+    name = plain_name(doc.get("name") or path.stem, source, "name")
+    if doc.get("out") is not None and not isinstance(doc.get("out"), str):
+        raise UserError(source, "out", f"expected a folder path, got {doc.get('out')!r}")
     out = Path(doc.get("out") or Path("runs") / "chains" / name)
-    if not out.is_absolute() and doc.get("out"):
-        out = Path(doc["out"])
     common = doc.get("common") or {}
     distill = doc.get("distill") or {}
     if not isinstance(common, dict) or not isinstance(distill, dict):
@@ -92,6 +94,7 @@ def load_chain(path: str | os.PathLike) -> Chain:
         for key in ("name", "recipe"):
             if not isinstance(raw.get(key), str) or not raw.get(key):
                 raise UserError(source, f"{where}.{key}", "missing")
+        plain_name(raw["name"], source, f"{where}.name")
         if raw["name"] in seen:
             raise UserError(source, f"{where}.name", f"duplicate stage name {raw['name']!r}")
         teacher = raw.get("teacher", stages[-1].name if stages else None)
@@ -165,7 +168,11 @@ def _size_and_latency(recipe: TrainRecipe, latency_db: str | None) -> dict:
 
 def run_chain(chain: Chain, progress: bool = True, log=print) -> list[dict]:
     """Run (or finish) every stage; write ``summary.md`` and ``summary.csv``; return the rows."""
-    chain.out.mkdir(parents=True, exist_ok=True)
+    with lock_folder(chain.out, "chain folder"):
+        return _run_stages(chain, progress, log)
+
+
+def _run_stages(chain: Chain, progress: bool, log) -> list[dict]:
     best: dict[str, Path] = {}
     rows = []
     for stage in chain.stages:

@@ -26,7 +26,8 @@ from typing import Sequence
 from ..arch import Arch, arch_from_dicts
 from ..errors import UserError
 from ..resources import resolve_space_path
-from ..scores import DEFAULT_STAGE_WEIGHTS, parse_weights
+from ..runfolder import check_new_folder, lock_folder, owned_folder
+from ..scores import DEFAULT_STAGE_WEIGHTS, SCORERS, parse_weights
 from ..space import SearchSpace, load_space, space_from_dict
 from .budgets import (Budget, coerce_budgets, format_limit, over_budget, parse_budget, parse_ladder,
                       rung_label)
@@ -114,6 +115,8 @@ def build_config(space: SearchSpace, budgets, ladder, latency, population, candi
         raise UserError(source, "weights", f"{len(weights)} stage weights for a space with {stages} stages")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise UserError(source, "seed", f"must be an integer, got {seed!r}")
+    if score not in SCORERS:
+        raise UserError(source, "score", f"unknown score {score!r} (known: {', '.join(sorted(SCORERS))})")
     if latency is None:
         latency_doc = None
     elif hasattr(latency, "predict_ms"):
@@ -466,28 +469,36 @@ def search(space: SearchSpace | str | Path, budgets=(), *, ladder=None,
            weights: Sequence[float] | str = DEFAULT_STAGE_WEIGHTS, score_options: dict | None = None,
            resolution: int | None = None, jobs: int = 1, backend: str = "loky", batch_size: int = 512,
            checkpoint_every: int = 10000, start_tries: int = 3000, out: str | Path | None = None,
-           progress: bool = False) -> SearchResult:
+           progress: bool = False, exist_ok: bool = False, source: str = "") -> SearchResult:
     """Evolve architectures of ``space`` under ``budgets``; see the module docstring.
 
     ``budgets``: ``Budget`` values, ``"kind=value"`` strings or a ``{kind: value}`` mapping.
     ``ladder``: ``"latency=0.08ms,0.12ms"`` (or a list of budgets of one kind) for one best
     architecture per limit from one shared search. ``latency``: a latency table path or any
     object with ``predict_ms(arch, resolution)``. ``out``: a run folder for the log,
-    checkpoints and results (``None`` keeps everything in memory). ``jobs`` and ``backend``
-    change the speed, never the result.
+    checkpoints and results (``None`` keeps everything in memory); it must be new or empty
+    unless ``exist_ok``, and it is locked while the search runs. ``jobs`` and ``backend``
+    change the speed, never the result. ``source`` (a recipe file) is named in errors.
     """
     space = _as_space(space)
     if isinstance(latency, (str, Path)):
         latency = str(latency)
     config = build_config(space, budgets, ladder, latency, population, candidates, blocks_per_child,
                           seed, score, weights, score_options, resolution, batch_size, checkpoint_every,
-                          start_tries)
-    _positive_int(jobs, "jobs")
-    out_dir = None
-    if out is not None:
-        out_dir = Path(out)
+                          start_tries, source)
+    _positive_int(jobs, "jobs", source)
+    if out is None:
+        return _search_fresh(config, space, latency, None, jobs, backend, progress)
+    out_dir = check_new_folder(out, "out", force=True)
+    with owned_folder(out_dir):
+        # Checked under the lock: a second writer started at the same moment sees the first's files.
         if (out_dir / "checkpoint.json").exists() or (out_dir / CANDIDATES_NAME).exists():
             raise UserError(str(out_dir), "out", "already holds a search: resume it, or choose another folder")
+        check_new_folder(out_dir, "out", force=exist_ok)
+        return _search_fresh(config, space, latency, out_dir, jobs, backend, progress)
+
+
+def _search_fresh(config, space, latency, out_dir, jobs, backend, progress) -> SearchResult:
     run = _Run(config, space, latency, out_dir, jobs, backend, progress)
     if isinstance(latency, str):
         run.evaluator.latency_model()  # a missing or corrupt table fails here, before any work
@@ -501,8 +512,22 @@ def resume(run_dir: str | Path, *, latency: LatencyModel | None = None, jobs: in
            backend: str = "loky", progress: bool = False) -> SearchResult:
     """Continue the search saved in ``run_dir``; it ends as an uninterrupted run would have."""
     run_dir = Path(run_dir)
-    doc = load_checkpoint(run_dir)
-    source = str(run_dir / "checkpoint.json")
+    load_checkpoint(run_dir)  # a folder that is not a run is refused before it is locked
+    _positive_int(jobs, "jobs")
+    with lock_folder(run_dir):
+        doc = load_checkpoint(run_dir)
+        source = str(run_dir / "checkpoint.json")
+        try:
+            run = _restored_run(doc, source, run_dir, latency, jobs, backend, progress)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
+            # The checkpoint passed its format checks yet holds values of the wrong shape.
+            raise UserError(source, "", f"damaged checkpoint ({err.__class__.__name__}: {err}); "
+                            "start the search again") from None
+        run.run()
+        return run.finish()
+
+
+def _restored_run(doc: dict, source: str, run_dir: Path, latency, jobs: int, backend: str, progress: bool) -> "_Run":
     config = doc["config"]
     space = space_from_dict(config["space"], f"{source}: config.space")
     space = replace(space, source=config.get("space_source") or space.source)
@@ -515,10 +540,8 @@ def resume(run_dir: str | Path, *, latency: LatencyModel | None = None, jobs: in
     elif latency is None:
         raise UserError(source, "config.latency", f"this run used a {stored['object']} object as its latency "
                         "model; pass the same one again (resume(..., latency=...))")
-    _positive_int(jobs, "jobs")
     run = _Run(config, space, latency, run_dir, jobs, backend, progress)
     if isinstance(latency, str):
         run.evaluator.latency_model()
     run.restore(doc, source)
-    run.run()
-    return run.finish()
+    return run

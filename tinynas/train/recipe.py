@@ -20,8 +20,10 @@ import yaml
 from ..data.cache import CACHE_MODES
 from ..data.pipeline import AugmentConfig
 from ..detect.recipe import ModelRecipe, load_model_recipe, parse_model_recipe
+from ..bounds import check_range
 from ..errors import UserError
 from ..fileio import read_yaml
+from ..runfolder import plain_name
 
 TOP_KEYS = {"name", "model", "backbone", "neck", "head", "data", "train", "augment", "eval", "distill", "out"}
 
@@ -152,6 +154,18 @@ def apply_overrides(doc: dict, overrides: Sequence[str], source: str = "command 
     return doc
 
 
+# Settings whose value has a natural range (anything else numeric only has to be >= 0).
+RANGES = {
+    "train.lr_per_64": "(0, inf)", "train.momentum": "[0, 1)", "train.weight_decay": "[0, 1)",
+    "train.min_lr_ratio": "[0, 1]", "train.ema_decay": "[0, 1)", "train.bn_eps": "(0, 1]",
+    "train.bn_momentum": "(0, 1]", "train.warmup_bias_lr": "[0, 1]",
+    "eval.conf_threshold": "[0, 1]", "eval.iou_threshold": "[0, 1]",
+    "eval.max_detections": "[1, inf)", "eval.batch_size": "[1, inf)",
+    "distill.tau": "(0, inf)", "distill.grad_ratio": "(0, inf)",
+    "distill.weight_start": "[0, 1]", "distill.weight_end": "[0, 1]",
+}
+
+
 def _section(doc: dict, key: str, cls: type, source: str, required: Sequence[str] = ()) -> object:
     raw = doc.get(key) or {}
     if not isinstance(raw, dict):
@@ -163,6 +177,9 @@ def _section(doc: dict, key: str, cls: type, source: str, required: Sequence[str
             raise UserError(source, f"{key}.{name}", f"unknown option (known: {', '.join(cls.__dataclass_fields__)})")
         expected = cls.__dataclass_fields__[name].type
         values[name] = _coerce(value, expected, defaults.get(name), source, f"{key}.{name}")
+        bounds = RANGES.get(f"{key}.{name}")
+        if bounds and values[name] != AUTO:
+            check_range(values[name], bounds, source, f"{key}.{name}")
     for name in required:
         if name not in values:
             raise UserError(source, f"{key}.{name}", "missing")
@@ -227,12 +244,8 @@ def parse_train_recipe(doc: object, source: str = "<recipe>", base_dir: Path | N
     if train.optimizer not in (AUTO, *OPTIMIZERS):
         raise UserError(source, "train.optimizer", f"unknown optimizer {train.optimizer!r} "
                         f"(known: {AUTO}, {', '.join(OPTIMIZERS)})")
-    if isinstance(train.ema_decay, float) and train.ema_decay >= 1:
-        raise UserError(source, "train.ema_decay", f"expected a decay below 1, got {train.ema_decay!r}")
     evaluation = _section(doc, "eval", EvalConfig, source)
     distill = _section(doc, "distill", DistillConfig, source)
-    if distill.grad_ratio <= 0:
-        raise UserError(source, "distill.grad_ratio", "must be positive (it sets the weight of loss_weight: auto)")
     if distill.method not in DISTILL_METHODS:
         raise UserError(source, "distill.method", f"unknown method {distill.method!r} "
                         f"(known: {', '.join(DISTILL_METHODS)})")
@@ -241,6 +254,8 @@ def parse_train_recipe(doc: object, source: str = "<recipe>", base_dir: Path | N
     out = doc.get("out") or ""
     if not isinstance(name, str) or not isinstance(out, str):
         raise UserError(source, "name", "name and out must be text")
+    # The name becomes runs/<name> when there is no ``out``: it must stay inside runs/.
+    name = plain_name(name, source, "name")
     return TrainRecipe(name, model, data, train, augment, evaluation, distill, out, from_reference)
 
 

@@ -37,6 +37,7 @@ from ..distill.feature_loss import FeatureDistiller
 from ..distill.logit_loss import self_distillation_loss
 from ..distill.schedule import distill_weight
 from ..errors import UserError
+from ..runfolder import owned_folder
 from .ema import ModelEMA
 from .evaluate import evaluate
 from .losses import DetectionLoss
@@ -173,7 +174,10 @@ def train(recipe: TrainRecipe, resume: bool = False, stop_after: int | None = No
     if own_group:
         dist.init_process_group("nccl" if torch.cuda.is_available() and recipe.train.device != "cpu" else "gloo")
     try:
-        return _train(recipe, resume, stop_after, progress, source, rank, local_rank, world)
+        if rank != 0:
+            return _train(recipe, resume, stop_after, progress, source, rank, local_rank, world)
+        with owned_folder(recipe.run_dir):  # one writer per run folder; other ranks write nothing
+            return _train(recipe, resume, stop_after, progress, source, rank, local_rank, world)
     finally:
         if own_group:
             dist.destroy_process_group()
