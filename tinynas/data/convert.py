@@ -20,12 +20,12 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Sequence
 
-import yaml
 from PIL import Image
 from tqdm import tqdm
 
 from ..atomic import atomic_write_text
 from ..errors import UserError
+from ..fileio import parse_yaml, read_text
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -39,12 +39,9 @@ def load_class_names(text: str | Sequence[str]) -> list[str]:
     elif Path(text).is_file():
         source = text
         path = Path(text)
-        content = path.read_text(encoding="utf-8")
+        content = read_text(path, "class names file")
         if path.suffix in (".yaml", ".yml"):
-            try:
-                data = yaml.safe_load(content)
-            except yaml.YAMLError as err:
-                raise UserError(source, "", f"malformed YAML ({err.__class__.__name__})") from None
+            data = parse_yaml(content, source)
             raw = data.get("names") if isinstance(data, dict) else data
             if isinstance(raw, dict):
                 try:

@@ -14,9 +14,11 @@ from pathlib import Path
 
 from ..atomic import atomic_write_text
 from ..errors import UserError
+from ..fileio import read_json
 
 CHECKPOINT_NAME = "checkpoint.json"
 FORMAT = "tinynas-search-checkpoint/1"
+COUNTERS = ("candidates", "evaluated", "within_budget", "duplicates")
 
 
 def rng_state_to_json(rng: random.Random) -> list:
@@ -44,18 +46,23 @@ def load_checkpoint(run_dir: str | Path) -> dict:
     source = str(path)
     if not Path(run_dir).is_dir():
         raise UserError(str(run_dir), "--resume", "no such run folder")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not path.is_file():
         raise UserError(source, "", "no checkpoint here: the run never reached its first checkpoint "
-                        "(start it again without --resume)") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(source, "", f"cannot read: {err}") from None
-    except json.JSONDecodeError as err:
-        raise UserError(source, f"line {err.lineno}", f"corrupt checkpoint: {err.msg}") from None
+                        "(start it again without --resume)")
+    doc = read_json(path, "search checkpoint")
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise UserError(source, "format", f"not a tinynas search checkpoint (expected {FORMAT})")
-    for key in ("config", "rng_state", "counters", "populations", "csv"):
+    for key, kind in (("config", dict), ("rng_state", list), ("counters", dict), ("populations", list),
+                      ("csv", dict)):
         if key not in doc:
             raise UserError(source, key, "missing")
+        if not isinstance(doc[key], kind):
+            raise UserError(source, key, f"expected a JSON {'object' if kind is dict else 'array'}")
+    for key in COUNTERS:
+        value = doc["counters"].get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise UserError(source, f"counters.{key}", f"expected a non-negative integer, got {value!r}")
+    size = doc["csv"].get("bytes")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise UserError(source, "csv.bytes", f"expected a non-negative integer, got {size!r}")
     return doc

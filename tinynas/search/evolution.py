@@ -31,7 +31,7 @@ from ..scores import DEFAULT_STAGE_WEIGHTS, SCORERS, parse_weights
 from ..space import SearchSpace, load_space, space_from_dict
 from .budgets import (Budget, coerce_budgets, format_limit, over_budget, parse_budget, parse_ladder,
                       rung_label)
-from .checkpoint import load_checkpoint, rng_from_json, rng_state_to_json, save_checkpoint
+from .checkpoint import COUNTERS, load_checkpoint, rng_from_json, rng_state_to_json, save_checkpoint
 from .evaluate import (Evaluation, Evaluator, LatencyModel, candidate_hash, judge_and_breed,
                        raise_task_error)
 from .output import (CANDIDATES_NAME, CandidateLog, environment, plot_pareto, read_hashes,
@@ -213,7 +213,7 @@ class _Run:
         self.worker_evaluator: Evaluator | None = None
         self.populations = [Population(config["population"]) for _ in self.rungs]
         self.seen: set[str] = set()
-        self.counters = {"candidates": 0, "evaluated": 0, "within_budget": 0, "duplicates": 0}
+        self.counters = dict.fromkeys(COUNTERS, 0)
         self.segments: list[dict] = []
         self.rng = random.Random(config["seed"])
         self.log: CandidateLog | None = None

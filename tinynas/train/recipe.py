@@ -22,7 +22,7 @@ from ..data.pipeline import AugmentConfig
 from ..detect.recipe import ModelRecipe, load_model_recipe, parse_model_recipe
 from ..bounds import check_range
 from ..errors import UserError
-from ..fileio import read_yaml
+from ..fileio import check_nesting, read_yaml
 from ..runfolder import plain_name
 
 TOP_KEYS = {"name", "model", "backbone", "neck", "head", "data", "train", "augment", "eval", "distill", "out"}
@@ -138,9 +138,9 @@ def apply_overrides(doc: dict, overrides: Sequence[str], source: str = "command 
             raise UserError(source, item, "expected key=value")
         key, text = item.split("=", 1)
         try:
-            value = yaml.safe_load(text) if text != "" else ""
-        except yaml.YAMLError:
-            raise UserError(source, key, f"cannot read value {text!r}") from None
+            value = check_nesting(yaml.safe_load(text), f"{source}: {key}") if text != "" else ""
+        except (yaml.YAMLError, RecursionError):
+            raise UserError(source, key, f"cannot read value {text[:80]!r}") from None
         parts = key.split(".")
         node = doc
         for part in parts[:-1]:
