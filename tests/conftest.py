@@ -19,3 +19,11 @@ def space_path(name: str) -> Path:
 
 def arch_path(name: str) -> Path:
     return ROOT / "recipes" / "archs" / f"{name}.txt"
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fuzz tests' totals: how many inputs they tried and how many distinct errors they met."""
+    from fuzzing import summary
+    line = summary()
+    if line:
+        terminalreporter.write_line(line)

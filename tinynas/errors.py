@@ -11,6 +11,7 @@ class UserError(Exception):
     def __init__(self, source: str, field: str, reason: str):
         self.source = source
         self.field = field
-        self.reason = reason
+        # One line, whatever a parser or the OS put in its own message.
+        self.reason = reason = " ".join(str(reason).split())
         where = ": ".join(part for part in (source, field) if part)
         super().__init__(f"{where}: {reason}" if where else reason)

@@ -55,6 +55,11 @@ class ImageRecord:
     ignore: np.ndarray  # float32 [M, 4] crowd boxes, xyxy pixels
 
 
+def _is_id(value) -> bool:
+    """An integer as JSON writes one (``true`` is not 1 here)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _number(value, source: str, field: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise UserError(source, field, f"expected a number, got {value!r}")
@@ -125,7 +130,7 @@ class CocoDataset:
             if not isinstance(img.get("file_name"), str):
                 raise UserError(source, f"{field}.file_name", "missing")
             for key in ("width", "height"):
-                if not isinstance(img.get(key), int) or img[key] <= 0:
+                if not _is_id(img.get(key)) or img[key] <= 0:
                     raise UserError(source, f"{field}.{key}", f"expected a positive integer, got {img.get(key)!r}")
             images[image_id] = img
 
@@ -137,10 +142,10 @@ class CocoDataset:
             if not isinstance(ann, dict):
                 raise UserError(source, field, "expected an object")
             image_id = ann.get("image_id")
-            if image_id not in images:
+            if not _is_id(image_id) or image_id not in images:
                 raise UserError(source, f"{field}.image_id", f"unknown image id {image_id!r}")
             category = ann.get("category_id")
-            if category not in label_of:
+            if not _is_id(category) or category not in label_of:
                 raise UserError(source, f"{field}.category_id", f"unknown category id {category!r}")
             img = images[image_id]
             box = _bbox_xyxy(ann, img["width"], img["height"], source, field)
