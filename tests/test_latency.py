@@ -12,10 +12,10 @@ from conftest import SPACE_NAMES, space_path
 from tinynas.arch import Arch, BlockSpec
 from tinynas.errors import UserError
 from tinynas.latency import (LatencyPredictor, LatencyTable, build_table, covered, export_tinynas,
-                             import_tinynas, load_predictor, load_table, save_table, space_grid,
+                             import_tinynas, load_predictor, load_table, rehash_table, save_table, space_grid,
                              space_groups)
 from tinynas.latency.netops import AVGPOOL, block_ops
-from tinynas.latency.table import base_meta, op_row, read_meta, rows_frame, sidecar_path
+from tinynas.latency.table import append_row, base_meta, op_row, read_meta, rows_frame, sidecar_path
 from tinynas.latency.validate import fit_correction, leave_one_out, validate_table
 from tinynas.ops import ConvOp, block_op_counts, conv_op_counts
 from tinynas.space import load_space, space_from_dict
@@ -222,15 +222,17 @@ def rewrite(path, fn):
     (lambda f: f.drop(columns=["stride"]), "stride: missing column"),
     (lambda f: f.rename(columns={"latency_ms": "latency_us"}), "wrong units"),
     (lambda f: f.assign(latency_ms=["fast"] + list(f.latency_ms[1:])), "line 2.latency_ms"),
-    (lambda f: f.assign(latency_ms=-f.latency_ms), "positive number"),
+    (lambda f: f.assign(latency_ms=-f.latency_ms), "positive, finite number"),
     (lambda f: f.assign(kind="winograd"), "kind"),
     (lambda f: pd.concat([f, f.iloc[:1]]), "duplicate op"),
     (lambda f: f.assign(height=1.5), "expected an integer"),
 ])
 def test_corrupt_rows_are_rejected(good_table, corrupt, message):
     rewrite(good_table, corrupt)
-    with pytest.raises(UserError, match=message) as err:
+    with pytest.raises(UserError, match="modified or damaged"):
         load_table(good_table)
+    with pytest.raises(UserError, match=message) as err:  # accepting an edit still checks every row
+        rehash_table(good_table)
     assert str(good_table) in str(err.value)
 
 
@@ -258,7 +260,9 @@ def test_missing_sidecar_is_rejected(good_table):
 
 
 # ------------------------------------------------------------------ build and resume
-def test_interrupted_build_resumes_where_it_stopped(tmp_path):
+def test_interrupted_build_resumes_where_it_stopped(tmp_path, monkeypatch):
+    from tinynas.latency import build
+
     space, out = tiny_space(), tmp_path / "tiny.csv"
     grid = space_grid(space)
     first = build_table([space], out, warmup=1, runs=2, max_ops=3, progress=False)
@@ -266,8 +270,21 @@ def test_interrupted_build_resumes_where_it_stopped(tmp_path):
     with pytest.raises(UserError, match="did not finish"):
         load_table(out)
     before = out.read_text()
-    with open(out, "a") as handle:  # a kill in the middle of writing a row
-        handle.write("regular,3,8,3,1,16,16,0,1,0.0")
+    written = []
+
+    def killed_mid_row(path, line):  # the second new row is cut off by a kill
+        if written:
+            with open(path, "a") as handle:
+                handle.write(line[: len(line) // 2])
+            raise KeyboardInterrupt
+        written.append(line)
+        append_row(path, line)
+
+    monkeypatch.setattr(build, "append_row", killed_mid_row)
+    with pytest.raises(KeyboardInterrupt):
+        build_table([space], out, warmup=1, runs=2, progress=False)
+    monkeypatch.undo()
+    assert not out.read_text().endswith("\n")
     with pytest.raises(UserError, match="runs"):
         build_table([space], out, warmup=1, runs=3, progress=False)
 

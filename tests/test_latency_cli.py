@@ -93,6 +93,8 @@ def test_import_command_and_one_line_errors(tmp_path, capsys):
 
     (tmp_path / "x.csv").write_text("kind,in_channels\nregular,3\n")
     code, out, err = run(capsys, "latency", "predict", "damoyolo-t", "--db", tmp_path / "x.csv")
+    assert code == 2 and err.count("\n") == 1 and "x.csv" in err and "modified or damaged" in err
+    code, out, err = run(capsys, "latency", "rehash", tmp_path / "x.csv")
     assert code == 2 and err.count("\n") == 1 and "x.csv" in err and "missing column" in err
 
     code, _, err = run(capsys, "latency", "predict", "damoyolo-t", "--db", "no-such-table")

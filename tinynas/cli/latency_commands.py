@@ -1,4 +1,4 @@
-"""``tinynas latency build|predict|validate|import-tinynas``: per-chip latency tables."""
+"""``tinynas latency build|predict|validate|import-tinynas|rehash``: per-chip latency tables."""
 
 from __future__ import annotations
 
@@ -20,11 +20,18 @@ stride, input size, fused residual) and time each one on the device, as deployed
 folded, activation applied, the residual add counted on the last conv of a unit. Rows are
 appended as they are measured; run the same command again to resume an interrupted build.
 Measurement is serial by design: running two builds (or anything heavy) at once on the same
-device falsifies both, so keep the machine quiet while it runs."""
+device falsifies both, so keep the machine quiet while it runs. A second build of the same
+table while one runs is refused at once, naming the running one."""
+
+REHASH_HELP = """\
+Every table records the sha256 of its CSV in its sidecar, and a table whose CSV no longer
+matches is refused on load as modified or damaged. After editing a table's CSV on purpose
+(removing a bad row, merging measurements), rehash checks every row as the loader does and
+records the CSV's new sha256 and row count, so the table loads again."""
 
 
 def register(sub) -> None:
-    p = sub.add_parser("latency", help="per-chip latency tables: build, predict, validate, import-tinynas")
+    p = sub.add_parser("latency", help="per-chip latency tables: build, predict, validate, import-tinynas, rehash")
     lsub = p.add_subparsers(dest="latency_command", metavar="ACTION")
     lsub.required = True
 
@@ -80,7 +87,9 @@ def register(sub) -> None:
                    help="spread each network's runs over this many passes through the list "
                         "(evens out load bursts; default %(default)s)")
     v.add_argument("--out", default=None,
-                   help="folder for measurements.csv (resumable), report.json and the plot")
+                   help="folder for measurements.csv (resumable), report.json and the plot; new, "
+                        "empty, or an earlier validate's to resume it")
+    v.add_argument("--force", action="store_true", help="write into an --out folder that holds other files")
     v.add_argument("--no-update", action="store_true", help="do not store the fit in the table's sidecar")
     v.set_defaults(func=run_validate)
 
@@ -96,6 +105,12 @@ def register(sub) -> None:
                     help="ops outside the sampled channel ratios: nearest measured op, as TinyNAS "
                          "does (default), or an error")
     im.set_defaults(func=run_import)
+
+    rh = lsub.add_parser("rehash", help="accept a table's CSV after an edit made on purpose (checks rows, "
+                                        "records its sha256)",
+                         description=REHASH_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    rh.add_argument("table", metavar="TABLE", help="latency table path or shipped name")
+    rh.set_defaults(func=run_rehash)
 
 
 def run_build(args) -> int:
@@ -147,7 +162,7 @@ def run_validate(args) -> int:
     space = load_space(resolve_space_path(args.space))
     result = validate_table(args.db, space, n=args.n, seed=args.seed, resolution=args.resolution,
                             fit=args.fit, warmup=args.warmup, runs=args.runs, out_dir=args.out,
-                            update=not args.no_update, rounds=args.rounds)
+                            update=not args.no_update, rounds=args.rounds, force=args.force)
     m = result.metrics
     rows = []
     for label, key in (("sum of ops", "raw"), ("fitted (in sample)", "fitted_in_sample"),
@@ -172,4 +187,12 @@ def run_import(args) -> int:
     s = t.meta["import_stats"]
     print(f"{args.out}: {s['rows']} ops at batch {t.batch}, {t.dtype} ({s['failed_dropped']} failed "
           f"measurements dropped, {s['duplicates_merged']} repeats merged)")
+    return 0
+
+
+def run_rehash(args) -> int:
+    from ..latency import rehash_table
+
+    t = rehash_table(args.table)
+    print(f"{t.path}: {len(t)} rows checked; sha256 {t.meta['sha256'][:16]}... recorded in its sidecar")
     return 0

@@ -3,7 +3,7 @@
     grid.py            every ConvOp a search space can produce
     profile.py         timing ops and whole networks on a device, as deployed
     build.py           grid + profile -> table, resumable
-    table.py           CSV rows + JSON sidecar: load, check, save
+    table.py           CSV rows + JSON sidecar: load, check, save, rehash
     interpolate.py     latency of unmeasured ops from measured neighbours
     predict.py         LatencyPredictor: Arch -> ms per image, cached for the search loop
     validate.py        random networks measured end to end vs predicted; fits the overhead
@@ -13,12 +13,12 @@
 from .build import build_table
 from .grid import covered, space_grid, space_groups
 from .predict import LatencyPredictor, load_predictor
-from .table import LatencyTable, load_table, resolve_table_path, save_table
+from .table import LatencyTable, load_table, rehash_table, resolve_table_path, save_table
 from .tinynas_import import export_tinynas, import_tinynas, parse_tinynas
 from .validate import Validation, random_archs, validate_table
 
 __all__ = [
     "LatencyPredictor", "LatencyTable", "Validation", "build_table", "covered", "export_tinynas",
-    "import_tinynas", "load_predictor", "load_table", "parse_tinynas", "random_archs",
+    "import_tinynas", "load_predictor", "load_table", "parse_tinynas", "random_archs", "rehash_table",
     "resolve_table_path", "save_table", "space_grid", "space_groups", "validate_table",
 ]

@@ -18,8 +18,8 @@ from ..errors import UserError
 from ..space import SearchSpace
 from . import profile
 from .grid import grid_ops, merge_groups, space_groups
-from .table import (LatencyTable, append_row, base_meta, format_row, load_table, read_meta,
-                    sidecar_path, start_rows_file, write_meta)
+from .table import (LatencyTable, append_row, base_meta, check_sha256, format_row, load_table,
+                    read_csv_bytes, read_meta, seal_meta, sidecar_path, start_rows_file, table_lock, write_meta)
 
 # Settings that must agree between a partial table and the build resuming it.
 RESUME_KEYS = ("device", "dtype", "batch", "threads", "clock", "allocator", "warmup", "runs", "act",
@@ -44,69 +44,78 @@ def build_table(spaces: Sequence[SearchSpace], out: str | os.PathLike, device: s
     if batch <= 0:
         raise UserError("--batch", "", f"must be positive, got {batch}")
     out = Path(out)
-    if calibrate is None:
-        calibrate = not str(device).startswith("cuda")
-    meta = read_meta(out) if out.exists() and sidecar_path(out).exists() else None
-    nominal = (meta.get("calibration") or {}).get("nominal_ms") if meta else None
-    setup = profile.setup_device(device, dtype, threads, clock, calibrate, nominal)
-    groups = merge_groups(*(space_groups(s, resolution, channel_step) for s in spaces))
-    ops = grid_ops(groups)
+    # Two builds appending to one table would both write every op, and a table with duplicate
+    # rows is refused on load from then on: the second build fails at once instead.
+    with table_lock(out):
+        if calibrate is None:
+            calibrate = not str(device).startswith("cuda")
+        meta = read_meta(out) if out.exists() and sidecar_path(out).exists() else None
+        nominal = (meta.get("calibration") or {}).get("nominal_ms") if meta else None
+        setup = profile.setup_device(device, dtype, threads, clock, calibrate, nominal)
+        groups = merge_groups(*(space_groups(s, resolution, channel_step) for s in spaces))
+        ops = grid_ops(groups)
 
-    record = setup.record()
-    settings = {"device": record["device"], "dtype": dtype, "batch": batch, "threads": setup.threads,
-                "clock": setup.clock, "allocator": setup.allocator, "warmup": warmup, "runs": runs,
-                "act": "relu", "calibrated": bool(calibrate)}
-    build_entry = {"spaces": [s.name for s in spaces],
-                   "resolution": resolution or sorted({s.resolution for s in spaces}),
-                   "channel_step": channel_step, "grid_ops": len(ops)}
-    done: set = set()
-    if meta is not None:
-        for key in RESUME_KEYS:
-            if meta.get(key, False if key == "calibrated" else None) != settings[key]:
-                raise UserError(str(sidecar_path(out)), key, f"the existing table has {meta.get(key)!r}, this "
-                                f"build {settings[key]!r}: use another --out or the same settings")
-        start_rows_file(out)
-        done = set(load_table(out, allow_incomplete=True).ops())
-    else:
-        if out.exists():
-            raise UserError(str(out), "", "exists without its sidecar: refusing to overwrite it")
-        start_rows_file(out)
-        meta = base_meta(settings["device"], dtype, batch)
-        meta.update(settings)
-        meta.update({k: record[k] for k in ("device_name", "torch_version", "python_version",
-                                            "cudnn_benchmark", "date")})
-        meta["method"] = ("each op timed alone as deployed: conv with bias (BatchNorm folded), "
-                          "residual add on fused ops, ReLU; torch.no_grad; "
-                          f"{warmup} warm-up runs then median (IQR as spread) of {runs} runs; "
-                          + {"cuda-events": "CUDA events after synchronize, cudnn.benchmark on",
-                             "thread-cpu": "clock: the calling thread's CPU time (time.thread_time), "
-                                           "torch.set_num_threads(1)",
-                             "wall": f"clock: time.perf_counter, torch.set_num_threads({setup.threads})",
-                             }[setup.clock])
-        if setup.reference is not None:
-            meta["calibration"] = setup.reference.record()
-            meta["method"] += ("; each stretch of runs divided by a reference conv timed before and "
-                               "after it, times its nominal_ms (see calibration)")
-        meta["builds"] = []
-    if note:
-        meta["note"] = note
-    meta["status"] = "incomplete"
-    if build_entry not in meta.get("builds", []):
-        meta.setdefault("builds", []).append(build_entry)
-    write_meta(out, meta)
+        record = setup.record()
+        settings = {"device": record["device"], "dtype": dtype, "batch": batch, "threads": setup.threads,
+                    "clock": setup.clock, "allocator": setup.allocator, "warmup": warmup, "runs": runs,
+                    "act": "relu", "calibrated": bool(calibrate)}
+        build_entry = {"spaces": [s.name for s in spaces],
+                       "resolution": resolution or sorted({s.resolution for s in spaces}),
+                       "channel_step": channel_step, "grid_ops": len(ops)}
+        done: set = set()
+        if meta is not None:
+            for key in RESUME_KEYS:
+                if meta.get(key, False if key == "calibrated" else None) != settings[key]:
+                    raise UserError(str(sidecar_path(out)), key, f"the existing table has {meta.get(key)!r}, this "
+                                    f"build {settings[key]!r}: use another --out or the same settings")
+            # Before a torn last line is cut off: in a sealed table there is none, only an edit.
+            check_sha256(out, meta, read_csv_bytes(out))
+            start_rows_file(out)
+            done = set(load_table(out, allow_incomplete=True).ops())
+        else:
+            if out.exists():
+                raise UserError(str(out), "", "exists without its sidecar: refusing to overwrite it")
+            start_rows_file(out)
+            meta = base_meta(settings["device"], dtype, batch)
+            meta.update(settings)
+            meta.update({k: record[k] for k in ("device_name", "torch_version", "python_version",
+                                                "cudnn_benchmark", "date")})
+            meta["method"] = ("each op timed alone as deployed: conv with bias (BatchNorm folded), "
+                              "residual add on fused ops, ReLU; torch.no_grad; "
+                              f"{warmup} warm-up runs then median (IQR as spread) of {runs} runs; "
+                              + {"cuda-events": "CUDA events after synchronize, cudnn.benchmark on",
+                                 "thread-cpu": "clock: the calling thread's CPU time (time.thread_time), "
+                                               "torch.set_num_threads(1)",
+                                 "wall": f"clock: time.perf_counter, torch.set_num_threads({setup.threads})",
+                                 }[setup.clock])
+            if setup.reference is not None:
+                meta["calibration"] = setup.reference.record()
+                meta["method"] += ("; each stretch of runs divided by a reference conv timed before and "
+                                   "after it, times its nominal_ms (see calibration)")
+            meta["builds"] = []
+        if note:
+            meta["note"] = note
+        meta["status"] = "incomplete"
+        # Rows are about to be appended: the old fingerprint and count stop being true, and a build
+        # killed before it rewrites them must leave a table that resumes, not one that reads damaged.
+        meta.pop("sha256", None)
+        meta.pop("rows", None)
+        if build_entry not in meta.get("builds", []):
+            meta.setdefault("builds", []).append(build_entry)
+        write_meta(out, meta)
 
-    todo = [op for op in ops if op not in done]
-    if max_ops is not None:
-        todo = todo[:max_ops]
-    bar = tqdm(todo, desc=f"latency {out.name}", unit="op", disable=not progress)
-    for op in bar:
-        timing = profile.measure_op(op, setup, batch, warmup, runs)
-        append_row(out, format_row(op, timing.median_ms, timing.spread_ms, timing.runs))
-    table = load_table(out, allow_incomplete=True)
-    measured = set(table.ops())
-    complete = all(op in measured for op in ops)
-    meta["status"] = "complete" if complete else "incomplete"
-    meta["rows"] = len(table)
-    write_meta(out, meta)
-    table.meta = meta
-    return table
+        todo = [op for op in ops if op not in done]
+        if max_ops is not None:
+            todo = todo[:max_ops]
+        bar = tqdm(todo, desc=f"latency {out.name}", unit="op", disable=not progress)
+        for op in bar:
+            timing = profile.measure_op(op, setup, batch, warmup, runs)
+            append_row(out, format_row(op, timing.median_ms, timing.spread_ms, timing.runs))
+        table = load_table(out, allow_incomplete=True)
+        measured = set(table.ops())
+        complete = all(op in measured for op in ops)
+        meta["status"] = "complete" if complete else "incomplete"
+        meta["rows"] = len(table)
+        write_meta(out, seal_meta(meta, out.read_bytes(), len(table)))
+        table.meta = meta
+        return table

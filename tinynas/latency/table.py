@@ -8,19 +8,25 @@ predictor divides by the sidecar's batch.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
 
-from ..atomic import atomic_write_text
+from ..atomic import atomic_write_bytes, atomic_write_text
 from ..errors import UserError
 from ..ops import DEPTHWISE, REGULAR, ConvOp
 from ..resources import LATENCY_DIR, resolve_file
+from ..runfolder import lock_file
 from .netops import AVGPOOL, CHANNELWISE
 
 TABLE_FORMAT = "tinynas-latency-table"
@@ -103,6 +109,131 @@ def rows_frame(records: list[list]) -> pd.DataFrame:
     return frame.astype({c: "int64" for c in INT_COLUMNS} | {"fused_residual": "int64"})
 
 
+# ----------------------------------------------------------------------------- checking
+STATUSES = ("complete", "incomplete")
+CLOCKS = ("cuda-events", "thread-cpu", "wall")
+SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _is_int(value, lo: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= lo
+
+
+def _is_ms(value, positive: bool) -> bool:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        return False
+    return value > 0 if positive else value >= 0
+
+
+def _is_name(value) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _is_calibration(value) -> bool:
+    if value is None:
+        return True
+    return isinstance(value, dict) and (value.get("nominal_ms") is None or _is_ms(value["nominal_ms"], True))
+
+
+# Every sidecar field some code reads, with the range that makes physical sense; each is checked
+# when present (REQUIRED_META says which must be). A value outside its range would not fail
+# later: a negative overhead_ms prices small networks below zero, so every candidate passes
+# any latency budget.
+META_CHECKS = {
+    "device": (_is_name, "a device name such as cpu or cuda"),
+    "dtype": (_is_name, "a dtype name such as fp32"),
+    "batch": (lambda v: _is_int(v, 1), "a positive integer"),
+    "version": (lambda v: _is_int(v, 1) and v <= TABLE_VERSION, f"a format version from 1 to {TABLE_VERSION}"),
+    "overhead_ms": (lambda v: _is_ms(v, False), "a finite number of milliseconds >= 0"),
+    "scale": (lambda v: _is_ms(v, True), "a finite number > 0"),
+    "extrapolation": (lambda v: v in EXTRAPOLATIONS, f"one of {', '.join(EXTRAPOLATIONS)}"),
+    "status": (lambda v: v in STATUSES, f"one of {', '.join(STATUSES)}"),
+    "rows": (lambda v: _is_int(v, 0), "the CSV's row count, an integer >= 0"),
+    "sha256": (lambda v: isinstance(v, str) and SHA256.fullmatch(v) is not None,
+               "the CSV's sha256, 64 lower-case hex digits"),
+    "threads": (lambda v: v is None or _is_int(v, 1), "a positive integer"),
+    "clock": (lambda v: v in CLOCKS, f"one of {', '.join(CLOCKS)}"),
+    "warmup": (lambda v: _is_int(v, 0), "an integer >= 0"),
+    "runs": (lambda v: _is_int(v, 1), "a positive integer"),
+    "calibrated": (lambda v: isinstance(v, bool), "true or false"),
+    "calibration": (_is_calibration, "an object whose nominal_ms is a positive number of milliseconds"),
+    "device_name": (lambda v: isinstance(v, str), "a string"),
+    "builds": (lambda v: isinstance(v, list), "a list"),
+    "validation": (lambda v: isinstance(v, dict), "an object"),
+}
+
+
+def check_meta(meta: dict, source: str) -> None:
+    """Refuse the first sidecar field outside its physical range (see ``META_CHECKS``)."""
+    for key in REQUIRED_META:
+        if key not in meta:
+            raise UserError(source, key, "missing")
+    if meta["format"] != TABLE_FORMAT:
+        raise UserError(source, "format", f"expected {TABLE_FORMAT!r}, got {meta['format']!r}")
+    if meta["units"] != UNITS:
+        raise UserError(source, "units", f"latencies must be in {UNITS!r}, got {meta['units']!r}")
+    for key, (ok, expected) in META_CHECKS.items():
+        if key in meta and not ok(meta[key]):
+            raise UserError(source, key, f"expected {expected}, got {meta[key]!r}")
+
+
+def check_rows(frame: pd.DataFrame, source: str, lines=None, names: dict | None = None) -> pd.DataFrame:
+    """``frame``'s ``COLUMNS`` typed, each value checked for physical sense.
+
+    The first bad value is one ``UserError`` naming ``source``, its line (``lines[i]`` for row
+    i; the CSV's own line numbers by default) and its column, called by ``names`` where given:
+    an importer names the fields as its input file does. The loader and every importer share
+    this, so an import never writes a table the loader refuses.
+    """
+    names = names or {}
+    lines = np.arange(2, len(frame) + 2) if lines is None else np.asarray(lines)
+    out = frame[list(COLUMNS)].copy()
+
+    def refuse(bad, column: str, expected: str) -> None:
+        bad = np.asarray(bad, dtype=bool)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            value = frame[column].iloc[i]
+            value = value.item() if isinstance(value, np.generic) else value
+            raise UserError(source, f"line {lines[i]}.{names.get(column, column)}",
+                            f"expected {expected}, got {value!r}")
+
+    refuse(~out["kind"].isin(KINDS), "kind", f"one of {', '.join(KINDS)}")
+    for column in INT_COLUMNS + ("fused_residual",):
+        values = pd.to_numeric(out[column], errors="coerce").astype("float64")
+        refuse(~np.isfinite(values) | (values != values.round()), column, "an integer")
+        out[column] = values.astype("int64")
+    for column, positive in (("latency_ms", True), ("spread_ms", False)):
+        values = pd.to_numeric(out[column], errors="coerce").astype("float64")
+        refuse(~np.isfinite(values) | ((values <= 0) if positive else (values < 0)), column,
+               "a positive, finite number of milliseconds" if positive else "a finite number of milliseconds >= 0")
+        out[column] = values
+    for column in ("in_channels", "out_channels", "kernel", "stride", "height", "width", "groups", "runs"):
+        refuse(out[column] < 1, column, "a whole number >= 1")
+    refuse(~out["fused_residual"].isin((0, 1)), "fused_residual", "0 or 1")
+    channelwise = out["kind"].isin(CHANNELWISE)
+    in_name = names.get("in_channels", "in_channels")
+    refuse(channelwise & (out["out_channels"] != out["in_channels"]), "out_channels",
+           f"{in_name} again on a depthwise or pooling op (it keeps its channels)")
+    refuse(channelwise & (out["groups"] != out["in_channels"]), "groups",
+           f"{in_name} on a depthwise or pooling op (one group per channel)")
+    refuse(~channelwise & ((out["in_channels"] % out["groups"] != 0) | (out["out_channels"] % out["groups"] != 0)),
+           "groups", "a divisor of both channel counts")
+    return out.reset_index(drop=True)
+
+
+def csv_sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def check_sha256(path: str | os.PathLike, meta: dict, data: bytes) -> None:
+    """The CSV is the one its sidecar was written with (tables older than the hash pass)."""
+    if "sha256" in meta and csv_sha256(data) != meta["sha256"]:
+        raise UserError(str(path), "", f"modified or damaged after it was written: its sha256 no longer matches "
+                        f"the one in {sidecar_path(path).name}; if you edited it on purpose, "
+                        f"`tinynas latency rehash {path}` checks its rows and accepts it")
+
+
 # ----------------------------------------------------------------------------- reading
 def read_meta(path: str | os.PathLike) -> dict:
     side = sidecar_path(path)
@@ -114,36 +245,24 @@ def read_meta(path: str | os.PathLike) -> dict:
         raise UserError(str(side), "", f"cannot read sidecar: {err}") from None
     if not isinstance(meta, dict):
         raise UserError(str(side), "", "sidecar must be a JSON object")
-    for key in REQUIRED_META:
-        if key not in meta:
-            raise UserError(str(side), key, "missing")
-    if meta["format"] != TABLE_FORMAT:
-        raise UserError(str(side), "format", f"expected {TABLE_FORMAT!r}, got {meta['format']!r}")
-    if meta["units"] != UNITS:
-        raise UserError(str(side), "units", f"latencies must be in {UNITS!r}, got {meta['units']!r}")
-    batch = meta["batch"]
-    if not isinstance(batch, int) or isinstance(batch, bool) or batch <= 0:
-        raise UserError(str(side), "batch", f"must be a positive integer, got {batch!r}")
-    for key in ("overhead_ms", "scale"):
-        value = meta.get(key, 0.0 if key == "overhead_ms" else 1.0)
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-            raise UserError(str(side), key, f"must be a finite number, got {value!r}")
-    if meta.get("extrapolation", "none") not in EXTRAPOLATIONS:
-        raise UserError(str(side), "extrapolation", f"expected one of {', '.join(EXTRAPOLATIONS)}, "
-                        f"got {meta['extrapolation']!r}")
-    if meta.get("scale", 1.0) <= 0:
-        raise UserError(str(side), "scale", f"must be positive, got {meta['scale']!r}")
+    check_meta(meta, str(side))
     return meta
 
 
-def read_rows(path: str | os.PathLike) -> pd.DataFrame:
-    """The CSV rows, checked: right columns, integer keys, known kinds, positive latencies."""
-    source = str(path)
+def read_csv_bytes(path: str | os.PathLike) -> bytes:
     try:
-        frame = pd.read_csv(path)
+        return Path(path).read_bytes()
     except FileNotFoundError:
-        raise UserError(source, "", "file not found") from None
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise UserError(str(path), "", "file not found") from None
+    except OSError as err:
+        raise UserError(str(path), "", f"cannot read the table: {err.strerror or err}") from None
+
+
+def parse_rows(data: bytes, source: str) -> pd.DataFrame:
+    """The CSV rows in ``data``, checked: right columns, physical values, each op once."""
+    try:
+        frame = pd.read_csv(io.BytesIO(data))
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise UserError(source, "", f"cannot read the table: {str(err).splitlines()[0]}") from None
     for column in FOREIGN_UNIT_COLUMNS:
         if column in frame.columns:
@@ -151,45 +270,37 @@ def read_rows(path: str | os.PathLike) -> pd.DataFrame:
     for column in COLUMNS:
         if column not in frame.columns:
             raise UserError(source, column, "missing column")
-    frame = frame[list(COLUMNS)]
-    for column in INT_COLUMNS + ("fused_residual",):
-        values = pd.to_numeric(frame[column], errors="coerce")
-        bad = values.isna() | (values != values.round())
-        if bad.any():
-            line = int(np.flatnonzero(bad.to_numpy())[0]) + 2
-            raise UserError(source, f"line {line}.{column}", f"expected an integer, got {frame[column].iloc[line - 2]!r}")
-        frame[column] = values.astype("int64")
-    for column in ("latency_ms", "spread_ms"):
-        values = pd.to_numeric(frame[column], errors="coerce")
-        bad = values.isna() | ~np.isfinite(values) | (values < 0) | ((values == 0) & (column == "latency_ms"))
-        if bad.any():
-            line = int(np.flatnonzero(bad.to_numpy())[0]) + 2
-            raise UserError(source, f"line {line}.{column}",
-                            f"expected a positive number of milliseconds, got {frame[column].iloc[line - 2]!r}")
-        frame[column] = values.astype("float64")
-    bad_kind = ~frame["kind"].isin(KINDS)
-    if bad_kind.any():
-        line = int(np.flatnonzero(bad_kind.to_numpy())[0]) + 2
-        raise UserError(source, f"line {line}.kind", f"expected one of {', '.join(KINDS)}, got {frame['kind'].iloc[line - 2]!r}")
-    positive = ["in_channels", "out_channels", "kernel", "stride", "height", "width", "groups"]
-    bad = (frame[positive] <= 0).any(axis=1) | ~frame["fused_residual"].isin((0, 1))
-    if bad.any():
-        line = int(np.flatnonzero(bad.to_numpy())[0]) + 2
-        raise UserError(source, f"line {line}", "channels, kernel, stride, size and groups must be positive "
-                        "and fused_residual 0 or 1")
+    frame = check_rows(frame, source)
     dup = frame.duplicated(list(KEY_COLUMNS))
     if dup.any():
         line = int(np.flatnonzero(dup.to_numpy())[0]) + 2
         raise UserError(source, f"line {line}", "duplicate op: each op may appear once")
-    return frame.reset_index(drop=True)
+    return frame
+
+
+def read_rows(path: str | os.PathLike) -> pd.DataFrame:
+    return parse_rows(read_csv_bytes(path), str(path))
+
+
+def read_table_files(path: Path, verify: bool = True) -> tuple[dict, bytes, pd.DataFrame]:
+    """(sidecar, CSV bytes, checked rows); ``verify``: the sidecar's sha256 and row count
+    must match the CSV (``rehash`` reads without, to record new ones)."""
+    meta = read_meta(path)
+    data = read_csv_bytes(path)
+    if verify:
+        check_sha256(path, meta, data)
+    rows = parse_rows(data, str(path))
+    if verify and "rows" in meta and meta["rows"] != len(rows):
+        raise UserError(str(sidecar_path(path)), "rows", f"says the table has {meta['rows']} rows, "
+                        f"{path.name} holds {len(rows)}")
+    return meta, data, rows
 
 
 def load_table(path: str | os.PathLike, device: str | None = None, dtype: str | None = None,
                batch: int | None = None, allow_incomplete: bool = False) -> LatencyTable:
     """Read and check a table; ``device``/``dtype``/``batch`` must match it when given."""
-    path = resolve_table_path(path) if not Path(path).is_file() else Path(path)
-    meta = read_meta(path)
-    rows = read_rows(path)
+    path = resolve_table_path(path)
+    meta, _, rows = read_table_files(path)
     source = str(sidecar_path(path))
     if not allow_incomplete and meta.get("status", "complete") != "complete":
         raise UserError(source, "status", f"the table is {meta.get('status')!r}: its build did not finish "
@@ -211,24 +322,67 @@ def device_type(device: str) -> str:
 
 
 # ----------------------------------------------------------------------------- writing
+@contextlib.contextmanager
+def table_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold ``path`` for one writer; a second one fails at once, one line naming table and holder."""
+    try:
+        lock = lock_file(path, "latency table")
+    except UserError as err:
+        raise UserError(str(path), "", err.reason) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def write_meta(path: str | os.PathLike, meta: dict) -> None:
+    """Write the sidecar (atomic); a value the loader would refuse is refused here instead."""
+    check_meta(meta, str(sidecar_path(path)))
     atomic_write_text(sidecar_path(path), json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def seal_meta(meta: dict, data: bytes, rows: int) -> dict:
+    """Record the CSV's sha256 (and its row count, where the sidecar keeps one) in ``meta``."""
+    meta["sha256"] = csv_sha256(data)
+    if "rows" in meta:
+        meta["rows"] = rows
+    return meta
 
 
 def save_table(table: LatencyTable, path: str | os.PathLike) -> None:
     """Write rows and sidecar atomically (the sidecar last, so a table never lacks one long)."""
-    text = table.rows[list(COLUMNS)].to_csv(index=False, float_format="%.6g", lineterminator="\n")
-    atomic_write_text(path, text)
-    write_meta(path, table.meta)
+    data = table.rows[list(COLUMNS)].to_csv(index=False, float_format="%.6g", lineterminator="\n").encode("utf-8")
+    with table_lock(path):
+        atomic_write_bytes(path, data)
+        write_meta(path, seal_meta(table.meta, data, len(table.rows)))
     table.path = str(path)
 
 
 def update_meta(path: str | os.PathLike, **changes) -> dict:
-    """Rewrite some sidecar fields in place (atomic), e.g. the fitted overhead."""
-    meta = read_meta(path)
-    meta.update(changes)
-    write_meta(path, meta)
+    """Rewrite some sidecar fields in place (atomic, holding the table), e.g. the fitted overhead.
+
+    The CSV must still match its sidecar, so nothing is stored onto a damaged table; an older
+    table without a sha256 gets one here, its rows having just passed the loader's checks.
+    """
+    path = Path(path)
+    with table_lock(path):
+        meta, data, rows = read_table_files(path)
+        meta.update(changes)
+        write_meta(path, seal_meta(meta, data, len(rows)))
     return meta
+
+
+def rehash_table(path: str | os.PathLike) -> LatencyTable:
+    """Accept a table's CSV as it is now, e.g. after an edit made on purpose.
+
+    Every row is checked as the loader checks it; then the CSV's sha256 and row count are
+    recorded in the sidecar, so the table loads again.
+    """
+    path = resolve_table_path(path)
+    with table_lock(path):
+        meta, data, rows = read_table_files(path, verify=False)
+        write_meta(path, seal_meta(meta, data, len(rows)))
+    return LatencyTable(rows, meta, str(path))
 
 
 def base_meta(device: str, dtype: str, batch: int, **extra) -> dict:

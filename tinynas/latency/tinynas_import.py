@@ -5,7 +5,8 @@ TinyNAS writes one measured convolution per line:
     {Conv_type,Batch,In_C,In_H,In_W,Out_C,Kernel,Stride,ElmtFused} latency_ms
 
 Conv_type is ``Regular`` or ``Depthwise``; ElmtFused 1 means the residual add is fused into
-that conv; latency is for the whole batch; -1 marks a shape the profiler failed to time.
+that conv; latency is for the whole batch; -1 marks a shape the profiler failed to time
+(the import drops those lines; any other latency must be a positive number).
 A table holds one batch size, so files mixing batches need ``batch`` to pick one.
 """
 
@@ -21,19 +22,28 @@ import pandas as pd
 from ..atomic import atomic_write_text
 from ..errors import UserError
 from ..ops import DEPTHWISE, REGULAR
-from .table import COLUMNS, EXTRAPOLATIONS, LatencyTable, base_meta, rows_frame, save_table
+from .table import (COLUMNS, EXTRAPOLATIONS, KEY_COLUMNS, LatencyTable, base_meta, check_rows, rows_frame,
+                    save_table)
 
 LINE = re.compile(r"^\{\s*(Regular|Depthwise)\s*,\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*,"
                   r"\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*,\s*([01])\s*\}\s+(\S+)\s*$")
 KINDS = {"Regular": REGULAR, "Depthwise": DEPTHWISE}
 NAMES = {v: k for k, v in KINDS.items()}
+FIELDS = ("kind", "batch", "in_channels", "height", "width", "out_channels", "kernel", "stride",
+          "fused_residual", "latency_ms")
+# Errors name a line's fields as the TinyNAS format's header does.
+NAMES_IN_FILE = {"kind": "Conv_type", "in_channels": "In_C", "height": "In_H", "width": "In_W",
+                 "out_channels": "Out_C", "kernel": "Kernel", "stride": "Stride", "fused_residual": "ElmtFused",
+                 "latency_ms": "latency"}
+# TinyNAS's profiler writes -1 for a shape it failed to time (its reader skips those lines).
+FAILED = -1.0
 
 TINYNAS_SOURCE = ("alibaba/lightweight-neural-architecture-search (TinyNAS) op-latency tables, "
                   "Apache-2.0, https://github.com/alibaba/lightweight-neural-architecture-search")
 
 
-def parse_tinynas(path: str | os.PathLike) -> list[tuple]:
-    """(kind, batch, in_c, h, w, out_c, kernel, stride, fused, latency_ms) per valid line."""
+def read_tinynas(path: str | os.PathLike) -> pd.DataFrame:
+    """One row per op line: ``FIELDS`` and the line's number (``line``), unchecked."""
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -52,11 +62,16 @@ def parse_tinynas(path: str | os.PathLike) -> list[tuple]:
         try:
             ms = float(latency)
         except ValueError:
-            raise UserError(source, f"line {number}", f"latency {latency!r} is not a number") from None
-        records.append((KINDS[kind], *map(int, ints), ms))
+            raise UserError(source, f"line {number}.latency", f"{latency!r} is not a number") from None
+        records.append((number, KINDS[kind], *map(int, ints), ms))
     if not records:
         raise UserError(source, "", "no op lines found")
-    return records
+    return pd.DataFrame(records, columns=["line", *FIELDS])
+
+
+def parse_tinynas(path: str | os.PathLike) -> list[tuple]:
+    """(kind, batch, in_c, h, w, out_c, kernel, stride, fused, latency_ms) per op line."""
+    return list(read_tinynas(path)[list(FIELDS)].itertuples(index=False, name=None))
 
 
 def import_tinynas(path: str | os.PathLike, out: str | os.PathLike | None = None, batch: int | None = None,
@@ -64,16 +79,32 @@ def import_tinynas(path: str | os.PathLike, out: str | os.PathLike | None = None
                    runtime: str = "TensorRT", extrapolation: str = "nearest", note: str = "") -> LatencyTable:
     """Convert a TinyNAS table; write it to ``out`` (CSV + sidecar) when given.
 
-    Failed measurements (latency <= 0) are dropped; repeated shapes keep their median.
-    ``dtype`` defaults to fp16 when the file name says so, else fp32. TinyNAS tables sample a
-    few in/out channel ratios rather than a grid, so ``extrapolation`` defaults to TinyNAS's own
-    fallback for shapes outside them: the nearest measured op (``none`` makes those errors).
+    Failed measurements (latency exactly -1, what TinyNAS's profiler writes for them) are
+    dropped; every other line must hold a shape and a latency the loader accepts, or the import
+    stops at it, naming the line. Repeated shapes keep their median. ``dtype`` defaults to fp16
+    when the file name says so, else fp32. TinyNAS tables sample a few in/out channel ratios
+    rather than a grid, so ``extrapolation`` defaults to TinyNAS's own fallback for shapes
+    outside them: the nearest measured op (``none`` makes those errors).
     """
     source = str(path)
     if extrapolation not in EXTRAPOLATIONS:
         raise UserError("--extrapolation", "", f"expected one of {', '.join(EXTRAPOLATIONS)}")
-    records = parse_tinynas(path)
-    batches = Counter(r[1] for r in records)
+    lines = read_tinynas(path)
+    failed = lines["latency_ms"] == FAILED
+    if failed.all():
+        raise UserError(source, "", f"no usable op line: all {len(lines)} are failed measurements ({FAILED:g})")
+    usable = lines[~failed]
+    small = usable[usable["batch"] < 1]
+    if len(small):
+        raise UserError(source, f"line {small['line'].iloc[0]}.Batch",
+                        f"expected a whole number >= 1, got {small['batch'].iloc[0]}")
+    # The same checks the loader applies, on every line, before any is merged away.
+    rows = check_rows(usable.assign(groups=usable["in_channels"].where(usable["kind"] == DEPTHWISE, 1),
+                                    spread_ms=0.0, runs=1),
+                      source, usable["line"], NAMES_IN_FILE)
+    rows["batch"] = usable["batch"].to_numpy()
+
+    batches = Counter(lines["batch"].tolist())
     if batch is None:
         if len(batches) > 1:
             listing = ", ".join(f"{b} ({n} ops)" for b, n in sorted(batches.items()))
@@ -81,20 +112,15 @@ def import_tinynas(path: str | os.PathLike, out: str | os.PathLike | None = None
         batch = next(iter(batches))
     elif batch not in batches:
         raise UserError(source, "batch", f"no ops at batch {batch} (found {', '.join(map(str, sorted(batches)))})")
+    failed_here = int((failed & (lines["batch"] == batch)).sum())
+    frame = rows[rows["batch"] == batch]
+    if frame.empty:
+        raise UserError(source, "batch", f"no usable op line at batch {batch}: all {failed_here} are failed "
+                        f"measurements ({FAILED:g})")
     if dtype is None:
         dtype = "fp16" if "fp16" in Path(path).name.lower() else "fp32"
 
-    frame = pd.DataFrame([r for r in records if r[1] == batch],
-                         columns=["kind", "batch", "in_channels", "height", "width", "out_channels",
-                                  "kernel", "stride", "fused_residual", "latency_ms"])
-    failed = int((frame["latency_ms"] <= 0).sum())
-    frame = frame[frame["latency_ms"] > 0]
-    bad = frame[(frame["kind"] == DEPTHWISE) & (frame["in_channels"] != frame["out_channels"])]
-    if len(bad):
-        raise UserError(source, "Depthwise", "a depthwise op must have In_C == Out_C, got "
-                        f"{int(bad['in_channels'].iloc[0])} -> {int(bad['out_channels'].iloc[0])}")
-    frame = frame.assign(groups=frame["in_channels"].where(frame["kind"] == DEPTHWISE, 1))
-    keys = ["kind", "in_channels", "out_channels", "kernel", "stride", "height", "width", "fused_residual", "groups"]
+    keys = list(KEY_COLUMNS)
     merged = frame.groupby(keys, as_index=False, sort=True).agg(
         latency_ms=("latency_ms", "median"), spread_ms=("latency_ms", lambda s: float(s.max() - s.min())),
         runs=("latency_ms", "size"))
@@ -104,8 +130,8 @@ def import_tinynas(path: str | os.PathLike, out: str | os.PathLike | None = None
                      source=TINYNAS_SOURCE, license="Apache-2.0", imported_from=Path(path).name,
                      method=(f"measured by TinyNAS's op profiler ({runtime}); imported by "
                              "tinynas latency import-tinynas; runs = repeated lines merged by median"),
-                     import_stats={"lines": len(records), "batch_lines": int(batches[batch]),
-                                   "failed_dropped": failed, "duplicates_merged": duplicates,
+                     import_stats={"lines": len(lines), "batch_lines": int(batches[batch]),
+                                   "failed_dropped": failed_here, "duplicates_merged": duplicates,
                                    "rows": len(rows)},
                      extrapolation=extrapolation, status="complete")
     if note:

@@ -10,12 +10,14 @@ it), which is the honest figure for architectures the search will meet.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from scipy.stats import kendalltau
@@ -25,6 +27,7 @@ from ..arch import Arch
 from ..archio import parse_arch
 from ..atomic import atomic_write_text
 from ..errors import UserError
+from ..runfolder import check_new_folder, lock_folder
 from ..space import SearchSpace
 from . import profile
 from .predict import LatencyPredictor
@@ -61,15 +64,24 @@ def error_metrics(predicted: np.ndarray, measured: np.ndarray) -> dict:
 
 
 def fit_correction(raw: np.ndarray, measured: np.ndarray, fit: str) -> tuple[float, float]:
-    """(scale, offset) minimising squared relative error of scale x raw + offset."""
+    """(scale, offset) minimising squared relative error of scale x raw + offset, offset >= 0.
+
+    The offset is what a network costs beyond its ops; a negative one would price a small
+    enough network below zero (it then passes every latency budget), and the loader refuses
+    it. The error is a convex quadratic, so when its free minimum has a negative offset the
+    constrained minimum has offset 0: a scale-only fit (``affine``) or no correction (``offset``).
+    """
     if fit == "none" or len(raw) == 0:
         return 1.0, 0.0
     w = 1.0 / measured
     if fit == "offset" or len(raw) < 3:
         offset = float(np.sum((measured - raw) * w * w) / np.sum(w * w))
-        return 1.0, offset
+        return 1.0, max(offset, 0.0)
     design = np.column_stack([raw * w, w])
     (scale, offset), *_ = np.linalg.lstsq(design, np.ones_like(raw), rcond=None)
+    if offset < 0:
+        x = raw * w
+        scale, offset = np.sum(x) / np.sum(x * x), 0.0
     if scale <= 0:  # degenerate data: fall back to an offset, never a negative slope
         return fit_correction(raw, measured, "offset")
     return float(scale), float(offset)
@@ -113,87 +125,115 @@ def validate_table(table_path: str | os.PathLike, space: SearchSpace, n: int = 5
                    resolution: int | None = None, fit: str = "affine",
                    warmup: int = profile.DEFAULT_WARMUP, runs: int = profile.DEFAULT_RUNS,
                    out_dir: str | os.PathLike | None = None, update: bool = True,
-                   progress: bool = True, rounds: int = 3) -> Validation:
+                   progress: bool = True, rounds: int = 3, force: bool = False) -> Validation:
     """Measure ``n`` random architectures of ``space`` on the table's device and compare.
 
     With ``out_dir``, measurements are appended to ``out_dir/measurements.csv`` as they are
     taken (a rerun resumes), and a report (JSON, plus a plot when matplotlib is installed)
-    is written there. With ``update``, the fitted scale and overhead and the figures are
-    stored in the table's sidecar for the predictor to use.
+    is written there; a folder holding anything else needs ``force``. With ``update``, the
+    fitted scale and overhead and the figures are stored in the table's sidecar for the
+    predictor to use.
     """
     if fit not in FITS:
         raise UserError("--fit", "", f"unknown fit {fit!r} (known: {', '.join(FITS)})")
-    table = load_table(table_path)
-    meta = table.meta
-    # Networks are timed exactly as the table's ops were: same device, threads and clock.
-    clock = meta.get("clock", "wall")
-    # A calibrated table's networks are put on its nominal speed with the same reference.
-    calibration = meta.get("calibration") or {}
-    setup = profile.setup_device(meta["device"], meta["dtype"], meta.get("threads"),
-                                 "auto" if clock == "cuda-events" else clock,
-                                 calibrate=bool(calibration), nominal_ms=calibration.get("nominal_ms"))
-    resolution = resolution or space.resolution
-    raw_predictor = LatencyPredictor(load_table(table_path))
-    raw_predictor.table.meta.update(scale=1.0, overhead_ms=0.0)
-    archs = random_archs(space, n, seed)
-    raw = np.array([raw_predictor.predict_ms(a, resolution) for a in archs])  # fails fast on uncovered ops
+    with output_folder(out_dir, force) as out_dir:
+        table = load_table(table_path)
+        meta = table.meta
+        # Networks are timed exactly as the table's ops were: same device, threads and clock.
+        clock = meta.get("clock", "wall")
+        # A calibrated table's networks are put on its nominal speed with the same reference.
+        calibration = meta.get("calibration") or {}
+        setup = profile.setup_device(meta["device"], meta["dtype"], meta.get("threads"),
+                                     "auto" if clock == "cuda-events" else clock,
+                                     calibrate=bool(calibration), nominal_ms=calibration.get("nominal_ms"))
+        resolution = resolution or space.resolution
+        raw_predictor = LatencyPredictor(load_table(table_path))
+        raw_predictor.table.meta.update(scale=1.0, overhead_ms=0.0)
+        archs = random_archs(space, n, seed)
+        raw = np.array([raw_predictor.predict_ms(a, resolution) for a in archs])  # fails fast on uncovered ops
 
-    cache: dict[str, tuple[float, float]] = {}
-    log = None
-    if out_dir is not None:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        log = out_dir / "measurements.csv"
-        if not log.exists():
-            atomic_write_text(log, MEASUREMENT_HEADER)
-        cache = _read_measurements(log)
-    # Round robin: each network's runs are spread over ``rounds`` passes through the list,
-    # so a burst of load from other processes lands on many networks a little instead of
-    # on a few a lot; the statistic is the median of all of a network's runs.
-    todo = [a for a in archs if a.digest() not in cache]
-    rounds = max(1, min(rounds, runs))
-    samples: dict[str, list[float]] = {a.digest(): [] for a in todo}
-    bar = tqdm(total=len(todo) * rounds, desc="validate", unit="net", disable=not progress)
-    for r in range(rounds):
-        share = runs // rounds + (1 if r < runs % rounds else 0)
+        cache: dict[str, tuple[float, float]] = {}
+        log = None
+        if out_dir is not None:
+            log = out_dir / "measurements.csv"
+            if not log.exists():
+                atomic_write_text(log, MEASUREMENT_HEADER)
+            cache = _read_measurements(log)
+        # Round robin: each network's runs are spread over ``rounds`` passes through the list,
+        # so a burst of load from other processes lands on many networks a little instead of
+        # on a few a lot; the statistic is the median of all of a network's runs.
+        todo = [a for a in archs if a.digest() not in cache]
+        rounds = max(1, min(rounds, runs))
+        samples: dict[str, list[float]] = {a.digest(): [] for a in todo}
+        bar = tqdm(total=len(todo) * rounds, desc="validate", unit="net", disable=not progress)
+        for r in range(rounds):
+            share = runs // rounds + (1 if r < runs % rounds else 0)
+            for arch in todo:
+                samples[arch.digest()] += profile.sample_network(arch, resolution, setup, table.batch, warmup, share)
+                bar.update()
+        bar.close()
         for arch in todo:
-            samples[arch.digest()] += profile.sample_network(arch, resolution, setup, table.batch, warmup, share)
-            bar.update()
-    bar.close()
-    for arch in todo:
-        t = profile.summarize(samples[arch.digest()])
-        cache[arch.digest()] = (t.median_ms, t.spread_ms)
-        if log is not None:
-            text = json.dumps(arch.to_dicts(), separators=(",", ":")).replace(",", ";")
-            append_row(log, f"{arch.digest()},{t.median_ms:.6g},{t.spread_ms:.6g},{text}\n")
-    measured, spread = [], []
-    for arch in archs:
-        digest = arch.digest()
-        measured.append(cache[digest][0] / table.batch)
-        spread.append(cache[digest][1] / table.batch)
-    measured = np.array(measured)
+            t = profile.summarize(samples[arch.digest()])
+            cache[arch.digest()] = (t.median_ms, t.spread_ms)
+            if log is not None:
+                text = json.dumps(arch.to_dicts(), separators=(",", ":")).replace(",", ";")
+                append_row(log, f"{arch.digest()},{t.median_ms:.6g},{t.spread_ms:.6g},{text}\n")
+        measured, spread = [], []
+        for arch in archs:
+            digest = arch.digest()
+            measured.append(cache[digest][0] / table.batch)
+            spread.append(cache[digest][1] / table.batch)
+        measured = np.array(measured)
 
-    scale, offset = fit_correction(raw, measured, fit)
-    result = Validation(archs, measured, raw, scale, offset * table.batch, table.batch, fit)
-    loo = leave_one_out(raw, measured, fit)
-    result.metrics = {
-        "n": len(archs), "space": space.name, "resolution": resolution, "seed": seed, "fit": fit,
-        "warmup": warmup, "runs": runs, "rounds": rounds, "allocator": setup.allocator,
-        "calibrated": setup.reference is not None,
-        "raw": error_metrics(raw, measured),
-        "fitted_in_sample": error_metrics(result.predicted_ms, measured),
-        "fitted_leave_one_out": error_metrics(loo, measured),
-        "median_relative_spread_pct": float(np.median(np.array(spread) / measured) * 100),
-        "measured_ms_range": [float(measured.min()), float(measured.max())],
-        "device_name": meta.get("device_name"), "threads": setup.threads, "clock": setup.clock,
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    if out_dir is not None:
-        atomic_write_text(out_dir / "report.json", json.dumps(result.metrics, indent=2) + "\n")
-        plot_validation(result, loo, out_dir / "predicted_vs_measured.png", table.path)
-    if update:
-        update_meta(table.path, scale=scale, overhead_ms=result.overhead_ms, validation=result.metrics)
-    return result
+        scale, offset = fit_correction(raw, measured, fit)
+        result = Validation(archs, measured, raw, scale, offset * table.batch, table.batch, fit)
+        loo = leave_one_out(raw, measured, fit)
+        result.metrics = {
+            "n": len(archs), "space": space.name, "resolution": resolution, "seed": seed, "fit": fit,
+            "warmup": warmup, "runs": runs, "rounds": rounds, "allocator": setup.allocator,
+            "calibrated": setup.reference is not None,
+            "raw": error_metrics(raw, measured),
+            "fitted_in_sample": error_metrics(result.predicted_ms, measured),
+            "fitted_leave_one_out": error_metrics(loo, measured),
+            "median_relative_spread_pct": float(np.median(np.array(spread) / measured) * 100),
+            "measured_ms_range": [float(measured.min()), float(measured.max())],
+            "device_name": meta.get("device_name"), "threads": setup.threads, "clock": setup.clock,
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        if out_dir is not None:
+            atomic_write_text(out_dir / "report.json", json.dumps(result.metrics, indent=2) + "\n")
+            plot_validation(result, loo, out_dir / "predicted_vs_measured.png", table.path)
+        if update:
+            update_meta(table.path, scale=scale, overhead_ms=result.overhead_ms, validation=result.metrics)
+        return result
+
+
+@contextlib.contextmanager
+def output_folder(out_dir: str | os.PathLike | None, force: bool) -> Iterator[Path | None]:
+    """Own ``out_dir`` while measuring: a new or empty folder, a validate's own folder (a rerun
+    resumes it), or with ``force`` any folder; a second validate into it fails at once instead of
+    interleaving its lines with ours."""
+    if out_dir is None:
+        yield None
+        return
+    out_dir = Path(out_dir)
+    if not is_validation_folder(out_dir):
+        check_new_folder(out_dir, "--out", force)
+    lock = lock_folder(out_dir, "validation folder")
+    try:
+        yield out_dir
+    finally:
+        lock.release()
+
+
+def is_validation_folder(folder: Path) -> bool:
+    """``folder`` holds a validate's measurements log: a rerun resumes it (no --force needed)."""
+    log = folder / "measurements.csv"
+    try:
+        with open(log, encoding="utf-8") as handle:
+            return handle.readline() == MEASUREMENT_HEADER
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def plot_validation(result: Validation, loo: np.ndarray, path: Path, title: str) -> bool:
