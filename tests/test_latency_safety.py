@@ -105,9 +105,20 @@ def test_a_held_table_refuses_rehash_and_import_naming_the_table(table, tmp_path
     with table_lock(table):
         code, _, err = run(capsys, "latency", "rehash", table)
         one_line_error(code, err, table, f"pid {os.getpid()}")
-        code, _, err = run(capsys, "latency", "import-tinynas", src, "--out", table)
+        code, _, err = run(capsys, "latency", "import-tinynas", src, "--out", table, "--force")
         one_line_error(code, err, table, "in use by")
     assert sealed(table) and len(load_table(table)) == 8
+
+
+def test_import_never_replaces_a_table_unless_forced(table, tmp_path, capsys):
+    src = tmp_path / "conv_data.out"
+    src.write_text("{Regular,8,16,40,40,32,3,1,1} 0.5\n")
+    before = table.read_bytes()
+    code, _, err = run(capsys, "latency", "import-tinynas", src, "--out", table)
+    one_line_error(code, err, table, "--force")
+    assert table.read_bytes() == before
+    code, _, _ = run(capsys, "latency", "import-tinynas", src, "--out", table, "--force")
+    assert code == 0 and len(load_table(table)) == 1
 
 
 # ------------------------------------------------------------------ sidecar fields

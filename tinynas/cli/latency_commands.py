@@ -8,6 +8,7 @@ from ..api import load_any_arch
 
 # tinynas.latency pulls in torch and scipy: imported inside the commands so `tinynas --help` stays fast.
 from ..resources import resolve_space_path
+from ..runfolder import check_new_file
 from ..space import load_space
 from .argtypes import positive_int
 from .format import table
@@ -96,6 +97,7 @@ def register(sub) -> None:
     im = lsub.add_parser("import-tinynas", help="convert a TinyNAS op-profiler table (conv_data.out*)")
     im.add_argument("source", metavar="FILE", help="TinyNAS table, e.g. conv_data.out.fp16")
     im.add_argument("--out", required=True, help="table to write (CSV + .json sidecar)")
+    im.add_argument("--force", action="store_true", help="replace --out if it exists")
     im.add_argument("--batch", type=positive_int, default=None, help="batch to keep when the file mixes several")
     im.add_argument("--dtype", choices=["fp32", "fp16", "int8"], default=None,
                     help="default: fp16 when the file name says so, else fp32")
@@ -181,6 +183,7 @@ def run_validate(args) -> int:
 def run_import(args) -> int:
     from ..latency import import_tinynas
 
+    check_new_file(args.out, "--out", args.force)
     t = import_tinynas(args.source, args.out, batch=args.batch, dtype=args.dtype,
                        device_name=args.device_name, runtime=args.runtime,
                        extrapolation=args.extrapolation)

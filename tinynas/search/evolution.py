@@ -80,10 +80,22 @@ class SearchResult:
 
 
 # ---------------------------------------------------------------------------- configuration
-def _positive_int(value: object, name: str, source: str = "") -> int:
+def _positive_int(value: object, name: str, source: str = "", most: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise UserError(source, name, f"must be a positive integer, got {value!r}")
+    if most is not None and value > most:
+        raise UserError(source, name, f"at most {most}, got {value}")
     return value
+
+
+# Workers are processes (or cluster tasks): a typo such as 10**9 must not fork-bomb the machine.
+MAX_JOBS = 1024
+# A population and a batch of children live in memory at once (a few KB each).
+MAX_IN_MEMORY = 1_000_000
+
+
+def _check_jobs(jobs: object, source: str = "") -> int:
+    return _positive_int(jobs, "jobs", source, most=MAX_JOBS)
 
 
 def _as_space(space: SearchSpace | str | Path) -> SearchSpace:
@@ -133,7 +145,7 @@ def build_config(space: SearchSpace, budgets, ladder, latency, population, candi
         "budgets": [b.text for b in fixed],
         "ladder": rungs_text,
         "latency": latency_doc,
-        "population": _positive_int(population, "population", source),
+        "population": _positive_int(population, "population", source, most=MAX_IN_MEMORY),
         "candidates": _positive_int(candidates, "candidates", source),
         "blocks_per_child": _positive_int(blocks_per_child, "blocks_per_child", source),
         "seed": seed,
@@ -141,7 +153,7 @@ def build_config(space: SearchSpace, budgets, ladder, latency, population, candi
         "weights": list(weights),
         "score_options": dict(score_options or {}),
         "resolution": resolution,
-        "batch_size": _positive_int(batch_size, "batch_size", source),
+        "batch_size": _positive_int(batch_size, "batch_size", source, most=MAX_IN_MEMORY),
         "checkpoint_every": _positive_int(checkpoint_every, "checkpoint_every", source),
         "start_tries": _positive_int(start_tries, "start_tries", source),
     }
@@ -486,7 +498,7 @@ def search(space: SearchSpace | str | Path, budgets=(), *, ladder=None,
     config = build_config(space, budgets, ladder, latency, population, candidates, blocks_per_child,
                           seed, score, weights, score_options, resolution, batch_size, checkpoint_every,
                           start_tries, source)
-    _positive_int(jobs, "jobs", source)
+    _check_jobs(jobs, source)
     if out is None:
         return _search_fresh(config, space, latency, None, jobs, backend, progress)
     out_dir = check_new_folder(out, "out", force=True)
@@ -513,7 +525,7 @@ def resume(run_dir: str | Path, *, latency: LatencyModel | None = None, jobs: in
     """Continue the search saved in ``run_dir``; it ends as an uninterrupted run would have."""
     run_dir = Path(run_dir)
     load_checkpoint(run_dir)  # a folder that is not a run is refused before it is locked
-    _positive_int(jobs, "jobs")
+    _check_jobs(jobs)
     with lock_folder(run_dir):
         doc = load_checkpoint(run_dir)
         source = str(run_dir / "checkpoint.json")
