@@ -151,3 +151,36 @@ def test_layers_per_depth_match_block_kinds():
 def test_parse_arch_accepts_bare_lists_in_yaml():
     text = "\n".join(f"- {json.dumps(b)}" for b in TINY)
     assert parse_arch(text, "yaml") == arch_from_dicts(TINY)
+
+
+@pytest.mark.parametrize("changes, field, limit", [
+    ({"out": 100_000_000}, "blocks[1].out", "65536"),
+    ({"btn": 70_000}, "blocks[1].btn", "65536"),
+    ({"k": 129}, "blocks[1].k", "127"),
+    ({"L": 5000}, "blocks[1].L", "1024"),
+])
+def test_sizes_beyond_any_real_network_are_refused(changes, field, limit, tmp_path, capsys, monkeypatch):
+    import torch
+
+    from tinynas.cli import main
+
+    def no_allocation(*args, **kwargs):  # a regression fails here, not by exhausting memory
+        raise AssertionError("the architecture reached torch")
+
+    monkeypatch.setattr(torch, "randn", no_allocation)
+    path = tmp_path / "huge.json"
+    blocks = [dict(b) for b in TINY]
+    blocks[1].update(changes)
+    blocks[2]["in"] = blocks[1]["out"]
+    path.write_text(json.dumps(blocks))
+    assert main(["score", str(path), "--method", "entropy"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"tinynas: error: {path}: {field}:") and limit in lines[0]
+
+
+def test_the_largest_allowed_sizes_still_make_an_arch():
+    from tinynas.arch import MAX_CHANNELS, MAX_DEPTH, MAX_KERNEL
+
+    stem = BlockSpec("ConvKXBNRELU", 3, MAX_CHANNELS, 2, MAX_KERNEL)
+    deep = BlockSpec(K1KX, MAX_CHANNELS, 16, 1, 3, depth=MAX_DEPTH, bottleneck=MAX_CHANNELS)
+    assert Arch((stem, deep)).layers() == 1 + 2 * MAX_DEPTH

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tinynas.checkpoint import load_checkpoint, load_detector, save_checkpoint
+from tinynas.checkpoint import content_hash, load_checkpoint, load_detector, save_checkpoint
 from tinynas.cli import main
 from tinynas.detect import build_detector, parse_model_recipe
 from tinynas.errors import UserError
@@ -199,6 +199,8 @@ def test_onnx_export_with_nms_matches_torch_nms(checkpoint, tmp_path):
 def test_weights_that_do_not_fit_the_recipe_are_a_user_error(tmp_path):
     doc = torch.load(save_and_return(tmp_path), weights_only=True)
     doc["recipe"]["neck"]["out_channels"] = [8, 16, 32]
+    del doc["sha256"]
+    doc["sha256"] = content_hash(doc)  # a consistent file whose recipe and weights disagree
     torch.save(doc, tmp_path / "tampered.pt")
     with pytest.raises(UserError) as err:
         load_detector(tmp_path / "tampered.pt")

@@ -1,5 +1,6 @@
 """The MAE score: closed form against its formula, forward pass against the closed form."""
 
+import json
 import math
 import random
 
@@ -104,3 +105,49 @@ def test_score_grows_with_width_and_depth():
     deeper = base.with_block(3, base.blocks[3].replace(depth=3))
     s = MadnasScore()
     assert s(wider) > s(base) and s(deeper) > s(base)
+
+
+def test_entropy_memory_estimate_is_the_worst_conv_by_hand():
+    from tinynas.memory import arch_forward_bytes
+
+    arch = arch_from_dicts([{"class": "ConvKXBNRELU", "in": 3, "out": 8, "s": 2, "k": 3},
+                            {"class": "ConvKXBNRELU", "in": 8, "out": 64, "s": 1, "k": 5}])
+    batch, res = 2, 16
+    stem = batch * 3 * 16 * 16 + 8 * 3 * 9 + 2 * batch * 8 * 8 * 8       # input, weight, output and x/std
+    second = batch * 8 * 8 * 8 + 64 * 8 * 25 + 2 * batch * 64 * 8 * 8
+    assert arch_forward_bytes(arch, batch, res) == 4 * max(stem, second) == 4 * second
+
+
+def test_entropy_refuses_a_forward_pass_that_cannot_fit_before_allocating(tmp_path, capsys, monkeypatch):
+    import torch
+
+    from tinynas.cli import main
+
+    # 60000 channels are within the structural limits, but batch 8 at 320 x 320 is ~189 GiB.
+    path = tmp_path / "wide.json"
+    path.write_text(json.dumps([{"class": "ConvKXBNRELU", "in": 3, "out": 60000, "s": 2, "k": 3},
+                                {"class": "ConvKXBNRELU", "in": 60000, "out": 60000, "s": 2, "k": 3}]))
+
+    def no_allocation(*args, **kwargs):
+        raise AssertionError("the entropy score allocated before refusing")
+
+    monkeypatch.setattr(torch, "randn", no_allocation)
+    assert main(["score", str(path), "--method", "entropy", "--batch", "4096"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"tinynas: error: {path}: batch x resolution:")
+    assert "needs ~" in lines[0] and "available" in lines[0] and "TiB" in lines[0]
+
+
+def test_entropy_runs_when_the_estimate_fits_and_stops_when_memory_is_short(monkeypatch):
+    from tinynas import memory
+
+    arch = arch_from_dicts(TINY)
+    scorer = EntropyScore(resolution=32, batch=2)
+    needed = memory.arch_forward_bytes(arch, 2, 32)
+    monkeypatch.setattr(memory, "available_memory", lambda device=None: needed)
+    assert all(math.isfinite(log) for log in scorer.block_logs(arch))
+    monkeypatch.setattr(memory, "available_memory", lambda device=None: needed - 1)
+    with pytest.raises(UserError) as err:
+        scorer.block_logs(arch)
+    assert err.value.field == "batch x resolution" and "available" in err.value.reason

@@ -7,6 +7,7 @@ from typing import Sequence
 from .arch import Arch
 from .archio import load_arch
 from .costs import arch_costs, costs_by_block
+from .errors import UserError
 from .resources import resolve_arch_path
 from .scores import DEFAULT_STAGE_WEIGHTS, create_scorer
 from .scores.madnas import MadnasScore, block_log_std
@@ -17,11 +18,20 @@ def load_any_arch(text: str) -> Arch:
     return load_arch(resolve_arch_path(text))
 
 
-def score_arch(arch: Arch, method: str = "madnas", **options) -> tuple[float, list[float]]:
-    """The weighted score and the unweighted stage scores of ``arch``."""
-    scorer = create_scorer(method, **options)
-    stages = scorer.stage_scores(arch)
-    return scorer.weighted(arch, stages), stages
+def score_arch(arch: Arch, method: str = "madnas", source: str = "", **options) -> tuple[float, list[float]]:
+    """The weighted score and the unweighted stage scores of ``arch``.
+
+    ``source`` names the file ``arch`` came from in errors that have no file of their own
+    (a forward pass too large for this machine, a wrong number of stage weights).
+    """
+    try:
+        scorer = create_scorer(method, **options)
+        stages = scorer.stage_scores(arch)
+        return scorer.weighted(arch, stages), stages
+    except UserError as err:
+        if source and not err.source:
+            raise UserError(source, err.field, err.reason) from None
+        raise
 
 
 def arch_report(arch: Arch, resolution: int, weights: Sequence[float] = DEFAULT_STAGE_WEIGHTS) -> dict:

@@ -49,6 +49,16 @@ for _kind in BLOCK_KINDS.values():
 
 ACTIVATIONS = ("relu", "relu6", "silu", "swish", "leakyrelu", "hardswish", "gelu", "identity")
 
+# Upper bounds that no real network comes near, so a typo (out: 100000000) is refused as a
+# typo instead of being handed to torch. The widest convolutions in published CNNs have a few
+# thousand channels, and at 65536 one 3x3 conv already holds 155 GB of float32 weights, so no
+# machine could run a wider one. The largest kernels in use are 31 (RepLKNet) and 51 (SLaK);
+# the deepest stages (ResNet-1202) repeat a unit about 200 times. Tighter, machine-dependent
+# limits are the memory pre-flight's job (tinynas.memory), not validation's.
+MAX_CHANNELS = 65536
+MAX_KERNEL = 127
+MAX_DEPTH = 1024
+
 
 def canonical_class(name: object, source: str = "", field_name: str = "class") -> str:
     """Map any accepted spelling of a block class to its canonical TinyNAS name."""
@@ -95,6 +105,11 @@ class BlockSpec:
             if not _is_positive_int(value):
                 yield key, f"must be a positive integer, got {value!r}"
                 return
+        for key, value, limit in (("in", self.in_channels, MAX_CHANNELS), ("out", self.out_channels, MAX_CHANNELS),
+                                  ("k", self.kernel, MAX_KERNEL), ("L", self.depth, MAX_DEPTH)):
+            if value > limit:
+                yield key, f"{value} is beyond the limit of {limit} (no real network comes near it)"
+                return
         if self.stride not in (1, 2) or isinstance(self.stride, bool):
             yield "s", f"stride must be 1 or 2, got {self.stride!r}"
         if self.kernel % 2 == 0:
@@ -103,6 +118,9 @@ class BlockSpec:
         if kind.has_bottleneck:
             if not _is_positive_int(self.bottleneck):
                 yield "btn", f"must be a positive integer, got {self.bottleneck!r}"
+                return
+            if self.bottleneck > MAX_CHANNELS:
+                yield "btn", f"{self.bottleneck} is beyond the limit of {MAX_CHANNELS} (no real network comes near it)"
                 return
             # btn <= out is a search-space rule, not a structural one: DAMO-YOLO's own
             # published nano (K1KX, btn 64 > out 40) and L (KXKX, 384 > 256) break it.

@@ -5,14 +5,18 @@ A checkpoint is a plain dict saved with ``torch.save`` and read with
 recipe (architecture inline), the class names, whether the weights are in the fused
 (re-parameterised) form, the state dict, and an optional ``extra`` dict for trainers
 (epoch, optimiser state, EMA...) made of tensors and plain Python values.
+
+torch's zip reader does not check the records' CRCs, so flipped bytes inside tensor data
+load silently. Each checkpoint therefore carries ``sha256``: a hash of its own content (every
+key and plain value, and each tensor's dtype, shape and bytes), checked at load. Checkpoints
+written before the hash existed still load.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
-import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -26,6 +30,8 @@ from .errors import UserError
 
 FORMAT = "tinynas-detector"
 VERSION = 1
+HASH_KEY = "sha256"
+KNOWN_KEYS = {"format", "version", "recipe", "class_names", "fused", "state_dict", "extra", "bn_eps", HASH_KEY}
 
 
 def default_class_names(num_classes: int) -> list[str]:
@@ -78,6 +84,48 @@ def _bn_eps(model: torch.nn.Module) -> float | None:
     return None
 
 
+def content_hash(doc: object) -> str:
+    """sha256 of a checkpoint document, walked in its stored order (pickle keeps dict order,
+    so the same walk at load sees the same sequence)."""
+    digest = hashlib.sha256()
+    _feed(digest, doc)
+    return digest.hexdigest()
+
+
+def _feed(digest, value: object) -> None:
+    # Every item is tagged and sized, so no two different documents feed the same bytes.
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach()
+        if tensor.layout != torch.strided:
+            raise TypeError(f"cannot hash a {tensor.layout} tensor")
+        raw = tensor.cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+        digest.update(f"T{tensor.dtype}{list(tensor.shape)}:{raw.nbytes};".encode())
+        digest.update(raw)
+    elif isinstance(value, dict):
+        digest.update(f"D{len(value)};".encode())
+        for key, item in value.items():
+            _feed(digest, key)
+            _feed(digest, item)
+    elif isinstance(value, (list, tuple)):  # a torch.Size too
+        digest.update(f"L{len(value)};".encode())
+        for item in value:
+            _feed(digest, item)
+    elif isinstance(value, str):
+        data = value.encode("utf-8", "surrogatepass")
+        digest.update(f"S{len(data)};".encode())
+        digest.update(data)
+    elif value is None or isinstance(value, bool):
+        digest.update(f"{value!r};".encode())
+    elif isinstance(value, int):
+        digest.update(f"I{value};".encode())
+    elif isinstance(value, float):
+        digest.update(f"F{float(value).hex()};".encode())  # exact, unlike repr of a numpy float
+    elif isinstance(value, (torch.dtype, torch.device)):
+        digest.update(f"O{value};".encode())
+    else:
+        raise TypeError(f"cannot hash a {type(value).__name__} in a checkpoint")
+
+
 def save_checkpoint(path: str | os.PathLike, model: Detector, class_names: Sequence[str] | None = None,
                     extra: dict | None = None) -> None:
     """Write ``model`` (fused or not) atomically; ``class_names`` default to COCO's for 80 classes."""
@@ -92,6 +140,7 @@ def save_checkpoint(path: str | os.PathLike, model: Detector, class_names: Seque
     eps = _bn_eps(model)
     if eps is not None:
         doc["bn_eps"] = eps
+    doc[HASH_KEY] = content_hash(doc)
     buffer = io.BytesIO()
     torch.save(doc, buffer)
     atomic_write_bytes(path, buffer.getvalue())
@@ -104,13 +153,17 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise UserError(source, "", "weights file not found")
     try:
         doc = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
-        raise UserError(source, "", f"not a readable tinynas checkpoint ({first[:200]})") from None
+    except MemoryError:
+        raise  # the machine, not the file: the CLI reports it
+    except Exception as err:  # noqa: BLE001 - a damaged zip or pickle raises almost any type
+        text = str(err).strip()
+        first = f"{err.__class__.__name__}: {text.splitlines()[0]}" if text else err.__class__.__name__
+        raise UserError(source, "", f"not a readable tinynas checkpoint, or a damaged one ({first[:200]})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise UserError(source, "format", f"not a tinynas detector checkpoint (expected format {FORMAT!r})")
     if doc.get("version") != VERSION:
         raise UserError(source, "version", f"unsupported checkpoint version {doc.get('version')!r}")
+    _verify(doc, source)
     for key in ("recipe", "class_names", "state_dict"):
         if key not in doc:
             raise UserError(source, key, "missing")
@@ -123,6 +176,22 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise UserError(source, "bn_eps", f"expected a positive number, got {eps!r}")
     return Checkpoint(recipe, [str(n) for n in names], doc["state_dict"], bool(doc.get("fused", False)),
                       doc.get("extra") or {}, None if eps is None else float(eps))
+
+
+def _verify(doc: dict, source: str) -> None:
+    unknown = sorted(str(k) for k in doc if k not in KNOWN_KEYS)
+    if unknown:  # a flipped byte in a key's name makes one, the hash's own key included
+        raise UserError(source, unknown[0], "unexpected key: the file is damaged or not written by tinynas")
+    if HASH_KEY not in doc:
+        return  # written before checkpoints were hashed
+    stored = doc.pop(HASH_KEY)
+    try:
+        actual = content_hash(doc)
+    except TypeError as err:
+        raise UserError(source, HASH_KEY, f"cannot verify the content ({err})") from None
+    if stored != actual:
+        raise UserError(source, HASH_KEY, "the content does not match its hash: the file is damaged "
+                                          "(copy it again, or use another checkpoint)")
 
 
 def load_detector(path: str | os.PathLike, recipe: ModelRecipe | None = None) -> tuple[Detector, list[str]]:

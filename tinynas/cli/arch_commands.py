@@ -68,7 +68,7 @@ def run_score(args) -> int:
     options = {"weights": weights}
     if args.method == "entropy":
         options.update(resolution=args.resolution, batch=args.batch, repeats=args.repeats, seed=args.seed)
-    score, stages = score_arch(arch, args.method, **options)
+    score, stages = score_arch(arch, args.method, source=args.arch, **options)
     print(f"{score:.6f}")
     if args.stages:
         for i, (s, w) in enumerate(zip(stages, weights)):

@@ -41,6 +41,7 @@ def register(sub) -> None:
     p.add_argument("--iou", type=fraction, default=0.7, help="NMS IoU threshold (default %(default)s)")
     p.add_argument("--max-det", type=positive_int, default=100, help="detections kept per image (default %(default)s)")
     p.add_argument("--no-draw", action="store_true", help="only write the JSON")
+    p.add_argument("--force", action="store_true", help="replace output files that already exist")
     p.set_defaults(func=run_predict)
 
     p = sub.add_parser("export", help="re-parameterise a checkpoint and export it (ONNX)")
@@ -53,15 +54,19 @@ def register(sub) -> None:
     p.add_argument("--iou", type=fraction, default=0.7, help="NMS IoU threshold (default %(default)s)")
     p.add_argument("--max-det", type=positive_int, default=100, help="NMS boxes kept per class (default %(default)s)")
     p.add_argument("--check", action="store_true", help="run the export in onnxruntime and compare with torch")
+    p.add_argument("--force", action="store_true", help="replace the output file if it exists")
     p.set_defaults(func=run_export)
 
 
 def run_model_info(args) -> int:
     from ..detect.profile import recipe_costs
     from ..detect.recipe import load_model_recipe
+    from ..memory import detector_bytes, format_bytes
 
     recipe = load_model_recipe(args.recipe)
     parts = recipe_costs(recipe, args.size, fused=not args.unfused)
+    predicting = detector_bytes(recipe, args.size, 1, fused=not args.unfused)
+    training = detector_bytes(recipe, args.size, 1, training=True)
     total = parts[-1]
     rows = [[p.name, human(p.params), f"{p.params / total.params:.0%}", f"{p.flops / 1e9:.2f}",
              f"{p.flops / total.flops:.0%}"] for p in parts]
@@ -72,6 +77,8 @@ def run_model_info(args) -> int:
     print(table(["part", "params", "share", "GFLOPs", "share"], rows))
     form = "training form" if args.unfused else "fused (deploy) form"
     print(f"{form}, {args.size}x{args.size} input, GFLOPs = 2 x MACs as thop counts them")
+    print(f"memory: ~{format_bytes(predicting)} to predict one image, ~{format_bytes(training)} to train "
+          "at batch 1 (float32; each image more adds activations)")
     return 0
 
 
@@ -83,7 +90,7 @@ def run_predict(args) -> int:
     recipe = load_model_recipe(args.recipe) if args.recipe else None
     model, names = load_detector(args.weights, recipe)
     results = predict(model, names, args.source, args.out, args.size, args.conf, args.iou, args.max_det,
-                      draw=not args.no_draw)
+                      draw=not args.no_draw, force=args.force)
     boxes = sum(len(r.detections) for r in results)
     print(f"{len(results)} image(s), {boxes} detection(s); wrote {Path(args.out) / RESULTS_NAME}")
     return 0
@@ -98,7 +105,7 @@ def run_export(args) -> int:
     if out.resolve() == Path(args.weights).resolve():
         raise UserError(str(out), "", "the export would overwrite the checkpoint")
     export_onnx(model, out, args.size, nms=args.nms, conf_threshold=args.conf, iou_threshold=args.iou,
-                max_detections=args.max_det)
+                max_detections=args.max_det, force=args.force)
     print(f"wrote {out}")
     if args.check:
         from ..deploy.onnx_export import compare_with_torch

@@ -16,7 +16,11 @@ import torch
 from torch import nn
 
 from ..atomic import atomic_write_bytes
+from ..detect.detector import Detector
+from ..detect.recipe import check_input_size
 from ..errors import UserError
+from ..memory import check_detector_fits
+from ..runfolder import check_new_file
 from .reparam import reparameterize
 
 OPSET = 17
@@ -75,16 +79,21 @@ def _require_onnx() -> None:
         raise UserError("export", "format", f"ONNX export needs the onnx package; {INSTALL_HINT}") from None
 
 
-def export_onnx(model: nn.Module, path: str | os.PathLike, size: int = 640, nms: bool = False,
+def export_onnx(model: Detector, path: str | os.PathLike, size: int = 640, nms: bool = False,
                 conf_threshold: float = 0.05, iou_threshold: float = 0.7, max_detections: int = 100,
-                batch: int = 1, opset: int = OPSET) -> None:
+                batch: int = 1, opset: int = OPSET, force: bool = False) -> None:
     """Fuse a copy of ``model`` and write it as ONNX to ``path`` (atomically).
 
     Without ``nms`` the graph outputs ``scores [N, A, C]`` and ``boxes [N, A, 4]``; with it,
     one ``detections [K, 7]`` tensor (``max_detections`` is then a per-class limit, as in
-    ONNX's operator).
+    ONNX's operator). An existing ``path`` is replaced only with ``force``.
     """
+    check_input_size(model.recipe, size)
+    check_new_file(path, "--out", force)
     _require_onnx()
+    # Tracing runs one forward pass of the fused copy, which sits next to the loaded model.
+    check_detector_fits(model.recipe, size, batch, fused=True, source="--size", field="",
+                        hint="choose a smaller --size")
     fused = reparameterize(model, inplace=False)
     module: nn.Module = DetectorWithNMS(fused, conf_threshold, iou_threshold, max_detections) if nms else fused
     module.eval()
@@ -121,13 +130,14 @@ def _sorted_rows(detections: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def compare_with_torch(path: str | os.PathLike, model: nn.Module, size: int = 640, nms: bool = False,
+def compare_with_torch(path: str | os.PathLike, model: Detector, size: int = 640, nms: bool = False,
                        conf_threshold: float = 0.05, iou_threshold: float = 0.7, max_detections: int = 100,
                        images: torch.Tensor | None = None, seed: int = 0) -> float:
     """Largest |onnxruntime - torch| relative to the largest torch output, on ``images``
     (default: one random image). With ``nms`` the detections are compared as sorted rows,
     and a different number of detections counts as an infinite difference."""
     if images is None:
+        check_input_size(model.recipe, size)
         images = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(seed)) * 255
     reference: nn.Module = reparameterize(model)
     if nms:

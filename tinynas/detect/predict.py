@@ -10,18 +10,24 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, UnidentifiedImageError
+from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..errors import UserError
+from ..memory import check_detector_fits, image_size
+from ..memory import read_rgb as read_image  # noqa: F401  (the name callers of this module know)
+from ..runfolder import check_new_file, check_new_folder, owned_folder
 from .coco import COCO_CATEGORY_IDS, COCO_CLASSES
+from .detector import Detector
 from ..data.pipeline import to_tensor
 from ..data.sample import EMPTY_BOXES, EMPTY_LABELS, Sample
 from ..data.transforms import letterbox
 from .nms import Detections, multiclass_nms
+from .recipe import check_input_size
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+DRAWN_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")  # others are drawn as PNG
 RESULTS_NAME = "predictions.json"
 
 
@@ -46,22 +52,9 @@ def list_images(source: str | os.PathLike) -> list[Path]:
 
 
 def check_images(paths: Sequence[Path]) -> None:
-    """Fail before any work if a file is not an image (only headers are read)."""
+    """Fail before any work if a file is not an image or is too large (only headers are read)."""
     for path in paths:
-        try:
-            with Image.open(path):
-                pass
-        except (UnidentifiedImageError, OSError, ValueError) as err:
-            raise UserError(str(path), "", f"cannot read the image ({err.__class__.__name__})") from None
-
-
-def read_image(path: Path) -> Image.Image:
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise UserError(str(path), "", f"cannot read the image ({err.__class__.__name__})") from None
+        image_size(path)
 
 
 def image_id_for(path: Path, position: int) -> int:
@@ -77,6 +70,8 @@ def detect_image(model: torch.nn.Module, image: Image.Image, size: int = 640, co
     The image is prepared exactly as validation images are in training (``tinynas.data``):
     letterboxed on grey, RGB scaled to [0, 1].
     """
+    if isinstance(model, Detector):  # any module with the Detector's outputs is accepted
+        check_input_size(model.recipe, size)
     pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
     placed, placement = letterbox(Sample(pixels, EMPTY_BOXES, EMPTY_LABELS), size)
     device = next(model.parameters()).device
@@ -134,28 +129,57 @@ def _encode(image: Image.Image, suffix: str) -> bytes:
     return buffer.getvalue()
 
 
-def predict(model: torch.nn.Module, class_names: Sequence[str], source: str | os.PathLike,
+def drawn_name(path: Path) -> str:
+    suffix = path.suffix.lower()
+    return f"{path.stem}{suffix if suffix in DRAWN_SUFFIXES else '.png'}"
+
+
+def _check_outputs(images: Sequence[Path], out: Path, draw: bool, force: bool) -> None:
+    """Refuse, before any work, to replace a file unless ``force``, or to write one name twice."""
+    check_new_folder(out, "--out", force=True)  # refuses a file; a folder may hold other things
+    check_new_file(out / RESULTS_NAME, "--out", force)
+    if not draw:
+        return
+    if out.resolve() in {p.parent.resolve() for p in images}:
+        raise UserError(str(out), "--out", "the output folder holds the input images; drawn copies would replace them")
+    drawn: dict[str, Path] = {}
+    for path in images:
+        name = drawn_name(path)
+        if name in drawn:
+            raise UserError(str(path), "", f"would be drawn to {name}, as {drawn[name].name} is; rename one of them")
+        drawn[name] = path
+        check_new_file(out / name, "--out", force)
+
+
+def predict(model: Detector, class_names: Sequence[str], source: str | os.PathLike,
             out_dir: str | os.PathLike, size: int = 640, conf_threshold: float = 0.25,
             iou_threshold: float = 0.7, max_detections: int = 100, draw: bool = True,
-            progress: bool = True) -> list[ImageResult]:
-    """Detect on every image of ``source``; write drawn images and ``predictions.json`` to ``out_dir``."""
-    if size % 32:
-        raise UserError("--size", "", f"must be a multiple of 32 (the deepest stride), got {size}")
+            progress: bool = True, force: bool = False) -> list[ImageResult]:
+    """Detect on every image of ``source``; write drawn images and ``predictions.json`` to ``out_dir``.
+
+    Existing output files are replaced only with ``force``. Everything that can be checked
+    (size, images, outputs, memory) is checked before the first image is decoded.
+    """
+    check_input_size(model.recipe, size)
     images = list_images(source)
     check_images(images)
     out = Path(out_dir)
-    if draw and out.resolve() in {p.parent.resolve() for p in images}:
-        raise UserError(str(out), "", "the output folder holds the input images; drawn copies would replace them")
+    _check_outputs(images, out, draw, force)
+    device = next(model.parameters()).device
+    check_detector_fits(model.recipe, size, 1, fused=model.is_fused, device=device, source="--size", field="",
+                        hint="choose a smaller --size")
     model.eval()
     results = []
-    for position, path in enumerate(tqdm(images, desc="predict", unit="img", disable=not progress)):
-        image = read_image(path)
-        detections = detect_image(model, image, size, conf_threshold, iou_threshold, max_detections)
-        results.append(ImageResult(path, image_id_for(path, position), detections))
-        if draw:
-            suffix = path.suffix.lower() if path.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".webp") else ".png"
-            atomic_write_bytes(out / f"{path.stem}{suffix}", _encode(draw_detections(image, detections, class_names), suffix))
-    # One record per line: a valid JSON list that still reads well and diffs cleanly.
-    records = [json.dumps(r) for r in coco_results(results, class_names)]
-    atomic_write_text(out / RESULTS_NAME, "[\n" + ",\n".join(records) + ("\n]\n" if records else "]\n"))
+    with owned_folder(out, "output folder"):
+        for position, path in enumerate(tqdm(images, desc="predict", unit="img", disable=not progress)):
+            image = read_image(path)
+            detections = detect_image(model, image, size, conf_threshold, iou_threshold, max_detections)
+            results.append(ImageResult(path, image_id_for(path, position), detections))
+            if draw:
+                name = drawn_name(path)
+                atomic_write_bytes(out / name, _encode(draw_detections(image, detections, class_names),
+                                                       Path(name).suffix))
+        # One record per line: a valid JSON list that still reads well and diffs cleanly.
+        records = [json.dumps(r) for r in coco_results(results, class_names)]
+        atomic_write_text(out / RESULTS_NAME, "[\n" + ",\n".join(records) + ("\n]\n" if records else "]\n"))
     return results

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..deploy.reparam import reparameterize
 from .detector import Detector, build_detector
-from .recipe import ModelRecipe
+from .recipe import ModelRecipe, check_input_size
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,7 @@ def detector_costs(model: Detector, size: int = 640, fused: bool = True) -> list
     thop counts from tensor shapes only, so a model built on the ``meta`` device (see
     ``recipe_costs``) gives the same numbers without doing the arithmetic.
     """
+    check_input_size(model.recipe, size)
     model = reparameterize(model) if fused else copy.deepcopy(model).eval()
     device = next(model.parameters()).device
     images = torch.zeros(1, 3, size, size, device=device)

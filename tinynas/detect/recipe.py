@@ -75,9 +75,28 @@ class ModelRecipe:
             "head": {"num_classes": h.num_classes, "reg_max": h.reg_max, "strides": list(h.strides)},
         }
 
+    @property
+    def stride(self) -> int:
+        """The deepest feature stride: input sizes must be multiples of it."""
+        return max(self.head.strides)
+
     def with_num_classes(self, num_classes: int) -> "ModelRecipe":
         return ModelRecipe(self.backbone, self.neck, HeadConfig(num_classes, self.head.reg_max,
                                                                 self.head.strides), self.name)
+
+
+def check_input_size(recipe: ModelRecipe, size: int, source: str = "--size", field: str = "") -> int:
+    """``size`` if the detector accepts ``size x size`` inputs, else a ``UserError``.
+
+    The neck upsamples each level by 2 and joins it with the level above, which matches
+    only when every stride divides the input: 33 gives 17, 9 and 5, and 2 x 5 is not 9.
+    """
+    stride = recipe.stride
+    if not isinstance(size, int) or isinstance(size, bool) or size < stride or size % stride:
+        near = max(stride, round(size / stride) * stride) if isinstance(size, (int, float)) else stride
+        raise UserError(source, field, f"must be a multiple of {stride} (the detector's deepest stride), "
+                                       f"got {size!r}; {near} is the nearest")
+    return size
 
 
 def resolve_model_path(text: str) -> Path:

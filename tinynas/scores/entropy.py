@@ -13,6 +13,7 @@ import math
 from ..arch import Arch
 from ..layout import block_layout
 from ..errors import UserError
+from ..memory import arch_forward_bytes, check_fits
 from .base import DEFAULT_STAGE_WEIGHTS, StageScore
 from .registry import register_scorer
 
@@ -56,6 +57,11 @@ class EntropyScore(StageScore):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise UserError("", name, f"must be a positive integer, got {value!r}")
+        # A search scores many architectures in turn; each is checked, since one wide
+        # candidate at a large batch x resolution is enough to exhaust memory.
+        check_fits(arch_forward_bytes(arch, self.batch, self.resolution), "", "batch x resolution",
+                   f"the entropy forward pass at batch {self.batch}, {self.resolution}x{self.resolution}",
+                   "lower the batch or the resolution")
         generator = torch.Generator().manual_seed(self.seed)
         with torch.no_grad():
             draws = [self._block_logs_once(arch, generator) for _ in range(self.repeats)]

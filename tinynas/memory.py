@@ -1,0 +1,284 @@
+"""Refusing work that cannot fit, before it allocates: memory pre-flights and the image size limit.
+
+Torch answers an impossible allocation with an out-of-memory traceback, or the kernel answers it
+by killing the process; neither says which input was too big. The checks here estimate what a
+forward pass needs, compare it with what this machine has free, and turn a "no" into a
+``UserError`` naming the input. The estimates aim to be close, not safe-side bounds: a
+refusal of work that would have fitted costs a user more than a late failure.
+
+Images are the other door to an unbounded allocation: a small compressed file can decode to
+gigabytes. Every image a user hands us is opened through ``open_image``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+import warnings
+import weakref
+import zlib
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+from .arch import Arch, conv_out_size
+from .errors import UserError
+from .layout import block_layout
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+FLOAT32 = 4
+
+# ------------------------------------------------------------------ what this machine has
+
+
+def _meminfo_available(text: str) -> int | None:
+    for line in text.splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024  # the kernel reports kB
+    return None
+
+
+def _cgroup_headroom(root: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """Bytes left under this container's memory limit; None without a limit."""
+    for limit_file, usage_file in (("memory.max", "memory.current"),  # cgroup v2
+                                   ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):  # v1
+        try:
+            limit = (root / limit_file).read_text().strip()
+            usage = int((root / usage_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        # v2 says "max" for no limit; v1 says a number near 2**63.
+        if limit.isdigit() and int(limit) < 1 << 60:
+            return max(0, int(limit) - usage)
+        return None
+    return None
+
+
+def available_memory(device: object = None) -> int | None:
+    """Bytes that can be allocated now on ``device`` (CPU when None); None when unknown.
+
+    On Linux this is ``MemAvailable`` (free plus reclaimable cache), capped by the
+    container's cgroup headroom, since a container sees the host's ``/proc/meminfo``.
+    """
+    if device is not None and str(device).startswith("cuda"):
+        import torch
+        free, _ = torch.cuda.mem_get_info(device)
+        # Blocks torch's caching allocator holds but does not use are free to this process.
+        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    found = None
+    try:
+        found = _meminfo_available(Path("/proc/meminfo").read_text())
+    except OSError:
+        pass
+    if found is None:
+        try:  # other POSIX systems
+            found = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, ValueError, OSError):
+            try:
+                import psutil  # optional; the only portable answer on Windows
+                found = int(psutil.virtual_memory().available)
+            except ImportError:
+                return None
+    headroom = _cgroup_headroom()
+    return found if headroom is None else min(found, headroom)
+
+
+def format_bytes(count: float) -> str:
+    """``745 GiB``, ``21.3 GiB``, ``512 MiB``: three significant digits at most."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+    value, unit = float(count), 0
+    while value >= 1024 and unit < len(units) - 1:
+        value /= 1024
+        unit += 1
+    if value >= 100 or unit == 0:
+        return f"{value:.0f} {units[unit]}"
+    return f"{value:.3g} {units[unit]}"
+
+
+def check_fits(needed: int, source: str, field: str, what: str, hint: str = "", device: object = None) -> None:
+    """Raise a ``UserError`` when ``needed`` bytes exceed what ``device`` has free."""
+    free = available_memory(device)
+    if free is None or needed <= free:
+        return
+    where = "GPU memory" if device is not None and str(device).startswith("cuda") else "available"
+    raise UserError(source, field, f"{what} needs ~{format_bytes(needed)}, {format_bytes(free)} {where}"
+                                   + (f"; {hint}" if hint else ""))
+
+
+# ------------------------------------------------------------------ what a bare Arch needs
+
+
+def arch_forward_bytes(arch: Arch, batch: int, resolution: int) -> int:
+    """Peak bytes of the entropy score's plain forward pass over ``arch`` (float32, no grad).
+
+    Convolutions run one at a time with a fresh weight each, so the peak is the worst single
+    conv: its input, its weight, its output, and one more output-sized tensor for the
+    normalisation that follows (``x / std``).
+    """
+    peak = 0
+    size = resolution
+    for spec in arch.blocks:
+        for inner, repeat in block_layout(spec):
+            h = size
+            for conv in inner.convs:
+                out = conv_out_size(h, conv.stride)
+                activation_in = batch * conv.in_channels * h * h
+                activation_out = batch * conv.out_channels * out * out
+                peak = max(peak, activation_in + conv.weight_count() + 2 * activation_out)
+                h = out
+            size = h  # a repeated inner block keeps its size (stride 1 after the first)
+    return FLOAT32 * peak
+
+
+# ------------------------------------------------------------------ what a detector needs
+
+# Training keeps, next to the weights and their gradients, the optimiser's state (AdamW: two
+# moments; SGD: one) and the EMA copy: three more weight-sized tensors at most.
+TRAINING_STATE_COPIES = 3
+
+
+def _live_tracker():
+    """A dispatch mode that keeps the running total and the peak of the bytes that every
+    op's outputs hold while they are alive, which is what an allocator would see."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+
+    class LiveBytes(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.live = self.peak = 0
+
+        def _free(self, count: int) -> None:
+            self.live -= count
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            seen = set()
+            for tensor in tree_flatten(out)[0]:
+                # A view shares its base's storage, which is counted with the base.
+                if isinstance(tensor, torch.Tensor) and not tensor._is_view() and id(tensor) not in seen:
+                    seen.add(id(tensor))
+                    count = tensor.untyped_storage().nbytes()
+                    self.live += count
+                    self.peak = max(self.peak, self.live)
+                    weakref.finalize(tensor, self._free, count)
+            return out
+
+    return LiveBytes()
+
+
+@lru_cache(maxsize=64)
+def detector_bytes(recipe, size: int, batch: int = 1, training: bool = False, fused: bool = False,
+                   amp: bool = False) -> int:
+    """Bytes a detector built from ``recipe`` needs for one pass on ``batch`` images of ``size``.
+
+    The model is built on torch's ``meta`` device, so nothing is allocated: weights and
+    buffers are summed, and the forward pass (plus backward when ``training``) is replayed
+    while a dispatch mode tracks the bytes its tensors hold alive. Training adds the
+    optimiser state and EMA copy; ``amp`` halves activations (float16 under autocast).
+    """
+    import torch
+
+    from .detect.detector import build_detector
+
+    with torch.device("meta"):
+        model = build_detector(recipe)
+    if fused:
+        model.fuse()
+    model.train(training)
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    weights = params + sum(b.numel() * b.element_size() for b in model.buffers())
+    images = torch.zeros(batch, 3, size, size, device="meta")
+    tracker = _live_tracker()
+    with torch.set_grad_enabled(training), tracker:
+        scores, boxes = model(images)
+        if training:
+            (scores.sum() + boxes.sum()).backward()
+        del scores, boxes
+    activations = tracker.peak * (0.5 if amp else 1.0)
+    state = TRAINING_STATE_COPIES * params if training else 0
+    return int(weights + images.numel() * FLOAT32 + activations + state)
+
+
+def check_detector_fits(recipe, size: int, batch: int = 1, training: bool = False, *, fused: bool = False,
+                        amp: bool = False, device: object = None, source: str = "", field: str = "size",
+                        hint: str = "lower the batch or the size") -> int:
+    """Refuse (``UserError``) a detector pass that would not fit on ``device``; return the estimate.
+
+    Call it before building the model: training with ``training=True`` and the per-device
+    batch, inference (predict, evaluation, export) with ``training=False``.
+    """
+    needed = detector_bytes(recipe, size, batch, training, fused, amp)
+    what = f"{'training' if training else 'a forward pass'} at batch {batch}, {size}x{size}"
+    check_fits(needed, source, field, what, hint, device)
+    return needed
+
+
+# ------------------------------------------------------------------ images a user hands us
+
+# A decompression-bomb guard. 150 megapixels (12,000 x 12,500) is as large as the biggest
+# camera sensors, and decodes to 450 MB of RGB before any copy; a detector letterboxes every
+# image to a few hundred pixels, so nothing useful is lost below it.
+MAX_IMAGE_PIXELS = 150_000_000
+
+# What PIL raises for a damaged file: most decoders say OSError, some plugins let their own
+# parser errors through.
+_DAMAGED = (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error, zlib.error)
+
+
+def _too_big(size: str) -> str:
+    return (f"image is {size}, over the {MAX_IMAGE_PIXELS / 1e6:.0f}-megapixel limit for images "
+            "(a guard against decompression bombs); downscale it first")
+
+
+@contextmanager
+def open_image(path: str | os.PathLike, source: str | None = None) -> Iterator[Image.Image]:
+    """``PIL.Image.open`` for a file a user gave us, as a ``with`` block.
+
+    The header is read and the pixel count checked before anything is decoded; any failure
+    to read or decode inside the block is a ``UserError`` naming ``source`` (the path by
+    default), so keep only image work inside it.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    name = str(path) if source is None else source
+    try:
+        with warnings.catch_warnings():
+            # PIL warns from 89 megapixels; our own limit, checked below, decides instead.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+        with image:
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise UserError(name, "", _too_big(f"{width} x {height} = {width * height / 1e6:.0f} megapixels"))
+            yield image
+    except Image.DecompressionBombError as err:
+        # PIL refuses twice its warning limit inside ``open``, before we see the size.
+        pixels = re.search(r"\((\d+) pixels\)", str(err))
+        raise UserError(name, "", _too_big(f"{int(pixels[1]) / 1e6:.0f} megapixels" if pixels else "too large")) from None
+    except FileNotFoundError:
+        raise UserError(name, "", "image file not found") from None
+    except UnidentifiedImageError:
+        raise UserError(name, "", "not an image file PIL can read") from None
+    except _DAMAGED as err:
+        detail = str(err).replace(f"'{path}'", "").strip()
+        raise UserError(name, "", f"unreadable image ({err.__class__.__name__}"
+                                  + (f": {detail[:120]})" if detail else ")")) from None
+
+
+def read_rgb(path: str | os.PathLike, source: str | None = None) -> Image.Image:
+    """The whole image, decoded and converted to RGB, through ``open_image``."""
+    with open_image(path, source) as image:
+        image.load()
+        return image.convert("RGB")
+
+
+def image_size(path: str | os.PathLike, source: str | None = None) -> tuple[int, int]:
+    """(width, height) from the header alone, through ``open_image``."""
+    with open_image(path, source) as image:
+        return image.size
