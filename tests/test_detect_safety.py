@@ -216,19 +216,24 @@ def test_detector_estimate_tracks_a_real_forward_pass(tmp_path):
     size, batch = 512, 8
     estimate = memory.detector_bytes(recipe, size, batch)
     script = (
-        "import resource, torch\n"
+        "import torch\n"
         "from test_detect_io import tiny_recipe_doc\n"
         "from tinynas.detect import build_detector, parse_model_recipe\n"
         "model = build_detector(parse_model_recipe(tiny_recipe_doc(), 'tiny')).eval()\n"
         "with torch.no_grad(): model(torch.zeros(1, 3, 64, 64))\n"  # warm up kernels and allocator
         f"images = torch.zeros({batch}, 3, {size}, {size})\n"
-        "before = int(open('/proc/self/status').read().split('VmRSS:')[1].split()[0]) * 1024\n"
+        "status = lambda key: int(open('/proc/self/status').read().split(key + ':')[1].split()[0]) * 1024\n"
+        "open('/proc/self/clear_refs', 'w').write('5')\n"  # the peak so far (imports) must not count
+        "before = status('VmRSS')\n"
         "with torch.no_grad(): model(images)\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)\n")
+        "print(status('VmHWM') - before)\n")
     if not sys.platform.startswith("linux"):
         pytest.skip("reads /proc/self/status")
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          cwd=str(tmp_path), env={"PYTHONPATH": ":".join(sys.path), "OMP_NUM_THREADS": "1"})
+    if run.returncode and "clear_refs" in run.stderr:
+        pytest.skip("this kernel cannot reset the peak resident size")
+    assert run.returncode == 0, run.stderr
     measured = int(run.stdout.split()[-1])
     weights_and_images = sum(p.numel() * 4 for p in tiny_model().state_dict().values()) + batch * 3 * size * size * 4
     activations = estimate - weights_and_images
