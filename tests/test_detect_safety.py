@@ -83,7 +83,7 @@ def test_truncated_and_foreign_files_are_user_errors(photo, tmp_path):
     assert err.value.source == str(truncated)
     text = tmp_path / "notes.png"
     text.write_text("not an image")
-    with pytest.raises(UserError, match="not an image file"):
+    with pytest.raises(UserError, match="not a format PIL can read"):
         memory.read_rgb(text)
     with pytest.raises(UserError, match="not found"):
         memory.read_rgb(tmp_path / "missing.png")

@@ -222,3 +222,79 @@ def test_fuzz_chain_files(sandbox, coco, data, text_level):
     text = data.draw(corrupted_text(dump(doc, "yaml"))) if text_level else dump(data.draw(mutated(doc)), "yaml")
     path = sandbox.write("chain.yaml", text)
     library("chain file", sandbox, lambda: load_chain(path))
+
+
+# ------------------------------------------------------------------ latency tables and sidecars
+@pytest.fixture(scope="module")
+def latency_files(tmp_path_factory):
+    """A real table (written by the real writer) holding every op of a tiny arch at 64 px."""
+    from tinynas.arch import arch_from_dicts
+    from tinynas.latency.table import LatencyTable, base_meta, op_row, rows_frame, save_table
+    from tinynas.ops import conv_ops
+
+    root = tmp_path_factory.mktemp("table")
+    arch_path = root / "arch.yaml"
+    arch_path.write_text(yaml.safe_dump({"blocks": TINY_ARCH}))
+    ops = conv_ops(arch_from_dicts(TINY_ARCH, "tiny"), 64)
+    rows = [op_row(op) + [0.01 * (i + 1), 0.001, 5] for i, op in enumerate(ops)]
+    save_table(LatencyTable(rows_frame(rows), base_meta("cpu", "fp32", 1), "tiny"), root / "t.csv")
+    return arch_path, (root / "t.csv").read_text(), json.loads((root / "t.json").read_text())
+
+
+def _reseal(meta: object, csv_text: str) -> object:
+    """The sidecar with the hash of ``csv_text``, so a deliberate edit reaches the deeper checks."""
+    import hashlib
+    if isinstance(meta, dict):
+        meta = {**meta, "sha256": hashlib.sha256(csv_text.encode("utf-8")).hexdigest()}
+    return meta
+
+
+@fuzz_settings(300)
+@given(data=st.data(), target=st.sampled_from(["csv cell", "csv text", "sidecar"]), reseal=st.booleans())
+def test_fuzz_latency_tables(sandbox, latency_files, data, target, reseal):
+    arch_path, csv_text, meta = latency_files
+    if target == "csv cell":
+        lines = [line.split(",") for line in csv_text.splitlines()]
+        row = data.draw(st.integers(0, len(lines) - 1))
+        col = data.draw(st.integers(0, len(lines[row]) - 1))
+        value = data.draw(st.sampled_from(["", "0", "-1", "-1e9", "nan", "inf", "1e308", "2.5", "x", "regular",
+                                           "depthwise", "1,2", "999999999999999999999", " 7"]))
+        lines[row][col] = value
+        csv_text = "\n".join(",".join(cells) for cells in lines) + "\n"
+    elif target == "csv text":
+        csv_text = data.draw(corrupted_text(csv_text))
+    else:
+        meta = data.draw(mutated(meta))
+    if reseal:
+        meta = _reseal(meta, csv_text)
+    table = sandbox.write("t.csv", csv_text)
+    sandbox.write("t.json", json.dumps(meta))
+    cli("latency table", sandbox, ["latency", "predict", str(arch_path), "--db", str(table), "--resolution", "64"])
+
+
+# ------------------------------------------------------------------ checkpoint metadata
+@pytest.fixture(scope="module")
+def checkpoint_doc():
+    import torch
+    from test_detect_io import CLASSES, tiny_model
+    from tinynas.checkpoint import save_checkpoint
+
+    with tempfile.TemporaryDirectory() as folder:
+        save_checkpoint(Path(folder) / "c.pt", tiny_model(), CLASSES, extra={"epoch": 3, "best_ap": 0.5})
+        return torch.load(Path(folder) / "c.pt", weights_only=True)
+
+
+@fuzz_settings(250)
+@given(data=st.data(), reseal=st.booleans())
+def test_fuzz_checkpoint_metadata(sandbox, checkpoint_doc, data, reseal):
+    import torch
+    from tinynas.checkpoint import HASH_KEY, content_hash, load_detector
+
+    meta = {k: v for k, v in checkpoint_doc.items() if k not in ("state_dict", HASH_KEY)}
+    doc = data.draw(mutated(meta))
+    if isinstance(doc, dict):
+        doc = {**doc, "state_dict": checkpoint_doc["state_dict"]}
+        doc[HASH_KEY] = content_hash(doc) if reseal else checkpoint_doc[HASH_KEY]
+    path = sandbox.inputs / "c.pt"
+    torch.save(doc, path)
+    library("checkpoint metadata", sandbox, lambda: load_detector(path))

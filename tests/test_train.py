@@ -117,7 +117,7 @@ def test_recipe_errors_name_the_field(small, tmp_path):
     with pytest.raises(UserError, match=r"head\.num_classes: the recipe says 5 classes, the dataset has 3"):
         train(parse_train_recipe(doc, "r.yaml"), progress=False, source="r.yaml")
     path = write_recipe(tmp_path / "r.yaml", tiny_recipe(small, tmp_path / "run", 64, epochs=1))
-    with pytest.raises(UserError, match=r"data\.size: input size must be a positive multiple of 32"):
+    with pytest.raises(UserError, match=r"data\.size: must be a multiple of 32 .*; 96 is the nearest"):
         load_train_recipe(path, ["data.size=100"])
 
 

@@ -264,7 +264,7 @@ def open_image(path: str | os.PathLike, source: str | None = None) -> Iterator[I
     except FileNotFoundError:
         raise UserError(name, "", "image file not found") from None
     except UnidentifiedImageError:
-        raise UserError(name, "", "not an image file PIL can read") from None
+        raise UserError(name, "", "unreadable image (not a format PIL can read)") from None
     except _DAMAGED as err:
         detail = str(err).replace(f"'{path}'", "").strip()
         raise UserError(name, "", f"unreadable image ({err.__class__.__name__}"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 
-from .arch import Arch, BlockSpec, arch_from_dicts
+from .arch import MAX_CHANNELS, MAX_DEPTH, MAX_KERNEL, Arch, BlockSpec, arch_from_dicts
 from .errors import UserError
 from .fileio import read_yaml
 from .runfolder import plain_name
@@ -206,12 +206,18 @@ def _limits(raw: object, defaults: dict, source: str, where: str) -> BlockLimits
     if (not isinstance(kernels, list) or not kernels
             or not all(isinstance(k, int) and not isinstance(k, bool) and k > 0 and k % 2 for k in kernels)):
         raise UserError(source, f"{where}.kernels", f"expected a list of odd positive kernels, got {kernels!r}")
-    return BlockLimits(
+    limits = BlockLimits(
         out=_pair(merged["out"], source, f"{where}.out", int),
         depth=_pair(merged["L"], source, f"{where}.L", int),
         btn_ratio=_pair(merged["btn_ratio"], source, f"{where}.btn_ratio", float),
         kernels=tuple(sorted(set(kernels))),
     )
+    # A space must not breed architectures that architecture files themselves refuse.
+    for key, high, most in (("out", limits.out[1], MAX_CHANNELS), ("L", limits.depth[1], MAX_DEPTH),
+                            ("kernels", max(limits.kernels), MAX_KERNEL)):
+        if high > most:
+            raise UserError(source, f"{where}.{key}", f"at most {most}, got {high}")
+    return limits
 
 
 SPACE_KEYS = {"name", "description", "resolution", "in_channels", "channel_divisor", "initial",

@@ -15,10 +15,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
 from tqdm import tqdm
 
 from ..errors import UserError
+from ..memory import open_image
 from .coco import read_coco_json
 
 # Annotation tools round box edges; this much overhang is not worth a warning.
@@ -163,13 +163,12 @@ def _image_problem(path: Path, recorded: tuple[int, int] | None, decode: bool) -
     if not path.is_file():
         return "image file missing"
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             actual = image.size
             if decode:
                 image.load()
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
-        detail = str(err).replace(f" '{path}'", "").replace(str(path), "").strip()  # the path is reported already
-        return f"unreadable image ({err.__class__.__name__}: {detail})" if detail else f"unreadable image ({err.__class__.__name__})"
+    except UserError as err:
+        return err.reason  # the path is reported beside it already
     if recorded is not None and tuple(actual) != tuple(recorded):
         return f"image is {actual[0]} x {actual[1]} but the annotations say {recorded[0]} x {recorded[1]}"
     return None

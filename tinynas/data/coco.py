@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from ..errors import UserError
+from ..memory import open_image
 from ..fileio import read_json
 from .sample import EMPTY_BOXES, EMPTY_LABELS, Sample
 
@@ -236,15 +236,10 @@ def decoded_shape(width: int, height: int, file_name: str, max_side: int | None 
 def load_rgb(path: str | os.PathLike, max_side: int | None = None) -> np.ndarray:
     """An image file as ``uint8 [H, W, 3]`` RGB (stored pixels; EXIF orientation is not applied,
     because COCO widths, heights and boxes describe the stored pixels)."""
-    try:
-        with Image.open(path) as image:
-            if max_side is not None:
-                w, h = image.size
-                ratio = max_side / max(w, h)
-                if ratio <= 0.5:  # JPEG draft decodes at 1/2, 1/4 or 1/8; other formats ignore it
-                    image.draft("RGB", (max(1, math.ceil(w * ratio)), max(1, math.ceil(h * ratio))))
-            return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
-    except FileNotFoundError:
-        raise UserError(str(path), "", "image file not found") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
-        raise UserError(str(path), "", f"unreadable image ({err.__class__.__name__})") from None
+    with open_image(path) as image:
+        if max_side is not None:
+            w, h = image.size
+            ratio = max_side / max(w, h)
+            if ratio <= 0.5:  # JPEG draft decodes at 1/2, 1/4 or 1/8; other formats ignore it
+                image.draft("RGB", (max(1, math.ceil(w * ratio)), max(1, math.ceil(h * ratio))))
+        return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()

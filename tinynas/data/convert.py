@@ -20,11 +20,11 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Sequence
 
-from PIL import Image
 from tqdm import tqdm
 
 from ..atomic import atomic_write_text
 from ..errors import UserError
+from ..memory import image_size
 from ..fileio import parse_yaml, read_text
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -167,13 +167,9 @@ def voc_to_coco(xml_dir: str | os.PathLike, classes: str | Sequence[str] | None 
 # ---------------------------------------------------------------- YOLO
 
 def _image_size(path: Path, source: str) -> tuple[int, int]:
-    try:
-        with Image.open(path) as image:
-            return image.size
-    except FileNotFoundError:
-        raise UserError(source, "", f"image {path} not found") from None
-    except (OSError, ValueError) as err:
-        raise UserError(str(path), "", f"unreadable image ({err.__class__.__name__})") from None
+    if not path.is_file():
+        raise UserError(source, "", f"image {path} not found")
+    return image_size(path)
 
 
 def yolo_to_coco(labels_dir: str | os.PathLike, images_dir: str | os.PathLike, classes: str | Sequence[str],

@@ -19,7 +19,7 @@ import yaml
 
 from ..data.cache import CACHE_MODES
 from ..data.pipeline import AugmentConfig
-from ..detect.recipe import ModelRecipe, load_model_recipe, parse_model_recipe
+from ..detect.recipe import ModelRecipe, check_input_size, load_model_recipe, parse_model_recipe
 from ..bounds import check_range
 from ..errors import UserError
 from ..fileio import check_nesting, read_yaml
@@ -234,8 +234,7 @@ def parse_train_recipe(doc: object, source: str = "<recipe>", base_dir: Path | N
     if base_dir is not None:
         data = DataConfig(**{k: _relative(v, base_dir) if k.endswith(("_images", "_annotations")) else v
                              for k, v in asdict(data).items()})
-    if data.size < 32 or data.size % 32:
-        raise UserError(source, "data.size", f"input size must be a positive multiple of 32, got {data.size}")
+    check_input_size(model, data.size, source, "data.size")
     if data.cache not in CACHE_MODES:
         raise UserError(source, "data.cache", f"expected one of {', '.join(CACHE_MODES)}, got {data.cache!r}")
     train = _section(doc, "train", TrainConfig, source)

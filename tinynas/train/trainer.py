@@ -37,6 +37,7 @@ from ..distill.feature_loss import FeatureDistiller
 from ..distill.logit_loss import self_distillation_loss
 from ..distill.schedule import distill_weight
 from ..errors import UserError
+from ..memory import check_detector_fits
 from ..runfolder import owned_folder
 from .ema import ModelEMA
 from .evaluate import evaluate
@@ -201,10 +202,14 @@ def _train(recipe: TrainRecipe, resume: bool, stop_after: int | None, progress: 
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
 
+    amp = cfg.amp and device.type == "cuda"
+    per_rank_batch = max(1, cfg.batch_size // world)
+    # Before anything is allocated: a batch or size beyond this device is one line, not an OOM.
+    check_detector_fits(recipe.model, recipe.data.size, per_rank_batch, training=True, amp=amp, device=device,
+                        source=source, field="train.batch_size")
     model = Detector(recipe.model)
     _set_bn(model, cfg.bn_eps, cfg.bn_momentum)
     model.to(device)
-    amp = cfg.amp and device.type == "cuda"
     teacher = _Teacher(recipe, model, device, half=amp) if recipe.distill.teacher else None
 
     train_set = DetectionDataset(train_coco, recipe.data.size, train=True, augment=recipe.augment, seed=cfg.seed,
@@ -213,7 +218,6 @@ def _train(recipe: TrainRecipe, resume: bool, stop_after: int | None, progress: 
     # Before the loader's workers start, so that they share the cached pixels.
     cache_datasets(recipe.data.cache, [train_coco, val_coco], recipe.data.size,
                    processes=int(os.environ.get("LOCAL_WORLD_SIZE", world)), progress=progress and main_process)
-    per_rank_batch = max(1, cfg.batch_size // world)
     # Every image every epoch: a last partial batch is kept (a single leftover image joins the
     # batch before it), and EpochSampler pads the ranks to equal lengths for DDP.
     loader = make_loader(train_set, per_rank_batch, shuffle=True, seed=cfg.seed, workers=recipe.data.workers,
