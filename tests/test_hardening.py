@@ -293,3 +293,37 @@ def test_resume_on_a_damaged_checkpoint_is_one_line(tmp_path, capsys, edit, fiel
     edit(doc)
     path.write_text(json.dumps(doc))
     one_line_error(capsys, main(["search", "--resume", str(out), "--quiet"]), str(path), field)
+
+
+# ------------------------------------------------------------------ sizes beyond this machine
+def test_an_allocation_the_machine_refuses_is_one_line(monkeypatch, capsys):
+    import tinynas.cli.arch_commands as commands
+
+    def too_big(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 81920000000000 bytes")
+
+    monkeypatch.setattr(commands, "arch_report", too_big)
+    one_line_error(capsys, main(["info", "damoyolo-t"]), "out of memory")
+
+
+def test_latency_build_refuses_a_batch_beyond_memory_before_timing(tmp_path, capsys):
+    out = tmp_path / "t.csv"
+    code = main(["latency", "build", "--space", "k1kx", "--device", "cpu", "--batch", "100000", "--out", str(out)])
+    one_line_error(capsys, code, "--batch", "needs ~", "TiB", "lower --batch")
+    assert not out.exists()
+
+
+def test_data_synth_refuses_more_than_the_disk_holds(tmp_path, capsys):
+    out = tmp_path / "huge"
+    code = main(["data", "synth", str(out), "--images", "100000000", "--size", "8192"])
+    one_line_error(capsys, code, str(out), "of disk", "GiB free")
+    assert not out.exists()
+
+
+def test_a_refused_validation_leaves_no_folder(tmp_path, capsys):
+    out = tmp_path / "validate"
+    code = main(["latency", "validate", "--db", "cpu-fp32", "--space", "k1kx", "-n", "1", "--resolution", "100000",
+                 "--out", str(out)])
+    one_line_error(capsys, code, "outside the table's grid")
+    assert not out.exists()

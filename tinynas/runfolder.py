@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import sys
 import time
@@ -143,3 +144,14 @@ def check_new_folder(path: str | os.PathLike, field: str, force: bool = False) -
     if path.is_dir() and not force and any(p.name != LOCK_NAME for p in path.iterdir()):
         raise UserError(str(path), field, "already holds files; choose a new folder or pass --force to write into it")
     return path
+
+
+def check_disk_space(folder: str | os.PathLike, needed: int, field: str, what: str) -> None:
+    """Refuse to start writing ``needed`` bytes under ``folder`` when its disk has less free."""
+    probe = Path(folder).absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if needed > free:
+        raise UserError(str(folder), field, f"{what} needs ~{needed / 2 ** 30:.3g} GiB of disk, "
+                                            f"{free / 2 ** 30:.3g} GiB free")

@@ -56,18 +56,23 @@ def main(argv: list[str] | None = None) -> int:
         # The OS refusing a user's path (exists, is a folder, no permission, disk full) is
         # their input, not our bug: name the path and the reason.
         return _fail(_os_error_text(err))
-    except MemoryError:
-        return _fail("out of memory: the input or model is too large for this machine")
-    except RecursionError:
-        return _fail("input nested too deeply")
     except KeyboardInterrupt:
         print("tinynas: interrupted", file=sys.stderr)
         return 130
-    except Exception:
+    except Exception as err:
+        if isinstance(err, MemoryError) or _allocation_failed(err):
+            # Sizes are checked before work starts; this catches what an estimate missed.
+            return _fail("out of memory: the input, batch or model is too large for this machine")
         traceback.print_exc()
         print("tinynas: internal error (a bug in tinynas, not in your input); please report it to the "
               "tinynas maintainers with the command line and the traceback above", file=sys.stderr)
         return 1
+
+
+def _allocation_failed(err: Exception) -> bool:
+    """torch reports a failed allocation as a RuntimeError (CUDA: its OutOfMemoryError subclass)."""
+    text = str(err)
+    return isinstance(err, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
 
 
 def _fail(text: str) -> int:

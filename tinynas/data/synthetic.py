@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..errors import UserError
-from ..runfolder import check_new_folder, owned_folder
+from ..runfolder import check_disk_space, check_new_folder, owned_folder
 
 # Saturated base colours far from the muted backgrounds, and from each other.
 SHAPES = {
@@ -195,6 +195,9 @@ def make_synthetic_dataset(out_dir: str | os.PathLike, images: int = 64, val_ima
         classes=classes,
     )
     check_new_folder(root, "OUT_DIR", force)
+    # Noisy backgrounds barely compress: a PNG is about its raw RGB size.
+    check_disk_space(root, (images + val_images) * size * size * 3, "OUT_DIR",
+                     f"{images + val_images} images of {size}x{size}")
     with owned_folder(root, "dataset folder"):
         for folder, labels, count, split in ((result.train_images, result.train_annotations, images, 0),
                                              (result.val_images, result.val_annotations, val_images, 1)):

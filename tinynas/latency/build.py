@@ -15,6 +15,7 @@ from typing import Sequence
 from tqdm import tqdm
 
 from ..errors import UserError
+from ..memory import check_fits
 from ..space import SearchSpace
 from . import profile
 from .grid import grid_ops, merge_groups, space_groups
@@ -24,6 +25,16 @@ from .table import (LatencyTable, append_row, base_meta, check_sha256, format_ro
 # Settings that must agree between a partial table and the build resuming it.
 RESUME_KEYS = ("device", "dtype", "batch", "threads", "clock", "allocator", "warmup", "runs", "act",
                "calibrated")
+
+
+def _check_largest_op_fits(ops, batch: int, dtype: str, device) -> None:
+    """Refuse a batch (or grid) whose biggest op cannot be allocated here, before timing anything:
+    one op holds its input, its output (twice with a residual) and its weights at once."""
+    width = 2 if dtype in ("fp16", "bf16") else 4
+    needed = max((batch * (op.in_channels * op.height * op.width
+                           + (1 + op.fused_residual) * op.out_channels * op.out_height * op.out_width)
+                  + op.out_channels * op.in_channels // op.groups * op.kernel ** 2) * width for op in ops)
+    check_fits(needed, "--batch", "", f"the largest op at batch {batch}", "lower --batch", device)
 
 
 def build_table(spaces: Sequence[SearchSpace], out: str | os.PathLike, device: str = "cpu",
@@ -54,6 +65,7 @@ def build_table(spaces: Sequence[SearchSpace], out: str | os.PathLike, device: s
         setup = profile.setup_device(device, dtype, threads, clock, calibrate, nominal)
         groups = merge_groups(*(space_groups(s, resolution, channel_step) for s in spaces))
         ops = grid_ops(groups)
+        _check_largest_op_fits(ops, batch, dtype, device)
 
         record = setup.record()
         settings = {"device": record["device"], "dtype": dtype, "batch": batch, "threads": setup.threads,

@@ -27,7 +27,7 @@ from ..arch import Arch
 from ..archio import parse_arch
 from ..atomic import atomic_write_text
 from ..errors import UserError
-from ..runfolder import check_new_folder, lock_folder
+from ..runfolder import check_new_folder, owned_folder
 from ..space import SearchSpace
 from . import profile
 from .predict import LatencyPredictor
@@ -219,11 +219,8 @@ def output_folder(out_dir: str | os.PathLike | None, force: bool) -> Iterator[Pa
     out_dir = Path(out_dir)
     if not is_validation_folder(out_dir):
         check_new_folder(out_dir, "--out", force)
-    lock = lock_folder(out_dir, "validation folder")
-    try:
+    with owned_folder(out_dir, "validation folder"):
         yield out_dir
-    finally:
-        lock.release()
 
 
 def is_validation_folder(folder: Path) -> bool:
