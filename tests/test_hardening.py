@@ -327,3 +327,16 @@ def test_a_refused_validation_leaves_no_folder(tmp_path, capsys):
                  "--out", str(out)])
     one_line_error(capsys, code, "outside the table's grid")
     assert not out.exists()
+
+
+def test_a_training_run_folder_in_use_is_refused_before_any_work(tmp_path, capsys):
+    run = tmp_path / "run"
+    doc = {"name": "r", "model": "damoyolo-t", "out": str(run), "data": {k: str(tmp_path / "missing") for k in (
+        "train_images", "train_annotations", "val_images", "val_annotations")}}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(doc))
+    with lock_folder(run):
+        one_line_error(capsys, main(["train", str(tmp_path / "r.yaml"), "--quiet"]), str(run), "in use by pid")
+    assert tree(run) == []
+    # Free again: the same command now gets as far as the data (which is missing here).
+    one_line_error(capsys, main(["train", str(tmp_path / "r.yaml"), "--quiet"]), "missing")
+    assert tree(run) == []
