@@ -100,7 +100,7 @@ def record(fmt: str, message: str | None, count: bool = True) -> None:
     """Count one input of ``fmt`` (unless a second reader saw it); keep the error it got, if any."""
     INPUTS[fmt] += int(count)
     if message:
-        MESSAGES.setdefault(fmt, set()).add(re.sub(r"\d+(\.\d+)?(e[-+]?\d+)?", "N", message))
+        MESSAGES.setdefault(fmt, set()).add(re.sub(r"tinynas-fuzz-\w+|\d+(\.\d+)?(e[-+]?\d+)?", "N", message))
 
 
 def summary() -> str | None:

@@ -89,7 +89,7 @@ def cli(fmt: str, sandbox: Sandbox, argv: list[str], codes=(0, 2), count: bool =
     if code == 2:
         lines = [line for line in text.splitlines() if line.startswith("tinynas: error:")]
         assert len(lines) == 1, text
-        message = lines[0]
+        message = lines[0].replace(str(sandbox.root), "SANDBOX")
     record(fmt, message, count)
     assert sandbox.outside() == []
     return code
@@ -105,6 +105,7 @@ def library(fmt: str, sandbox: Sandbox, call, count: bool = True) -> None:
     except UserError as err:
         message = str(err)
         assert "\n" not in message
+        message = message.replace(str(sandbox.root), "SANDBOX")
     finally:
         os.chdir(here)
     record(fmt, message, count)
