@@ -32,7 +32,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import platform
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 import numpy as np
@@ -43,12 +43,17 @@ from ..arch import Arch
 from ..errors import UserError
 from ..nn import Backbone, fuse_model, get_activation
 from ..ops import DEPTHWISE, ConvOp
+from . import onnx_graphs, runtimes
 from .calibrate import SpeedReference, thread_or_wall_clock
 from .netops import AVGPOOL
+from .runtimes import Runtime
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DEFAULT_WARMUP = 3
 DEFAULT_RUNS = 10
+# The per-call floor is tens of microseconds: many runs give a stable median.
+FLOOR_WARMUP, FLOOR_RUNS = 50, 500
+MIN_OP_MS = 1e-4  # an op never costs nothing, even when its time is within the floor's noise
 
 
 @dataclass(frozen=True)
@@ -70,15 +75,23 @@ class DeviceSetup:
     allocator: str = "default"
     # CPU only: runs converted to the machine's nominal speed (see calibrate.py).
     reference: SpeedReference | None = field(default=None, compare=False)
+    # A deployment runtime timing ONNX graphs (None: eager PyTorch), and its per-call floor.
+    runtime: Runtime | None = field(default=None, compare=False)
+    dispatch_floor_ms: float = 0.0
 
     def record(self) -> dict:
-        return {"device": self.device.type if self.device.type == "cpu" else str(self.device),
-                "device_name": device_name(self.device), "dtype": self.dtype_name,
-                "threads": self.threads, "torch_version": torch.__version__,
-                "python_version": platform.python_version(),
-                "cudnn_benchmark": self.device.type == "cuda", "clock": self.clock,
-                "allocator": self.allocator,
-                "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        record = {"device": self.device.type if self.device.type == "cpu" else str(self.device),
+                  "device_name": device_name(self.device), "dtype": self.dtype_name,
+                  "threads": self.threads, "torch_version": torch.__version__,
+                  "python_version": platform.python_version(),
+                  "cudnn_benchmark": self.device.type == "cuda" and self.runtime is None, "clock": self.clock,
+                  "allocator": self.allocator,
+                  "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        if self.runtime is not None:
+            record.update(self.runtime.record(), dispatch_floor_ms=round(self.dispatch_floor_ms, 6))
+        else:
+            record["runtime"] = "torch"
+        return record
 
 
 def device_name(device: torch.device) -> str:
@@ -117,23 +130,27 @@ def keep_heap_memory() -> str:
 
 def setup_device(device: str = "cpu", dtype: str = "fp32", threads: int | None = 1,
                  clock: str = "auto", calibrate: bool = False,
-                 nominal_ms: float | None = None) -> DeviceSetup:
+                 nominal_ms: float | None = None, runtime: str = "torch") -> DeviceSetup:
     """Resolve and configure a device; ``threads`` is fixed for CPU timing (and recorded).
 
     ``clock="auto"``: CUDA events on CUDA, thread CPU time on one CPU thread, else wall time.
     ``calibrate`` (CPU only) times a reference conv around the measured runs and reports them
     at nominal speed; ``nominal_ms`` is the reference's nominal time (None: measure it now).
+    ``runtime``: ``torch`` (eager), or a deployment runtime of ``runtimes.py`` that times ONNX
+    graphs; its per-call floor is measured here.
     """
     if clock not in CLOCKS:
         raise UserError("--clock", "", f"unknown clock {clock!r} (known: {', '.join(CLOCKS)})")
-    if dtype not in DTYPES:
+    engine = runtimes.load_runtime(runtime, device, dtype, threads or torch.get_num_threads())
+    if engine is None and dtype not in DTYPES:
         raise UserError("--dtype", "", f"unknown dtype {dtype!r} (known: {', '.join(DTYPES)})")
+    torch_dtype = DTYPES.get(dtype, torch.float16)  # int8 TensorRT: the speed reference stays in fp16
     try:
         dev = torch.device(device)
     except RuntimeError:
         raise UserError("--device", "", f"unknown device {device!r} (use cpu or cuda[:i])") from None
     if dev.type == "cuda":
-        if not torch.cuda.is_available():
+        if not torch.cuda.is_available() and engine is None:
             raise UserError("--device", "", f"{device!r} asked for but CUDA is not available")
         torch.backends.cudnn.benchmark = True
     elif dev.type != "cpu":
@@ -145,7 +162,8 @@ def setup_device(device: str = "cpu", dtype: str = "fp32", threads: int | None =
         torch.set_num_threads(threads)
     n = torch.get_num_threads()
     if dev.type == "cuda":
-        resolved = "cuda-events"
+        # A runtime's GPU run synchronises its outputs before returning: a host clock times it.
+        resolved = "cuda-events" if engine is None else "wall"
     elif clock == "thread-cpu" and n != 1:
         raise UserError("--clock", "", "thread-cpu timing needs --threads 1 (other threads' work is not counted)")
     else:
@@ -154,10 +172,15 @@ def setup_device(device: str = "cpu", dtype: str = "fp32", threads: int | None =
     if calibrate:
         if dev.type != "cpu":
             raise UserError("--calibrate", "", "speed calibration is for CPU timing; CUDA events are stable")
-        reference = SpeedReference(dev, DTYPES[dtype], thread_or_wall_clock(resolved), nominal_ms)
+        reference = SpeedReference(dev, torch_dtype, thread_or_wall_clock(resolved), nominal_ms)
         if nominal_ms is None:
             reference.fix_nominal()
-    return DeviceSetup(dev, DTYPES[dtype], dtype, n, resolved, allocator, reference)
+    setup = DeviceSetup(dev, torch_dtype, dtype, n, resolved, allocator, reference, engine)
+    if engine is None:
+        return setup
+    graph, inputs = onnx_graphs.floor_graph()
+    floor = time_runs(engine.compile(graph, inputs), setup, warmup=FLOOR_WARMUP, runs=FLOOR_RUNS).median_ms
+    return replace(setup, dispatch_floor_ms=floor)
 
 
 def time_runs(fn, setup: DeviceSetup, warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS) -> Timing:
@@ -217,6 +240,11 @@ class DeployedConv(nn.Module):
 def measure_op(op: ConvOp, setup: DeviceSetup, batch: int = 1, warmup: int = DEFAULT_WARMUP,
                runs: int = DEFAULT_RUNS, act: str | None = None, seed: int = 0) -> Timing:
     """Time one op on ``batch`` inputs of its shape."""
+    if setup.runtime is not None:
+        graph, inputs = onnx_graphs.op_graph(op, batch, act, seed)
+        timing = time_runs(setup.runtime.compile(graph, inputs), setup, warmup, runs)
+        # A network pays the per-call floor once, not once per op (see runtimes.py).
+        return replace(timing, median_ms=max(timing.median_ms - setup.dispatch_floor_ms, MIN_OP_MS))
     gen = torch.Generator().manual_seed(seed)
     if op.kind == AVGPOOL:  # the shortcut pooling of a stride-2 residual unit (see netops)
         module = nn.AvgPool2d(op.kernel, op.stride, ceil_mode=True)
@@ -246,6 +274,9 @@ def measure_network(arch: Arch, resolution: int, setup: DeviceSetup, batch: int 
 def sample_network(arch: Arch, resolution: int, setup: DeviceSetup, batch: int = 1,
                    warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS, seed: int = 0) -> list[float]:
     """The timed runs of ``measure_network``, unsummarised (validate pools several rounds)."""
+    if setup.runtime is not None:
+        graph, inputs = onnx_graphs.network_graph(arch, resolution, batch, seed)
+        return sample_runs(setup.runtime.compile(graph, inputs), setup, warmup, runs)
     gen = torch.Generator().manual_seed(seed)
     model = deployed_backbone(arch).to(setup.device, setup.dtype)
     x = torch.randn(batch, arch.in_channels, resolution, resolution, generator=gen)

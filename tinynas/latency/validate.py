@@ -125,14 +125,16 @@ def validate_table(table_path: str | os.PathLike, space: SearchSpace, n: int = 5
                    resolution: int | None = None, fit: str = "affine",
                    warmup: int = profile.DEFAULT_WARMUP, runs: int = profile.DEFAULT_RUNS,
                    out_dir: str | os.PathLike | None = None, update: bool = True,
-                   progress: bool = True, rounds: int = 3, force: bool = False) -> Validation:
+                   progress: bool = True, rounds: int = 3, force: bool = False,
+                   runtime: str | None = None) -> Validation:
     """Measure ``n`` random architectures of ``space`` on the table's device and compare.
 
     With ``out_dir``, measurements are appended to ``out_dir/measurements.csv`` as they are
     taken (a rerun resumes), and a report (JSON, plus a plot when matplotlib is installed)
     is written there; a folder holding anything else needs ``force``. With ``update``, the
     fitted scale and overhead and the figures are stored in the table's sidecar for the
-    predictor to use.
+    predictor to use. ``runtime`` times the networks in another runtime than the table's (how
+    well do eager-PyTorch ops predict ONNX Runtime?); the sidecar is then left as it is.
     """
     if fit not in FITS:
         raise UserError("--fit", "", f"unknown fit {fit!r} (known: {', '.join(FITS)})")
@@ -143,9 +145,13 @@ def validate_table(table_path: str | os.PathLike, space: SearchSpace, n: int = 5
         clock = meta.get("clock", "wall")
         # A calibrated table's networks are put on its nominal speed with the same reference.
         calibration = meta.get("calibration") or {}
+        table_runtime = meta.get("runtime", "torch")
+        runtime = runtime or table_runtime
+        update = update and runtime == table_runtime  # a fit belongs to the runtime the table was timed in
         setup = profile.setup_device(meta["device"], meta["dtype"], meta.get("threads"),
                                      "auto" if clock == "cuda-events" else clock,
-                                     calibrate=bool(calibration), nominal_ms=calibration.get("nominal_ms"))
+                                     calibrate=bool(calibration), nominal_ms=calibration.get("nominal_ms"),
+                                     runtime=runtime)
         resolution = resolution or space.resolution
         raw_predictor = LatencyPredictor(load_table(table_path))
         raw_predictor.table.meta.update(scale=1.0, overhead_ms=0.0)
@@ -198,6 +204,7 @@ def validate_table(table_path: str | os.PathLike, space: SearchSpace, n: int = 5
             "median_relative_spread_pct": float(np.median(np.array(spread) / measured) * 100),
             "measured_ms_range": [float(measured.min()), float(measured.max())],
             "device_name": meta.get("device_name"), "threads": setup.threads, "clock": setup.clock,
+            "runtime": runtime, "table_runtime": table_runtime,
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         if out_dir is not None:

@@ -1,0 +1,109 @@
+"""Deployment runtimes: the ONNX graphs they time are the deployed ops, and their setup is checked."""
+
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from tinynas.arch import arch_from_dicts
+from tinynas.errors import UserError
+from tinynas.latency import onnx_graphs, profile
+from tinynas.latency.runtimes import load_runtime
+from tinynas.ops import ConvOp
+
+ort = pytest.importorskip("onnxruntime")
+
+TINY = arch_from_dicts([
+    {"class": "ConvKXBNRELU", "in": 3, "out": 8, "s": 2, "k": 3},
+    {"class": "SuperResK1KX", "in": 8, "out": 16, "s": 2, "k": 3, "L": 2, "btn": 8},
+    {"class": "SuperResKXKX", "in": 16, "out": 24, "s": 2, "k": 3, "L": 1, "btn": 16},
+], "tiny")
+
+
+def run_ort(model: bytes, inputs: dict) -> np.ndarray:
+    return ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, inputs)[0]
+
+
+def weights(model: bytes) -> dict:
+    return {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in onnx.load_from_string(model).graph.initializer}
+
+
+@pytest.mark.parametrize("op", [
+    ConvOp("regular", 8, 16, 3, 1, 20, 20),
+    ConvOp("regular", 8, 16, 3, 2, 21, 21),
+    ConvOp("regular", 16, 16, 1, 1, 10, 10, True),
+    ConvOp("regular", 8, 12, 5, 2, 16, 16, False, 2),
+    ConvOp("depthwise", 16, 16, 3, 1, 12, 12, False, 16),
+    ConvOp("depthwise", 16, 16, 5, 2, 12, 12, True, 16),
+])
+@pytest.mark.parametrize("act", ["relu", "silu"])
+def test_an_op_graph_computes_the_deployed_op(op, act):
+    model, inputs = onnx_graphs.op_graph(op, batch=2, act=act, seed=3)
+    w = weights(model)
+    groups = op.in_channels if op.kind == "depthwise" else op.groups
+    y = torch.nn.functional.conv2d(torch.from_numpy(inputs["x"]), w["w"], w["b"], op.stride, op.kernel // 2,
+                                   groups=groups)
+    if op.fused_residual:
+        y = y + torch.from_numpy(inputs["r"])
+    y = torch.relu(y) if act == "relu" else torch.nn.functional.silu(y)
+    got = run_ort(model, inputs)
+    assert got.shape == (2, op.out_channels, op.out_height, op.out_width)
+    np.testing.assert_allclose(got, y.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_the_shortcut_pool_keeps_the_deployed_shape():
+    op = ConvOp("avgpool", 8, 8, 2, 2, 21, 21, False, 8)
+    model, inputs = onnx_graphs.op_graph(op, batch=1)
+    want = torch.nn.AvgPool2d(2, 2, ceil_mode=True)(torch.from_numpy(inputs["x"]))
+    got = run_ort(model, inputs)
+    assert got.shape == tuple(want.shape) == (1, 8, op.out_height, op.out_width)
+    np.testing.assert_allclose(got[..., :-1, :-1], want.numpy()[..., :-1, :-1], rtol=1e-5, atol=1e-6)
+
+
+def test_a_network_graph_is_the_fused_backbone():
+    model, inputs = onnx_graphs.network_graph(TINY, resolution=64, batch=1, seed=5)
+    reference = onnx_graphs.seeded_backbone(TINY, seed=5)
+    with torch.no_grad():
+        want = reference(torch.from_numpy(inputs["x"]))[-1]
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    got = session.run(None, inputs)[-1]
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_a_runtime_times_ops_above_its_dispatch_floor(runtime):
+    if runtime == "openvino":
+        pytest.importorskip("openvino")
+    setup = profile.setup_device("cpu", "fp32", 1, runtime=runtime)
+    record = setup.record()
+    assert record["runtime"] == runtime and record["runtime_version"] and record["provider"]
+    assert 0 < setup.dispatch_floor_ms < 1.0
+    small = profile.measure_op(ConvOp("regular", 8, 8, 3, 1, 8, 8), setup, runs=20)
+    big = profile.measure_op(ConvOp("regular", 64, 64, 3, 1, 40, 40), setup, runs=5)
+    assert 0 < small.median_ms < big.median_ms
+    runs = profile.sample_network(TINY, 64, setup, runs=4)
+    assert len(runs) == 4 and min(runs) > 0
+
+
+def test_torch_tables_record_their_runtime_and_time_as_before():
+    setup = profile.setup_device("cpu", "fp32", 1)
+    assert setup.runtime is None and setup.dispatch_floor_ms == 0.0
+    assert setup.record()["runtime"] == "torch" and "dispatch_floor_ms" not in setup.record()
+
+
+def test_runtime_setup_errors_are_one_line(monkeypatch):
+    with pytest.raises(UserError, match="TensorRT runs on an NVIDIA GPU"):
+        load_runtime("tensorrt", "cpu", "fp16", 1)
+    with pytest.raises(UserError, match="measured in fp32"):
+        load_runtime("onnxruntime", "cpu", "fp16", 1)
+    with pytest.raises(UserError, match="unknown runtime"):
+        load_runtime("tflite", "cpu", "fp32", 1)
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    with pytest.raises(UserError, match=r'openvino is not installed: pip install -e "\.\[openvino\]"'):
+        load_runtime("openvino", "cpu", "fp32", 1)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(UserError, match=r'pip install -e "\.\[export\]"'):
+        load_runtime("onnxruntime", "cpu", "fp32", 1)

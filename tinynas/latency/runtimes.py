@@ -1,0 +1,158 @@
+"""Deployment runtimes that time ONNX graphs: ONNX Runtime, OpenVINO and TensorRT.
+
+A table timed in eager PyTorch measures PyTorch's kernels and dispatch; a model shipped in
+ONNX Runtime or OpenVINO runs other kernels, fuses conv + add + activation, and pays another
+per-call cost. A runtime here compiles a static-shape ONNX graph with the settings a
+deployment uses and returns a callable that runs it once on inputs bound in advance:
+
+- ``onnxruntime``: every graph optimisation on, sequential execution, a fixed intra-op
+  thread count, inputs and outputs bound once (``io_binding``) so a run copies nothing.
+- ``openvino``: the ``LATENCY`` performance hint and a fixed inference thread count.
+- ``tensorrt``: ONNX Runtime's TensorRT provider at fp16 or int8, with an engine and timing
+  cache kept on disk so a resumed build does not rebuild every engine.
+
+With one thread, ONNX Runtime and OpenVINO run a graph inline in the calling thread, so the
+thread's CPU clock still times it (see ``profile.py``).
+
+The per-call floor: running any graph costs a fixed dispatch (binding checks, the Python
+call, kernel launch bookkeeping) that a network pays once, not once per op. ``dispatch_floor_ms``
+measures it on a graph that does almost nothing (an ``Identity`` on one number); each op's
+time is stored with the floor taken off, and the floor goes in the sidecar. A network's single
+floor is part of the overhead that ``tinynas latency validate`` fits.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import UserError
+
+RUNTIMES = ("torch", "onnxruntime", "openvino", "tensorrt")
+# The pip extra that brings each runtime (tensorrt comes with the GPU build of onnxruntime).
+EXTRAS = {"onnxruntime": "export", "openvino": "openvino", "tensorrt": "export"}
+Runner = Callable[[], None]
+
+
+@dataclass
+class Runtime:
+    """A compiled-graph runtime for one device, precision and thread count."""
+
+    name: str
+    version: str
+    provider: str
+    precision: str
+    threads: int
+    _compile: Callable = field(repr=False, default=None)
+
+    def compile(self, model: bytes, inputs: dict[str, np.ndarray]) -> Runner:
+        """A callable that runs ``model`` once on ``inputs`` (bound now, not copied per run)."""
+        return self._compile(model, inputs)
+
+    def record(self) -> dict:
+        return {"runtime": self.name, "runtime_version": self.version, "provider": self.provider,
+                "precision": self.precision}
+
+
+def load_runtime(name: str, device: str, dtype: str, threads: int, cache_dir: str | os.PathLike | None = None
+                 ) -> Runtime | None:
+    """The runtime ``name`` (``None`` for torch), or a one-line error naming the extra to install."""
+    if name not in RUNTIMES:
+        raise UserError("--runtime", "", f"unknown runtime {name!r} (known: {', '.join(RUNTIMES)})")
+    if name == "torch":
+        return None
+    cuda = str(device).startswith("cuda")
+    if name == "tensorrt":
+        if not cuda:
+            raise UserError("--runtime", "tensorrt", "TensorRT runs on an NVIDIA GPU: give --device cuda[:i]")
+        if dtype not in ("fp16", "int8"):
+            raise UserError("--dtype", "", f"TensorRT tables are fp16 or int8, got {dtype!r}")
+    elif dtype != "fp32":
+        raise UserError("--dtype", "", f"{name} tables are measured in fp32 here, got {dtype!r}")
+    if name == "openvino":
+        return _openvino(device, threads)
+    return _onnxruntime(name, device, dtype, threads, cache_dir)
+
+
+def _missing(name: str) -> UserError:
+    return UserError("--runtime", name, f"{name} is not installed: pip install -e \".[{EXTRAS[name]}]\"")
+
+
+def _onnxruntime(name: str, device: str, dtype: str, threads: int, cache_dir) -> Runtime:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise _missing(name) from None
+    if name == "tensorrt":
+        cache = Path(cache_dir or tempfile.gettempdir()) / "tinynas-trt-cache"
+        cache.mkdir(parents=True, exist_ok=True)
+        index = str(device).partition(":")[2] or "0"
+        providers = [("TensorrtExecutionProvider", {
+            "device_id": index, "trt_fp16_enable": True, "trt_int8_enable": dtype == "int8",
+            "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
+            "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache)})]
+    elif str(device).startswith("cuda"):
+        providers = [("CUDAExecutionProvider", {"device_id": str(device).partition(":")[2] or "0"})]
+    else:
+        providers = ["CPUExecutionProvider"]
+    wanted = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
+    if wanted not in ort.get_available_providers():
+        raise UserError("--runtime", name, f"this onnxruntime build has no {wanted} "
+                                           f"(available: {', '.join(ort.get_available_providers())})")
+    on_gpu = wanted != "CPUExecutionProvider"
+
+    def compile_graph(model: bytes, inputs: dict[str, np.ndarray]) -> Runner:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        session = ort.InferenceSession(model, options, providers=providers)
+        binding = session.io_binding()
+        where = "cuda" if on_gpu else "cpu"
+        index = int(str(device).partition(":")[2] or 0) if on_gpu else 0
+        for name_, array in inputs.items():
+            binding.bind_ortvalue_input(name_, ort.OrtValue.ortvalue_from_numpy(array, where, index))
+        for output in session.get_outputs():
+            binding.bind_output(output.name, where, index)
+
+        def run() -> None:
+            session.run_with_iobinding(binding)
+            if on_gpu:
+                binding.synchronize_outputs()
+        return run
+
+    return Runtime(name, ort.__version__, wanted, dtype, threads, compile_graph)
+
+
+def _openvino(device: str, threads: int) -> Runtime:
+    try:
+        import openvino as ov
+    except ImportError:
+        raise _missing("openvino") from None
+    target = "GPU" if str(device).startswith("cuda") else "CPU"
+    core = ov.Core()
+    if target not in core.available_devices:
+        raise UserError("--device", "", f"OpenVINO sees no {target} here (available: {', '.join(core.available_devices)})")
+    config = {"PERFORMANCE_HINT": "LATENCY"}
+    if target == "CPU":
+        config["INFERENCE_NUM_THREADS"] = threads
+
+    def compile_graph(model: bytes, inputs: dict[str, np.ndarray]) -> Runner:
+        # OpenVINO reads ONNX from a file; the compiled model keeps what it needs in memory.
+        with tempfile.TemporaryDirectory(prefix="tinynas-ov-") as folder:
+            path = Path(folder) / "graph.onnx"
+            path.write_bytes(model)
+            compiled = core.compile_model(str(path), target, config)
+        request = compiled.create_infer_request()
+        for name_, array in inputs.items():
+            request.set_tensor(name_, ov.Tensor(np.ascontiguousarray(array)))
+        return request.infer
+
+    return Runtime("openvino", ov.__version__, target, "fp32", threads, compile_graph)
