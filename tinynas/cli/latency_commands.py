@@ -1,4 +1,4 @@
-"""``tinynas latency build|predict|validate|import-tinynas|rehash``: per-chip latency tables."""
+"""``tinynas latency build|merge|predict|validate|import-tinynas|rehash``: per-chip latency tables."""
 
 from __future__ import annotations
 
@@ -24,6 +24,15 @@ Measurement is serial by design: running two builds (or anything heavy) at once 
 device falsifies both, so keep the machine quiet while it runs. A second build of the same
 table while one runs is refused at once, naming the running one."""
 
+MERGE_HELP = """\
+Join the shards of one grid into one table. Build them on several identical boards at once
+(`tinynas latency build ... --shard I/N --out shard-I.csv` on board I, same spaces and
+settings everywhere), bring the shard files to one machine and merge them. The merge checks
+that the shards cover the grid exactly once and were measured the same way (device, dtype,
+batch, threads, clock, allocator, warm-up, runs, torch version, ...); anything else is
+refused, naming the shard and the field. Calibrated (CPU) shards are rescaled to the
+median of their nominal reference times."""
+
 REHASH_HELP = """\
 Every table records the sha256 of its CSV in its sidecar, and a table whose CSV no longer
 matches is refused on load as modified or damaged. After editing a table's CSV on purpose
@@ -32,7 +41,8 @@ records the CSV's new sha256 and row count, so the table loads again."""
 
 
 def register(sub) -> None:
-    p = sub.add_parser("latency", help="per-chip latency tables: build, predict, validate, import-tinynas, rehash")
+    p = sub.add_parser("latency", help="per-chip latency tables: build, merge, predict, validate, import-tinynas, "
+                                       "rehash")
     lsub = p.add_subparsers(dest="latency_command", metavar="ACTION")
     lsub.required = True
 
@@ -61,9 +71,25 @@ def register(sub) -> None:
     b.add_argument("--runs", type=positive_int, default=10, help="timed runs per op (default %(default)s)")
     b.add_argument("--max-ops", type=positive_int, default=None,
                    help="stop after this many new ops (the table stays resumable)")
+    b.add_argument("--shard", metavar="I/N", default=None,
+                   help="measure only shard I of N of the grid (1 <= I <= N), split by estimated time; "
+                        "build the N shards on identical boards and join them with `latency merge`")
     b.add_argument("--dry-run", action="store_true", help="print the grid's size and exit")
     b.add_argument("--note", default="", help="free text stored in the sidecar (e.g. how the machine was loaded)")
     b.set_defaults(func=run_build)
+
+    m = lsub.add_parser("merge", help="join shards built on identical boards into one table",
+                        description=MERGE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    m.add_argument("shards", metavar="SHARD", nargs="+", help="shard tables (CSV; sidecars beside them)")
+    m.add_argument("--out", required=True, help="table to write (CSV + .json sidecar)")
+    m.add_argument("--force", action="store_true", help="replace --out if it exists")
+    m.add_argument("--allow-partial", action="store_true",
+                   help="merge even if shards are missing or unfinished: the table is marked incomplete, "
+                        "what is missing recorded; `latency build` with the same spaces and --out measures it")
+    m.add_argument("--max-nominal-ratio", type=float, default=1.25,
+                   help="calibrated shards whose nominal reference times differ more than this are "
+                        "refused as not identical boards (default %(default)s)")
+    m.set_defaults(func=run_merge)
 
     pr = lsub.add_parser("predict", help="predicted latency of an architecture, per block and in total")
     pr.add_argument("arch", metavar="ARCH", help="architecture file or shipped name (e.g. damoyolo-t)")
@@ -120,15 +146,39 @@ def run_build(args) -> int:
 
     spaces = [load_space(resolve_space_path(s)) for s in args.space]
     if args.dry_run:
+        from ..latency.fleet import op_cost, parse_shard, split_ops
         from ..latency.grid import grid_ops, merge_groups, space_groups
         groups = merge_groups(*(space_groups(s, args.resolution, args.channel_step) for s in spaces))
-        print(f"{len(grid_ops(groups))} ops in {len(groups)} groups")
+        ops = grid_ops(groups)
+        line = f"{len(ops)} ops in {len(groups)} groups"
+        if args.shard:
+            index, count = parse_shard(args.shard)
+            part = split_ops(ops, count)[index - 1]
+            share = sum(map(op_cost, part)) / sum(map(op_cost, ops))
+            line += f"; shard {index}/{count}: {len(part)} ops, {share:.1%} of the estimated time"
+        print(line)
         return 0
     t = build_table(spaces, args.out, device=args.device, dtype=args.dtype, batch=args.batch,
                     resolution=args.resolution, threads=args.threads, channel_step=args.channel_step,
                     warmup=args.warmup, runs=args.runs, max_ops=args.max_ops, note=args.note,
-                    clock=args.clock, calibrate=args.calibrate)
-    print(f"{args.out}: {len(t)} ops, {t.meta['status']}")
+                    clock=args.clock, calibrate=args.calibrate, shard=args.shard)
+    shard = t.meta.get("shard")
+    part = f" (shard {shard['index']}/{shard['count']} of a {shard['grid_ops']}-op grid)" if shard else ""
+    print(f"{args.out}: {len(t)} ops{part}, {t.meta['status']}")
+    return 0
+
+
+def run_merge(args) -> int:
+    from ..latency import merge_shards
+
+    t = merge_shards(args.shards, args.out, allow_partial=args.allow_partial, force=args.force,
+                     max_nominal_ratio=args.max_nominal_ratio)
+    merged = t.meta["merged"]
+    line = f"{args.out}: {len(t)} ops from {len(merged['shards'])} of {merged['count']} shards, {t.meta['status']}"
+    if t.meta["status"] != "complete":
+        line += (f" ({merged['missing_ops']} ops missing; `tinynas latency build` with the same spaces, "
+                 f"settings and --out {args.out} measures them)")
+    print(line)
     return 0
 
 

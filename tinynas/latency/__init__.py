@@ -2,7 +2,9 @@
 
     grid.py            every ConvOp a search space can produce
     profile.py         timing ops and whole networks on a device, as deployed
-    build.py           grid + profile -> table, resumable
+    build.py           grid + profile -> table, resumable; one shard of the grid per board
+    fleet.py           splitting a grid into shards of equal measuring time; running them on Ray
+    merge.py           shards measured on identical boards -> one table, checked to cover the grid once
     table.py           CSV rows + JSON sidecar: load, check, save, rehash
     interpolate.py     latency of unmeasured ops from measured neighbours
     predict.py         LatencyPredictor: Arch -> ms per image, cached for the search loop
@@ -11,7 +13,9 @@
 """
 
 from .build import build_table
+from .fleet import run_shards_with_ray, split_ops
 from .grid import covered, space_grid, space_groups
+from .merge import merge_shards
 from .predict import LatencyPredictor, load_predictor
 from .table import LatencyTable, load_table, rehash_table, resolve_table_path, save_table
 from .tinynas_import import export_tinynas, import_tinynas, parse_tinynas
@@ -19,6 +23,7 @@ from .validate import Validation, random_archs, validate_table
 
 __all__ = [
     "LatencyPredictor", "LatencyTable", "Validation", "build_table", "covered", "export_tinynas",
-    "import_tinynas", "load_predictor", "load_table", "parse_tinynas", "random_archs", "rehash_table",
-    "resolve_table_path", "save_table", "space_grid", "space_groups", "validate_table",
+    "import_tinynas", "load_predictor", "load_table", "merge_shards", "parse_tinynas", "random_archs",
+    "rehash_table", "resolve_table_path", "run_shards_with_ray", "save_table", "space_grid", "space_groups",
+    "split_ops", "validate_table",
 ]

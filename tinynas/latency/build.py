@@ -3,7 +3,8 @@
 Rows are appended one at a time (one write, fsynced) as they are measured, so a killed build
 loses at most the op it was timing; running the same build again skips what is there.
 Measurement settings that change the numbers (device, dtype, batch, threads, warm-up, runs)
-must match the partial table's, or the resume is refused.
+must match the partial table's, or the resume is refused. ``shard=(i, n)`` measures only
+shard ``i`` of ``n`` of the grid (see ``fleet.py``), a table of its own that ``merge`` joins.
 """
 
 from __future__ import annotations
@@ -18,13 +19,16 @@ from ..errors import UserError
 from ..memory import check_fits
 from ..space import SearchSpace
 from . import profile
+from .fleet import parse_shard, shard_record
 from .grid import grid_ops, merge_groups, space_groups
 from .table import (LatencyTable, append_row, base_meta, check_sha256, format_row, load_table,
                     read_csv_bytes, read_meta, seal_meta, sidecar_path, start_rows_file, table_lock, write_meta)
 
-# Settings that must agree between a partial table and the build resuming it.
+# Settings that must agree between a partial table and the build resuming it. A shard's part
+# of the grid is one of its settings: resumed as another shard, or with another grid, its
+# rows would no longer be the part it says it holds.
 RESUME_KEYS = ("device", "dtype", "batch", "threads", "clock", "allocator", "warmup", "runs", "act",
-               "calibrated")
+               "calibrated", "shard")
 
 
 def _check_largest_op_fits(ops, batch: int, dtype: str, device) -> None:
@@ -42,18 +46,21 @@ def build_table(spaces: Sequence[SearchSpace], out: str | os.PathLike, device: s
                 threads: int | None = 1, channel_step: int | None = None,
                 warmup: int = profile.DEFAULT_WARMUP, runs: int = profile.DEFAULT_RUNS,
                 max_ops: int | None = None, progress: bool = True, note: str = "",
-                clock: str = "auto", calibrate: bool | None = None) -> LatencyTable:
+                clock: str = "auto", calibrate: bool | None = None,
+                shard: str | tuple[int, int] | None = None) -> LatencyTable:
     """Measure the grid of ``spaces`` into ``out`` (CSV + JSON sidecar); resume if present.
 
     ``channel_step`` thins the channel grid (see ``grid.coarsen``); ``max_ops`` stops after
     measuring that many new ops, leaving a resumable partial table. ``calibrate`` (default:
     on for CPU) reports every op at the machine's nominal speed (see ``calibrate.py``); a
-    resumed build keeps the nominal speed the table started with.
+    resumed build keeps the nominal speed the table started with. ``shard`` (``"2/4"`` or
+    ``(2, 4)``) measures that part of the grid only (``fleet.split_ops``).
     """
     if not spaces:
         raise UserError("--space", "", "give at least one search space")
     if batch <= 0:
         raise UserError("--batch", "", f"must be positive, got {batch}")
+    shard = parse_shard(shard) if shard is not None else None
     out = Path(out)
     # Two builds appending to one table would both write every op, and a table with duplicate
     # rows is refused on load from then on: the second build fails at once instead.
@@ -65,15 +72,18 @@ def build_table(spaces: Sequence[SearchSpace], out: str | os.PathLike, device: s
         setup = profile.setup_device(device, dtype, threads, clock, calibrate, nominal)
         groups = merge_groups(*(space_groups(s, resolution, channel_step) for s in spaces))
         ops = grid_ops(groups)
+        grid_resolution = resolution or sorted({s.resolution for s in spaces})
+        shard_entry = None
+        if shard is not None:
+            shard_entry, ops = shard_record(ops, *shard, [s.name for s in spaces], grid_resolution, channel_step)
         _check_largest_op_fits(ops, batch, dtype, device)
 
         record = setup.record()
         settings = {"device": record["device"], "dtype": dtype, "batch": batch, "threads": setup.threads,
                     "clock": setup.clock, "allocator": setup.allocator, "warmup": warmup, "runs": runs,
-                    "act": "relu", "calibrated": bool(calibrate)}
+                    "act": "relu", "calibrated": bool(calibrate), "shard": shard_entry}
         build_entry = {"spaces": [s.name for s in spaces],
-                       "resolution": resolution or sorted({s.resolution for s in spaces}),
-                       "channel_step": channel_step, "grid_ops": len(ops)}
+                       "resolution": grid_resolution, "channel_step": channel_step, "grid_ops": len(ops)}
         done: set = set()
         if meta is not None:
             for key in RESUME_KEYS:
