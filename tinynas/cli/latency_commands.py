@@ -129,9 +129,10 @@ def register(sub) -> None:
                     help="default: fp16 when the file name says so, else fp32")
     im.add_argument("--device-name", default="NVIDIA V100", help="recorded in the sidecar (default %(default)s)")
     im.add_argument("--runtime", default="TensorRT", help="recorded in the sidecar (default %(default)s)")
-    im.add_argument("--extrapolation", choices=["nearest", "none"], default="nearest",
-                    help="ops outside the sampled channel ratios: nearest measured op, as TinyNAS "
-                         "does (default), or an error")
+    im.add_argument("--extrapolation", choices=["tinynas", "nearest", "none"], default="tinynas",
+                    help="how ops are priced: tinynas = as TinyNAS's own predictor does (default); "
+                         "nearest / none = interpolated, with the nearest measured op or an error "
+                         "outside the measured shapes")
     im.set_defaults(func=run_import)
 
     rh = lsub.add_parser("rehash", help="accept a table's CSV after an edit made on purpose (checks rows, "

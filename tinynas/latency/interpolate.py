@@ -1,20 +1,45 @@
 """Latency of ops the table did not measure, read off the ops it did.
 
-Rows are grouped by everything except channel counts and size (kind, kernel, stride,
-fused, groups); inside a group, each measured size holds a surface over (C_in, C_out):
+A table's sidecar field ``extrapolation`` picks one of two rules.
+
+``none`` and ``nearest`` (tables built here): rows are grouped by everything except channel
+counts and size (kind, kernel, stride, fused, groups); inside a group, each measured size
+holds a surface over (C_in, C_out):
 
 - a full rectilinear grid (what ``tinynas latency build`` measures) -> multilinear
   interpolation (scipy ``RegularGridInterpolator``): exact on grid points, monotone between
   them when the table is, and exact for latencies bilinear in (C_in, C_out);
-- scattered points (imported TinyNAS tables) -> piecewise-linear over a Delaunay
-  triangulation (scipy ``LinearNDInterpolator``), as TinyNAS's own predictor does;
+- scattered points -> piecewise-linear over a Delaunay triangulation (scipy
+  ``LinearNDInterpolator``);
 - a single channel axis (depthwise convs and pools, or a group with one C_in) -> 1-D linear.
 
 A size between two measured sizes is interpolated linearly in pixel count (H x W) between
 the surfaces above and below it. Outside the measured hull there is no answer (the caller
-turns ``None`` into an error naming the op) unless the table opts into TinyNAS's fallback,
-``extrapolation: nearest``: the nearest measured point in (log C_in, log C_out). Imported
-TinyNAS tables need it because they sample a few in/out channel ratios, not a grid.
+turns ``None`` into an error naming the op) unless the table says ``nearest``: the nearest
+measured point in (log C_in, log C_out).
+
+``tinynas`` (imported TinyNAS tables, ``TinyNASRule``): the prediction of TinyNAS's own
+OpPredictor (alibaba/lightweight-neural-architecture-search,
+tinynas/latency/op_profiler/predictor.py and util.py, Apache-2.0), so that a latency budget
+copied from a TinyNAS config accepts and rejects the same networks it did there. TinyNAS
+samples a few C_in/C_out ratios rather than a grid, and prices every op, measured or not,
+through them:
+
+- rows are keyed by (kind, stride, fused, kernel); rows at input size 4 are left out, as
+  TinyNAS's reader leaves them out; only the input height counts (its tables are square);
+  the points go in in the order of TinyNAS's files, repeated lines included, because that
+  order decides how Qhull triangulates a grid (see ``TinyNASRule``);
+- a regular conv's rows are split by ratio ``int(C_in / C_out * 100) / 100`` (C_in 3 gets
+  the ratio 0 of its own); each ratio, and each depthwise key, holds a
+  ``LinearNDInterpolator`` over (C_out, H), falling back to the nearest point
+  (``NearestNDInterpolator``, rescaled axes) where that is NaN or negative;
+- C_in 3 reads the ratio-0 surface; a C_in / C_out equal to a sampled ratio reads that
+  ratio's surface; any other ratio evaluates every non-zero ratio's surface at (C_out, H),
+  in ascending ratio, keeps a ratio only while the values rise (the first two always), and
+  interpolates linearly between the kept ones, extrapolating past either end from the two
+  nearest; a negative result becomes ``C_in / C_out / r0 * v0`` (r0, v0: the first kept);
+- there is no exact lookup: a measured op whose ratio falls between the sampled ones is
+  priced by that interpolation too, exactly as TinyNAS prices it.
 """
 
 from __future__ import annotations
@@ -23,10 +48,10 @@ import bisect
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.interpolate import LinearNDInterpolator, RegularGridInterpolator
+from scipy.interpolate import LinearNDInterpolator, NearestNDInterpolator, RegularGridInterpolator
 from scipy.spatial import QhullError
 
-from ..ops import ConvOp
+from ..ops import DEPTHWISE, REGULAR, ConvOp
 from .netops import CHANNELWISE
 
 GroupId = tuple  # (kind, kernel, stride, fused, groups or 0 for channel-wise ops)
@@ -147,3 +172,145 @@ def build_groups(rows, nearest: bool = False) -> dict[GroupId, Group]:
                                                  cell["latency_ms"].to_numpy(), kind in CHANNELWISE, nearest)
         groups[(str(kind), int(kernel), int(stride), bool(fused), int(g))] = Group(surfaces)
     return groups
+
+
+# ----------------------------------------------------------------------------- TinyNAS's rule
+# TinyNAS's reader drops every row measured at input size 4 (util.readDataBase).
+TINYNAS_SKIPPED_SIZE = 4
+# TinyNAS files convs that read C_in 3 (a network's RGB input) under a ratio of their own.
+TINYNAS_RGB = 3
+TINYNAS_KINDS = (REGULAR, DEPTHWISE)
+
+TinyNASKey = tuple  # (kind, stride, fused, kernel): TinyNAS's "Conv_type Stride ElmtFused K"
+
+
+def tinynas_key(op: ConvOp) -> TinyNASKey:
+    return (op.kind, op.stride, op.fused_residual, op.kernel)
+
+
+def tinynas_ratio(cin: int, cout: int) -> float:
+    """The ratio a regular conv is filed under: C_in / C_out cut to two decimals, 0 for C_in 3.
+
+    Cut, not rounded, and in float arithmetic, as TinyNAS computes it: 29/100 files under
+    0.28, and only a C_in / C_out that equals a key exactly reads that key's surface.
+    """
+    return 0.0 if cin == TINYNAS_RGB else int(cin / cout * 100) / 100
+
+
+class TinyNASSurface:
+    """Latency over (C_out, H): linear inside the triangulation, else the nearest point."""
+
+    def __init__(self, cout: np.ndarray, height: np.ndarray, ms: np.ndarray):
+        points = np.column_stack([cout, height]).astype(float)
+        values = ms.astype(float)
+        try:
+            self._linear = LinearNDInterpolator(points, values)
+        except (QhullError, ValueError):
+            # Too few or collinear points (TinyNAS could not load such a table at all): every
+            # answer then comes from the nearest point.
+            self._linear = None
+        self._nearest = NearestNDInterpolator(points, values, rescale=True)
+        # A search asks the same (C_out, H) for many C_in: each is one scipy call only once.
+        self._memo: dict[tuple[int, int], float] = {}
+
+    def __call__(self, cout: int, height: int) -> float:
+        value = self._memo.get((cout, height))
+        if value is None:
+            value = float("nan") if self._linear is None else float(self._linear([[cout, height]])[0])
+            if np.isnan(value) or value < 0:
+                value = float(self._nearest([[cout, height]])[0])
+            self._memo[(cout, height)] = value
+        return value
+
+
+class TinyNASEntry:
+    """The surfaces of one key: one for a depthwise conv, one per ratio for a regular conv."""
+
+    def __init__(self, kind: str, part):
+        self.kind = kind
+        if kind == DEPTHWISE:
+            self.surface = TinyNASSurface(part["out_channels"].to_numpy(), part["height"].to_numpy(),
+                                          part["latency_ms"].to_numpy())
+            return
+        ratio = [tinynas_ratio(int(a), int(b)) for a, b in zip(part["in_channels"], part["out_channels"])]
+        self.ratios: dict[float, TinyNASSurface] = {}
+        for r, cell in part.assign(_ratio=ratio).groupby("_ratio", sort=True):
+            self.ratios[float(r)] = TinyNASSurface(cell["out_channels"].to_numpy(), cell["height"].to_numpy(),
+                                                   cell["latency_ms"].to_numpy())
+        self.spread = [r for r in sorted(self.ratios) if r != 0.0]  # ratio 0 never joins the 1-D fit
+
+    def value(self, cin: int, cout: int, height: int) -> tuple[float | None, str]:
+        if self.kind == DEPTHWISE:
+            return self.surface(cout, height), ""
+        if cin == TINYNAS_RGB:
+            surface = self.ratios.get(0.0)
+            if surface is None:
+                return None, f"no op reading {TINYNAS_RGB} channels was measured (TinyNAS prices those apart)"
+            return surface(cout, height), ""
+        ratio = cin / cout
+        surface = self.ratios.get(ratio)
+        if surface is not None:
+            return surface(cout, height), ""
+        xs, ys = [], []
+        for r in self.spread:
+            v = self.ratios[r](cout, height)
+            # TinyNAS keeps the values rising along the ratio axis, dropping a ratio that breaks it.
+            if len(xs) < 2 or v > ys[-1]:
+                xs.append(r)
+                ys.append(v)
+        if len(xs) < 2:
+            return None, f"TinyNAS's rule needs two sampled C_in/C_out ratios, the table has {len(xs)}"
+        # scipy interp1d(kind="linear", fill_value="extrapolate"), written out: the segment
+        # holding the ratio, or the first/last one past either end.
+        i = min(max(bisect.bisect_left(xs, ratio), 1), len(xs) - 1)
+        slope = (ys[i] - ys[i - 1]) / (xs[i] - xs[i - 1])
+        value = slope * (ratio - xs[i - 1]) + ys[i - 1]
+        if value < 0:
+            value = ratio / xs[0] * ys[0]
+        return value, ""
+
+
+class TinyNASRule:
+    """TinyNAS's OpPredictor over a table's rows (see the module docstring); keys built on first use.
+
+    ``repeats``: the rows were imported from a TinyNAS file, and a row's ``runs`` counts the
+    lines merged into it. TinyNAS kept every line as a point of its own, and a repeated point
+    changes how Qhull triangulates the surface around it (not only the value there), so each
+    such row goes in ``runs`` times, where TinyNAS's file held the repeats: after the whole
+    block of its input size (the DAMO-YOLO file measured size 6 twice, one size block after
+    the other). The repeats carry the merged median; TinyNAS's own values of them differ by
+    the row's ``spread_ms``, which moves only ops next to such a point.
+    """
+
+    def __init__(self, rows, repeats: bool = False):
+        usable = (rows["height"] != TINYNAS_SKIPPED_SIZE) & rows["kind"].isin(TINYNAS_KINDS)
+        usable &= (rows["kind"] != REGULAR) | (rows["groups"] == 1)
+        points = rows[usable].reset_index(drop=True)
+        if repeats:
+            points = points.loc[points.index.repeat(points["runs"])]
+            points = points.assign(_pass=points.groupby(level=0).cumcount())
+        else:
+            points = points.assign(_pass=0)
+        # Qhull splits each rectangular cell of a (C_out, H) grid along the diagonal the point
+        # order leads it to, and the two diagonals give different latencies inside the cell
+        # (up to 10% on the DAMO-YOLO table): the points go in as TinyNAS's profiler writes its files,
+        # input size descending, then repeat pass, then C_out and C_in descending.
+        ordered = points.sort_values(["height", "_pass", "out_channels", "in_channels"],
+                                     ascending=[False, True, False, False], kind="mergesort")
+        self._parts = {(str(kind), int(stride), bool(fused), int(kernel)): part
+                       for (kind, stride, fused, kernel), part in ordered.groupby(
+                           ["kind", "stride", "fused_residual", "kernel"], sort=False)}
+        self._entries: dict[TinyNASKey, TinyNASEntry] = {}
+
+    def value(self, op: ConvOp) -> tuple[float | None, str]:
+        """(latency or None, why None)."""
+        if op.kind not in TINYNAS_KINDS or (op.kind == REGULAR and op.groups != 1):
+            return None, "TinyNAS's rule prices only regular and depthwise convolutions"
+        key = tinynas_key(op)
+        entry = self._entries.get(key)
+        if entry is None:
+            part = self._parts.get(key)
+            if part is None:
+                return None, "no op of this kind, kernel, stride and residual fusion was measured"
+            entry = self._entries[key] = TinyNASEntry(op.kind, part)
+        return entry.value(op.in_channels, op.out_channels, op.height)

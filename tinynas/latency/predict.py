@@ -4,6 +4,9 @@ network_ms(batch) = scale x sum(op latencies) + overhead_ms, per image = that / 
 ``scale`` and ``overhead_ms`` come from the table's sidecar (fitted by ``validate``;
 1 and 0 until then). The predictor runs inside the search loop, so it caches: an op is
 interpolated once, a (block, input size) is summed once; later calls are dict lookups.
+The sidecar's ``extrapolation`` picks how an op is priced (see interpolate): ``tinynas``
+reproduces TinyNAS's OpPredictor, measured ops included; the others read a measured op
+straight from its row and interpolate only the rest.
 """
 
 from __future__ import annotations
@@ -13,9 +16,9 @@ import os
 from ..arch import Arch, BlockSpec
 from ..errors import UserError
 from ..ops import ConvOp
-from .interpolate import build_groups, group_id
+from .interpolate import TinyNASRule, build_groups, group_id
 from .netops import AVGPOOL, block_ops
-from .table import LatencyTable, load_table, op_text
+from .table import TINYNAS, LatencyTable, load_table, op_text
 
 
 class LatencyPredictor:
@@ -24,6 +27,7 @@ class LatencyPredictor:
     def __init__(self, table: LatencyTable):
         self.table = table
         self._groups = None
+        self._rule = None
         self._exact = None
         self._op_cache: dict[ConvOp, float] = {}
         self._block_cache: dict[tuple[BlockSpec, int], tuple[float, int]] = {}
@@ -35,6 +39,7 @@ class LatencyPredictor:
         # interpolation index (scipy objects, rebuilt on the first unseen op).
         state = self.__dict__.copy()
         state["_groups"] = None
+        state["_rule"] = None
         return state
 
     # ------------------------------------------------------------------ parameters
@@ -53,7 +58,8 @@ class LatencyPredictor:
 
     @property
     def extrapolation(self) -> str:
-        """``none`` (ops outside the measured hull are errors) or ``nearest`` (TinyNAS's fallback)."""
+        """``none`` (ops outside the measured hull are errors), ``nearest`` (the nearest measured
+        op prices them) or ``tinynas`` (TinyNAS's OpPredictor prices every op)."""
         return str(self.table.meta.get("extrapolation", "none"))
 
     # ------------------------------------------------------------------ ops
@@ -63,7 +69,9 @@ class LatencyPredictor:
         if cached is not None:
             return cached
         if self._exact is None:
-            self._exact = self.table.latency_by_op()
+            # TinyNAS reads no op straight from its row: a measured op whose C_in/C_out falls
+            # between the sampled ratios is interpolated across them like any other.
+            self._exact = {} if self.extrapolation == TINYNAS else self.table.latency_by_op()
         value = self._exact.get(op)
         if value is None:
             value = self._interpolate(op)
@@ -71,6 +79,13 @@ class LatencyPredictor:
         return value
 
     def _interpolate(self, op: ConvOp) -> float:
+        if self.extrapolation == TINYNAS:
+            if self._rule is None:
+                self._rule = TinyNASRule(self.table.rows, repeats="import_stats" in self.table.meta)
+            value, why = self._rule.value(op)
+            if value is None:
+                raise UserError(self.table.path, "op", f"{op_text(op)} cannot be priced by TinyNAS's rule ({why})")
+            return value
         if self._groups is None:
             self._groups = build_groups(self.table.rows, nearest=self.extrapolation == "nearest")
         group = self._groups.get(group_id(op))

@@ -42,8 +42,10 @@ KINDS = (REGULAR, DEPTHWISE, AVGPOOL)
 # Columns that would mean someone wrote another unit: refuse rather than misread by 1000x.
 FOREIGN_UNIT_COLUMNS = ("latency_s", "latency_us", "latency_ns", "latency")
 REQUIRED_META = ("format", "units", "device", "dtype", "batch")
-# What to do for an op outside the measured hull: fail, or take the nearest measured point.
-EXTRAPOLATIONS = ("none", "nearest")
+# How ops are priced (see interpolate): inside the measured hull only, with the nearest
+# measured point outside it, or every op by TinyNAS's own predictor (imported TinyNAS tables).
+TINYNAS = "tinynas"
+EXTRAPOLATIONS = ("none", "nearest", TINYNAS)
 
 
 @dataclass

@@ -22,8 +22,8 @@ import pandas as pd
 from ..atomic import atomic_write_text
 from ..errors import UserError
 from ..ops import DEPTHWISE, REGULAR
-from .table import (COLUMNS, EXTRAPOLATIONS, KEY_COLUMNS, LatencyTable, base_meta, check_rows, rows_frame,
-                    save_table)
+from .table import (COLUMNS, EXTRAPOLATIONS, KEY_COLUMNS, TINYNAS, LatencyTable, base_meta, check_rows,
+                    rows_frame, save_table)
 
 LINE = re.compile(r"^\{\s*(Regular|Depthwise)\s*,\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*,"
                   r"\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*,\s*([01])\s*\}\s+(\S+)\s*$")
@@ -76,15 +76,16 @@ def parse_tinynas(path: str | os.PathLike) -> list[tuple]:
 
 def import_tinynas(path: str | os.PathLike, out: str | os.PathLike | None = None, batch: int | None = None,
                    dtype: str | None = None, device: str = "cuda", device_name: str = "NVIDIA V100",
-                   runtime: str = "TensorRT", extrapolation: str = "nearest", note: str = "") -> LatencyTable:
+                   runtime: str = "TensorRT", extrapolation: str = TINYNAS, note: str = "") -> LatencyTable:
     """Convert a TinyNAS table; write it to ``out`` (CSV + sidecar) when given.
 
     Failed measurements (latency exactly -1, what TinyNAS's profiler writes for them) are
     dropped; every other line must hold a shape and a latency the loader accepts, or the import
     stops at it, naming the line. Repeated shapes keep their median. ``dtype`` defaults to fp16
-    when the file name says so, else fp32. TinyNAS tables sample a few in/out channel ratios
-    rather than a grid, so ``extrapolation`` defaults to TinyNAS's own fallback for shapes
-    outside them: the nearest measured op (``none`` makes those errors).
+    when the file name says so, else fp32. ``extrapolation`` defaults to ``tinynas``: the table
+    prices ops as TinyNAS's own OpPredictor does (see interpolate), so a budget copied from a
+    TinyNAS config means what it meant there; ``nearest`` and ``none`` use this project's
+    interpolation, with the nearest measured op, or an error, outside the measured shapes.
     """
     source = str(path)
     if extrapolation not in EXTRAPOLATIONS:
