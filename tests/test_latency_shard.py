@@ -111,7 +111,7 @@ def test_split_balances_the_measured_build_time_of_the_shipped_cpu_table():
         loads = [seconds(part) for part in split_ops(ops, count)]
         assert max(loads) / (sum(loads) / count) < 1.02
         naive = [seconds(ops[i * len(ops) // count:(i + 1) * len(ops) // count]) for i in range(count)]
-        assert max(naive) / (sum(naive) / count) > 1.2  # equal op counts are not equal times
+        assert max(naive) / (sum(naive) / count) > 1.1  # equal op counts are not equal times
 
 
 # ------------------------------------------------------------------ shard + merge == one build

@@ -31,11 +31,6 @@ R, D = "regular", "depthwise"
 # backbones with the stem reading 12 channels (the Focus stem's view): seconds per image.
 TINYNAS_DAMOYOLO_S = {"t": 8.377778199535296e-05, "s": 1.1995575237058086e-04,
                       "m": 4.003728373511905e-04, "l": 7.048172063988092e-04}
-# tinynas/layout.py puts a KXKX unit's stride on its first conv; TinyNAS's ResKXKX
-# (super_res_kxkx.py) and DAMO-YOLO's detector put it on the second, so M and L list other
-# ops than TinyNAS prices. Priced on TinyNAS's own op lists they match to 1e-15.
-KXKX_STRIDE = pytest.mark.xfail(strict=True, reason="layout.py: KXKX stride on the first conv, "
-                                                    "TinyNAS's ResKXKX has it on the second")
 ACCEPT = 1e-3  # the acceptance bound; the T and S sums agree to about 1e-15
 
 
@@ -49,8 +44,7 @@ def with_rule(table, rule):
 
 
 # ------------------------------------------------------------------ the shipped tables
-@pytest.mark.parametrize("name", ["t", "s", pytest.param("m", marks=KXKX_STRIDE),
-                                  pytest.param("l", marks=KXKX_STRIDE)])
+@pytest.mark.parametrize("name", ["t", "s", "m", "l"])
 def test_damoyolo_backbones_cost_what_tinynas_predicts(name):
     predictor = load_predictor("v100-trt-fp16-damoyolo")
     assert predictor.extrapolation == "tinynas"
@@ -59,8 +53,7 @@ def test_damoyolo_backbones_cost_what_tinynas_predicts(name):
     assert not predictor.extrapolated  # the nearest-op note is for the other rules only
 
 
-@pytest.mark.parametrize("name", ["t", "s", pytest.param("m", marks=KXKX_STRIDE),
-                                  pytest.param("l", marks=KXKX_STRIDE)])
+@pytest.mark.parametrize("name", ["t", "s", "m", "l"])
 def test_predict_command_prints_tinynas_figures(name, capsys):
     code = main(["latency", "predict", f"damoyolo-{name}", "--db", "v100-trt-fp16-damoyolo",
                  "--in-channels", "12"])

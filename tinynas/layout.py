@@ -58,7 +58,8 @@ def _inner(spec: BlockSpec, cin: int, stride: int, first: bool) -> InnerBlock:
     if spec.cls == K1KX:
         convs = (Conv(cin, btn, 1), Conv(btn, cout, k, stride, g))
     elif spec.cls == KXKX:
-        convs = (Conv(cin, btn, k, stride, g), Conv(btn, cout, k, 1, g))
+        # TinyNAS's ResKXKX (and DAMO-YOLO's) strides on the second conv, as nn/wrap_res.py does.
+        convs = (Conv(cin, btn, k, 1, g), Conv(btn, cout, k, stride, g))
     elif spec.cls == K1KXK1:
         convs = (Conv(cin, btn, 1), Conv(btn, btn, k, stride, g), Conv(btn, cout, 1))
     elif spec.cls == K1DWK1:
