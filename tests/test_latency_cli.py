@@ -89,7 +89,7 @@ def test_import_command_and_one_line_errors(tmp_path, capsys):
     src.write_text("{Regular,8,16,40,40,32,3,1,1} 0.5\n{Regular,8,16,40,40,64,3,1,1} 0.9\n")
     code, out, _ = run(capsys, "latency", "import-tinynas", src, "--out", tmp_path / "x.csv")
     assert code == 0 and "2 ops at batch 8, fp32" in out
-    assert json.loads((tmp_path / "x.json").read_text())["extrapolation"] == "nearest"
+    assert json.loads((tmp_path / "x.json").read_text())["extrapolation"] == "tinynas"
 
     (tmp_path / "x.csv").write_text("kind,in_channels\nregular,3\n")
     code, out, err = run(capsys, "latency", "predict", "damoyolo-t", "--db", tmp_path / "x.csv")

@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+import yaml
 from onnx import numpy_helper
 
 from tinynas.arch import arch_from_dicts
@@ -107,3 +108,56 @@ def test_runtime_setup_errors_are_one_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(UserError, match=r'pip install -e "\.\[export\]"'):
         load_runtime("onnxruntime", "cpu", "fp32", 1)
+
+
+def test_a_runtime_table_records_its_runtime_and_resumes_only_in_it(tmp_path, capsys):
+    from test_latency import TINY_SPACE, tiny_space
+    from tinynas.cli import main
+    from tinynas.latency import build_table, load_table
+    from tinynas.latency.predict import LatencyPredictor
+
+    out = tmp_path / "ort.csv"
+    table = build_table([tiny_space()], out, runtime="onnxruntime", max_ops=10, progress=False)
+    meta = table.meta
+    assert meta["runtime"] == "onnxruntime" and meta["runtime_version"] == ort.__version__
+    assert meta["provider"] == "CPUExecutionProvider" and 0 < meta["dispatch_floor_ms"] < 1
+    assert "ONNX graph" in meta["method"] and meta["status"] == "incomplete"
+    # the same table resumed in another runtime would mix two runtimes' timings
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY_SPACE))
+    code = main(["latency", "build", "--space", str(tmp_path / "tiny.yaml"), "--out", str(out), "--runtime", "openvino"])
+    err = capsys.readouterr().err
+    assert code == 2 and "runtime" in err and "'onnxruntime'" in err
+    table = build_table([tiny_space()], out, runtime="onnxruntime", progress=False)
+    assert table.meta["status"] == "complete" and len(load_table(out)) == len(table)
+    assert LatencyPredictor(load_table(out)).predict_ms(tiny_space().initial, 16) > 0
+
+
+def test_a_torch_table_written_before_runtimes_resumes_as_torch(tmp_path):
+    import json
+
+    from test_latency import tiny_space
+    from tinynas.latency import build_table
+    from tinynas.latency.table import read_meta, sidecar_path
+
+    out = tmp_path / "t.csv"
+    build_table([tiny_space()], out, max_ops=5, progress=False)
+    meta = read_meta(out)
+    for key in ("runtime", "runtime_version", "provider"):
+        meta.pop(key, None)
+    sidecar_path(out).write_text(json.dumps(meta))
+    table = build_table([tiny_space()], out, progress=False)
+    assert table.meta["status"] == "complete" and table.meta["runtime"] == "torch"
+
+
+def test_validate_in_another_runtime_leaves_the_table_alone(tmp_path):
+    from test_latency import tiny_space
+    from tinynas.latency import build_table, validate_table
+    from tinynas.latency.table import read_meta
+
+    out = tmp_path / "t.csv"
+    build_table([tiny_space()], out, progress=False)
+    before = read_meta(out)
+    result = validate_table(out, tiny_space(), n=4, runs=3, rounds=1, runtime="onnxruntime", progress=False)
+    assert result.metrics["runtime"] == "onnxruntime" and result.metrics["table_runtime"] == "torch"
+    assert read_meta(out) == before
+    assert len(result.measured_ms) == 4 and min(result.measured_ms) > 0

@@ -52,7 +52,12 @@ def register(sub) -> None:
                    help="search space file or shipped name (repeat for several spaces in one table)")
     b.add_argument("--out", required=True, help="table to write (CSV; its .json sidecar goes beside it)")
     b.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default %(default)s)")
-    b.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"], help="default %(default)s")
+    b.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16", "int8"],
+                   help="default %(default)s (int8: TensorRT only)")
+    b.add_argument("--runtime", default="torch",
+                   help="what times each op: torch (eager), or the deployment runtime the model will run in "
+                        "(onnxruntime, openvino, tensorrt), timing each op as a static-shape ONNX graph "
+                        "(default %(default)s)")
     b.add_argument("--batch", type=positive_int, default=1, help="batch size timed (default %(default)s)")
     b.add_argument("--resolution", type=positive_int, default=None, help="input size (default: the space's)")
     b.add_argument("--threads", type=positive_int, default=1,
@@ -118,6 +123,9 @@ def register(sub) -> None:
                         "empty, or an earlier validate's to resume it")
     v.add_argument("--force", action="store_true", help="write into an --out folder that holds other files")
     v.add_argument("--no-update", action="store_true", help="do not store the fit in the table's sidecar")
+    v.add_argument("--runtime", default=None,
+                   help="time the networks in this runtime (default: the table's); another runtime than the "
+                        "table's measures how well its ops predict there, and leaves the sidecar alone")
     v.set_defaults(func=run_validate)
 
     im = lsub.add_parser("import-tinynas", help="convert a TinyNAS op-profiler table (conv_data.out*)")
@@ -162,7 +170,7 @@ def run_build(args) -> int:
     t = build_table(spaces, args.out, device=args.device, dtype=args.dtype, batch=args.batch,
                     resolution=args.resolution, threads=args.threads, channel_step=args.channel_step,
                     warmup=args.warmup, runs=args.runs, max_ops=args.max_ops, note=args.note,
-                    clock=args.clock, calibrate=args.calibrate, shard=args.shard)
+                    clock=args.clock, calibrate=args.calibrate, shard=args.shard, runtime=args.runtime)
     shard = t.meta.get("shard")
     part = f" (shard {shard['index']}/{shard['count']} of a {shard['grid_ops']}-op grid)" if shard else ""
     print(f"{args.out}: {len(t)} ops{part}, {t.meta['status']}")
@@ -215,7 +223,8 @@ def run_validate(args) -> int:
     space = load_space(resolve_space_path(args.space))
     result = validate_table(args.db, space, n=args.n, seed=args.seed, resolution=args.resolution,
                             fit=args.fit, warmup=args.warmup, runs=args.runs, out_dir=args.out,
-                            update=not args.no_update, rounds=args.rounds, force=args.force)
+                            update=not args.no_update, rounds=args.rounds, force=args.force,
+                            runtime=args.runtime)
     m = result.metrics
     rows = []
     for label, key in (("sum of ops", "raw"), ("fitted (in sample)", "fitted_in_sample"),

@@ -28,7 +28,9 @@ from .table import (LatencyTable, append_row, base_meta, check_sha256, format_ro
 # of the grid is one of its settings: resumed as another shard, or with another grid, its
 # rows would no longer be the part it says it holds.
 RESUME_KEYS = ("device", "dtype", "batch", "threads", "clock", "allocator", "warmup", "runs", "act",
-               "calibrated", "shard")
+               "calibrated", "shard", "runtime", "runtime_version", "provider")
+# What a table written before a setting existed holds for it.
+RESUME_DEFAULTS = {"calibrated": False, "runtime": "torch"}
 
 
 def _check_largest_op_fits(ops, batch: int, dtype: str, device) -> None:
@@ -47,14 +49,16 @@ def build_table(spaces: Sequence[SearchSpace], out: str | os.PathLike, device: s
                 warmup: int = profile.DEFAULT_WARMUP, runs: int = profile.DEFAULT_RUNS,
                 max_ops: int | None = None, progress: bool = True, note: str = "",
                 clock: str = "auto", calibrate: bool | None = None,
-                shard: str | tuple[int, int] | None = None) -> LatencyTable:
+                shard: str | tuple[int, int] | None = None, runtime: str = "torch") -> LatencyTable:
     """Measure the grid of ``spaces`` into ``out`` (CSV + JSON sidecar); resume if present.
 
     ``channel_step`` thins the channel grid (see ``grid.coarsen``); ``max_ops`` stops after
     measuring that many new ops, leaving a resumable partial table. ``calibrate`` (default:
     on for CPU) reports every op at the machine's nominal speed (see ``calibrate.py``); a
     resumed build keeps the nominal speed the table started with. ``shard`` (``"2/4"`` or
-    ``(2, 4)``) measures that part of the grid only (``fleet.split_ops``).
+    ``(2, 4)``) measures that part of the grid only (``fleet.split_ops``). ``runtime``: ``torch``
+    (eager), or ``onnxruntime`` / ``openvino`` / ``tensorrt``, which time each op as an ONNX graph
+    in that runtime (see ``runtimes.py``).
     """
     if not spaces:
         raise UserError("--space", "", "give at least one search space")
@@ -69,7 +73,7 @@ def build_table(spaces: Sequence[SearchSpace], out: str | os.PathLike, device: s
             calibrate = not str(device).startswith("cuda")
         meta = read_meta(out) if out.exists() and sidecar_path(out).exists() else None
         nominal = (meta.get("calibration") or {}).get("nominal_ms") if meta else None
-        setup = profile.setup_device(device, dtype, threads, clock, calibrate, nominal)
+        setup = profile.setup_device(device, dtype, threads, clock, calibrate, nominal, runtime)
         groups = merge_groups(*(space_groups(s, resolution, channel_step) for s in spaces))
         ops = grid_ops(groups)
         grid_resolution = resolution or sorted({s.resolution for s in spaces})
@@ -81,15 +85,18 @@ def build_table(spaces: Sequence[SearchSpace], out: str | os.PathLike, device: s
         record = setup.record()
         settings = {"device": record["device"], "dtype": dtype, "batch": batch, "threads": setup.threads,
                     "clock": setup.clock, "allocator": setup.allocator, "warmup": warmup, "runs": runs,
-                    "act": "relu", "calibrated": bool(calibrate), "shard": shard_entry}
+                    "act": "relu", "calibrated": bool(calibrate), "shard": shard_entry,
+                    "runtime": record["runtime"], "runtime_version": record.get("runtime_version"),
+                    "provider": record.get("provider")}
         build_entry = {"spaces": [s.name for s in spaces],
                        "resolution": grid_resolution, "channel_step": channel_step, "grid_ops": len(ops)}
         done: set = set()
         if meta is not None:
             for key in RESUME_KEYS:
-                if meta.get(key, False if key == "calibrated" else None) != settings[key]:
+                if meta.get(key, RESUME_DEFAULTS.get(key)) != settings[key]:
                     raise UserError(str(sidecar_path(out)), key, f"the existing table has {meta.get(key)!r}, this "
                                     f"build {settings[key]!r}: use another --out or the same settings")
+            meta.setdefault("runtime", settings["runtime"])  # a table from before runtimes: say it is torch
             # Before a torn last line is cut off: in a sealed table there is none, only an edit.
             check_sha256(out, meta, read_csv_bytes(out))
             start_rows_file(out)
@@ -102,9 +109,17 @@ def build_table(spaces: Sequence[SearchSpace], out: str | os.PathLike, device: s
             meta.update(settings)
             meta.update({k: record[k] for k in ("device_name", "torch_version", "python_version",
                                                 "cudnn_benchmark", "date")})
-            meta["method"] = ("each op timed alone as deployed: conv with bias (BatchNorm folded), "
-                              "residual add on fused ops, ReLU; torch.no_grad; "
-                              f"{warmup} warm-up runs then median (IQR as spread) of {runs} runs; "
+            if setup.runtime is None:
+                how = ("each op timed alone as deployed: conv with bias (BatchNorm folded), "
+                       "residual add on fused ops, ReLU; torch.no_grad; ")
+            else:
+                meta["dispatch_floor_ms"] = record["dispatch_floor_ms"]
+                how = (f"each op as a static-shape ONNX graph (Conv with the folded BatchNorm as bias, Add on fused "
+                       f"ops, Relu) run in {setup.runtime.name} {setup.runtime.version} ({setup.runtime.provider}): "
+                       f"all graph optimisations, sequential, {setup.threads} intra-op thread(s), inputs and outputs "
+                       f"bound once; the per-call floor ({setup.dispatch_floor_ms:.4f} ms, an Identity graph) is "
+                       "taken off each op; ")
+            meta["method"] = (how + f"{warmup} warm-up runs then median (IQR as spread) of {runs} runs; "
                               + {"cuda-events": "CUDA events after synchronize, cudnn.benchmark on",
                                  "thread-cpu": "clock: the calling thread's CPU time (time.thread_time), "
                                                "torch.set_num_threads(1)",

@@ -145,7 +145,7 @@ def validate_table(table_path: str | os.PathLike, space: SearchSpace, n: int = 5
         clock = meta.get("clock", "wall")
         # A calibrated table's networks are put on its nominal speed with the same reference.
         calibration = meta.get("calibration") or {}
-        table_runtime = meta.get("runtime", "torch")
+        table_runtime = str(meta.get("runtime", "torch")).lower()  # imported tables say "TensorRT"
         runtime = runtime or table_runtime
         update = update and runtime == table_runtime  # a fit belongs to the runtime the table was timed in
         setup = profile.setup_device(meta["device"], meta["dtype"], meta.get("threads"),
