@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..api import load_any_arch
+from ..errors import UserError
 
 # tinynas.latency pulls in torch and scipy: imported inside the commands so `tinynas --help` stays fast.
 from ..resources import resolve_space_path
@@ -48,8 +49,13 @@ def register(sub) -> None:
 
     b = lsub.add_parser("build", help="measure a space's convolutions into a latency table",
                         description=BUILD_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    b.add_argument("--space", action="append", required=True,
+    b.add_argument("--space", action="append", default=[],
                    help="search space file or shipped name (repeat for several spaces in one table)")
+    b.add_argument("--model", action="append", default=[], metavar="RECIPE",
+                   help="a detector (model recipe or shipped name) whose every convolution joins the grid, "
+                        "so `latency predict --detector` can price it whole (repeatable)")
+    b.add_argument("--model-size", type=positive_int, default=640,
+                   help="image size of the --model detectors (default %(default)s)")
     b.add_argument("--out", required=True, help="table to write (CSV; its .json sidecar goes beside it)")
     b.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default %(default)s)")
     b.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16", "int8"],
@@ -97,7 +103,11 @@ def register(sub) -> None:
     m.set_defaults(func=run_merge)
 
     pr = lsub.add_parser("predict", help="predicted latency of an architecture, per block and in total")
-    pr.add_argument("arch", metavar="ARCH", help="architecture file or shipped name (e.g. damoyolo-t)")
+    pr.add_argument("arch", metavar="ARCH", help="architecture file or shipped name (e.g. damoyolo-t); with "
+                                                 "--detector a model recipe, or a checkpoint (.pt)")
+    pr.add_argument("--detector", action="store_true",
+                    help="price the whole detector (backbone, neck, head; fused) of a model recipe or checkpoint "
+                         "at --resolution, the image size")
     pr.add_argument("--db", default=DEFAULT_DB, help="latency table path or shipped name (default %(default)s)")
     pr.add_argument("--resolution", type=positive_int, default=320, help="input size (default %(default)s)")
     pr.add_argument("--in-channels", type=positive_int, default=None,
@@ -106,7 +116,10 @@ def register(sub) -> None:
 
     v = lsub.add_parser("validate", help="measure random architectures end to end and score the table")
     v.add_argument("--db", default=DEFAULT_DB, help="latency table path or shipped name (default %(default)s)")
-    v.add_argument("--space", required=True, help="search space file or shipped name")
+    v.add_argument("--space", help="search space file or shipped name (random backbones of it are timed)")
+    v.add_argument("--models", nargs="+", metavar="RECIPE",
+                   help="instead of --space: these detectors (model recipes or shipped names), each priced from "
+                        "its convolutions and timed end to end at --resolution (default 640)")
     v.add_argument("-n", type=positive_int, default=50, help="random architectures (default %(default)s)")
     v.add_argument("--seed", type=int, default=0, help="seed of the random draw (default %(default)s)")
     v.add_argument("--resolution", type=positive_int, default=None, help="input size (default: the space's)")
@@ -170,7 +183,8 @@ def run_build(args) -> int:
     t = build_table(spaces, args.out, device=args.device, dtype=args.dtype, batch=args.batch,
                     resolution=args.resolution, threads=args.threads, channel_step=args.channel_step,
                     warmup=args.warmup, runs=args.runs, max_ops=args.max_ops, note=args.note,
-                    clock=args.clock, calibrate=args.calibrate, shard=args.shard, runtime=args.runtime)
+                    clock=args.clock, calibrate=args.calibrate, shard=args.shard, runtime=args.runtime,
+                    models=[_model_recipe(text) for text in args.model], model_size=args.model_size)
     shard = t.meta.get("shard")
     part = f" (shard {shard['index']}/{shard['count']} of a {shard['grid_ops']}-op grid)" if shard else ""
     print(f"{args.out}: {len(t)} ops{part}, {t.meta['status']}")
@@ -194,6 +208,8 @@ def run_merge(args) -> int:
 def run_predict(args) -> int:
     from ..latency import load_predictor
 
+    if args.detector or args.arch.endswith(".pt"):
+        return _predict_detector(args)
     arch = load_any_arch(args.arch)
     if args.in_channels is not None:
         arch = arch.with_block(0, arch.blocks[0].replace(in_channels=args.in_channels))
@@ -217,9 +233,58 @@ def run_predict(args) -> int:
     return 0
 
 
+def _predict_detector(args) -> int:
+    from ..detect.conv_ops import detector_op_counts
+    from ..latency import load_predictor
+
+    recipe = _model_recipe(args.arch)
+    ops = detector_op_counts(recipe, args.resolution)
+    predictor = load_predictor(args.db)
+    total = predictor.predict_ops_ms(ops)
+    convs = sum(count for _, count in ops)
+    meta = predictor.table.meta
+    print(f"{total:.4f} ms per image ({total * 1e-3:.3e} s): {recipe.name or args.arch}, {convs} convolutions "
+          f"({len(ops)} distinct) at 3x{args.resolution}x{args.resolution}, fused, batch {predictor.batch}, "
+          f"{meta.get('device_name', meta['device'])} {meta['dtype']} {meta.get('runtime', 'torch')} "
+          f"[{predictor.table.path}]")
+    return 0
+
+
+def _model_recipe(text: str):
+    """A model recipe from a recipe file, a shipped name, or a checkpoint's stored recipe."""
+    if text.endswith(".pt"):
+        from ..checkpoint import load_checkpoint
+        return load_checkpoint(text).recipe
+    from ..detect.recipe import load_model_recipe
+    return load_model_recipe(text)
+
+
+def _validate_models(args) -> int:
+    from ..latency.validate_models import validate_models
+
+    recipes = [_model_recipe(text) for text in args.models]
+    result = validate_models(args.db, recipes, args.resolution or 640, fit=args.fit, warmup=args.warmup,
+                             runs=args.runs, rounds=args.rounds, out_dir=args.out, force=args.force,
+                             runtime=args.runtime)
+    rows = [[name, f"{m:.3f}", f"{r:.3f}", f"{p:.3f}", f"{(p - m) / m * 100:+.1f}"]
+            for name, m, r, p in zip(result.names, result.measured_ms, result.raw_ms, result.predicted_ms)]
+    print(table(["model", "measured ms", "sum of convs", "predicted", "error %"], rows))
+    m = result.metrics
+    for label, key in (("sum of convs", "raw"), ("fitted (leave-one-out)", "fitted_leave_one_out")):
+        e = m[key]
+        print(f"{label}: MAPE {e['mape_pct']:.2f}%, max {e['max_ape_pct']:.2f}%, Kendall tau {e['kendall_tau']:.3f}")
+    print(f"{len(recipes)} detectors at {m['size']}, {m['runtime']}; fit: scale {result.scale:.4f}, "
+          f"overhead {result.overhead_ms:.4f} ms per image (not stored: it prices detectors, not backbones)")
+    return 0
+
+
 def run_validate(args) -> int:
     from ..latency import validate_table
 
+    if args.models:
+        return _validate_models(args)
+    if not args.space:
+        raise UserError("--space", "", "give a search space (random backbones) or --models (whole detectors)")
     space = load_space(resolve_space_path(args.space))
     result = validate_table(args.db, space, n=args.n, seed=args.seed, resolution=args.resolution,
                             fit=args.fit, warmup=args.warmup, runs=args.runs, out_dir=args.out,

@@ -43,13 +43,19 @@ def _check_largest_op_fits(ops, batch: int, dtype: str, device) -> None:
     check_fits(needed, "--batch", "", f"the largest op at batch {batch}", "lower --batch", device)
 
 
+def _model_ops(models: Sequence, size: int) -> set:
+    from ..detect.conv_ops import detector_op_counts
+    return {op for recipe in models for op, _ in detector_op_counts(recipe, size)}
+
+
 def build_table(spaces: Sequence[SearchSpace], out: str | os.PathLike, device: str = "cpu",
                 dtype: str = "fp32", batch: int = 1, resolution: int | None = None,
                 threads: int | None = 1, channel_step: int | None = None,
                 warmup: int = profile.DEFAULT_WARMUP, runs: int = profile.DEFAULT_RUNS,
                 max_ops: int | None = None, progress: bool = True, note: str = "",
                 clock: str = "auto", calibrate: bool | None = None,
-                shard: str | tuple[int, int] | None = None, runtime: str = "torch") -> LatencyTable:
+                shard: str | tuple[int, int] | None = None, runtime: str = "torch",
+                models: Sequence = (), model_size: int = 640) -> LatencyTable:
     """Measure the grid of ``spaces`` into ``out`` (CSV + JSON sidecar); resume if present.
 
     ``channel_step`` thins the channel grid (see ``grid.coarsen``); ``max_ops`` stops after
@@ -58,10 +64,11 @@ def build_table(spaces: Sequence[SearchSpace], out: str | os.PathLike, device: s
     resumed build keeps the nominal speed the table started with. ``shard`` (``"2/4"`` or
     ``(2, 4)``) measures that part of the grid only (``fleet.split_ops``). ``runtime``: ``torch``
     (eager), or ``onnxruntime`` / ``openvino`` / ``tensorrt``, which time each op as an ONNX graph
-    in that runtime (see ``runtimes.py``).
+    in that runtime (see ``runtimes.py``). ``models``: detector recipes (``ModelRecipe``) whose
+    every convolution at ``model_size`` joins the grid, so whole detectors can be priced.
     """
-    if not spaces:
-        raise UserError("--space", "", "give at least one search space")
+    if not spaces and not models:
+        raise UserError("--space", "", "give at least one search space or detector model")
     if batch <= 0:
         raise UserError("--batch", "", f"must be positive, got {batch}")
     shard = parse_shard(shard) if shard is not None else None
@@ -74,12 +81,13 @@ def build_table(spaces: Sequence[SearchSpace], out: str | os.PathLike, device: s
         meta = read_meta(out) if out.exists() and sidecar_path(out).exists() else None
         nominal = (meta.get("calibration") or {}).get("nominal_ms") if meta else None
         setup = profile.setup_device(device, dtype, threads, clock, calibrate, nominal, runtime)
-        groups = merge_groups(*(space_groups(s, resolution, channel_step) for s in spaces))
-        ops = grid_ops(groups)
+        groups = merge_groups(*(space_groups(s, resolution, channel_step) for s in spaces)) if spaces else {}
+        ops = sorted(set(grid_ops(groups)) | _model_ops(models, model_size)) if models else grid_ops(groups)
         grid_resolution = resolution or sorted({s.resolution for s in spaces})
+        grid_names = [s.name for s in spaces] + [f"{m.name or 'model'}@{model_size}" for m in models]
         shard_entry = None
         if shard is not None:
-            shard_entry, ops = shard_record(ops, *shard, [s.name for s in spaces], grid_resolution, channel_step)
+            shard_entry, ops = shard_record(ops, *shard, grid_names, grid_resolution, channel_step)
         _check_largest_op_fits(ops, batch, dtype, device)
 
         record = setup.record()
@@ -88,7 +96,7 @@ def build_table(spaces: Sequence[SearchSpace], out: str | os.PathLike, device: s
                     "act": "relu", "calibrated": bool(calibrate), "shard": shard_entry,
                     "runtime": record["runtime"], "runtime_version": record.get("runtime_version"),
                     "provider": record.get("provider")}
-        build_entry = {"spaces": [s.name for s in spaces],
+        build_entry = {"spaces": [s.name for s in spaces], **({"models": grid_names[len(spaces):]} if models else {}),
                        "resolution": grid_resolution, "channel_step": channel_step, "grid_ops": len(ops)}
         done: set = set()
         if meta is not None:

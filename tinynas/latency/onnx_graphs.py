@@ -13,6 +13,7 @@ import io
 import warnings
 
 import numpy as np
+import torch
 
 from ..arch import Arch
 from ..errors import UserError
@@ -91,8 +92,6 @@ def floor_graph() -> tuple[bytes, dict[str, np.ndarray]]:
 
 def network_graph(arch: Arch, resolution: int, batch: int, seed: int = 0) -> tuple[bytes, dict[str, np.ndarray]]:
     """The deployed (BatchNorm-folded) backbone of ``arch`` as ONNX, with a random input."""
-    import torch
-
     _onnx()
     model = seeded_backbone(arch, seed)
     x = torch.randn(batch, arch.in_channels, resolution, resolution, generator=torch.Generator().manual_seed(seed))
@@ -105,9 +104,41 @@ def network_graph(arch: Arch, resolution: int, batch: int, seed: int = 0) -> tup
 
 def seeded_backbone(arch: Arch, seed: int = 0):
     """The deployed backbone with weights drawn from ``seed`` (the global generator is left alone)."""
-    import torch
-
     from .profile import deployed_backbone
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return deployed_backbone(arch)
+
+
+def detector_graph(recipe, size: int, batch: int, seed: int = 0) -> tuple[bytes, dict[str, np.ndarray]]:
+    """The fused detector (backbone, neck, head; raw head outputs, no decoding) as ONNX."""
+    _onnx()
+    model = seeded_detector(recipe, seed)
+    x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(RawHead(model), (x,), buffer, dynamo=False, opset_version=OPSET, input_names=["x"])
+    return buffer.getvalue(), {"x": x.numpy()}
+
+
+def seeded_detector(recipe, seed: int = 0):
+    """The fused (deploy-form) detector of ``recipe`` with weights drawn from ``seed``."""
+    from ..detect.detector import Detector
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Detector(recipe)
+    model.fuse()
+    return model.eval()
+
+
+
+class RawHead(torch.nn.Module):
+    """What a detector's convolutions produce: the head's class and box logits, undecoded."""
+
+    def __init__(self, detector):
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, x):
+        return self.detector.head(self.detector.features(x))

@@ -131,6 +131,14 @@ class LatencyPredictor:
             out.append(ms * factor)
         return out
 
+    def ops_raw_ms(self, op_counts) -> float:
+        """Sum of the table latencies of ``(op, count)`` pairs (whole batch, unscaled)."""
+        return sum(self.op_ms(op) * count for op, count in op_counts)
+
+    def predict_ops_ms(self, op_counts) -> float:
+        """Predicted latency of a network given as its ``(op, count)`` pairs, ms per image."""
+        return (self.scale * self.ops_raw_ms(op_counts) + self.overhead_ms) / self.batch
+
     def predict_ms(self, arch: Arch, resolution: int) -> float:
         """Predicted latency of ``arch`` in milliseconds per image, overhead included."""
         return (self.scale * self.raw_ms(arch, resolution) + self.overhead_ms) / self.batch

@@ -1,0 +1,56 @@
+"""The convolutions a deployed detector runs, as latency-table ops.
+
+A latency table prices ``ConvOp`` values; a whole detector is its backbone's, neck's and
+head's convolutions in the fused (deploy) form: RepConvs merged, BatchNorm folded. They are
+read off the real module tree rather than restated in closed form, so the neck and head
+types of any recipe are covered: the detector is built on torch's ``meta`` device (shapes
+only, nothing allocated), fused, and run once with a hook on every ``Conv2d`` recording its
+input size. The last conv of a residual backbone unit is marked ``fused_residual``: the table
+times it with the add, as the deployed graph runs it. Elementwise work between convs
+(upsampling, concatenation, the SPP pools, decoding) is not a table op; ``tinynas latency
+validate --models`` measures how much of a detector the convolutions explain.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import torch
+from torch import nn
+
+from ..ops import DEPTHWISE, REGULAR, ConvOp
+from .detector import Detector
+from .recipe import ModelRecipe, check_input_size
+
+
+def detector_op_counts(recipe: ModelRecipe, size: int, batch: int = 1) -> list[tuple[ConvOp, int]]:
+    """Every convolution of the fused detector at ``size x size``, with how often it runs."""
+    from ..nn.wrap_res import ResUnit
+
+    check_input_size(recipe, size)
+    with torch.device("meta"):
+        model = Detector(recipe)
+    model.fuse()
+    model.eval()
+    residual_ends = set()
+    for module in model.modules():
+        if isinstance(module, ResUnit) and module.residual:
+            convs = [m for m in module.path.modules() if isinstance(m, nn.Conv2d)]
+            residual_ends.add(id(convs[-1]))
+    seen: Counter = Counter()
+
+    def record(module: nn.Conv2d, inputs, output) -> None:
+        _, cin, height, width = inputs[0].shape
+        depthwise = module.groups == cin == module.out_channels and cin > 1
+        seen[ConvOp(DEPTHWISE if depthwise else REGULAR, cin, module.out_channels, module.kernel_size[0],
+                    module.stride[0], height, width, id(module) in residual_ends,
+                    module.groups)] += 1
+
+    hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            model.head(model.features(torch.empty(batch, 3, size, size, device="meta")))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return sorted(seen.items())
