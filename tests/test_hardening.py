@@ -340,3 +340,27 @@ def test_a_training_run_folder_in_use_is_refused_before_any_work(tmp_path, capsy
     # Free again: the same command now gets as far as the data (which is missing here).
     one_line_error(capsys, main(["train", str(tmp_path / "r.yaml"), "--quiet"]), "missing")
     assert tree(run) == []
+
+
+def test_a_lock_won_on_a_file_just_unlinked_is_retried_on_the_real_one(tmp_path, monkeypatch):
+    import tinynas.runfolder as runfolder
+
+    real_flock = runfolder.fcntl.flock
+    calls = []
+
+    def flock_after_release(fd, flags):
+        # The previous holder releases (unlinks) between our open and our flock, once.
+        if not calls:
+            os.unlink(tmp_path / LOCK_NAME)
+        calls.append(fd)
+        return real_flock(fd, flags)
+
+    (tmp_path / LOCK_NAME).write_text("{}")
+    monkeypatch.setattr(runfolder.fcntl, "flock", flock_after_release)
+    lock = lock_folder(tmp_path)
+    try:
+        assert len(calls) == 2  # the first win was on the unlinked file, so it tried again
+        assert os.path.samestat(os.fstat(lock._handle.fileno()), os.stat(tmp_path / LOCK_NAME))
+    finally:
+        monkeypatch.setattr(runfolder.fcntl, "flock", real_flock)
+        lock.release()

@@ -20,7 +20,7 @@ from typing import Iterator
 
 from .errors import UserError
 
-try:  # POSIX; elsewhere the lock degrades to the pid check alone.
+try:  # POSIX; elsewhere the lock file is written for people to read but locks nothing.
     import fcntl
 except ImportError:  # pragma: no cover - not on the platforms CI runs
     fcntl = None
@@ -37,6 +37,24 @@ class RunLock:
         self._handle = None
 
     def acquire(self) -> "RunLock":
+        for _ in range(100):
+            handle = self._open_and_lock()
+            # A holder that just released unlinked the file: a lock won on that old inode guards
+            # nothing, since the next writer creates a new one. Only the file at the path counts.
+            if fcntl is None or _same_file(handle, self.path):
+                break
+            handle.close()
+        else:  # pragma: no cover - a hundred releases in a row while we tried
+            raise UserError(str(self.path.parent), "", f"cannot lock the {self.what}: it keeps changing hands")
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
+                                 "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:6]])}) + "\n")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def _open_and_lock(self):
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             handle = open(self.path, "a+", encoding="utf-8")
@@ -51,13 +69,7 @@ class RunLock:
                 handle.close()
                 raise UserError(str(self.path.parent), "",
                                 f"the {self.what} is in use by {holder}; wait for it, or choose another") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
-                                 "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:6]])}) + "\n")
-        handle.flush()
-        self._handle = handle
-        return self
+        return handle
 
     def release(self) -> None:
         if self._handle is None:
@@ -74,6 +86,13 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _same_file(handle, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
+    except OSError:  # unlinked under us
+        return False
 
 
 def _describe(text: str) -> str:
