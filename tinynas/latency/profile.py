@@ -284,13 +284,13 @@ def sample_network(arch: Arch, resolution: int, setup: DeviceSetup, batch: int =
     return sample_runs(lambda: model(x), setup, warmup, runs)
 
 
-def sample_detector(recipe, size: int, setup: DeviceSetup, batch: int = 1, warmup: int = DEFAULT_WARMUP,
-                    runs: int = DEFAULT_RUNS, seed: int = 0) -> list[float]:
-    """Timed runs of a whole fused detector (raw head outputs) on a ``batch`` x 3 x size x size input."""
+def detector_runner(recipe, size: int, setup: DeviceSetup, batch: int = 1, seed: int = 0):
+    """A callable running the whole fused detector (raw head outputs) once on a fixed input,
+    compiled once so its timed runs can be spread over several rounds."""
     if setup.runtime is not None:
         graph, inputs = onnx_graphs.detector_graph(recipe, size, batch, seed)
-        return sample_runs(setup.runtime.compile(graph, inputs), setup, warmup, runs)
+        return setup.runtime.compile(graph, inputs)
     model = onnx_graphs.RawHead(onnx_graphs.seeded_detector(recipe, seed)).to(setup.device, setup.dtype)
     x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
     x = x.to(setup.device, setup.dtype)
-    return sample_runs(lambda: model(x), setup, warmup, runs)
+    return lambda: model(x)

@@ -67,11 +67,15 @@ def validate_models(table_path: str | os.PathLike, recipes: Sequence, size: int,
         raw = np.array([predictor.ops_raw_ms(detector_op_counts(r, size, table.batch)) for r in recipes]) / table.batch
         samples: list[list[float]] = [[] for _ in recipes]
         rounds = max(1, min(rounds, runs))
-        bar = tqdm(total=len(recipes) * rounds, desc="validate models", unit="model", disable=not progress)
+        bar = tqdm(total=len(recipes) * (rounds + 1), desc="validate models", unit="model", disable=not progress)
+        runners = []
+        for recipe in recipes:
+            runners.append(profile.detector_runner(recipe, size, setup, table.batch))
+            bar.update()
         for r in range(rounds):
             share = runs // rounds + (1 if r < runs % rounds else 0)
-            for i, recipe in enumerate(recipes):
-                samples[i] += profile.sample_detector(recipe, size, setup, table.batch, warmup, share)
+            for i, run in enumerate(runners):
+                samples[i] += profile.sample_runs(run, setup, warmup, share)
                 bar.update()
         bar.close()
         measured = np.array([profile.summarize(s).median_ms for s in samples]) / table.batch
