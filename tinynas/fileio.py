@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from itertools import repeat
 from pathlib import Path
 
 import yaml
@@ -30,6 +31,7 @@ def read_text(path: str | os.PathLike, what: str = "file") -> str:
 # Every file format here is a few levels deep; anything deeper is hostile or broken, and
 # would otherwise reach Python's recursion limit in the parser or in code that walks it.
 MAX_NESTING = 32
+_CONTAINERS = (dict, list, tuple)
 
 
 def parse_yaml(text: str, source: str) -> object:
@@ -65,17 +67,21 @@ def _too_deep() -> str:
 
 
 def check_nesting(data: object, source: str) -> object:
-    """``data`` itself, once checked to nest at most ``MAX_NESTING`` levels (iteratively)."""
-    stack = [(data, 0)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, dict):
-            children = list(node.values())
-        elif isinstance(node, (list, tuple)):
-            children = list(node)
-        else:
-            continue
+    """``data`` itself, once checked to nest at most ``MAX_NESTING`` levels (iteratively).
+
+    Level by level, and only containers are carried down: a COCO file's millions of numbers
+    are each looked at once, by ``isinstance`` mapped in C, not pushed on a stack.
+    """
+    level = [data] if isinstance(data, _CONTAINERS) else []
+    depth = 0
+    while level:
         if depth >= MAX_NESTING:
             raise UserError(source, "", _too_deep())
-        stack.extend((child, depth + 1) for child in children)
+        deeper = []
+        for node in level:
+            values = node.values() if isinstance(node, dict) else node
+            if any(map(isinstance, values, repeat(_CONTAINERS))):
+                deeper += [value for value in values if isinstance(value, _CONTAINERS)]
+        level = deeper
+        depth += 1
     return data

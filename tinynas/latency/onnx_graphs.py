@@ -92,45 +92,41 @@ def floor_graph() -> tuple[bytes, dict[str, np.ndarray]]:
 
 def network_graph(arch: Arch, resolution: int, batch: int, seed: int = 0) -> tuple[bytes, dict[str, np.ndarray]]:
     """The deployed (BatchNorm-folded) backbone of ``arch`` as ONNX, with a random input."""
-    _onnx()
-    model = seeded_backbone(arch, seed)
-    x = torch.randn(batch, arch.in_channels, resolution, resolution, generator=torch.Generator().manual_seed(seed))
-    buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the exporter's advice about its newer version
-        torch.onnx.export(model, (x,), buffer, dynamo=False, opset_version=OPSET, input_names=["x"])
-    return buffer.getvalue(), {"x": x.numpy()}
+    return _traced(seeded_backbone(arch, seed), (batch, arch.in_channels, resolution, resolution), seed)
 
 
 def seeded_backbone(arch: Arch, seed: int = 0):
     """The deployed backbone with weights drawn from ``seed`` (the global generator is left alone)."""
     from .profile import deployed_backbone
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return deployed_backbone(arch)
+    return _seeded(lambda: deployed_backbone(arch), seed)
 
 
 def detector_graph(recipe, size: int, batch: int, seed: int = 0) -> tuple[bytes, dict[str, np.ndarray]]:
     """The fused detector (backbone, neck, head; raw head outputs, no decoding) as ONNX."""
-    _onnx()
-    model = seeded_detector(recipe, seed)
-    x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
-    buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(RawHead(model), (x,), buffer, dynamo=False, opset_version=OPSET, input_names=["x"])
-    return buffer.getvalue(), {"x": x.numpy()}
+    return _traced(RawHead(seeded_detector(recipe, seed)), (batch, 3, size, size), seed)
 
 
 def seeded_detector(recipe, seed: int = 0):
     """The fused (deploy-form) detector of ``recipe`` with weights drawn from ``seed``."""
     from ..detect.detector import Detector
+    return _seeded(lambda: Detector(recipe).fuse(), seed).eval()
+
+
+def _seeded(build, seed: int):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = Detector(recipe)
-    model.fuse()
-    return model.eval()
+        return build()
 
+
+def _traced(module: torch.nn.Module, shape: tuple, seed: int) -> tuple[bytes, dict[str, np.ndarray]]:
+    """``module`` traced to ONNX on a random input of ``shape``, and that input."""
+    _onnx()
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the exporter's advice about its newer version
+        torch.onnx.export(module, (x,), buffer, dynamo=False, opset_version=OPSET, input_names=["x"])
+    return buffer.getvalue(), {"x": x.numpy()}
 
 
 class RawHead(torch.nn.Module):
