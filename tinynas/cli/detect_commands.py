@@ -76,7 +76,8 @@ def run_model_info(args) -> int:
           f"{recipe.head.num_classes} classes")
     print(table(["part", "params", "share", "GFLOPs", "share"], rows))
     form = "training form" if args.unfused else "fused (deploy) form"
-    print(f"{form}, {args.size}x{args.size} input, GFLOPs = 2 x MACs as thop counts them")
+    print(f"{form}, {args.size}x{args.size} input, GFLOPs = 2 x conv/matmul MACs "
+          "(torch FlopCounterMode; BatchNorm, activations, pooling not counted)")
     print(f"memory: ~{format_bytes(predicting)} to predict one image, ~{format_bytes(training)} to train "
           "at batch 1 (float32; each image more adds activations)")
     return 0

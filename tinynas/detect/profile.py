@@ -1,19 +1,22 @@
 """Params and FLOPs of a detector, split into backbone / neck / head.
 
-FLOPs are 2 x the multiply-accumulates that thop counts, taken on the fused (deploy) form
-as DAMO-YOLO reports them; params are counted on that same form unless asked otherwise.
+FLOPs are 2 x the multiply-accumulates of the convolutions and matrix products, as torch's
+own ``FlopCounterMode`` counts them, taken on the fused (deploy) form as DAMO-YOLO reports
+them; params are counted on that same form unless asked otherwise. Bias adds, BatchNorm,
+activations, pooling, upsampling and concatenation are not counted: in the fused form that
+is exactly what thop counts (the published DAMO-YOLO figures), and in the training form it
+leaves out thop's 4 operations per BatchNorm element, so both forms follow the one
+definition of a MAC that ``tinynas.costs`` uses for backbones.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
 from dataclasses import dataclass
 
-import thop
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from ..deploy.reparam import reparameterize
 from .detector import Detector, build_detector
@@ -31,12 +34,12 @@ class PartCost:
         return 2 * self.macs
 
 
-def _macs(module: nn.Module, *inputs) -> int:
-    # thop adds (and then removes) counters on the module it profiles, so it gets a copy;
-    # its stdout chatter about modules without a counting rule is silenced.
-    with contextlib.redirect_stdout(io.StringIO()):
-        macs, _ = thop.profile(copy.deepcopy(module), inputs=inputs, verbose=False)
-    return int(macs)
+def _run_counted(module: nn.Module, *inputs):
+    """``module(*inputs)`` and the multiply-accumulates it took."""
+    with FlopCounterMode(display=False) as counter:
+        outputs = module(*inputs)
+    # FlopCounterMode reports 2 FLOPs per multiply-accumulate for every op it knows.
+    return outputs, counter.get_total_flops() // 2
 
 
 def _params(module: nn.Module) -> int:
@@ -47,19 +50,21 @@ def _params(module: nn.Module) -> int:
 def detector_costs(model: Detector, size: int = 640, fused: bool = True) -> list[PartCost]:
     """[backbone, neck, head, total] costs for one ``size x size`` image.
 
-    thop counts from tensor shapes only, so a model built on the ``meta`` device (see
+    The counter reads tensor shapes only, so a model built on the ``meta`` device (see
     ``recipe_costs``) gives the same numbers without doing the arithmetic.
     """
     check_input_size(model.recipe, size)
+    # Both forms work on a copy, so the caller's model keeps its weights and training flag.
     model = reparameterize(model) if fused else copy.deepcopy(model).eval()
     device = next(model.parameters()).device
     images = torch.zeros(1, 3, size, size, device=device)
-    feats = model.backbone(images)
-    neck_out = model.neck(feats)
+    feats, backbone_macs = _run_counted(model.backbone, images)
+    neck_out, neck_macs = _run_counted(model.neck, feats)
+    _, head_macs = _run_counted(model.head, list(neck_out))
     parts = [
-        PartCost("backbone", _params(model.backbone), _macs(model.backbone, images)),
-        PartCost("neck", _params(model.neck), _macs(model.neck, feats)),
-        PartCost("head", _params(model.head), _macs(model.head, list(neck_out))),
+        PartCost("backbone", _params(model.backbone), backbone_macs),
+        PartCost("neck", _params(model.neck), neck_macs),
+        PartCost("head", _params(model.head), head_macs),
     ]
     parts.append(PartCost("total", sum(p.params for p in parts), sum(p.macs for p in parts)))
     return parts
