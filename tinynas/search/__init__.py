@@ -1,12 +1,16 @@
 """Evolutionary architecture search under FLOPs, params, layers and latency budgets.
 
 ``search(space, budgets, ...)`` runs one; ``resume(run_dir)`` continues one from its folder.
+``create_evolution(space, budgets, ...)`` gives the same search as an ask/tell strategy
+(``Evolution``) and its ``Evaluator``, for a loop of your own.
 """
 
 from .budgets import Budget, parse_budget, parse_ladder
-from .evaluate import candidate_hash
-from .evolution import RungResult, SearchResult, resume, search
+from .evaluate import Evaluation, Evaluator, candidate_hash
+from .evolution import RungResult, SearchResult, create_evolution, resume, search
 from .population import Member, Population
+from .strategy import Candidate, Evolution
 
-__all__ = ["Budget", "Member", "Population", "RungResult", "SearchResult", "candidate_hash",
-           "parse_budget", "parse_ladder", "resume", "search"]
+__all__ = ["Budget", "Candidate", "Evaluation", "Evaluator", "Evolution", "Member", "Population", "RungResult",
+           "SearchResult", "candidate_hash", "create_evolution", "parse_budget", "parse_ladder", "resume",
+           "search"]

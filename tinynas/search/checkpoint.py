@@ -9,31 +9,15 @@ recorded (rows written after the last checkpoint are regenerated identically on 
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 from ..atomic import atomic_write_text
 from ..errors import UserError
 from ..fileio import read_json
+from .strategy import COUNTERS
 
 CHECKPOINT_NAME = "checkpoint.json"
 FORMAT = "tinynas-search-checkpoint/1"
-COUNTERS = ("candidates", "evaluated", "within_budget", "duplicates")
-
-
-def rng_state_to_json(rng: random.Random) -> list:
-    version, internal, gauss = rng.getstate()
-    return [version, list(internal), gauss]
-
-
-def rng_from_json(state: list, source: str) -> random.Random:
-    try:
-        version, internal, gauss = state
-        rng = random.Random()
-        rng.setstate((int(version), tuple(int(v) for v in internal), gauss))
-    except (TypeError, ValueError) as err:
-        raise UserError(source, "rng_state", f"not a valid random state ({err})") from None
-    return rng
 
 
 def save_checkpoint(run_dir: Path, state: dict) -> None:

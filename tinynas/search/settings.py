@@ -1,0 +1,109 @@
+"""The settings of a search: checked once into the JSON ``config`` that a checkpoint stores.
+
+A resumed run rebuilds everything from that ``config`` alone, so it holds plain JSON values
+(budget texts, not ``Budget`` objects) and the whole space, not its file name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import UserError
+from ..resources import resolve_space_path
+from ..scores import SCORERS, parse_weights
+from ..space import SearchSpace, load_space
+from .budgets import Budget, coerce_budgets, parse_budget, parse_ladder, rung_label
+from .spacedoc import space_to_dict
+
+# Workers are processes: a typo such as 10**9 must not fork-bomb the machine.
+MAX_JOBS = 1024
+# A population and a batch of children live in memory at once (a few KB each).
+MAX_IN_MEMORY = 1_000_000
+
+
+def positive_int(value: object, name: str, source: str = "", most: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise UserError(source, name, f"must be a positive integer, got {value!r}")
+    if most is not None and value > most:
+        raise UserError(source, name, f"at most {most}, got {value}")
+    return value
+
+
+def check_jobs(jobs: object, source: str = "") -> int:
+    return positive_int(jobs, "jobs", source, most=MAX_JOBS)
+
+
+def as_space(space: SearchSpace | str | Path) -> SearchSpace:
+    if isinstance(space, SearchSpace):
+        return space
+    return load_space(resolve_space_path(str(space)))
+
+
+def build_config(space: SearchSpace, budgets, ladder, latency, population, candidates,
+                 blocks_per_child, seed, score, weights, score_options, resolution, batch_size,
+                 checkpoint_every, start_tries, source: str = "") -> dict:
+    """Validate the arguments of ``search`` into the JSON config a checkpoint stores."""
+    fixed = coerce_budgets(budgets, source, "budgets")
+    rungs_text = None
+    if ladder is not None:
+        rung_budgets = parse_ladder(ladder, source, "ladder") if isinstance(ladder, str) else tuple(
+            b if isinstance(b, Budget) else parse_budget(b, source, "ladder") for b in ladder)
+        if len({b.kind for b in rung_budgets}) != 1 or len(rung_budgets) < 2:
+            raise UserError(source, "ladder", "a ladder is two or more limits of one budget kind")
+        rung_budgets = tuple(sorted(rung_budgets, key=lambda b: b.limit))
+        if any(b.kind == rung_budgets[0].kind for b in fixed):
+            raise UserError(source, "ladder", f"{rung_budgets[0].kind} is both a budget and the ladder; "
+                            "give it in one place")
+        rungs_text = [b.text for b in rung_budgets]
+    resolution = space.resolution if resolution is None else positive_int(resolution, "resolution", source)
+    weights = parse_weights(weights, source, "weights")
+    stages = len(space.initial.stage_ends())
+    if len(weights) != stages:
+        raise UserError(source, "weights", f"{len(weights)} stage weights for a space with {stages} stages")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise UserError(source, "seed", f"must be an integer, got {seed!r}")
+    if score not in SCORERS:
+        raise UserError(source, "score", f"unknown score {score!r} (known: {', '.join(sorted(SCORERS))})")
+    if latency is None:
+        latency_doc = None
+    elif hasattr(latency, "predict_ms"):
+        latency_doc = {"object": type(latency).__name__}
+    else:
+        latency_doc = {"path": str(latency)}
+    kinds = {b.kind for b in fixed} | ({parse_budget(rungs_text[0]).kind} if rungs_text else set())
+    if "latency" in kinds and latency is None:
+        raise UserError(source, "latency", "a latency budget needs a latency table "
+                        "(pass latency=<table path or predictor>, or --latency-db)")
+    return {
+        "space": space_to_dict(space),
+        "space_source": space.source,
+        "budgets": [b.text for b in fixed],
+        "ladder": rungs_text,
+        "latency": latency_doc,
+        "population": positive_int(population, "population", source, most=MAX_IN_MEMORY),
+        "candidates": positive_int(candidates, "candidates", source),
+        "blocks_per_child": positive_int(blocks_per_child, "blocks_per_child", source),
+        "seed": seed,
+        "score": score,
+        "weights": list(weights),
+        "score_options": dict(score_options or {}),
+        "resolution": resolution,
+        "batch_size": positive_int(batch_size, "batch_size", source, most=MAX_IN_MEMORY),
+        "checkpoint_every": positive_int(checkpoint_every, "checkpoint_every", source),
+        "start_tries": positive_int(start_tries, "start_tries", source),
+    }
+
+
+def config_rungs(config: dict) -> tuple[tuple[Budget, ...], ...]:
+    """The budgets of each rung: the fixed budgets plus one ladder limit (or alone)."""
+    fixed = tuple(parse_budget(t) for t in config["budgets"])
+    if not config["ladder"]:
+        return (fixed,)
+    return tuple(fixed + (parse_budget(t),) for t in config["ladder"])
+
+
+def rung_labels(config: dict) -> list[str]:
+    """The stem of each rung's best files: ``best``, or ``best-<kind>-<limit>`` on a ladder."""
+    if not config["ladder"]:
+        return ["best"]
+    return [f"best-{rung_label(parse_budget(t))}" for t in config["ladder"]]
