@@ -143,6 +143,28 @@ def plain_name(text: object, source: str, field: str) -> str:
     return name
 
 
+# Where each kind of run lives when no folder is named. A search is numbered when its folder is
+# taken (it resumes by folder, never by re-running the recipe); a training run or a chain keeps
+# its folder, because running the same recipe again is how it resumes.
+RUNS = Path("runs")
+RUN_PARENTS = {"train": RUNS, "search": RUNS, "chain": RUNS / "chains"}
+NUMBERED_KINDS = ("search",)
+
+
+def run_dir_for(kind: str, name: str, out: str | os.PathLike | None = None) -> Path:
+    """The folder of a ``kind`` run called ``name``: ``out`` when given, else ``runs/[chains/]<name>``
+    (for a search, ``<name>-2``, ``-3``, ... when that one is taken)."""
+    if kind not in RUN_PARENTS:
+        raise ValueError(f"unknown run kind {kind!r} (known: {', '.join(RUN_PARENTS)})")
+    folder = Path(out) if out else RUN_PARENTS[kind] / name
+    if kind not in NUMBERED_KINDS or not folder.exists():
+        return folder
+    n = 2
+    while Path(f"{folder}-{n}").exists():
+        n += 1
+    return Path(f"{folder}-{n}")
+
+
 def check_new_file(path: str | os.PathLike, field: str, force: bool = False) -> Path:
     """``path`` may be written: it does not exist, or ``force`` says to replace a file."""
     path = Path(path)

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-
 from .arch import MAX_CHANNELS, MAX_DEPTH, MAX_KERNEL, Arch, BlockSpec, arch_from_dicts
+from .config import read_section, setting
 from .errors import UserError
 from .fileio import read_yaml
 from .runfolder import plain_name
@@ -220,35 +220,43 @@ def _limits(raw: object, defaults: dict, source: str, where: str) -> BlockLimits
     return limits
 
 
-SPACE_KEYS = {"name", "description", "resolution", "in_channels", "channel_divisor", "initial",
-              "defaults", "blocks", "mutation"}
-MUTATION_KEYS = {"channel_multipliers", "depth_steps", "nondecreasing_channels"}
+@dataclass(frozen=True)
+class MutationSettings:
+    """How a mutation moves: the ``mutation`` section of a space file."""
+
+    channel_multipliers: tuple[float, ...] = setting(DEFAULT_MULTIPLIERS, bounds="(0, inf)",
+                                                     help="factors a mutation scales channels by")
+    depth_steps: tuple[int, ...] = setting(DEFAULT_DEPTH_STEPS, help="steps a mutation adds to a depth")
+    nondecreasing_channels: bool = setting(True, help="no block narrower than the one before it")
+
+
+@dataclass(frozen=True)
+class SpaceSettings:
+    """The scalar fields of a space file (``initial``, ``defaults`` and ``blocks`` have their own readers)."""
+
+    name: str = setting(help="the space's name; also names its run folders")
+    description: str = ""
+    resolution: int = setting(320, bounds="[1, inf)", unit="pixels", help="the input size searched for")
+    in_channels: int | None = setting(None, bounds="[1, inf)", help="default: what the initial stem reads")
+    channel_divisor: int = setting(8, bounds="[1, inf)", help="channels are rounded to multiples of it")
+    mutation: MutationSettings = setting(factory=MutationSettings)
+
+
+BLOCK_KEYS = ("initial", "defaults", "blocks")
 
 
 def space_from_dict(doc: object, source: str = "<space>") -> SearchSpace:
     """Build and validate a ``SearchSpace`` from its YAML document."""
     if not isinstance(doc, dict):
         raise UserError(source, "", "a search space must be a YAML mapping")
-    for key in doc:
-        if key not in SPACE_KEYS:
-            raise UserError(source, str(key), f"unknown key (known: {', '.join(sorted(SPACE_KEYS))})")
-    for key in ("name", "initial"):
-        if key not in doc:
-            raise UserError(source, key, "missing")
+    settings = read_section(SpaceSettings, doc, source, read_elsewhere=BLOCK_KEYS)
+    if doc.get("initial") is None:
+        raise UserError(source, "initial", "missing")
     initial = arch_from_dicts(doc["initial"], source)
     n = len(initial.blocks)
-
-    def positive_int(key: str, default: int) -> int:
-        value = doc.get(key, default)
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise UserError(source, key, f"must be a positive integer, got {value!r}")
-        return value
-
-    resolution = positive_int("resolution", 320)
-    divisor = positive_int("channel_divisor", 8)
-    in_channels = positive_int("in_channels", initial.in_channels)
-    if in_channels != initial.in_channels:
-        raise UserError(source, "in_channels", f"{in_channels} differs from initial[0].in = {initial.in_channels}")
+    if settings.in_channels not in (None, initial.in_channels):
+        raise UserError(source, "in_channels",
+                        f"{settings.in_channels} differs from initial[0].in = {initial.in_channels}")
 
     defaults = doc.get("defaults") or {}
     if not isinstance(defaults, dict):
@@ -261,41 +269,17 @@ def space_from_dict(doc: object, source: str = "<space>") -> SearchSpace:
         raise UserError(source, "blocks", f"expected {n} entries of limits, one per initial block")
     limits = tuple(_limits(raw, defaults, source, f"blocks[{i}]") for i, raw in enumerate(raw_blocks))
 
-    mutation = doc.get("mutation") or {}
-    if not isinstance(mutation, dict):
-        raise UserError(source, "mutation", "expected a mapping")
-    for key in mutation:
-        if key not in MUTATION_KEYS:
-            raise UserError(source, f"mutation.{key}", f"unknown key (known: {', '.join(sorted(MUTATION_KEYS))})")
-    multipliers = _numbers(mutation.get("channel_multipliers", DEFAULT_MULTIPLIERS), source,
-                           "mutation.channel_multipliers", float)
-    steps = _numbers(mutation.get("depth_steps", DEFAULT_DEPTH_STEPS), source, "mutation.depth_steps", int)
-    if any(m <= 0 for m in multipliers):
-        raise UserError(source, "mutation.channel_multipliers", "multipliers must be positive")
-    nondecreasing = mutation.get("nondecreasing_channels", True)
-    if not isinstance(nondecreasing, bool):
-        raise UserError(source, "mutation.nondecreasing_channels", "expected true or false")
-
+    mutation = settings.mutation
     space = SearchSpace(
-        name=plain_name(doc["name"], source, "name"), initial=initial, limits=limits, resolution=resolution,
-        channel_divisor=divisor, channel_multipliers=multipliers, depth_steps=steps,
-        nondecreasing_channels=nondecreasing, description=str(doc.get("description", "")),
+        name=plain_name(settings.name, source, "name"), initial=initial, limits=limits,
+        resolution=settings.resolution, channel_divisor=settings.channel_divisor,
+        channel_multipliers=mutation.channel_multipliers, depth_steps=mutation.depth_steps,
+        nondecreasing_channels=mutation.nondecreasing_channels, description=settings.description,
         source=source,
     )
     for field_name, reason in space.problems(initial):
         raise UserError(source, f"initial: {field_name}", f"the initial architecture breaks the space's limits: {reason}")
     return space
-
-
-def _numbers(value: object, source: str, where: str, kind: type) -> tuple:
-    if not isinstance(value, (list, tuple)) or not value:
-        raise UserError(source, where, f"expected a non-empty list, got {value!r}")
-    out = []
-    for v in value:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and not float(v).is_integer()):
-            raise UserError(source, where, f"expected {kind.__name__} values, got {v!r}")
-        out.append(kind(v))
-    return tuple(out)
 
 
 def load_space(path: str | Path) -> SearchSpace:

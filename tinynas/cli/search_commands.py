@@ -1,52 +1,70 @@
-"""``tinynas search``: evolve a backbone under budgets, from options or a recipe."""
+"""``tinynas search``: evolve a backbone under budgets, from a recipe, ``key=value`` settings and flags.
+
+Every setting is a key of a search recipe (``population=64``); each ``--flag`` of a setting is
+another spelling of its key, generated from the recipe's own description (so defaults and
+help live in one place, ``tinynas/search/recipe.py``). A flag or ``key=value`` replaces the
+recipe's value, and an error in one names it rather than the recipe file.
+"""
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
+from typing import get_args, get_type_hints
 
+from ..config import COMMAND_LINE, Override, Overrides, parse_override, setting_of
 from ..errors import UserError
-from ..scores import SCORERS, parse_weights
-from ..search.budgets import merge_budgets, parse_budget, parse_ladder
+from ..runfolder import run_dir_for
+from ..search.budgets import parse_budget
 from ..search.evolution import BACKENDS, resume, search
-from ..search.recipe import DEFAULT_LATENCY_DB, load_recipe, recipe_space, resolve_latency_path
-from .argtypes import positive_int
+from ..search.recipe import (DEFAULT_LATENCY_DB, SearchRecipe, check_weights, load_search_recipe, recipe_space,
+                             resolve_latency_path, with_command_line)
 from .format import human
 
-DEFAULTS = {"population": 256, "candidates": 10000, "blocks_per_child": 1, "seed": 0, "score": "madnas",
-            "weights": "0,0,1,1,6", "resolution": None, "batch_size": 512, "checkpoint_every": 10000,
-            "jobs": 1}
-# Options that only change speed or display, so they may differ on --resume.
+# Recipe keys that have a flag of their own (--blocks-per-child for blocks_per_child).
+FLAG_KEYS = ("space", "ladder", "latency_db", "population", "candidates", "blocks_per_child", "seed", "score",
+             "weights", "resolution", "jobs", "batch_size", "checkpoint_every", "out")
+# Flags whose value is taken as written (a path, a ladder), not as a YAML scalar.
+TEXT_FLAGS = ("space", "ladder", "latency_db", "out")
+METAVARS = {"space": "SPACE", "ladder": "KIND=V1,V2,...", "latency_db": "TABLE", "score": "NAME",
+            "weights": "W,W,...", "out": "RUN_DIR"}
+# Settings that only change speed or display, so they may differ on --resume.
 RUNTIME_OPTIONS = ("jobs", "backend", "quiet")
+
+
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def _flag_help(key: str) -> str:
+    spec = {f.name: f for f in fields(SearchRecipe)}[key]
+    text = setting_of(spec).help
+    choices = setting_of(spec).choices
+    if choices:
+        text += f": {', '.join(choices)}"
+    default = spec.default
+    if default not in (None, "", ()):
+        shown = ",".join(f"{w:g}" for w in default) if isinstance(default, tuple) else default
+        text += f" (default {shown})"
+    return text
 
 
 def register(sub) -> None:
     p = sub.add_parser(
         "search", help="evolutionary search of a backbone under latency/FLOPs/params/layers budgets",
-        description="Evolve architectures of a search space under budgets (MAE-NAS style). Give the "
-                    "options here, or a recipe YAML whose keys the options override.")
+        description="Evolve architectures of a search space under budgets (MAE-NAS style). Give a recipe YAML, "
+                    "KEY=VALUE settings (population=64 seed=3) and flags; the command line overrides the recipe.")
     p.add_argument("recipe", metavar="RECIPE", nargs="?", help="search recipe YAML (e.g. recipes/search/damoyolo-s.yaml)")
-    p.add_argument("--space", help="search space: YAML file or shipped name (k1kx, kxkx, k1kxk1, k1dwk1)")
+    p.add_argument("overrides", metavar="KEY=VALUE", nargs="*",
+                   help="recipe settings, e.g. population=64 candidates=2000 seed=3 weights=0,0,1,1,6")
     p.add_argument("--budget", action="append", default=None, metavar="KIND=VALUE",
                    help="an upper limit, repeatable: latency=0.12ms, flops=3.5G, macs=1.7G, params=8M, layers=25")
-    p.add_argument("--ladder", metavar="KIND=V1,V2,...",
-                   help="one best architecture per limit from one shared search, e.g. latency=0.08ms,0.12ms,0.2ms")
-    p.add_argument("--latency-db", dest="latency_db", metavar="TABLE",
-                   help=f"latency table for latency budgets (default {DEFAULT_LATENCY_DB})")
-    p.add_argument("--population", type=positive_int, metavar="N", help="population size (default 256)")
-    p.add_argument("--candidates", type=positive_int, metavar="N", help="children to generate (default 10000)")
-    p.add_argument("--blocks-per-child", dest="blocks_per_child", type=positive_int, metavar="N",
-                   help="blocks mutated per child (default 1)")
-    p.add_argument("--seed", type=int, metavar="N", help="random seed (default 0)")
-    p.add_argument("--score", choices=sorted(SCORERS), help="zero-shot score (default madnas)")
-    p.add_argument("--weights", metavar="W,W,...", help="stage weights, comma separated (default 0,0,1,1,6)")
-    p.add_argument("--resolution", type=positive_int, metavar="N", help="input size (default: the space's)")
-    p.add_argument("--jobs", type=positive_int, metavar="N", help="parallel workers; never changes the result (default 1)")
+    hints = get_type_hints(SearchRecipe)
+    for key in FLAG_KEYS:
+        counts = hints[key] is int or int in get_args(hints[key])
+        p.add_argument(_flag(key), dest=key, metavar=METAVARS.get(key, "N" if counts else "VALUE"),
+                       help=_flag_help(key))
     p.add_argument("--backend", choices=BACKENDS, default="loky", help="joblib backend (default %(default)s)")
-    p.add_argument("--batch-size", dest="batch_size", type=positive_int, metavar="N",
-                   help="children generated per batch from one population state (default 512)")
-    p.add_argument("--checkpoint-every", dest="checkpoint_every", type=positive_int, metavar="N",
-                   help="candidates between checkpoints (default 10000)")
-    p.add_argument("--out", metavar="RUN_DIR", help="run folder (default runs/<recipe or space name>, numbered if taken)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR")
     p.add_argument("--force", action="store_true",
                    help="write into an --out folder that already holds other files (never over a search)")
@@ -54,74 +72,59 @@ def register(sub) -> None:
     p.set_defaults(func=run_search)
 
 
-def _free_folder(base: Path) -> Path:
-    if not base.exists():
-        return base
-    n = 2
-    while Path(f"{base}-{n}").exists():
-        n += 1
-    return Path(f"{base}-{n}")
+def command_line_settings(args) -> tuple[str | None, Overrides]:
+    """The recipe path and every setting given on the command line, flags included, in order."""
+    recipe, texts = args.recipe, list(args.overrides or [])
+    if recipe is not None and "=" in recipe and not Path(recipe).is_file():
+        recipe, texts = None, [recipe, *texts]
+    settings = Overrides.parse(texts, COMMAND_LINE)
+    flags = []
+    for key in FLAG_KEYS:
+        text = getattr(args, key, None)
+        if text is None:
+            continue
+        flag = _flag(key)
+        flags.append(Override(key, text, flag) if key in TEXT_FLAGS else parse_override(f"{key}={text}", flag))
+    # A flag comes after the KEY=VALUE settings: it is the more specific spelling.
+    return recipe, settings + Overrides(tuple(flags))
 
 
 def run_search(args) -> int:
+    recipe_path, overrides = command_line_settings(args)
     if args.resume:
-        given = [name for name in ("recipe", "space", "budget", "ladder", "latency_db", "population",
-                                   "candidates", "blocks_per_child", "seed", "score", "weights",
-                                   "resolution", "batch_size", "checkpoint_every", "out")
-                 if getattr(args, name) is not None] + (["force"] if args.force else [])
+        given = [o.origin if o.origin != COMMAND_LINE else o.key for o in overrides.items if o.key != "jobs"]
+        given += (["RECIPE"] if recipe_path else []) + (["--budget"] if args.budget else [])
+        given += ["--force"] if args.force else []
         if given:
-            raise UserError("--resume", given[0].replace("_", "-"), "a resumed run keeps its stored settings; "
+            raise UserError("--resume", given[0], "a resumed run keeps its stored settings; "
                             f"only {', '.join('--' + o for o in RUNTIME_OPTIONS)} may be given")
-        result = resume(args.resume, jobs=args.jobs or 1, backend=args.backend, progress=not args.quiet)
+        jobs = load_search_recipe(None, overrides).jobs
+        result = resume(args.resume, jobs=jobs, backend=args.backend, progress=not args.quiet)
         _report(result)
         return 0
 
-    recipe = load_recipe(args.recipe) if args.recipe else {}
-    options = {**DEFAULTS, **{k: v for k, v in recipe.items() if k in DEFAULTS}}
-    for name in DEFAULTS:
-        if getattr(args, name, None) is not None:
-            options[name] = getattr(args, name)
-    space = recipe_space(recipe, args.space)
-    source = str(args.recipe) if args.recipe else ""
-    if args.weights is not None:  # checked here so an error names the flag, not the recipe
-        stages = len(space.initial.stage_ends())
-        if len(parse_weights(args.weights, "", "--weights")) != stages:
-            raise UserError("", "--weights", f"expected {stages} stage weights for {space.name}, got {args.weights!r}")
-    if args.ladder is not None:
-        parse_ladder(args.ladder, "", "--ladder")
-
+    recipe = load_search_recipe(recipe_path, overrides)
     cli_budgets = [parse_budget(text, "", "--budget") for text in args.budget or []]
-    recipe_budgets = list(recipe.get("budgets", ()))
-    ladder = args.ladder or recipe.get("ladder")
-    ladder_kind = ladder.split("=", 1)[0].strip().lower() if ladder else None
-    if args.ladder:
-        # A ladder given here replaces the recipe's budget of the same kind...
-        recipe_budgets = [b for b in recipe_budgets if b.kind != ladder_kind]
-    elif ladder and ladder_kind in {b.kind for b in cli_budgets}:
-        # ...and a budget given here replaces the recipe's ladder of the same kind.
-        ladder = ladder_kind = None
-    budgets = merge_budgets(recipe_budgets + cli_budgets)
-    latency_text = args.latency_db or recipe.get("latency_db")
-    wants_latency = ladder_kind == "latency" or any(b.kind == "latency" for b in budgets)
+    recipe = with_command_line(recipe, cli_budgets, ladder_given=overrides.origin("ladder") is not None)
+    space = recipe_space(recipe)
+    check_weights(recipe, space)
+
+    ladder_kind = recipe.ladder.split("=", 1)[0].strip().lower() if recipe.ladder else None
+    wants_latency = ladder_kind == "latency" or any(b.kind == "latency" for b in recipe.budgets)
     latency = None
-    if wants_latency or latency_text:
-        latency = resolve_latency_path(latency_text or DEFAULT_LATENCY_DB)
+    if wants_latency or recipe.latency_db:
+        latency = resolve_latency_path(recipe.latency_db or DEFAULT_LATENCY_DB)
         if not latency.is_file():
-            field = "--latency-db" if latency_text else "--latency-db (default)"
+            field = "--latency-db" if recipe.latency_db else "--latency-db (default)"
             raise UserError(str(latency), field, "latency table not found; build one with "
                             "`tinynas latency build`, or name an existing table with --latency-db")
 
-    if args.out:
-        out = Path(args.out)
-    else:
-        out = _free_folder(Path(recipe.get("out") or Path("runs") / (Path(args.recipe).stem if args.recipe else space.name)))
-
-    result = search(space, budgets, ladder=ladder, latency=latency, population=options["population"],
-                    candidates=options["candidates"], blocks_per_child=options["blocks_per_child"],
-                    seed=options["seed"], score=options["score"], weights=options["weights"],
-                    resolution=options["resolution"], jobs=options["jobs"], backend=args.backend,
-                    batch_size=options["batch_size"], checkpoint_every=options["checkpoint_every"],
-                    out=out, progress=not args.quiet, exist_ok=args.force, source=source)
+    name = Path(recipe_path).stem if recipe_path else space.name
+    named_here = overrides.origin("out") is not None
+    # A folder named on the command line is used as it is; otherwise a taken one is numbered.
+    out = Path(recipe.out) if named_here and recipe.out else run_dir_for("search", name, recipe.out or None)
+    result = search(space, recipe.budgets, latency=latency, **recipe.search_arguments(), backend=args.backend,
+                    out=out, progress=not args.quiet, exist_ok=args.force)
     _report(result)
     return 0
 

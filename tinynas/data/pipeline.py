@@ -19,15 +19,13 @@ grey 114/255 padding. The target dict holds:
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..bounds import check_range
-from ..errors import UserError
+from ..config import AUTO, Auto, Source, as_source, read_section, setting
 from .coco import CocoDataset
 from .collate import EpochIndex
 from .mosaic import mixup, mosaic
@@ -37,9 +35,8 @@ from .transforms import AffineRange, Placement, drop_degenerate, hsv_jitter, let
 
 # Probabilities, shares of the image, and colour gains (a gain g scales by 1 +- g) live in [0, 1];
 # angles past 180 degrees only repeat smaller ones.
-AUGMENT_RANGES = {"mosaic_prob": "[0, 1]", "mixup_prob": "[0, 1]", "flip_prob": "[0, 1]",
-                  "translate": "[0, 1]", "hsv_hue": "[0, 1]", "hsv_saturation": "[0, 1]",
-                  "hsv_value": "[0, 1]", "degrees": "[0, 180]", "shear": "[0, 90)"}
+UNIT = "[0, 1]"
+NON_NEGATIVE = "[0, inf)"
 
 
 @dataclass(frozen=True)
@@ -57,18 +54,18 @@ class AugmentConfig:
     letterboxed, then colour-jittered and flipped like every training item.
     """
 
-    mosaic_prob: float = 1.0
-    mixup_prob: float = 0.0
-    flip_prob: float = 0.5
-    degrees: float = 0.0
-    translate: float = 0.1
-    scale: tuple[float, float] = (0.5, 1.5)
-    shear: float = 0.0
-    hsv_hue: float = 0.015
-    hsv_saturation: float = 0.7
-    hsv_value: float = 0.4
-    no_aug_epochs: int | str = "auto"  # auto: round(epochs / 10)
-    min_box_size: float = 2.0
+    mosaic_prob: float = setting(1.0, bounds=UNIT)
+    mixup_prob: float = setting(0.0, bounds=UNIT)
+    flip_prob: float = setting(0.5, bounds=UNIT, help="horizontal flips")
+    degrees: float = setting(0.0, bounds="[0, 180]", unit="degrees", help="random rotation, +-")
+    translate: float = setting(0.1, bounds=UNIT, help="random shift, a share of the image")
+    scale: tuple[float, float] = setting((0.5, 1.5), bounds="(0, inf)", help="[low, high] zoom, low <= high")
+    shear: float = setting(0.0, bounds="[0, 90)", unit="degrees")
+    hsv_hue: float = setting(0.015, bounds=UNIT)
+    hsv_saturation: float = setting(0.7, bounds=UNIT)
+    hsv_value: float = setting(0.4, bounds=UNIT)
+    no_aug_epochs: int | Auto = setting(AUTO, bounds=NON_NEGATIVE, help="auto: round(epochs / 10)")
+    min_box_size: float = setting(2.0, bounds=NON_NEGATIVE, unit="pixels")
 
     def quiet_epochs(self, epochs: int) -> int:
         """How many final epochs of a ``epochs``-epoch run go without mosaic, mixup and affine."""
@@ -81,44 +78,19 @@ class AugmentConfig:
         return AffineRange(degrees=self.degrees, translate=self.translate, scale=tuple(self.scale), shear=self.shear)
 
     @classmethod
-    def from_dict(cls, data: dict | None, source: str = "<augment>") -> "AugmentConfig":
-        """Build from a recipe mapping, naming the file and field of any bad value."""
-        if data is None:
-            return cls()
-        if not isinstance(data, dict):
-            raise UserError(source, "augment", "expected a mapping")
-        known = {f.name for f in fields(cls)}
-        values = {}
-        for key, value in data.items():
-            if key not in known:
-                raise UserError(source, f"augment.{key}", f"unknown option (known: {', '.join(sorted(known))})")
-            if key == "scale":
-                if (not isinstance(value, (list, tuple)) or len(value) != 2
-                        or not all(_is_number(v) and v > 0 for v in value) or value[0] > value[1]):
-                    raise UserError(source, "augment.scale", f"expected [low, high] with 0 < low <= high, got {value!r}")
-                values[key] = (float(value[0]), float(value[1]))
-            elif key == "no_aug_epochs" and value == "auto":
-                values[key] = value
-            elif key == "no_aug_epochs":
-                if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                    raise UserError(source, f"augment.{key}", f"expected a non-negative integer, got {value!r}")
-                values[key] = value
-            else:
-                if not _is_number(value) or value < 0 or not math.isfinite(value):
-                    raise UserError(source, f"augment.{key}", f"expected a non-negative number, got {value!r}")
-                if key in AUGMENT_RANGES:
-                    check_range(float(value), AUGMENT_RANGES[key], source, f"augment.{key}")
-                values[key] = float(value)
-        return cls(**values)
+    def from_dict(cls, data: dict | None, source: str | Source = "<augment>") -> "AugmentConfig":
+        """Build from a recipe's ``augment`` mapping, naming the file and field of any bad value."""
+        config = read_section(cls, data, source, "augment")
+        low, high = config.scale
+        if low > high:
+            raise as_source(source).error("augment.scale", f"expected [low, high] with 0 < low <= high, "
+                                                           f"got {list(config.scale)!r}")
+        return config
 
     def to_dict(self) -> dict:
         out = asdict(self)
         out["scale"] = list(self.scale)
         return out
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:

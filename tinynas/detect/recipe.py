@@ -9,52 +9,53 @@ a checkpoint stores so it can be rebuilt without the files the recipe pointed to
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal, get_args
 
 import yaml
 
 from ..arch import ACTIVATIONS, Arch, arch_from_dicts
 from ..archio import load_arch
+from ..config import AUTO, Auto, Setting, Source, as_source, read_section, read_value, setting
 from ..errors import UserError
 from ..resources import ARCH_DIR, ARCH_SUFFIXES, PROJECT_ROOT, resolve_file
 from ..nn.wrap_csp import csp_stages, default_csp_outputs
 from ..nn.wrap_res import default_res_outputs
 
 MODEL_DIR = PROJECT_ROOT / "recipes" / "models"
-WRAPS = ("res", "csp")
+Wrap = Literal["res", "csp"]
+WRAPS = get_args(Wrap)
 IMAGE_CHANNELS = 3
-SECTION_KEYS = {
-    "backbone": ("arch", "wrap", "out_indices", "focus", "spp", "act", "reparam"),
-    "neck": ("depth", "hidden_ratio", "out_channels", "act"),
-    "head": ("num_classes", "reg_max", "strides"),
-}
+AT_LEAST_ONE = "[1, inf)"
 
 
 @dataclass(frozen=True)
 class BackboneConfig:
-    arch: Arch
-    wrap: str = "res"
-    out_indices: tuple[int, ...] = ()
-    focus: bool = True
-    spp: bool = True
-    act: str = "relu"
-    reparam: bool = True
+    arch: Arch = setting(help="an architecture file, a shipped name, or a list of blocks")
+    wrap: Wrap = setting("res", help="res: a feature after any block; csp: stages joined CSP-style")
+    # Read as "auto" (or left out): the wrap's own choice, resolved by parse_model_recipe.
+    out_indices: tuple[int, ...] | Auto = setting((), bounds="[0, inf)", length=3,
+                                                  help="the three levels feeding the neck (0 is the stem)")
+    focus: bool = setting(True, help="a space-to-depth stem (the architecture reads 12 channels)")
+    spp: bool = setting(True, help="spatial pyramid pooling after the last level")
+    act: str = setting("relu", choices=ACTIVATIONS)
+    reparam: bool = setting(True, help="RepConv branches, fused for deployment")
 
 
 @dataclass(frozen=True)
 class NeckConfig:
-    out_channels: tuple[int, int, int] = (64, 128, 256)
-    depth: float = 1.0
-    hidden_ratio: float = 1.0
-    act: str = "relu"
+    out_channels: tuple[int, int, int] = setting((64, 128, 256), bounds=AT_LEAST_ONE)
+    depth: float = setting(1.0, bounds="(0, inf)", help="a multiplier of the fusion blocks' depth")
+    hidden_ratio: float = setting(1.0, bounds="(0, inf)", help="hidden channels as a share of the output")
+    act: str = setting("relu", choices=ACTIVATIONS)
 
 
 @dataclass(frozen=True)
 class HeadConfig:
-    num_classes: int = 80
-    reg_max: int = 16
-    strides: tuple[int, ...] = (8, 16, 32)
+    num_classes: int = setting(80, bounds=AT_LEAST_ONE)
+    reg_max: int = setting(16, bounds=AT_LEAST_ONE, help="DFL bins per box side")
+    strides: tuple[int, ...] = setting((8, 16, 32), bounds=AT_LEAST_ONE, length=3, unit="pixels")
 
 
 @dataclass(frozen=True)
@@ -119,67 +120,6 @@ def load_model_recipe(text: str | os.PathLike) -> ModelRecipe:
     return parse_model_recipe(doc, source, path.parent)
 
 
-class _Reader:
-    """Typed access to one section, naming ``source`` and ``section.key`` in every error."""
-
-    def __init__(self, doc: object, section: str, source: str):
-        self.section, self.source = section, source
-        if doc is None:
-            doc = {}
-        if not isinstance(doc, dict):
-            raise UserError(source, section, "expected a mapping")
-        for key in doc:
-            if key not in SECTION_KEYS[section]:
-                known = ", ".join(SECTION_KEYS[section])
-                raise UserError(source, f"{section}.{key}", f"unknown key (known: {known})")
-        self.doc = doc
-
-    def fail(self, key: str, reason: str) -> UserError:
-        return UserError(self.source, f"{self.section}.{key}", reason)
-
-    def boolean(self, key: str, default: bool) -> bool:
-        value = self.doc.get(key, default)
-        if not isinstance(value, bool):
-            raise self.fail(key, f"expected true or false, got {value!r}")
-        return value
-
-    def positive_int(self, key: str, default: int) -> int:
-        value = self.doc.get(key, default)
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise self.fail(key, f"expected a positive integer, got {value!r}")
-        return value
-
-    def positive_float(self, key: str, default: float) -> float:
-        value = self.doc.get(key, default)
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-            raise self.fail(key, f"expected a positive number, got {value!r}")
-        return float(value)
-
-    def int_list(self, key: str, default: tuple[int, ...] | None, length: int | None = None,
-                 minimum: int = 1) -> tuple[int, ...] | None:
-        value = self.doc.get(key, default)
-        if value is None or value == "auto":
-            return None
-        if (not isinstance(value, (list, tuple)) or not value
-                or any(not isinstance(v, int) or isinstance(v, bool) or v < minimum for v in value)):
-            raise self.fail(key, f"expected a list of integers >= {minimum}, got {value!r}")
-        if length is not None and len(value) != length:
-            raise self.fail(key, f"expected {length} values, got {len(value)}")
-        return tuple(value)
-
-    def activation(self, key: str, default: str) -> str:
-        value = self.doc.get(key, default)
-        if value not in ACTIVATIONS:
-            raise self.fail(key, f"unknown activation {value!r} (known: {', '.join(ACTIVATIONS)})")
-        return value
-
-    def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
-        value = self.doc.get(key, default)
-        if value not in choices:
-            raise self.fail(key, f"expected one of {', '.join(choices)}, got {value!r}")
-        return value
-
-
 def _read_arch(value: object, source: str, base_dir: Path | None) -> Arch:
     where = "backbone.arch"
     if isinstance(value, (list, dict)):
@@ -212,50 +152,46 @@ def output_strides(arch: Arch, wrap: str, focus: bool, out_indices: tuple[int, .
     return tuple(strides[ends[i]] for i in out_indices)
 
 
-def parse_model_recipe(doc: object, source: str = "<recipe>", base_dir: Path | None = None) -> ModelRecipe:
+def parse_model_recipe(doc: object, source: str | Source = "<recipe>", base_dir: Path | None = None) -> ModelRecipe:
     """Validate the model sections of a recipe document (other top-level sections are left alone)."""
+    src = as_source(source)
     if not isinstance(doc, dict):
-        raise UserError(source, "", "a recipe must be a YAML mapping")
+        raise src.error("", "a recipe must be a YAML mapping")
     for section in ("backbone", "head"):
         if section not in doc:
-            raise UserError(source, section, "missing")
-    bb = _Reader(doc["backbone"], "backbone", source)
-    if "arch" not in bb.doc:
-        raise bb.fail("arch", "missing")
-    arch = _read_arch(bb.doc["arch"], source, base_dir)
-    wrap = bb.choice("wrap", "res", WRAPS)
-    focus = bb.boolean("focus", True)
+            raise src.error(section, "missing")
+    raw = doc["backbone"]
+    if not isinstance(raw, dict):
+        raise src.error("backbone", "expected a mapping")
+    if raw.get("arch") is None:
+        raise src.error("backbone.arch", "missing")
+    arch = _read_arch(raw["arch"], src.of("backbone.arch"), base_dir)
+    backbone = read_section(BackboneConfig, raw, src, "backbone", extra={"arch": arch})
     stem_in = arch.in_channels
-    if focus and stem_in not in (IMAGE_CHANNELS, 4 * IMAGE_CHANNELS):
-        raise bb.fail("focus", f"a Focus stem needs the architecture's stem to read {IMAGE_CHANNELS} "
-                               f"or {4 * IMAGE_CHANNELS} channels, it reads {stem_in}")
-    if not focus and stem_in != IMAGE_CHANNELS:
-        raise bb.fail("focus", f"the stem reads {stem_in} channels, images have {IMAGE_CHANNELS}: "
-                               "set focus: true")
+    if backbone.focus and stem_in not in (IMAGE_CHANNELS, 4 * IMAGE_CHANNELS):
+        raise src.error("backbone.focus", f"a Focus stem needs the architecture's stem to read {IMAGE_CHANNELS} "
+                                          f"or {4 * IMAGE_CHANNELS} channels, it reads {stem_in}")
+    if not backbone.focus and stem_in != IMAGE_CHANNELS:
+        raise src.error("backbone.focus", f"the stem reads {stem_in} channels, images have {IMAGE_CHANNELS}: "
+                                          "set focus: true")
+    wrap = backbone.wrap
     count = len(arch.blocks) if wrap == "res" else len(csp_stages(arch)) + 1
-    out_indices = bb.int_list("out_indices", None, 3, minimum=0)
-    if out_indices is None:
+    out_indices = backbone.out_indices
+    if out_indices in ((), AUTO):
         out_indices = default_res_outputs(arch) if wrap == "res" else default_csp_outputs(arch)
     if len(out_indices) != 3:
-        raise bb.fail("out_indices", f"the neck needs three backbone levels; this architecture has {count}")
+        raise src.error("backbone.out_indices", f"the neck needs three backbone levels; this architecture has {count}")
     if any(i >= count for i in out_indices) or list(out_indices) != sorted(set(out_indices)):
-        raise bb.fail("out_indices", f"expected three increasing indices below {count} "
-                                     f"({'blocks' if wrap == 'res' else 'stages'}), got {list(out_indices)}")
-    backbone = BackboneConfig(arch, wrap, out_indices, focus, bb.boolean("spp", True),
-                              bb.activation("act", "relu"), bb.boolean("reparam", True))
-
-    nk = _Reader(doc.get("neck"), "neck", source)
-    neck = NeckConfig(nk.int_list("out_channels", (64, 128, 256), 3), nk.positive_float("depth", 1.0),
-                      nk.positive_float("hidden_ratio", 1.0), nk.activation("act", "relu"))
-
-    hd = _Reader(doc["head"], "head", source)
-    head = HeadConfig(hd.positive_int("num_classes", 80), hd.positive_int("reg_max", 16),
-                      hd.int_list("strides", (8, 16, 32), 3))
-    actual = output_strides(arch, wrap, focus, out_indices)
+        raise src.error("backbone.out_indices", f"expected three increasing indices below {count} "
+                                                f"({'blocks' if wrap == 'res' else 'stages'}), got {list(out_indices)}")
+    backbone = replace(backbone, out_indices=tuple(out_indices))
+    neck = read_section(NeckConfig, doc.get("neck"), src, "neck")
+    head = read_section(HeadConfig, doc["head"], src, "head")
+    actual = output_strides(arch, wrap, backbone.focus, backbone.out_indices)
     if actual != head.strides:
-        raise hd.fail("strides", f"the backbone outputs are at strides {list(actual)}, "
-                                 f"the head expects {list(head.strides)}")
+        raise src.error("head.strides", f"the backbone outputs are at strides {list(actual)}, "
+                                        f"the head expects {list(head.strides)}")
     if any(b != 2 * a for a, b in zip(head.strides, head.strides[1:])):
-        raise hd.fail("strides", f"each level must halve the previous one, got {list(head.strides)}")
-    name = doc.get("name", "")
-    return ModelRecipe(backbone, neck, head, str(name) if name is not None else "")
+        raise src.error("head.strides", f"each level must halve the previous one, got {list(head.strides)}")
+    name = read_value(doc.get("name") or "", str, Setting(), src, "name")
+    return ModelRecipe(backbone, neck, head, name)

@@ -1,4 +1,4 @@
-"""Search recipes: every option of a search in one YAML file, plus how files are found.
+"""Search recipes: every setting of a search in one YAML file, plus how files are found.
 
     space: k1kx                       # shipped name or path
     limits: [null, null, {out: [64, 96]}, null, {out: [128, 192]}, {out: [256, 384]}]
@@ -8,46 +8,131 @@
     candidates: 500000
     weights: [0, 0, 1, 1, 16]
 
-Keys given on the command line override the recipe's, budget by budget.
+``SearchSettings`` describes the settings ``tinynas.search.search`` takes (their defaults are
+the library's); ``SearchRecipe`` adds what a recipe names besides: the space, its limits, the
+budgets, the latency table and the run folder. ``key=value`` settings from the command line
+(``population=64``) are applied to the document before it is read; budgets given on the
+command line replace the recipe's budget by budget (``with_command_line``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Any, Mapping, Sequence
 
-
+from ..config import Overrides, Source, as_source, internal, read_section, setting
 from ..errors import UserError
 from ..fileio import read_yaml
 from ..resources import LATENCY_DIR, PROJECT_ROOT, resolve_space_path
+from ..scores import DEFAULT_STAGE_WEIGHTS, SCORERS
 from ..space import SearchSpace, load_space
-from .budgets import coerce_budgets
+from .budgets import Budget, coerce_budgets, merge_budgets, parse_ladder
 from .spacedoc import override_limits
 
-RECIPE_KEYS = ("description", "space", "limits", "budgets", "ladder", "latency_db", "population",
-               "candidates", "blocks_per_child", "seed", "score", "weights", "resolution",
-               "batch_size", "checkpoint_every", "out", "jobs")
 DEFAULT_LATENCY_DB = "latency_db/cpu-fp32.csv"
+AT_LEAST_ONE = "[1, inf)"
+# Workers are processes (or cluster tasks): a typo such as 10**9 must not fork-bomb the machine.
+MAX_JOBS = 1024
+# A population and a batch of children live in memory at once (a few KB each).
+MAX_IN_MEMORY = 1_000_000
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """The settings of one search besides its space, budgets and latency table."""
+
+    population: int = setting(256, bounds=f"[1, {MAX_IN_MEMORY}]", unit="architectures",
+                              help="population size: the best distinct architectures kept")
+    candidates: int = setting(10000, bounds=AT_LEAST_ONE, help="children to generate")
+    blocks_per_child: int = setting(1, bounds=AT_LEAST_ONE, help="blocks mutated per child")
+    seed: int = setting(0, help="random seed")
+    score: str = setting("madnas", choices=SCORERS, help="zero-shot score")
+    weights: tuple[float, ...] = setting(DEFAULT_STAGE_WEIGHTS, help="stage weights, one per stage of the space")
+    resolution: int | None = setting(None, bounds=AT_LEAST_ONE, unit="pixels",
+                                     help="input size (default: the space's)")
+    batch_size: int = setting(512, bounds=f"[1, {MAX_IN_MEMORY}]", unit="children",
+                              help="children generated per batch from one population state")
+    checkpoint_every: int = setting(10000, bounds=AT_LEAST_ONE, unit="candidates",
+                                    help="candidates between checkpoints")
+    start_tries: int = setting(3000, bounds=AT_LEAST_ONE, help="mutations tried to find a start within budget")
+    jobs: int = setting(1, bounds=f"[1, {MAX_JOBS}]", help="parallel workers; never changes the result")
+
+
+@dataclass(frozen=True)
+class SearchRecipe(SearchSettings):
+    """A recipe file (or the command line alone): the settings plus what to search and where."""
+
+    description: str = ""
+    space: str = setting("", help="search space: YAML file or shipped name (k1kx, kxkx, k1kxk1, k1dwk1)")
+    limits: Any = setting(None, help="per-block limit overrides, one entry (or null) per block")
+    budgets: tuple[Budget, ...] = setting((), help="upper limits: {latency: 0.12ms, flops: 3.5G, layers: 25}")
+    ladder: str | None = setting(None, help="one best architecture per limit: latency=0.08ms,0.12ms")
+    latency_db: str | None = setting(None, help=f"latency table for latency budgets (default {DEFAULT_LATENCY_DB})")
+    out: str = setting("", help="run folder (default runs/<recipe or space name>, numbered if taken)")
+    source: Source = internal(Source(""))
+
+    def settings(self) -> SearchSettings:
+        return SearchSettings(**{f.name: getattr(self, f.name) for f in fields(SearchSettings)})
+
+    def search_arguments(self) -> dict:
+        """The keyword arguments of ``tinynas.search.search`` these settings give."""
+        values = {f.name: getattr(self, f.name) for f in fields(SearchSettings)}
+        return {**values, "ladder": self.ladder, "source": self.source.file}
+
+
+def read_search_recipe(doc: object, source: str | Source = "") -> SearchRecipe:
+    """Validate a search recipe document (``{}`` for a search named on the command line alone)."""
+    src = as_source(source)
+    if not isinstance(doc, dict):
+        raise src.error("", "a search recipe must be a YAML mapping")
+    budgets = coerce_budgets(doc.get("budgets"), src.of("budgets"), "budgets")
+    recipe = read_section(SearchRecipe, doc, src, extra={"budgets": budgets, "limits": doc.get("limits"),
+                                                         "source": src})
+    if recipe.ladder is not None:
+        parse_ladder(recipe.ladder, src.of("ladder"), "ladder")
+    return recipe
+
+
+def load_search_recipe(path: str | Path | None, overrides: Overrides = Overrides()) -> SearchRecipe:
+    """The recipe at ``path`` (or none) with ``overrides`` applied before it is read."""
+    source = str(path) if path else ""
+    doc = read_yaml(path) if path else {}
+    if not isinstance(doc, dict):
+        raise UserError(source, "", "a search recipe must be a YAML mapping")
+    return read_search_recipe(overrides.apply(doc, source), Source(source, overrides))
 
 
 def load_recipe(path: str | Path) -> dict:
-    """The recipe at ``path`` as a dict of known keys; budgets become ``Budget`` tuples."""
-    source = str(path)
-    doc = read_yaml(path)
-    if not isinstance(doc, dict):
-        raise UserError(source, "", "a search recipe must be a YAML mapping")
-    for key in doc:
-        if key not in RECIPE_KEYS:
-            raise UserError(source, str(key), f"unknown key (known: {', '.join(RECIPE_KEYS)})")
-    recipe = dict(doc)
-    if "budgets" in recipe:
-        recipe["budgets"] = coerce_budgets(recipe["budgets"], source, "budgets")
-    if "ladder" in recipe and not isinstance(recipe["ladder"], str):
-        raise UserError(source, "ladder", "expected KIND=V1,V2,... such as latency=0.08ms,0.12ms")
-    for key in ("space", "latency_db", "out", "score"):
-        if key in recipe and not isinstance(recipe[key], str):
-            raise UserError(source, key, f"expected text, got {recipe[key]!r}")
-    recipe["_source"] = source
-    return recipe
+    """The validated recipe at ``path`` as a dict (budgets as ``Budget`` values, weights a list),
+    for callers that index it; ``load_search_recipe`` gives the typed recipe."""
+    recipe = load_search_recipe(path)
+    values = {f.name: getattr(recipe, f.name) for f in fields(recipe) if f.name != "source"}
+    return {**values, "weights": list(recipe.weights), "_source": recipe.source.file}
+
+
+def with_command_line(recipe: SearchRecipe, budgets: Sequence[Budget], ladder_given: bool) -> SearchRecipe:
+    """``recipe`` with budgets from the command line: each replaces the recipe's budget of its kind.
+
+    A ladder given on the command line replaces the recipe's budget of the same kind, and a
+    budget given there replaces the recipe's ladder of the same kind.
+    """
+    ladder = recipe.ladder
+    ladder_kind = ladder.split("=", 1)[0].strip().lower() if ladder else None
+    kept = list(recipe.budgets)
+    if ladder_given:
+        kept = [b for b in kept if b.kind != ladder_kind]
+    elif ladder and ladder_kind in {b.kind for b in budgets}:
+        ladder = None
+    return replace(recipe, budgets=merge_budgets(kept + list(budgets)), ladder=ladder)
+
+
+def check_weights(recipe: SearchRecipe, space: SearchSpace) -> None:
+    """One stage weight per stage of ``space``; the error names who set the weights."""
+    stages = len(space.initial.stage_ends())
+    if len(recipe.weights) != stages:
+        raise recipe.source.error("weights", f"expected {stages} stage weights for {space.name}, "
+                                             f"got {len(recipe.weights)}: {list(recipe.weights)}")
 
 
 def find_file(text: str, shipped_dir: Path, suffix: str) -> Path:
@@ -64,11 +149,14 @@ def resolve_latency_path(text: str) -> Path:
     return find_file(text, LATENCY_DIR, ".csv")
 
 
-def recipe_space(recipe: dict, space_text: str | None) -> SearchSpace:
+def recipe_space(recipe: SearchRecipe | Mapping, space_text: str | None = None) -> SearchSpace:
     """The recipe's space (or ``space_text``), narrowed by the recipe's ``limits``."""
-    source = recipe.get("_source", "")
-    text = space_text or recipe.get("space")
+    if isinstance(recipe, Mapping):  # load_recipe's form
+        recipe = SearchRecipe(space=recipe.get("space") or "", limits=recipe.get("limits"),
+                              source=Source(recipe.get("_source", "")))
+    src = recipe.source
+    text = space_text or recipe.space
     if not text:
-        raise UserError(source or "search", "space", "missing: name a search space (e.g. --space k1kx)")
+        raise UserError(src.of("space") or "search", "space", "missing: name a search space (e.g. --space k1kx)")
     space = load_space(resolve_space_path(find_file(text, PROJECT_ROOT / "search_spaces", ".yaml").as_posix()))
-    return override_limits(space, recipe.get("limits"), source)
+    return override_limits(space, recipe.limits, src.of("limits"))
