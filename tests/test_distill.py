@@ -14,7 +14,7 @@ from tinynas.checkpoint import load_checkpoint
 from tinynas.cli import main
 from tinynas.train.recipe import parse_train_recipe
 from tinynas.train.run_files import MetricsLog
-from tinynas.train.trainer import train
+from tinynas.api import train_detector as train
 
 from conftest import ROOT
 from train_helpers import synthetic, tiny_recipe, write_recipe

@@ -18,7 +18,7 @@ from tinynas.distill.auto_weight import AutoDistillWeight
 from tinynas.train.losses import DetectionLoss
 from tinynas.train.recipe import parse_train_recipe
 from tinynas.train.run_files import MetricsLog
-from tinynas.train.trainer import train
+from tinynas.api import train_detector as train
 
 from train_helpers import synthetic, tiny_recipe, write_recipe
 

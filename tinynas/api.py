@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+import os
+from dataclasses import replace
+from typing import TYPE_CHECKING, Sequence
 
 from .arch import Arch
 from .archio import load_arch
@@ -11,6 +13,10 @@ from .errors import UserError
 from .resources import resolve_arch_path
 from .scores import DEFAULT_STAGE_WEIGHTS, create_scorer
 from .scores.madnas import MadnasScore, block_log_std
+
+if TYPE_CHECKING:  # training pulls in torch; `tinynas --help` imports this module and should not wait
+    from .train.recipe import TrainRecipe
+    from .train.trainer import TrainResult
 
 
 def load_any_arch(text: str) -> Arch:
@@ -57,3 +63,27 @@ def arch_report(arch: Arch, resolution: int, weights: Sequence[float] = DEFAULT_
         "stage_scores": stages,
         "score": scorer.weighted(arch, stages),
     }
+
+
+def train_detector(recipe: TrainRecipe, resume: bool = False, stop_after: int | None = None, progress: bool = True,
+                   source: str = "<recipe>") -> TrainResult:
+    """Train (or resume) ``recipe`` into its run folder; a recipe whose ``distill.teacher`` names a
+    checkpoint distils from that teacher (the term comes from ``tinynas.distill``)."""
+    from .distill.term import distillation_term
+    from .train.trainer import train
+
+    return train(recipe, resume=resume, stop_after=stop_after, progress=progress, source=source,
+                 extra_loss=distillation_term(recipe.distill))
+
+
+def resume_training(run_dir: str | os.PathLike, stop_after: int | None = None, progress: bool = True,
+                    teacher: str | None = None) -> TrainResult:
+    """Continue the run in ``run_dir`` from its ``last.pt`` with its own ``recipe.yaml``;
+    ``teacher`` replaces the teacher checkpoint the run distils from."""
+    from .train.run import TrainRun
+
+    run = TrainRun(run_dir)
+    recipe = run.recipe()
+    if teacher:
+        recipe = replace(recipe, distill=replace(recipe.distill, teacher=teacher))
+    return train_detector(recipe, resume=True, stop_after=stop_after, progress=progress, source=str(run.recipe_path))

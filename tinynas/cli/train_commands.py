@@ -48,23 +48,23 @@ def _recipe(text: str, overrides):
 
 
 def run_train(args) -> int:
-    from ..train.trainer import train
+    from ..api import resume_training, train_detector
+    from ..train.run import TrainRun
 
     if args.resume:
         if args.recipe or args.overrides:
             raise UserError("--resume", "", "a resumed run uses its own recipe.yaml; give no recipe or overrides")
-        if not (Path(args.resume) / "recipe.yaml").is_file():
+        if not TrainRun(args.resume).started():
             raise UserError(str(args.resume), "--resume", "not a training run folder (it has no recipe.yaml)")
-        recipe, source = _recipe(args.resume, [])
-        recipe = replace(recipe, out=str(args.resume))
+        result = resume_training(args.resume, stop_after=args.stop_after, progress=not args.quiet,
+                                 teacher=args.teacher)
     else:
         if not args.recipe:
             raise UserError("train", "RECIPE", "give a recipe, or --resume RUN")
         recipe, source = _recipe(args.recipe, args.overrides)
-    if args.teacher:
-        recipe = replace(recipe, distill=replace(recipe.distill, teacher=args.teacher))
-    result = train(recipe, resume=bool(args.resume), stop_after=args.stop_after, progress=not args.quiet,
-                   source=source)
+        if args.teacher:
+            recipe = replace(recipe, distill=replace(recipe.distill, teacher=args.teacher))
+        result = train_detector(recipe, stop_after=args.stop_after, progress=not args.quiet, source=source)
     if not result.main_process:
         return 0
     ap = result.last_metrics.get("AP")

@@ -19,12 +19,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..atomic import atomic_write_text
-from ..checkpoint import load_checkpoint
 from ..errors import UserError
 from ..fileio import read_yaml
 from ..runfolder import lock_folder, plain_name
 from ..train.recipe import TrainRecipe, parse_train_recipe
-from ..train.run_files import MetricsLog
+from ..train.run import TrainRun
+from ..train.trainer import train
+from .term import distillation_term
 
 CHAIN_KEYS = {"name", "out", "common", "stages", "distill", "baseline", "latency_db"}
 STAGE_KEYS = {"name", "recipe", "teacher", "overrides"}
@@ -121,28 +122,17 @@ def load_chain(path: str | os.PathLike) -> Chain:
     return Chain(name, out, tuple(stages), baseline, str(latency_db) if latency_db else None, source)
 
 
-def _finished(recipe: TrainRecipe) -> bool:
-    last = recipe.run_dir / "last.pt"
-    if not last.is_file():
-        return False
-    return int(load_checkpoint(last).extra.get("epoch", 0)) >= recipe.train.epochs
-
-
-def _run(recipe: TrainRecipe, progress: bool, log) -> str:
-    from ..train.trainer import train
-
-    if _finished(recipe):
+def _run(recipe: TrainRecipe, progress: bool, log) -> TrainRun:
+    """Train, resume or skip (when finished) the run of ``recipe``; the run, read back."""
+    run = TrainRun(recipe.run_dir)
+    # The stage's epochs, not the run's own recipe's: a chain edited to train longer resumes.
+    if run.finished(recipe.train.epochs):
         log(f"{recipe.run_dir}: finished earlier, skipped")
-        return "skipped"
-    resume = (recipe.run_dir / "last.pt").is_file()
+        return run
+    resume = run.last_checkpoint() is not None
     log(f"{recipe.run_dir}: {'resuming' if resume else 'training'}")
-    train(recipe, resume=resume, progress=progress)
-    return "resumed" if resume else "trained"
-
-
-def _final_metrics(recipe: TrainRecipe) -> dict:
-    rows = [r for r in MetricsLog(recipe.run_dir / "metrics.csv").rows() if r.get("AP") not in (None, "")]
-    return {k: float(rows[-1][k]) for k in ("AP", "AP50")} if rows else {"AP": math.nan, "AP50": math.nan}
+    train(recipe, resume=resume, progress=progress, extra_loss=distillation_term(recipe.distill))
+    return run
 
 
 def _size_and_latency(recipe: TrainRecipe, latency_db: str | None) -> dict:
@@ -179,17 +169,18 @@ def _run_stages(chain: Chain, progress: bool, log) -> list[dict]:
         recipe = stage.recipe
         if stage.teacher is not None:
             recipe = replace(recipe, distill=replace(recipe.distill, teacher=str(best[stage.teacher])))
-            if chain.baseline:
-                plain = replace(recipe, distill=replace(recipe.distill, teacher=""),
-                                out=str(chain.out / f"{stage.name}-plain"))
-                _run(plain, progress, log)
-        _run(recipe, progress, log)
-        best[stage.name] = recipe.run_dir / ("best.pt" if (recipe.run_dir / "best.pt").is_file() else "last.pt")
-        metrics = _final_metrics(recipe)
+        plain_run = None
+        if stage.teacher is not None and chain.baseline:
+            plain = replace(recipe, distill=replace(recipe.distill, teacher=""),
+                            out=str(chain.out / f"{stage.name}-plain"))
+            plain_run = _run(plain, progress, log)
+        run = _run(recipe, progress, log)
+        best[stage.name] = run.best_checkpoint()
+        metrics = run.final_metrics()
         row = {"stage": stage.name, "teacher": stage.teacher or "", **_size_and_latency(recipe, chain.latency_db),
                "AP": metrics["AP"], "AP50": metrics["AP50"], "AP_plain": math.nan, "AP50_plain": math.nan}
-        if stage.teacher is not None and chain.baseline:
-            plain_metrics = _final_metrics(replace(recipe, out=str(chain.out / f"{stage.name}-plain")))
+        if plain_run is not None:
+            plain_metrics = plain_run.final_metrics()
             row.update(AP_plain=plain_metrics["AP"], AP50_plain=plain_metrics["AP50"])
         rows.append(row)
     write_summary(chain.out, rows)

@@ -1,4 +1,4 @@
-"""The training loop: data -> detector -> AlignOTA + GFL losses (+ distillation) -> SGD, EMA.
+"""The training loop: data -> detector -> AlignOTA + GFL losses (+ an extra term) -> SGD, EMA.
 
 One call of ``train`` runs (or resumes) a run folder ``runs/<name>/``. It writes atomically,
 after every epoch, a row of ``metrics.csv`` and ``best.pt`` when the val AP improves; and
@@ -7,6 +7,9 @@ resuming) and the loss/mAP plot after the first and last epoch and at least ever
 ``RESUME_SAVE_SECONDS``. Resuming from ``last.pt`` at an epoch boundary gives
 the same weights as an uninterrupted run: the lr follows the global iteration, the data
 order and augmentations depend only on (seed, epoch, index), and the torch RNG is restored.
+
+An extra loss term (``extra_loss.py``; distillation is one, built by ``tinynas.distill``) is
+handed in by the caller; the trainer knows only its protocol.
 """
 
 from __future__ import annotations
@@ -32,10 +35,6 @@ from ..data.collate import make_loader, set_loader_epoch
 from ..data.pipeline import DetectionDataset
 from ..detect.anchors import anchor_points
 from ..detect.detector import Detector
-from ..distill.auto_weight import AutoDistillWeight
-from ..distill.feature_loss import FeatureDistiller
-from ..distill.logit_loss import self_distillation_loss
-from ..distill.schedule import distill_weight
 from ..errors import UserError
 from ..memory import check_detector_fits
 from ..runfolder import owned_folder
@@ -43,8 +42,10 @@ from .ema import ModelEMA
 from .evaluate import evaluate
 from .losses import DetectionLoss
 from .auto import format_choices, resolve_auto
+from .extra_loss import ExtraLoss, StepContext
 from .optim import build_optimizer
-from .recipe import AUTO, HEAD_METHODS, TrainRecipe
+from .recipe import TrainRecipe
+from .run import TrainRun
 from .run_files import MetricsLog, plot_metrics, write_recipe
 from .schedule import bias_learning_rate, learning_rate, scaled_lr
 
@@ -106,90 +107,63 @@ def resolve_model(recipe: TrainRecipe, num_classes: int, source: str) -> TrainRe
                     f"the dataset has {num_classes}")
 
 
-class _Teacher:
-    """A frozen teacher: its checkpoint, its outputs, and how the student is compared with it."""
-
-    def __init__(self, recipe: TrainRecipe, student: Detector, device: torch.device, half: bool):
-        cfg = recipe.distill
-        ckpt = load_checkpoint(cfg.teacher)
-        if ckpt.recipe.head.num_classes != student.num_classes:
-            raise UserError(cfg.teacher, "head.num_classes", f"the teacher has {ckpt.recipe.head.num_classes} "
-                            f"classes, the student {student.num_classes}")
-        if cfg.method in HEAD_METHODS:
-            mine, theirs = student.recipe.head, ckpt.recipe.head
-            for field_name in ("reg_max", "strides"):
-                if getattr(mine, field_name) != getattr(theirs, field_name):
-                    raise UserError(cfg.teacher, f"head.{field_name}", f"{cfg.method} distillation compares "
-                                    f"head outputs: the teacher has {getattr(theirs, field_name)}, the student "
-                                    f"{getattr(mine, field_name)}")
-        model = ckpt.build().to(device)
-        for p in model.parameters():
-            p.requires_grad_(False)
-        self.model = (model.half() if half else model).eval()
-        self.cfg = cfg
-        self.auto_weight = AutoDistillWeight(cfg.grad_ratio) if cfg.loss_weight == AUTO else None
-        self.distiller = None
-        if cfg.method not in HEAD_METHODS:
-            self.distiller = FeatureDistiller(student.recipe.neck.out_channels, ckpt.recipe.neck.out_channels,
-                                              cfg.method, cfg.tau).to(device)
-
-    @torch.no_grad()
-    def outputs(self, images: torch.Tensor):
-        """Neck features (feature methods) or head logits (self-distillation), in fp32."""
-        self.model.eval()  # whatever the caller did with .train(), the teacher stays frozen
-        x = images.to(next(self.model.parameters()).dtype)
-        feats = self.model.features(x)
-        if self.cfg.method in HEAD_METHODS:
-            cls_logits, reg_logits = self.model.head(feats)
-            return cls_logits.float(), reg_logits.float()
-        return [f.float() for f in feats]
-
-
 class _TrainStep(nn.Module):
-    """What DistributedDataParallel wraps: the student and the distiller's align convs, so both
-    get synchronised gradients."""
+    """What DistributedDataParallel wraps: the student and the extra term's modules, so both get
+    synchronised gradients; a term with modules is computed inside this forward, where DDP sees
+    them used."""
 
-    def __init__(self, detector: Detector, distiller: FeatureDistiller | None = None):
+    def __init__(self, detector: Detector, extra_loss: ExtraLoss | None, extra_modules: nn.Module | None,
+                 total_iters: int, no_aug_from: int):
         super().__init__()
         self.detector = detector
-        self.distiller = distiller
-        # The last forward's neck outputs as the head and the distiller consumed them: DDP hands
-        # back copies of what forward returns, and no loss's gradient passes through those copies.
-        self.neck_outputs: tuple[torch.Tensor, ...] = ()
+        self.extra_modules = extra_modules
+        self.extra_loss = extra_loss
+        self.total_iters, self.no_aug_from = total_iters, no_aug_from
+        # The last forward's tensors as the head and the term consumed them: DDP hands back copies
+        # of what forward returns, and no loss's gradient passes through those copies' features.
+        self.step: StepContext | None = None
 
-    def forward(self, images: torch.Tensor, teacher_feats=None):
+    def forward(self, images: torch.Tensor, iteration: int):
         feats = self.detector.features(images)
-        self.neck_outputs = tuple(feats)
         cls_logits, reg_logits = self.detector.head(feats)
-        distill = None
-        if teacher_feats is not None and self.distiller is not None:
-            distill = self.distiller([f.float() for f in feats], teacher_feats)
-        return feats, cls_logits, reg_logits, distill
+        self.step = StepContext(iteration, self.total_iters, self.no_aug_from, images, tuple(feats),
+                                cls_logits, reg_logits)
+        extra = self.extra_loss.loss(self.step) if self.extra_modules is not None else None
+        return feats, cls_logits, reg_logits, extra
 
 
 def train(recipe: TrainRecipe, resume: bool = False, stop_after: int | None = None, progress: bool = True,
-          source: str = "<recipe>") -> TrainResult:
-    """Train (or resume) ``recipe``; ``stop_after`` ends this call after that many more epochs."""
+          source: str = "<recipe>", extra_loss: ExtraLoss | None = None) -> TrainResult:
+    """Train (or resume) ``recipe``; ``stop_after`` ends this call after that many more epochs.
+
+    ``extra_loss`` is added to the detection loss (see ``extra_loss.py``). A recipe that names a
+    teacher needs the distillation term: ``tinynas.api.train_detector`` builds it, or
+    ``tinynas.distill.distillation_term(recipe.distill)`` for a caller of this function.
+    """
+    if recipe.distill.teacher and extra_loss is None:
+        raise ValueError(f"the recipe names a teacher ({recipe.distill.teacher}) but no distillation term was "
+                         "given: pass extra_loss=tinynas.distill.distillation_term(recipe.distill)")
     rank, local_rank, world = _distributed()
     own_group = world > 1 and not dist.is_initialized()
     if own_group:
         dist.init_process_group("nccl" if torch.cuda.is_available() and recipe.train.device != "cpu" else "gloo")
     try:
         if rank != 0:
-            return _train(recipe, resume, stop_after, progress, source, rank, local_rank, world)
+            return _train(recipe, resume, stop_after, progress, source, extra_loss, rank, local_rank, world)
         with owned_folder(recipe.run_dir):  # one writer per run folder; other ranks write nothing
-            return _train(recipe, resume, stop_after, progress, source, rank, local_rank, world)
+            return _train(recipe, resume, stop_after, progress, source, extra_loss, rank, local_rank, world)
     finally:
         if own_group:
             dist.destroy_process_group()
 
 
 def _train(recipe: TrainRecipe, resume: bool, stop_after: int | None, progress: bool, source: str,
-           rank: int, local_rank: int, world: int) -> TrainResult:
+           extra_loss: ExtraLoss | None, rank: int, local_rank: int, world: int) -> TrainResult:
     device = _resolve_device(recipe.train.device, local_rank)
     main_process = rank == 0
     run_dir = recipe.run_dir
-    last_path = run_dir / "last.pt"
+    run = TrainRun(run_dir)
+    last_path = run.last_path
     if resume and not last_path.is_file():
         raise UserError(str(run_dir), "last.pt", "nothing to resume: no checkpoint in this run folder")
     if not resume and last_path.exists():
@@ -210,7 +184,9 @@ def _train(recipe: TrainRecipe, resume: bool, stop_after: int | None, progress: 
     model = Detector(recipe.model)
     _set_bn(model, cfg.bn_eps, cfg.bn_momentum)
     model.to(device)
-    teacher = _Teacher(recipe, model, device, half=amp) if recipe.distill.teacher else None
+    # Here, before anything else draws from the torch RNG, so that a term's initial weights are
+    # the same in every run of this recipe.
+    extra_modules = extra_loss.attach(model, device, amp) if extra_loss is not None else None
 
     train_set = DetectionDataset(train_coco, recipe.data.size, train=True, augment=recipe.augment, seed=cfg.seed,
                                  epochs=cfg.epochs)
@@ -235,7 +211,7 @@ def _train(recipe: TrainRecipe, resume: bool, stop_after: int | None, progress: 
     if main_process and progress:
         _warn_slow_ema(cfg.ema_decay, total_iters, source)
 
-    step_module = _TrainStep(model, teacher.distiller if teacher is not None else None)
+    step_module = _TrainStep(model, extra_loss, extra_modules, total_iters, no_aug_from)
     optimizer = build_optimizer(step_module, cfg.optimizer, base_lr, cfg.momentum, cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     train_step: nn.Module = step_module
@@ -244,17 +220,17 @@ def _train(recipe: TrainRecipe, resume: bool, stop_after: int | None, progress: 
             step_module = nn.SyncBatchNorm.convert_sync_batchnorm(step_module)
         train_step = nn.parallel.DistributedDataParallel(
             step_module, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=teacher is not None)
+            find_unused_parameters=extra_loss is not None)  # a term may skip iterations
     ema = ModelEMA(model, cfg.ema_decay, cfg.ema_ramp)
     loss_fn = DetectionLoss(model.num_classes, model.head.reg_max)
-    log = MetricsLog(run_dir / "metrics.csv")
+    log = MetricsLog(run.metrics_path)
 
     start_epoch, best_ap = 0, -1.0
     if resume:
-        start_epoch, best_ap = _restore(last_path, model, ema, optimizer, scaler, teacher)
+        start_epoch, best_ap = _restore(last_path, model, ema, optimizer, scaler, extra_loss)
     elif main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_recipe(run_dir / "recipe.yaml", recipe)
+        write_recipe(run.recipe_path, recipe)
         log.reset()
 
     end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
@@ -275,35 +251,26 @@ def _train(recipe: TrainRecipe, resume: bool, stop_after: int | None, progress: 
                 group["lr"] = bias_lr if group.get("kind") == "bias" else lr
             images = images.to(device, non_blocking=True)
             targets = [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
-            schedule = 0.0  # the cosine times a fixed loss_weight; with auto, the measured scale joins below
-            if teacher is not None:
-                off = no_aug_from if recipe.distill.off_in_no_aug else None
-                d = recipe.distill
-                schedule = distill_weight(it, total_iters, d.weight_start, d.weight_end, d.weight_shape, off)
-                if teacher.auto_weight is None:
-                    schedule *= d.loss_weight
-            teacher_out = teacher.outputs(images) if schedule > 0 else None
             with torch.autocast(device.type, enabled=amp):
-                feats, cls_logits, reg_logits, distill = train_step(
-                    images, teacher_out if teacher is not None and teacher.distiller is not None else None)
+                feats, cls_logits, reg_logits, extra = train_step(images, it)
             if not (torch.isfinite(cls_logits).all() and torch.isfinite(reg_logits).all()):
                 raise _diverged(run_dir, epoch, step, last_path)
             points, strides = anchor_points([f.shape[-2:] for f in feats], model.head.strides,
                                             dtype=torch.float32, device=device)
             losses = loss_fn(cls_logits.float(), reg_logits.float(), points, strides, targets)
             loss = losses["loss"]
+            step_context = step_module.step
+            if extra_loss is not None and extra_modules is None:
+                # A term without modules comes after the detection loss and sees the head outputs
+                # that loss used (under DDP, the forward's copies).
+                step_context = replace(step_context, cls_logits=cls_logits, reg_logits=reg_logits)
+                extra = extra_loss.loss(step_context)
             weight = 0.0
-            if schedule > 0:
-                if distill is None:  # self-distillation compares head outputs
-                    distill = self_distillation_loss(cls_logits.float(), reg_logits.float(), *teacher_out,
-                                                     model.head.reg_max, recipe.distill.tau)
-                weight = schedule
-                if teacher.auto_weight is not None:
-                    shared = step_module.neck_outputs if teacher.distiller is not None else (cls_logits, reg_logits)
-                    weight *= teacher.auto_weight.update(it, loss, distill, shared,
-                                                         scaler.get_scale() if scaler.is_enabled() else 1.0)
-                losses["distill"] = distill.detach()
-                loss = loss + weight * distill
+            if extra is not None:
+                weight = extra_loss.weight(step_context, extra, loss,
+                                           scaler.get_scale() if scaler.is_enabled() else 1.0)
+                losses[extra_loss.name] = extra.detach()
+                loss = loss + weight * extra
             if not torch.isfinite(loss):
                 raise _diverged(run_dir, epoch, step, last_path)
             optimizer.zero_grad(set_to_none=True)
@@ -317,8 +284,9 @@ def _train(recipe: TrainRecipe, resume: bool, stop_after: int | None, progress: 
             for key, value in losses.items():
                 if key != "num_pos":
                     sums[key] = sums.get(key, 0.0) + float(value.detach())
-            if teacher is not None:  # the effective weight, logged as the epoch's mean
-                sums["distill_weight"] = sums.get("distill_weight", 0.0) + weight
+            if extra_loss is not None:  # the effective weight, logged as the epoch's mean
+                key = f"{extra_loss.name}_weight"
+                sums[key] = sums.get(key, 0.0) + weight
             bar.set_postfix({k: f"{v / (step + 1):.3f}" for k, v in sums.items()}, lr=f"{lr:.2e}")
         bar.close()
         epoch_losses = {k: v / iters_per_epoch for k, v in sums.items()}
@@ -334,16 +302,16 @@ def _train(recipe: TrainRecipe, resume: bool, stop_after: int | None, progress: 
             best_ap = max(best_ap, ap) if not math.isnan(ap) else best_ap
             final = done == end_epoch
             if final or done == start_epoch + 1 or time.monotonic() - last_saved >= RESUME_SAVE_SECONDS:
-                extra = _resume_state(done, best_ap, model, ema, optimizer, scaler, teacher)
-                save_checkpoint(last_path, ema.module, train_coco.names, extra=extra)
+                state = _resume_state(done, best_ap, model, ema, optimizer, scaler, extra_loss)
+                save_checkpoint(last_path, ema.module, train_coco.names, extra=state)
                 last_saved = time.monotonic()
             if improved:
-                save_checkpoint(run_dir / "best.pt", ema.module, train_coco.names, extra={"epoch": done, "AP": ap})
+                save_checkpoint(run.best_path, ema.module, train_coco.names, extra={"epoch": done, "AP": ap})
             row = {"epoch": done, "lr": lr, **epoch_losses,
                    **{k: v for k, v in metrics.items() if isinstance(v, float)}, "seconds": time.time() - started}
             log.append(row)
             if final or time.monotonic() - last_plotted >= RESUME_SAVE_SECONDS:
-                plot_metrics(run_dir / "metrics.csv", run_dir / "results.png")
+                plot_metrics(run.metrics_path, run.plot_path)
                 last_plotted = time.monotonic()
             last_metrics = row
             if progress:
@@ -368,21 +336,28 @@ def _diverged(run_dir: Path, epoch: int, step: int, last_path: Path) -> UserErro
                      f"training stopped, {where} (lower train.lr_per_64 or set train.grad_clip)")
 
 
+# The trainer's own entries in last.pt's extra; an extra loss term's entries sit beside them.
+_RESUME_KEYS = ("epoch", "best_ap", "model", "ema_updates", "optimizer", "scaler", "torch_rng", "python_rng")
+
+
 def _resume_state(epoch: int, best_ap: float, model: nn.Module, ema: ModelEMA, optimizer, scaler,
-                  teacher: _Teacher | None) -> dict:
+                  extra_loss: ExtraLoss | None) -> dict:
     state = {
         "epoch": epoch, "best_ap": best_ap, "model": model.state_dict(), "ema_updates": ema.updates,
         "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
         "torch_rng": torch.get_rng_state(), "python_rng": list(random.getstate()[1]),
     }
-    if teacher is not None and teacher.distiller is not None:
-        state["distiller"] = teacher.distiller.state_dict()
-    if teacher is not None and teacher.auto_weight is not None:
-        state["distill_auto_weight"] = teacher.auto_weight.state_dict()
+    if extra_loss is not None:
+        own = extra_loss.state_dict()
+        clash = sorted(set(own) & set(_RESUME_KEYS))
+        if clash:
+            raise ValueError(f"the extra loss term {extra_loss.name!r} saves {clash}, which the trainer uses")
+        state.update(own)
     return state
 
 
-def _restore(path: Path, model: nn.Module, ema: ModelEMA, optimizer, scaler, teacher: _Teacher | None) -> tuple[int, float]:
+def _restore(path: Path, model: nn.Module, ema: ModelEMA, optimizer, scaler,
+             extra_loss: ExtraLoss | None) -> tuple[int, float]:
     ckpt = load_checkpoint(path)
     extra = ckpt.extra
     for key in ("epoch", "model", "optimizer", "ema_updates"):
@@ -398,10 +373,8 @@ def _restore(path: Path, model: nn.Module, ema: ModelEMA, optimizer, scaler, tea
     optimizer.load_state_dict(extra["optimizer"])
     if "scaler" in extra:
         scaler.load_state_dict(extra["scaler"])
-    if teacher is not None and teacher.distiller is not None and "distiller" in extra:
-        teacher.distiller.load_state_dict(extra["distiller"])
-    if teacher is not None and teacher.auto_weight is not None and "distill_auto_weight" in extra:
-        teacher.auto_weight.load_state_dict(extra["distill_auto_weight"])
+    if extra_loss is not None:
+        extra_loss.load_state_dict({k: v for k, v in extra.items() if k not in _RESUME_KEYS})
     torch.set_rng_state(extra["torch_rng"])
     random.setstate((3, tuple(int(v) for v in extra["python_rng"]), None))
     return int(extra["epoch"]), float(extra.get("best_ap", -1.0))

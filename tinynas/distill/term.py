@@ -1,0 +1,120 @@
+"""Distillation as the trainer's extra loss term (the protocol in ``tinynas/train/extra_loss.py``).
+
+A recipe's ``distill`` section becomes a ``DistillationTerm``: it loads the frozen teacher when
+training attaches it to the student, compares the student with the teacher on every iteration
+the schedule leaves on (neck features through ``FeatureDistiller`` for cwd/mimic/mgd, head
+outputs for self/logit), and weighs the comparison by the schedule times a fixed
+``loss_weight`` or the automatic weight. The feature distiller's align convs are trained with
+the student; they and the automatic weight's state are saved in ``last.pt`` as ``distiller``
+and ``distill_auto_weight``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..checkpoint import load_checkpoint
+from ..detect.detector import Detector
+from ..errors import UserError
+from ..train.extra_loss import StepContext
+from ..train.recipe import AUTO, HEAD_METHODS, DistillConfig
+from .auto_weight import AutoDistillWeight
+from .feature_loss import FeatureDistiller
+from .logit_loss import self_distillation_loss
+from .schedule import distill_weight
+
+
+def distillation_term(config: DistillConfig) -> DistillationTerm | None:
+    """The term for a recipe's ``distill`` section; None when it names no teacher."""
+    return DistillationTerm(config) if config.teacher else None
+
+
+class DistillationTerm:
+    name = "distill"
+
+    def __init__(self, config: DistillConfig):
+        self.config = config
+        self.teacher_: Detector | None = None
+        self.distiller_: FeatureDistiller | None = None
+        self.auto_weight_: AutoDistillWeight | None = None
+        self.reg_max_ = 0
+
+    def attach(self, student: Detector, device: torch.device, amp: bool) -> nn.Module | None:
+        """Load and check the teacher; build the feature distiller (the trainable part) if needed."""
+        cfg = self.config
+        ckpt = load_checkpoint(cfg.teacher)
+        if ckpt.recipe.head.num_classes != student.num_classes:
+            raise UserError(cfg.teacher, "head.num_classes", f"the teacher has {ckpt.recipe.head.num_classes} "
+                            f"classes, the student {student.num_classes}")
+        if cfg.method in HEAD_METHODS:
+            mine, theirs = student.recipe.head, ckpt.recipe.head
+            for field_name in ("reg_max", "strides"):
+                if getattr(mine, field_name) != getattr(theirs, field_name):
+                    raise UserError(cfg.teacher, f"head.{field_name}", f"{cfg.method} distillation compares "
+                                    f"head outputs: the teacher has {getattr(theirs, field_name)}, the student "
+                                    f"{getattr(mine, field_name)}")
+        # Built in this order (teacher, then the distiller's random init) so that a recipe's
+        # draws from the torch RNG, and with them its weights, stay those of earlier versions.
+        teacher = ckpt.build().to(device)
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        self.teacher_ = (teacher.half() if amp else teacher).eval()
+        self.reg_max_ = student.head.reg_max
+        self.auto_weight_ = AutoDistillWeight(cfg.grad_ratio) if cfg.loss_weight == AUTO else None
+        self.distiller_ = None
+        if cfg.method not in HEAD_METHODS:
+            self.distiller_ = FeatureDistiller(student.recipe.neck.out_channels, ckpt.recipe.neck.out_channels,
+                                               cfg.method, cfg.tau).to(device)
+        return self.distiller_
+
+    def schedule(self, step: StepContext) -> float:
+        """The weight before the automatic scale: the schedule's shape, times a fixed loss_weight."""
+        d = self.config
+        off = step.no_aug_from if d.off_in_no_aug else None
+        weight = distill_weight(step.iteration, step.total_iters, d.weight_start, d.weight_end, d.weight_shape, off)
+        return weight if self.auto_weight_ is not None else weight * d.loss_weight
+
+    def loss(self, step: StepContext) -> torch.Tensor | None:
+        if not self.schedule(step) > 0:
+            return None  # the teacher is not even run
+        theirs = self._teacher_outputs(step.images)
+        if self.distiller_ is not None:
+            return self.distiller_([f.float() for f in step.neck_features], theirs)
+        return self_distillation_loss(step.cls_logits.float(), step.reg_logits.float(), *theirs, self.reg_max_,
+                                      self.config.tau)
+
+    def weight(self, step: StepContext, loss: torch.Tensor, detection_loss: torch.Tensor,
+               loss_scale: float) -> float:
+        weight = self.schedule(step)
+        if self.auto_weight_ is not None:
+            # the tensors both losses reach: the neck for feature methods, the head for head methods
+            shared = step.neck_features if self.distiller_ is not None else (step.cls_logits, step.reg_logits)
+            weight *= self.auto_weight_.update(step.iteration, detection_loss, loss, shared, loss_scale)
+        return weight
+
+    @torch.no_grad()
+    def _teacher_outputs(self, images: torch.Tensor):
+        """Neck features (feature methods) or head logits (head methods), in fp32."""
+        self.teacher_.eval()  # whatever the caller did with .train(), the teacher stays frozen
+        # Outside the trainer's autocast: a half teacher runs in half, a float one in float.
+        with torch.autocast(images.device.type, enabled=False):
+            feats = self.teacher_.features(images.to(next(self.teacher_.parameters()).dtype))
+            if self.config.method in HEAD_METHODS:
+                cls_logits, reg_logits = self.teacher_.head(feats)
+                return cls_logits.float(), reg_logits.float()
+            return [f.float() for f in feats]
+
+    def state_dict(self) -> dict:
+        state = {}
+        if self.distiller_ is not None:
+            state["distiller"] = self.distiller_.state_dict()
+        if self.auto_weight_ is not None:
+            state["distill_auto_weight"] = self.auto_weight_.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.distiller_ is not None and "distiller" in state:
+            self.distiller_.load_state_dict(state["distiller"])
+        if self.auto_weight_ is not None and "distill_auto_weight" in state:
+            self.auto_weight_.load_state_dict(state["distill_auto_weight"])
