@@ -75,6 +75,18 @@ def setting_of(f) -> Setting:
     return f.metadata.get(_METADATA_KEY) or Setting()
 
 
+def help_text(f) -> str:
+    """A line of help for field ``f``: its help, choices, unit and default (for a ``--flag``)."""
+    spec = setting_of(f)
+    text = spec.help + (f": {', '.join(map(str, spec.choices))}" if spec.choices else "")
+    notes = [spec.unit] if spec.unit else []
+    if f.default not in (MISSING, None, "", ()):
+        shown = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in f.default) \
+            if isinstance(f.default, tuple) else f.default
+        notes.append(f"default {shown}")
+    return text + (f" ({'; '.join(notes)})" if notes else "")
+
+
 @functools.lru_cache(maxsize=None)
 def _hints(cls: type) -> dict[str, Any]:
     return get_type_hints(cls)

@@ -12,7 +12,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import get_args, get_type_hints
 
-from ..config import COMMAND_LINE, Override, Overrides, parse_override, setting_of
+from ..config import COMMAND_LINE, Override, Overrides, help_text, parse_override
 from ..errors import UserError
 from ..runfolder import run_dir_for
 from ..search.budgets import parse_budget
@@ -36,19 +36,6 @@ def _flag(key: str) -> str:
     return "--" + key.replace("_", "-")
 
 
-def _flag_help(key: str) -> str:
-    spec = {f.name: f for f in fields(SearchRecipe)}[key]
-    text = setting_of(spec).help
-    choices = setting_of(spec).choices
-    if choices:
-        text += f": {', '.join(choices)}"
-    default = spec.default
-    if default not in (None, "", ()):
-        shown = ",".join(f"{w:g}" for w in default) if isinstance(default, tuple) else default
-        text += f" (default {shown})"
-    return text
-
-
 def register(sub) -> None:
     p = sub.add_parser(
         "search", help="evolutionary search of a backbone under latency/FLOPs/params/layers budgets",
@@ -60,10 +47,11 @@ def register(sub) -> None:
     p.add_argument("--budget", action="append", default=None, metavar="KIND=VALUE",
                    help="an upper limit, repeatable: latency=0.12ms, flops=3.5G, macs=1.7G, params=8M, layers=25")
     hints = get_type_hints(SearchRecipe)
+    described = {f.name: f for f in fields(SearchRecipe)}
     for key in FLAG_KEYS:
         counts = hints[key] is int or int in get_args(hints[key])
         p.add_argument(_flag(key), dest=key, metavar=METAVARS.get(key, "N" if counts else "VALUE"),
-                       help=_flag_help(key))
+                       help=help_text(described[key]))
     p.add_argument("--backend", choices=BACKENDS, default="loky", help="joblib backend (default %(default)s)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR")
     p.add_argument("--force", action="store_true",

@@ -42,7 +42,7 @@ MAX_IN_MEMORY = 1_000_000
 class SearchSettings:
     """The settings of one search besides its space, budgets and latency table."""
 
-    population: int = setting(256, bounds=f"[1, {MAX_IN_MEMORY}]", unit="architectures",
+    population: int = setting(256, bounds=f"[1, {MAX_IN_MEMORY}]",
                               help="population size: the best distinct architectures kept")
     candidates: int = setting(10000, bounds=AT_LEAST_ONE, help="children to generate")
     blocks_per_child: int = setting(1, bounds=AT_LEAST_ONE, help="blocks mutated per child")
@@ -50,11 +50,10 @@ class SearchSettings:
     score: str = setting("madnas", choices=SCORERS, help="zero-shot score")
     weights: tuple[float, ...] = setting(DEFAULT_STAGE_WEIGHTS, help="stage weights, one per stage of the space")
     resolution: int | None = setting(None, bounds=AT_LEAST_ONE, unit="pixels",
-                                     help="input size (default: the space's)")
-    batch_size: int = setting(512, bounds=f"[1, {MAX_IN_MEMORY}]", unit="children",
+                                     help="input size; default: the space's")
+    batch_size: int = setting(512, bounds=f"[1, {MAX_IN_MEMORY}]",
                               help="children generated per batch from one population state")
-    checkpoint_every: int = setting(10000, bounds=AT_LEAST_ONE, unit="candidates",
-                                    help="candidates between checkpoints")
+    checkpoint_every: int = setting(10000, bounds=AT_LEAST_ONE, help="candidates between checkpoints")
     start_tries: int = setting(3000, bounds=AT_LEAST_ONE, help="mutations tried to find a start within budget")
     jobs: int = setting(1, bounds=f"[1, {MAX_JOBS}]", help="parallel workers; never changes the result")
 
