@@ -24,7 +24,7 @@ from joblib import Parallel, delayed
 
 from tinynas.data import make_synthetic_dataset
 from tinynas.train.recipe import parse_train_recipe
-from tinynas.train.trainer import train
+from tinynas.api import train_detector as train  # distils when the recipe names a teacher
 
 TEACHER_ARCH = [
     {"class": "ConvKXBNRELU", "in": 3, "out": 24, "s": 1, "k": 3},

@@ -99,7 +99,7 @@ def check_tensorrt_table(device: str, work: Path) -> str:
 
 def check_amp_distillation(device: str, work: Path, data) -> str:
     from tinynas.train.recipe import parse_train_recipe
-    from tinynas.train.trainer import train
+    from tinynas.api import train_detector as train  # distils when the recipe names a teacher
 
     # 16 images at batch 8: one epoch is the two iterations asked for.
     train(parse_train_recipe(recipe(data, work / "teacher", device, 1), "teacher"), progress=False)
