@@ -7,6 +7,7 @@ read this one description, which is why they agree with each other.
 
 Semantics follow TinyNAS's search-time blocks: every conv is followed by BatchNorm; the
 residual is average-pooled on stride 2 and projected by a 1x1 conv when channels change.
+``detector_unit`` is the same conv path with the shortcut rule of the detector wraps.
 """
 
 from __future__ import annotations
@@ -53,20 +54,37 @@ class InnerBlock:
         return self.convs[-1].out_channels
 
 
-def _inner(spec: BlockSpec, cin: int, stride: int, first: bool) -> InnerBlock:
-    cout, k, btn, g = spec.out_channels, spec.kernel, spec.bottleneck, spec.groups
+def unit_convs(spec: BlockSpec, cin: int, cout: int, stride: int) -> tuple[Conv, ...]:
+    """The conv path of one unit of ``spec`` mapping ``cin -> cout``; ``convs[1]`` is the
+    k x k conv that carries the stride (the one a detector wrap makes a RepConv)."""
+    k, btn, g = spec.kernel, spec.bottleneck, spec.groups
     if spec.cls == K1KX:
-        convs = (Conv(cin, btn, 1), Conv(btn, cout, k, stride, g))
-    elif spec.cls == KXKX:
+        return (Conv(cin, btn, 1), Conv(btn, cout, k, stride, g))
+    if spec.cls == KXKX:
         # TinyNAS's ResKXKX (and DAMO-YOLO's) strides on the second conv, as nn/wrap_res.py does.
-        convs = (Conv(cin, btn, k, 1, g), Conv(btn, cout, k, stride, g))
-    elif spec.cls == K1KXK1:
-        convs = (Conv(cin, btn, 1), Conv(btn, btn, k, stride, g), Conv(btn, cout, 1))
-    elif spec.cls == K1DWK1:
-        convs = (Conv(cin, btn, 1), Conv(btn, btn, k, stride, btn), Conv(btn, cout, 1))
-    else:
-        raise ValueError(f"no inner layout for {spec.cls}")
+        return (Conv(cin, btn, k, 1, g), Conv(btn, cout, k, stride, g))
+    if spec.cls == K1KXK1:
+        return (Conv(cin, btn, 1), Conv(btn, btn, k, stride, g), Conv(btn, cout, 1))
+    if spec.cls == K1DWK1:
+        return (Conv(cin, btn, 1), Conv(btn, btn, k, stride, btn), Conv(btn, cout, 1))
+    raise ValueError(f"no inner layout for {spec.cls}")
 
+
+def detector_unit(spec: BlockSpec, cin: int, cout: int, stride: int) -> InnerBlock:
+    """One unit as DAMO-YOLO's detector wraps build it (``nn/wrap_res.py``, ``nn/wrap_csp.py``).
+
+    Its shortcut rule is not TinyNAS's search-time one above: a stride-2 unit has no shortcut
+    at all, a stride-1 unit always adds one, projected by a 1x1 conv when channels change
+    (for every class, K1DWK1 included, and with no forced projection on K1KXK1's first unit).
+    """
+    residual = stride == 1
+    projection = Conv(cin, cout, 1) if residual and cin != cout else None
+    return InnerBlock(unit_convs(spec, cin, cout, stride), stride, residual, projection)
+
+
+def _inner(spec: BlockSpec, cin: int, stride: int, first: bool) -> InnerBlock:
+    cout = spec.out_channels
+    convs = unit_convs(spec, cin, cout, stride)
     if spec.cls == K1DWK1:
         # Inverted residuals keep a shortcut only when shapes allow an identity.
         residual, projection = cin == cout, None

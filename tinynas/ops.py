@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .arch import Arch, BlockSpec, conv_out_size
-from .layout import Conv, block_layout
+from .layout import Conv, InnerBlock, block_layout
 
 REGULAR = "regular"
 DEPTHWISE = "depthwise"
@@ -38,10 +38,25 @@ class ConvOp:
         return conv_out_size(self.width, self.stride)
 
 
-def _op(conv: Conv, size: int, fused: bool) -> ConvOp:
+def conv_op(conv: Conv, size: int, fused: bool = False) -> ConvOp:
+    """``conv`` run on a ``size x size`` input; ``fused``: the residual add is timed with it."""
     depthwise = conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
     return ConvOp(DEPTHWISE if depthwise else REGULAR, conv.in_channels, conv.out_channels,
                   conv.kernel, conv.stride, size, size, fused, conv.groups)
+
+
+def unit_ops(inner: InnerBlock, size: int) -> tuple[list[ConvOp], int]:
+    """The convolutions of one unit seen at ``size`` (its projection at the output size), and
+    the unit's output size."""
+    out: list[ConvOp] = []
+    h = size
+    last = len(inner.convs) - 1
+    for i, conv in enumerate(inner.convs):
+        out.append(conv_op(conv, h, inner.residual and i == last))
+        h = conv_out_size(h, conv.stride)
+    if inner.projection is not None:
+        out.append(conv_op(inner.projection, h))
+    return out, h
 
 
 def block_op_counts(spec: BlockSpec, in_size: int) -> tuple[list[tuple[ConvOp, int]], int]:
@@ -49,14 +64,8 @@ def block_op_counts(spec: BlockSpec, in_size: int) -> tuple[list[tuple[ConvOp, i
     out: list[tuple[ConvOp, int]] = []
     size = in_size
     for inner, repeat in block_layout(spec):
-        h = size
-        last = len(inner.convs) - 1
-        for i, conv in enumerate(inner.convs):
-            out.append((_op(conv, h, inner.residual and i == last), repeat))
-            h = conv_out_size(h, conv.stride)
-        if inner.projection is not None:
-            out.append((_op(inner.projection, h, False), repeat))
-        size = h
+        ops, size = unit_ops(inner, size)
+        out.extend((op, repeat) for op in ops)
     return out, size
 
 

@@ -53,9 +53,13 @@ def register(sub) -> None:
                    help="search space file or shipped name (repeat for several spaces in one table)")
     b.add_argument("--model", action="append", default=[], metavar="RECIPE",
                    help="a detector (model recipe or shipped name) whose every convolution joins the grid, "
-                        "so `latency predict --detector` can price it whole (repeatable)")
+                        "so `latency predict --detector` can price it whole (repeatable). With --space: "
+                        "instead of the bare backbones, every detector a search of the space builds in this "
+                        "recipe (wrapped backbone, neck and head over the space's level widths), for a "
+                        "whole-detector latency budget")
     b.add_argument("--model-size", type=positive_int, default=640,
-                   help="image size of the --model detectors (default %(default)s)")
+                   help="image size of the --model detectors (default %(default)s; a 12-channel space at "
+                        "320 is a 640 image after the Focus stem)")
     b.add_argument("--out", required=True, help="table to write (CSV; its .json sidecar goes beside it)")
     b.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default %(default)s)")
     b.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16", "int8"],
@@ -167,12 +171,13 @@ def run_build(args) -> int:
     from ..latency import build_table
 
     spaces = [load_space(resolve_space_path(s)) for s in args.space]
+    models = [_model_recipe(text) for text in args.model]
     if args.dry_run:
+        from ..latency.build import build_grid
         from ..latency.fleet import op_cost, parse_shard, split_ops
-        from ..latency.grid import grid_ops, merge_groups, space_groups
-        groups = merge_groups(*(space_groups(s, args.resolution, args.channel_step) for s in spaces))
-        ops = grid_ops(groups)
-        line = f"{len(ops)} ops in {len(groups)} groups"
+        from ..latency.grid import GroupKey
+        ops = build_grid(spaces, models, args.resolution, args.channel_step, args.model_size)[0]
+        line = f"{len(ops)} ops in {len({GroupKey.of(op) for op in ops})} groups"
         if args.shard:
             index, count = parse_shard(args.shard)
             part = split_ops(ops, count)[index - 1]
@@ -184,7 +189,7 @@ def run_build(args) -> int:
                     resolution=args.resolution, threads=args.threads, channel_step=args.channel_step,
                     warmup=args.warmup, runs=args.runs, max_ops=args.max_ops, note=args.note,
                     clock=args.clock, calibrate=args.calibrate, shard=args.shard, runtime=args.runtime,
-                    models=[_model_recipe(text) for text in args.model], model_size=args.model_size)
+                    models=models, model_size=args.model_size)
     shard = t.meta.get("shard")
     part = f" (shard {shard['index']}/{shard['count']} of a {shard['grid_ops']}-op grid)" if shard else ""
     print(f"{args.out}: {len(t)} ops{part}, {t.meta['status']}")

@@ -19,19 +19,15 @@ import torch
 from torch import nn
 
 from ..ops import DEPTHWISE, REGULAR, ConvOp
-from .detector import Detector
-from .recipe import ModelRecipe, check_input_size
+from ..nn.fuse import fuse_model
+from .detector import Detector, build_backbone
+from .recipe import IMAGE_CHANNELS, ModelRecipe, check_input_size
 
 
-def detector_op_counts(recipe: ModelRecipe, size: int, batch: int = 1) -> list[tuple[ConvOp, int]]:
-    """Every convolution of the fused detector at ``size x size``, with how often it runs."""
+def _traced_op_counts(model: nn.Module, run) -> list[tuple[ConvOp, int]]:
+    """Every ``Conv2d`` call of ``run()`` on ``model`` (fused, on the meta device), counted."""
     from ..nn.wrap_res import ResUnit
 
-    check_input_size(recipe, size)
-    with torch.device("meta"):
-        model = Detector(recipe)
-    model.fuse()
-    model.eval()
     residual_ends = set()
     for module in model.modules():
         if isinstance(module, ResUnit) and module.residual:
@@ -49,8 +45,29 @@ def detector_op_counts(recipe: ModelRecipe, size: int, batch: int = 1) -> list[t
     hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, nn.Conv2d)]
     try:
         with torch.no_grad():
-            model.head(model.features(torch.empty(batch, 3, size, size, device="meta")))
+            run()
     finally:
         for hook in hooks:
             hook.remove()
     return sorted(seen.items())
+
+
+def detector_op_counts(recipe: ModelRecipe, size: int, batch: int = 1) -> list[tuple[ConvOp, int]]:
+    """Every convolution of the fused detector at ``size x size``, with how often it runs."""
+    check_input_size(recipe, size)
+    with torch.device("meta"):
+        model = Detector(recipe)
+    model.fuse()
+    model.eval()
+    images = torch.empty(batch, IMAGE_CHANNELS, size, size, device="meta")
+    return _traced_op_counts(model, lambda: model.head(model.features(images)))
+
+
+def traced_backbone_op_counts(recipe: ModelRecipe, size: int) -> list[tuple[ConvOp, int]]:
+    """The convolutions of the recipe's fused wrapped backbone alone, traced like
+    ``detector_op_counts`` (what ``tinynas.plan`` states in closed form)."""
+    with torch.device("meta"):
+        backbone = fuse_model(build_backbone(recipe), inplace=True)
+    backbone.eval()
+    images = torch.empty(1, IMAGE_CHANNELS, size, size, device="meta")
+    return _traced_op_counts(backbone, lambda: backbone(images))

@@ -20,7 +20,7 @@ from ..memory import check_fits
 from ..space import SearchSpace
 from . import profile
 from .fleet import parse_shard, shard_record
-from .grid import grid_ops, merge_groups, space_groups
+from .grid import detector_groups, grid_ops, merge_groups, space_groups
 from .table import (LatencyTable, append_row, base_meta, check_sha256, format_row, load_table,
                     read_csv_bytes, read_meta, seal_meta, sidecar_path, start_rows_file, table_lock, write_meta)
 
@@ -48,6 +48,30 @@ def _model_ops(models: Sequence, size: int) -> set:
     return {op for recipe in models for op, _ in detector_op_counts(recipe, size)}
 
 
+def build_grid(spaces: Sequence[SearchSpace], models: Sequence = (), resolution: int | None = None,
+               channel_step: int | None = None, model_size: int = 640) -> tuple[list, list[str], object]:
+    """(the ops a build measures, the names of what they come from, the grid's resolution).
+
+    Spaces alone: each space's backbone grid at ``resolution`` (default: its own). Models alone:
+    every conv of each detector at ``model_size``. Both: the detectors a search of each space
+    builds inside each model (``grid.detector_groups``: wrapped backbones, the neck and head
+    over the space's level widths) plus each model's own convs, all at ``model_size``; the bare
+    backbone grid is not in it (build it into the same table with ``--space`` alone if a search
+    also budgets the backbone).
+    """
+    if spaces and models:
+        if resolution is not None:
+            raise UserError("--resolution", "", "with --model the spaces' backbones are sized by the "
+                            "detector's image (--model-size)")
+        groups = merge_groups(*(detector_groups(s, m, model_size, channel_step) for m in models for s in spaces))
+        names = [f"{m.name or 'model'}@{model_size} over {s.name}" for m in models for s in spaces]
+        return sorted(set(grid_ops(groups)) | _model_ops(models, model_size)), names, model_size
+    groups = merge_groups(*(space_groups(s, resolution, channel_step) for s in spaces)) if spaces else {}
+    ops = sorted(set(grid_ops(groups)) | _model_ops(models, model_size)) if models else grid_ops(groups)
+    names = [s.name for s in spaces] + [f"{m.name or 'model'}@{model_size}" for m in models]
+    return ops, names, resolution or sorted({s.resolution for s in spaces})
+
+
 def build_table(spaces: Sequence[SearchSpace], out: str | os.PathLike, device: str = "cpu",
                 dtype: str = "fp32", batch: int = 1, resolution: int | None = None,
                 threads: int | None = 1, channel_step: int | None = None,
@@ -65,7 +89,9 @@ def build_table(spaces: Sequence[SearchSpace], out: str | os.PathLike, device: s
     ``(2, 4)``) measures that part of the grid only (``fleet.split_ops``). ``runtime``: ``torch``
     (eager), or ``onnxruntime`` / ``openvino`` / ``tensorrt``, which time each op as an ONNX graph
     in that runtime (see ``runtimes.py``). ``models``: detector recipes (``ModelRecipe``) whose
-    every convolution at ``model_size`` joins the grid, so whole detectors can be priced.
+    every convolution at ``model_size`` joins the grid, so whole detectors can be priced; with
+    ``spaces`` too, the grid is every detector a search of those spaces builds in each model
+    (``build_grid``), which ``DetectorLatencyModel`` prices.
     """
     if not spaces and not models:
         raise UserError("--space", "", "give at least one search space or detector model")
@@ -81,10 +107,7 @@ def build_table(spaces: Sequence[SearchSpace], out: str | os.PathLike, device: s
         meta = read_meta(out) if out.exists() and sidecar_path(out).exists() else None
         nominal = (meta.get("calibration") or {}).get("nominal_ms") if meta else None
         setup = profile.setup_device(device, dtype, threads, clock, calibrate, nominal, runtime)
-        groups = merge_groups(*(space_groups(s, resolution, channel_step) for s in spaces)) if spaces else {}
-        ops = sorted(set(grid_ops(groups)) | _model_ops(models, model_size)) if models else grid_ops(groups)
-        grid_resolution = resolution or sorted({s.resolution for s in spaces})
-        grid_names = [s.name for s in spaces] + [f"{m.name or 'model'}@{model_size}" for m in models]
+        ops, grid_names, grid_resolution = build_grid(spaces, models, resolution, channel_step, model_size)
         shard_entry = None
         if shard is not None:
             shard_entry, ops = shard_record(ops, *shard, grid_names, grid_resolution, channel_step)
@@ -96,7 +119,8 @@ def build_table(spaces: Sequence[SearchSpace], out: str | os.PathLike, device: s
                     "act": "relu", "calibrated": bool(calibrate), "shard": shard_entry,
                     "runtime": record["runtime"], "runtime_version": record.get("runtime_version"),
                     "provider": record.get("provider")}
-        build_entry = {"spaces": [s.name for s in spaces], **({"models": grid_names[len(spaces):]} if models else {}),
+        model_names = grid_names if spaces and models else grid_names[len(spaces):]
+        build_entry = {"spaces": [s.name for s in spaces], **({"models": model_names} if models else {}),
                        "resolution": grid_resolution, "channel_step": channel_step, "grid_ops": len(ops)}
         done: set = set()
         if meta is not None:

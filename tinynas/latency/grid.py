@@ -12,16 +12,28 @@ multilinear interpolation exact on its points and monotone between them.
 ``channel_step`` thins each channel axis to its end points plus the multiples of the step:
 the full grid of the detection spaces is too large to time on a CPU, and latency is close
 to bilinear in (C_in, C_out), which bilinear interpolation reproduces.
+
+``detector_groups`` is the grid of the detectors a search builds: every backbone of a space
+in a model recipe's wrap (``tinynas.plan``), with the recipe's neck and head over every
+triple of level widths the space allows (``tinynas.neck_plan``), at the recipe's image size.
+The wrap regroups and re-shortcuts blocks and the neck adds level widths together, so its
+ops are not read off sentinel templates: each stage's channel choices are enumerated
+outright (over the thinned values) and the ops collected, then grouped like the rest.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Iterable
 
 from ..arch import BlockSpec, conv_out_size
+from ..errors import UserError
+from ..neck_plan import neck_head_op_counts
 from ..ops import ConvOp
+from ..plan import (backbone_op_counts, csp_stage_op_counts, csp_stages, output_ends, plan, res_block_op_counts,
+                    res_spp_block, stem_op_counts)
 from ..space import SearchSpace
 from .netops import CHANNELWISE, block_ops
 
@@ -177,3 +189,110 @@ def covered(groups: dict[GroupKey, GridGroup], op: ConvOp) -> bool:
         return min(channels) <= op.in_channels <= max(channels)
     return (min(group.in_values) <= op.in_channels <= max(group.in_values)
             and min(group.out_values) <= op.out_channels <= max(group.out_values))
+
+
+# Past this many channel choices in one stage, enumerating them outright takes minutes:
+# the user is asked for a coarser --channel-step instead.
+MAX_STAGE_CHOICES = 2_000_000
+
+
+def _position_choices(space: SearchSpace, index: int, channel_step: int | None) -> list[BlockSpec]:
+    """What block ``index`` can become, as specs whose ``in`` is left to the caller: every
+    (out, btn, kernel) of the thinned grid, at the depth that shows every distinct unit."""
+    ref, lim = space.initial.blocks[index], space.limits[index]
+    outs = coarsen(channel_values(lim.out[0], lim.out[1], space.channel_divisor, (ref.out_channels,)),
+                   channel_step)
+    btns = coarsen(btn_values(space, index, outs), channel_step) if ref.kind.has_bottleneck else [None]
+    # Depth 2 holds both distinct units of a block (the first, and the repeated rest).
+    depth = min(2, lim.depth[1]) if ref.kind.has_bottleneck else 1
+    return [ref.replace(out_channels=o, bottleneck=b, kernel=k, depth=depth)
+            for o in outs for b in btns for k in lim.kernels]
+
+
+def _stage_variants(choices: list[list[BlockSpec]], blocks: tuple[int, ...], ins: list[int],
+                    base: list[BlockSpec]) -> list[tuple[int, list[BlockSpec]]]:
+    """(stage input channels, block specs) cases that together produce every op the stage can.
+
+    A unit's convs depend on its own block's choice and on the width it receives, i.e. the
+    previous block's ``out`` (or the stage's input); the CSP split and merge convs on the first
+    and last block's ``out``. So each block is varied against every width it can receive, the
+    other blocks held at one legal choice, instead of listing the product of all blocks.
+    """
+    cases = [(cin, [pick] + base[1:]) for cin in ins for pick in choices[blocks[0]]]
+    for j in range(1, len(blocks)):
+        one_per_width = {spec.out_channels: spec for spec in choices[blocks[j - 1]]}
+        for previous in one_per_width.values():
+            for pick in choices[blocks[j]]:
+                specs = list(base)
+                specs[j - 1], specs[j] = previous, pick
+                cases.append((ins[0], specs))
+    return cases
+
+
+def _chain(specs: Iterable[BlockSpec], cin: int) -> tuple[BlockSpec, ...]:
+    out = []
+    for spec in specs:
+        out.append(spec.replace(in_channels=cin))
+        cin = spec.out_channels
+    return tuple(out)
+
+
+def detector_ops(space: SearchSpace, recipe, size: int, channel_step: int | None = None) -> set[ConvOp]:
+    """Every op of the detectors ``recipe`` makes of ``space``'s backbones at image ``size``."""
+    b = recipe.backbone
+    source = f"{recipe.name or 'model'} over {space.name}"
+    try:
+        layout = plan(space.initial, b.wrap, b.focus, b.out_indices or None, size, b.spp)
+    except ValueError as err:
+        raise UserError(source, "backbone", f"the space's architectures cannot take this wrap: {err}") from None
+    if layout.strides != tuple(recipe.head.strides):
+        raise UserError(source, "backbone.out_indices", f"the space's levels {list(layout.out_indices)} are at "
+                        f"strides {list(layout.strides)}, the head expects {list(recipe.head.strides)}")
+    sizes = backbone_op_counts(space.initial, b.wrap, b.focus, size, b.spp)[1]
+    choices = [_position_choices(space, i, channel_step) for i in range(len(space.initial.blocks))]
+    ops: set[ConvOp] = set()
+    for stem in choices[0]:
+        ops.update(op for op, _ in stem_op_counts.__wrapped__(stem, size, b.focus)[0])
+    if b.wrap == "res":
+        spp_block = res_spp_block(space.initial, b.spp)
+        segments = [((i,), i == spp_block) for i in range(1, len(space.initial.blocks))]
+    else:
+        groups = csp_stages(space.initial)
+        segments = [(group, b.spp and n == len(groups) - 1) for n, group in enumerate(groups)]
+    for blocks, spp in segments:
+        ins = sorted({spec.out_channels for spec in choices[blocks[0] - 1]})
+        base = [choices[i][0] for i in blocks]
+        cases = _stage_variants(choices, blocks, ins, base)
+        if len(cases) > MAX_STAGE_CHOICES:
+            raise UserError("--channel-step", "", f"{len(cases)} channel choices in blocks {list(blocks)} of "
+                            f"{space.name} are too many to list: give a coarser --channel-step")
+        in_size = sizes[blocks[0] - 1]
+        for cin, picked in cases:
+            specs = _chain(picked, cin)
+            if b.wrap == "res":
+                found = res_block_op_counts.__wrapped__(specs[0], in_size, spp)[0]
+            else:
+                found = csp_stage_op_counts.__wrapped__(specs, in_size, spp)[0]
+            ops.update(op for op, _ in found)
+    level_sizes = [level.size for level in layout.levels]
+    ends = output_ends(space.initial, b.wrap)
+    level_values = [sorted({spec.out_channels for spec in choices[ends[i]]}) for i in layout.out_indices]
+    for channels in itertools.product(*level_values):
+        ops.update(op for op, _ in neck_head_op_counts(recipe.neck, recipe.head, channels, level_sizes))
+    return ops
+
+
+def detector_groups(space: SearchSpace, recipe, size: int,
+                    channel_step: int | None = None) -> dict[GroupKey, GridGroup]:
+    """``detector_ops`` grouped; each group's channel axes thinned to ``channel_step`` (the
+    neck's summed widths take many values), end points kept so the hull stays whole."""
+    groups: dict[GroupKey, GridGroup] = {}
+    for op in detector_ops(space, recipe, size, channel_step):
+        key = GroupKey.of(op)
+        group = groups.setdefault(key, GridGroup(key, set(), set()))
+        group.in_values.add(op.in_channels)
+        group.out_values.add(op.out_channels)
+    for group in groups.values():
+        group.in_values = set(coarsen(sorted(group.in_values), channel_step))
+        group.out_values = set(coarsen(sorted(group.out_values), channel_step))
+    return groups

@@ -15,6 +15,10 @@ import torch
 from torch import nn
 
 from ..arch import Arch, BlockSpec
+from ..layout import Conv
+from ..plan import csp_stage_layout, csp_stages, plan
+# Where readers have always found it (detect/recipe.py); the plan owns it now.
+from ..plan import default_csp_outputs  # noqa: F401
 from .conv_bn_act import ConvBNAct
 from .spp import SPPBottleneck
 from .wrap_res import SPP_ACT, ResUnit, build_stem
@@ -24,37 +28,23 @@ from .wrap_res import SPP_ACT, ResUnit, build_stem
 TRANSITION_ACT = "relu"
 
 
-def csp_stages(arch: Arch) -> list[tuple[int, ...]]:
-    """Block indices of each stage after the stem: a new stage opens at every stride-2 block."""
-    stages: list[list[int]] = []
-    for i, spec in enumerate(arch.blocks[1:], start=1):
-        if spec.stride == 2 or not stages:
-            stages.append([i])
-        else:
-            stages[-1].append(i)
-    return [tuple(s) for s in stages]
-
-
 class CSPStage(nn.Module):
+    """One stage, its convs as ``plan.csp_stage_layout`` lists them."""
+
     def __init__(self, specs: Sequence[BlockSpec], act: str, reparam: bool, spp: bool):
         super().__init__()
         first, last = specs[0], specs[-1]
+        stage = csp_stage_layout(tuple(specs), spp)
         self.in_channels, self.out_channels = first.in_channels, last.out_channels
-        self.down = ConvBNAct(first.in_channels, first.out_channels, 3, first.stride, act=TRANSITION_ACT)
+        self.down = _transition(stage.down)
         self.spp = SPPBottleneck(first.out_channels, first.out_channels, act=SPP_ACT) if spp else None
-        units: list[nn.Module] = []
-        width = first.out_channels // 2
-        for n, spec in enumerate(specs):
-            half = spec.out_channels // 2
-            # The downsampler already did the leading block's first unit.
-            for _ in range(1 if n == 0 else 0, spec.depth):
-                units.append(ResUnit(spec, width, half, 1, act, reparam))
-                width = half
+        units = [ResUnit(spec, unit.in_channels, unit.out_channels, unit.stride, act, reparam)
+                 for spec, unit in zip(stage.unit_specs, stage.units)]
         self.units = nn.Sequential(*units)
         if units:
-            self.split_main = ConvBNAct(first.out_channels, first.out_channels // 2, 1, act=TRANSITION_ACT)
-            self.split_short = ConvBNAct(first.out_channels, last.out_channels - width, 1, act=TRANSITION_ACT)
-            self.merge = ConvBNAct(last.out_channels, last.out_channels, 1, act=TRANSITION_ACT)
+            self.split_main = _transition(stage.split_main)
+            self.split_short = _transition(stage.split_short)
+            self.merge = _transition(stage.merge)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.down(x)
@@ -66,10 +56,8 @@ class CSPStage(nn.Module):
         return self.merge(torch.cat((main, self.split_short(x)), dim=1))
 
 
-def default_csp_outputs(arch: Arch) -> tuple[int, ...]:
-    """The three deepest stages (DAMO-YOLO's (2, 3, 4) for M/L); 0 is the stem."""
-    count = len(csp_stages(arch)) + 1
-    return tuple(range(max(count - 3, 0), count))
+def _transition(conv: Conv) -> ConvBNAct:
+    return ConvBNAct(conv.in_channels, conv.out_channels, conv.kernel, conv.stride, act=TRANSITION_ACT)
 
 
 class CSPBackbone(nn.Module):
@@ -79,18 +67,15 @@ class CSPBackbone(nn.Module):
                  spp: bool = True, act: str = "silu", reparam: bool = True, image_channels: int = 3):
         super().__init__()
         self.arch = arch
+        layout = plan(arch, "csp", focus, out_indices, spp=spp, image_channels=image_channels)
         groups = csp_stages(arch)
-        self.out_indices = tuple(out_indices) if out_indices is not None else default_csp_outputs(arch)
-        for i in self.out_indices:
-            if not 0 <= i <= len(groups):
-                raise ValueError(f"out index {i} out of range: the CSP wrap has {len(groups) + 1} stages")
+        self.out_indices = layout.out_indices
         stages: list[nn.Module] = [build_stem(arch.stem, focus, image_channels, act)]
         for n, group in enumerate(groups):
             stages.append(CSPStage([arch.blocks[i] for i in group], act, reparam,
                                    spp=spp and n == len(groups) - 1))
         self.stages = nn.ModuleList(stages)
-        ends = [0] + [g[-1] for g in groups]
-        self.out_channels = tuple(arch.blocks[ends[i]].out_channels for i in self.out_indices)
+        self.out_channels = layout.channels
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         outputs = []

@@ -14,7 +14,11 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..arch import CONV, K1DWK1, K1KX, K1KXK1, KXKX, Arch, BlockSpec
+from ..arch import CONV, Arch, BlockSpec
+from ..layout import Conv, detector_unit
+from ..plan import plan, res_spp_block, stem_conv
+# Where readers have always found them (detect/recipe.py); the plan owns them now.
+from ..plan import default_res_outputs, last_stage_start  # noqa: F401
 from .activation import get_activation
 from .conv_bn_act import ConvBNAct
 from .focus import Focus
@@ -25,11 +29,9 @@ from .spp import SPPBottleneck
 SPP_ACT = "silu"
 
 
-def _strided_conv(cin: int, cout: int, kernel: int, stride: int, groups: int, act: str | None,
-                  reparam: bool) -> nn.Module:
-    if reparam:
-        return RepConv(cin, cout, kernel, stride, groups, act=act)
-    return ConvBNAct(cin, cout, kernel, stride, groups, act=act)
+def _conv_module(conv: Conv, act: str | None, rep: bool) -> nn.Module:
+    cls = RepConv if rep else ConvBNAct
+    return cls(conv.in_channels, conv.out_channels, conv.kernel, conv.stride, conv.groups, act=act)
 
 
 class ResUnit(nn.Module):
@@ -37,28 +39,19 @@ class ResUnit(nn.Module):
 
     ``cin``/``cout``/``stride`` are the unit's own: the first unit of a block maps
     ``in -> out`` with the block's stride, later units map ``out -> out`` at stride 1.
+    Its convs and shortcut are ``layout.detector_unit``'s; the k x k conv that carries the
+    stride is a RepConv when ``reparam``, and the last conv's activation waits for the add.
     """
 
     def __init__(self, spec: BlockSpec, cin: int, cout: int, stride: int, act: str,
                  reparam: bool):
         super().__init__()
-        btn, k, g = spec.bottleneck, spec.kernel, spec.groups
-        if spec.cls == K1KX:
-            layers = [ConvBNAct(cin, btn, 1, act=act),
-                      _strided_conv(btn, cout, k, stride, g, None, reparam)]
-        elif spec.cls == KXKX:
-            layers = [ConvBNAct(cin, btn, k, 1, g, act=act),
-                      _strided_conv(btn, cout, k, stride, g, None, reparam)]
-        elif spec.cls in (K1KXK1, K1DWK1):
-            mid_groups = btn if spec.cls == K1DWK1 else g
-            layers = [ConvBNAct(cin, btn, 1, act=act),
-                      _strided_conv(btn, btn, k, stride, mid_groups, act, reparam),
-                      ConvBNAct(btn, cout, 1, act=None)]
-        else:
-            raise ValueError(f"{spec.cls} has no residual unit")
-        self.path = nn.Sequential(*layers)
-        self.residual = stride == 1
-        self.proj = ConvBNAct(cin, cout, 1, act=None) if self.residual and cin != cout else None
+        unit = detector_unit(spec, cin, cout, stride)
+        last = len(unit.convs) - 1
+        self.path = nn.Sequential(*(_conv_module(conv, None if i == last else act, reparam and i == 1)
+                                    for i, conv in enumerate(unit.convs)))
+        self.residual = unit.residual
+        self.proj = _conv_module(unit.projection, None, False) if unit.projection is not None else None
         self.act = get_activation(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -80,34 +73,11 @@ def block_units(spec: BlockSpec, act: str, reparam: bool) -> list[nn.Module]:
 
 
 def build_stem(stem: BlockSpec, focus: bool, image_channels: int, act: str) -> nn.Module:
-    """The stem conv, or a Focus stem that takes over its stride.
-
-    A searched stem sees either the image (``in == image_channels``) or the Focus output
-    (``in == 4 * image_channels``, as in DAMO-YOLO's 12-channel searches); both build the
-    same Focus module, whose conv always reads the 4x channels.
-    """
-    if stem.cls != CONV:
-        raise ValueError(f"the stem must be {CONV}")
+    """The stem conv, or a Focus stem that takes over its stride (``plan.stem_conv``)."""
+    conv = stem_conv(stem, focus, image_channels)
     if focus:
-        if stem.in_channels not in (image_channels, 4 * image_channels):
-            raise ValueError(f"a Focus stem needs in={image_channels} or {4 * image_channels}, "
-                             f"got {stem.in_channels}")
-        return Focus(image_channels, stem.out_channels, stem.kernel, act=act)
-    if stem.in_channels != image_channels:
-        raise ValueError(f"the stem reads {stem.in_channels} channels but images have "
-                         f"{image_channels}; use a Focus stem")
-    return ConvBNAct(stem.in_channels, stem.out_channels, stem.kernel, stem.stride, stem.groups, act=act)
-
-
-def last_stage_start(arch: Arch) -> int:
-    """Index of the first block of the last stage (the last stride-2 block, else block 1)."""
-    strided = [i for i, b in enumerate(arch.blocks) if i > 0 and b.stride == 2]
-    return strided[-1] if strided else min(1, len(arch.blocks) - 1)
-
-
-def default_res_outputs(arch: Arch) -> tuple[int, ...]:
-    """The last block of each of the three deepest stages (DAMO-YOLO's (2, 4, 5) for T/S)."""
-    return tuple(arch.stage_ends()[-3:])
+        return Focus(image_channels, conv.out_channels, conv.kernel, act=act)
+    return _conv_module(conv, act, False)
 
 
 class ResBackbone(nn.Module):
@@ -117,19 +87,17 @@ class ResBackbone(nn.Module):
                  spp: bool = True, act: str = "relu", reparam: bool = True, image_channels: int = 3):
         super().__init__()
         self.arch = arch
-        self.out_indices = tuple(out_indices) if out_indices is not None else default_res_outputs(arch)
-        for i in self.out_indices:
-            if not 0 <= i < len(arch.blocks):
-                raise ValueError(f"out index {i} out of range: the architecture has {len(arch.blocks)} blocks")
+        layout = plan(arch, "res", focus, out_indices, spp=spp, image_channels=image_channels)
+        self.out_indices = layout.out_indices
         blocks: list[nn.Module] = [build_stem(arch.stem, focus, image_channels, act)]
-        spp_block = last_stage_start(arch) if spp and len(arch.blocks) > 1 else None
+        spp_block = res_spp_block(arch, spp)
         for i, spec in enumerate(arch.blocks[1:], start=1):
             units: list[nn.Module] = list(block_units(spec, act, reparam))
             if i == spp_block:
                 units.insert(1, SPPBottleneck(spec.out_channels, spec.out_channels, act=SPP_ACT))
             blocks.append(nn.Sequential(*units))
         self.blocks = nn.ModuleList(blocks)
-        self.out_channels = tuple(arch.blocks[i].out_channels for i in self.out_indices)
+        self.out_channels = layout.channels
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         outputs = []

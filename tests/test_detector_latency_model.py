@@ -1,0 +1,150 @@
+"""DetectorLatencyModel: a search candidate priced as the whole detector a recipe builds around it,
+from a table built over the detectors a space can produce (``latency build --space --model``)."""
+
+import pickle
+import random
+from collections import Counter
+from dataclasses import replace
+
+import pytest
+
+from test_detect_io import tiny_recipe_doc
+from tinynas.detect import parse_model_recipe
+from tinynas.detect.conv_ops import detector_op_counts
+from tinynas.detect.recipe import load_model_recipe
+from tinynas.errors import UserError
+from tinynas.latency import build_table, load_predictor
+from tinynas.latency.build import build_grid
+from tinynas.latency.detector_model import DetectorLatencyModel
+from tinynas.latency.grid import covered, detector_groups, detector_ops
+from tinynas.latency.validate import random_archs
+from tinynas.resources import resolve_space_path
+from tinynas.space import load_space, space_from_dict
+
+TINY_SPACE = {
+    "name": "tinyspace", "resolution": 32, "channel_divisor": 8,
+    "defaults": {"out": [16, 40], "L": [1, 2], "btn_ratio": [0.5, 1.0], "kernels": [3]},
+    "initial": [
+        {"class": "ConvKXBNRELU", "in": 12, "out": 16, "s": 1, "k": 3},
+        {"class": "SuperResK1KX", "in": 16, "out": 16, "s": 2, "k": 3, "L": 1, "btn": 8},
+        {"class": "SuperResK1KX", "in": 16, "out": 16, "s": 2, "k": 3, "L": 2, "btn": 8},
+        {"class": "SuperResK1KX", "in": 16, "out": 24, "s": 2, "k": 3, "L": 1, "btn": 16},
+        {"class": "SuperResK1KX", "in": 24, "out": 32, "s": 2, "k": 3, "L": 1, "btn": 16},
+    ],
+    "blocks": [{"out": [16, 24]}, {"out": [16, 24]}, {"out": [16, 24]}, {"out": [16, 32]}, {"out": [24, 40]}],
+}
+IMAGE = 64
+
+
+def tiny_space():
+    return space_from_dict(TINY_SPACE, "tinyspace")
+
+
+def tiny_recipe(wrap="res"):
+    doc = tiny_recipe_doc(3, wrap)
+    doc["backbone"]["arch"] = TINY_SPACE["initial"]
+    return parse_model_recipe(doc, "tiny")
+
+
+def around(recipe, arch):
+    return replace(recipe, backbone=replace(recipe.backbone, arch=arch))
+
+
+@pytest.fixture(scope="module")
+def detector_table(tmp_path_factory):
+    path = tmp_path_factory.mktemp("det") / "tiny-detectors.csv"
+    build_table([tiny_space()], path, models=[tiny_recipe()], model_size=IMAGE, channel_step=16, runs=2,
+                warmup=1, calibrate=False, progress=False)
+    return path
+
+
+def test_the_detector_grid_covers_every_detector_the_search_can_build(detector_table):
+    space, recipe = tiny_space(), tiny_recipe()
+    table = load_predictor(detector_table).table
+    assert table.meta["status"] == "complete"
+    assert table.meta["builds"][-1]["models"] == [f"tiny@{IMAGE} over tinyspace"]
+    groups = detector_groups(space, recipe, IMAGE, channel_step=16)
+    rng = random.Random(2)
+    archs = random_archs(space, 12, seed=4)
+    archs += [space.mutate(a, rng, 2) for a in archs]
+    for arch in archs:
+        for op, _ in detector_op_counts(around(recipe, arch), IMAGE):
+            assert covered(groups, op), op
+
+
+def test_the_model_prices_exactly_the_fused_detectors_convs(detector_table):
+    space, recipe = tiny_space(), tiny_recipe()
+    predictor = load_predictor(detector_table)
+    model = DetectorLatencyModel(predictor, recipe)
+    for arch in random_archs(space, 6, seed=9):
+        traced = detector_op_counts(around(recipe, arch), IMAGE)
+        assert model.op_counts(arch, IMAGE) == traced
+        # a 12-channel stem sees the Focus output: the search's resolution is half the image
+        assert model.predict_ms(arch, IMAGE // 2) == pytest.approx(predictor.predict_ops_ms(traced), rel=1e-12)
+    assert len(model._neck_head_ms) > 1  # distinct level widths, each neck priced once
+
+
+def test_the_model_pickles_with_its_caches_and_loads_a_table_by_path(detector_table):
+    space, recipe = tiny_space(), tiny_recipe()
+    archs = random_archs(space, 4, seed=1)
+    model = DetectorLatencyModel(str(detector_table), recipe)
+    before = [model.predict_ms(a, IMAGE // 2) for a in archs]
+    copy = pickle.loads(pickle.dumps(model))
+    assert copy._neck_head_ms == model._neck_head_ms
+    assert [copy.predict_ms(a, IMAGE // 2) for a in archs] == before
+
+
+def test_the_model_refuses_candidates_the_recipe_cannot_wrap(detector_table):
+    recipe = tiny_recipe()
+    model = DetectorLatencyModel(detector_table, recipe)
+    arch = tiny_space().initial
+    with pytest.raises(UserError, match="multiples of 32"):
+        model.predict_detector_ms(arch, 48)
+    three_stages = arch.with_block(4, arch.blocks[4].replace(stride=1))
+    with pytest.raises(UserError, match="strides"):
+        model.predict_ms(three_stages, IMAGE // 2)
+
+
+@pytest.mark.parametrize("space_name, model_name", [("k1kx", "tinynas-n"), ("kxkx", "damoyolo-m")])
+def test_shipped_spaces_detector_grids_cover_their_random_detectors(space_name, model_name):
+    space, recipe = load_space(resolve_space_path(space_name)), load_model_recipe(model_name)
+    groups = detector_groups(space, recipe, 320, channel_step=64)
+    for arch in random_archs(space, 10, seed=6):
+        model = DetectorLatencyModel(None, recipe)
+        for op, _ in model.op_counts(arch, 320):
+            assert covered(groups, op), (arch.key, op)
+
+
+def test_stage_variants_find_what_listing_every_combination_finds():
+    # kxkx's CSP stage (3, 4) spans two blocks: holding one at a time finds the same ops.
+    from itertools import product
+
+    from tinynas.latency import grid
+    from tinynas.plan import csp_stage_op_counts
+
+    space, recipe = load_space(resolve_space_path("kxkx")), load_model_recipe("damoyolo-m")
+    choices = [grid._position_choices(space, i, 64) for i in range(len(space.initial.blocks))]
+    ins = sorted({s.out_channels for s in choices[2]})
+    brute = set()
+    for cin, a, b in product(ins, choices[3], choices[4]):
+        brute.update(op for op, _ in csp_stage_op_counts.__wrapped__(grid._chain((a, b), cin), 40, False)[0])
+    cases = grid._stage_variants(choices, (3, 4), ins, [choices[3][0], choices[4][0]])
+    assert len(cases) < len(ins) * len(choices[3]) * len(choices[4]) / 4
+    found = set()
+    for cin, picked in cases:
+        found.update(op for op, _ in csp_stage_op_counts.__wrapped__(grid._chain(picked, cin), 40, False)[0])
+    assert found == brute
+    assert brute <= detector_ops(space, recipe, 320, 64)  # stage (3, 4) reads 40x40 at a 320 image
+
+
+def test_build_grid_with_a_space_and_a_model_is_the_detector_grid_not_the_bare_backbones():
+    space, recipe = tiny_space(), tiny_recipe()
+    ops, names, resolution = build_grid([space], [recipe], None, 8, IMAGE)
+    assert names == [f"tiny@{IMAGE} over tinyspace"] and resolution == IMAGE
+    assert set(ops) >= {op for op, _ in detector_op_counts(recipe, IMAGE)}
+    bare = build_grid([space], [], None, 8)[0]
+    assert not any(op.fused_residual and op.stride == 2 for op in ops)  # no stride-2 shortcut in the wrap
+    assert any(op.fused_residual and op.stride == 2 for op in bare)  # the search-time blocks have one
+    with pytest.raises(UserError, match="--model-size"):
+        build_grid([space], [recipe], 32, 8, IMAGE)
+    assert Counter(op.height for op in ops)[IMAGE // 2] > 0  # the Focus stem at half the image
