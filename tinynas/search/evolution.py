@@ -130,11 +130,11 @@ def _run(config: dict, evolution: Evolution, evaluator: Evaluator, store: RunSto
                 bar.set_postfix_str(_postfix(evolution), refresh=False)
                 store.end_segment(evolution.generated)
                 if store.checkpoint_due(evolution.generated):
-                    store.save_checkpoint(config, evolution.state_dict(include_seen=False))
+                    store.save_checkpoint(config, evolution)
     finally:
         bar.close()
     store.end_segment(evolution.generated)
-    store.save_checkpoint(config, evolution.state_dict(include_seen=False))
+    store.save_checkpoint(config, evolution)
 
 
 def _postfix(evolution: Evolution) -> str:
@@ -208,7 +208,7 @@ def _search_fresh(config, space, latency, out_dir, jobs, backend, progress) -> S
     store.create()
     evolution.tell(seeds, results)
     store.record(seeds, results)
-    store.save_checkpoint(config, evolution.state_dict(include_seen=False))
+    store.save_checkpoint(config, evolution)
     _run(config, evolution, evaluator, store, jobs, backend, progress)
     return _finish(config, evolution, evaluator, store)
 

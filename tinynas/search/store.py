@@ -19,7 +19,7 @@ from .evaluate import Evaluation
 from .output import (CANDIDATES_NAME, SUMMARY_NAME, CandidateLog, environment, plot_pareto, read_hashes,
                      write_best, write_summary)
 from .population import Member
-from .strategy import Candidate
+from .strategy import Candidate, Evolution
 
 
 class RunStore:
@@ -94,15 +94,17 @@ class RunStore:
             self.next_checkpoint += self.checkpoint_every
         return True
 
-    def save_checkpoint(self, config: dict, strategy_state: dict) -> None:
+    def save_checkpoint(self, config: dict, strategy: Evolution) -> None:
+        """The strategy's state without its seen hashes: ``reopen`` rebuilds them from the log."""
         if self.folder is None:
             return
+        state = strategy.state_dict(include_seen=False)
         save_checkpoint(self.folder, {
             "config": config,
-            **strategy_state,
+            **state,
             "next_checkpoint": self.next_checkpoint,
             "segments": self.segments,
-            "csv": {"bytes": self.log.bytes if self.log else 0, "rows": strategy_state["counters"]["evaluated"]},
+            "csv": {"bytes": self.log.bytes if self.log else 0, "rows": state["counters"]["evaluated"]},
         })
 
     # -- results ----------------------------------------------------------------------------
