@@ -1,15 +1,14 @@
 """ONNX export of a fused detector, optionally with NMS inside the graph.
 
-``onnx`` (and ``onnxruntime`` to check the result) are the optional ``export`` extra.
-The TorchScript-based exporter is used because it needs nothing beyond ``onnx`` and lets
-NMS map onto ONNX's own ``NonMaxSuppression`` operator.
+``onnx`` and ``onnxscript`` (and ``onnxruntime`` to check the result) are the optional
+``export`` extra. The graph is written by torch's ``torch.export``-based exporter (see
+``onnx_trace``); NMS is a custom torch operator that the exporter writes as ONNX's own
+``NonMaxSuppression``.
 """
 
 from __future__ import annotations
 
-import io
 import os
-import warnings
 
 import numpy as np
 import torch
@@ -21,35 +20,46 @@ from ..detect.recipe import check_input_size
 from ..errors import UserError
 from ..memory import check_detector_fits
 from ..runfolder import check_new_file
+from .onnx_trace import INSTALL_HINT, OPSET, module_to_onnx, require_exporter
 from .reparam import reparameterize
 
-OPSET = 17
-INSTALL_HINT = "install the export extra: pip install 'tinynas[export]' (onnx, onnxruntime)"
+# torch.export cannot trace per-class NMS written in Python: the kept count depends on the
+# data, and the first float() of a threshold stops it (GuardOnDataDependentSymNode). As an
+# opaque operator with a shape-only "fake" rule it is traced as one node of unknown length,
+# which ``_onnx_translations`` writes as NonMaxSuppression; eager calls run the Python body.
+@torch.library.custom_op("tinynas::nms_selection", mutates_args=())
+def nms_selection(boxes: torch.Tensor, scores: torch.Tensor, max_per_class: torch.Tensor,
+                  iou_threshold: torch.Tensor, score_threshold: torch.Tensor) -> torch.Tensor:
+    """``[K, 3]`` (batch, class, box) indices that per-class NMS keeps, as ONNX's operator returns them.
 
-
-class _NonMaxSuppression(torch.autograd.Function):
-    """Per-class NMS with ONNX ``NonMaxSuppression`` semantics.
-
-    ``forward`` computes the same selection in torch so tracing sees real shapes; the
-    exporter replaces it with the ONNX operator through ``symbolic``.
+    ``boxes [N, A, 4]`` xyxy, ``scores [N, C, A]``; the three limits are one-element tensors.
     """
+    from ..detect.nms import nms
+    selected = []
+    for b in range(scores.shape[0]):
+        for c in range(scores.shape[1]):
+            idx = torch.nonzero(scores[b, c] > score_threshold, as_tuple=True)[0]
+            keep = idx[nms(boxes[b, idx], scores[b, c, idx], float(iou_threshold))][: int(max_per_class)]
+            selected.extend((b, c, i) for i in keep.tolist())
+    return torch.tensor(selected, dtype=torch.long).reshape(-1, 3)
 
-    @staticmethod
-    def forward(ctx, boxes, scores, max_per_class, iou_threshold, score_threshold):
-        from ..detect.nms import nms
-        selected = []
-        for b in range(scores.shape[0]):
-            for c in range(scores.shape[1]):
-                idx = torch.nonzero(scores[b, c] > score_threshold, as_tuple=True)[0]
-                keep = idx[nms(boxes[b, idx], scores[b, c, idx], float(iou_threshold))][: int(max_per_class)]
-                for i in keep.tolist():
-                    selected.append((b, c, i))
-        return torch.tensor(selected, dtype=torch.long).reshape(-1, 3)
 
-    @staticmethod
-    def symbolic(g, boxes, scores, max_per_class, iou_threshold, score_threshold):
-        return g.op("NonMaxSuppression", boxes, scores, max_per_class, iou_threshold, score_threshold,
-                    center_point_box_i=0)
+@nms_selection.register_fake
+def _nms_selection_shape(boxes, scores, max_per_class, iou_threshold, score_threshold):
+    kept = torch.library.get_ctx().new_dynamic_size()
+    return boxes.new_empty((kept, 3), dtype=torch.long)
+
+
+def _onnx_translations() -> dict:
+    import onnxscript
+
+    ops = getattr(onnxscript, f"opset{OPSET}")
+
+    def non_max_suppression(boxes, scores, max_per_class, iou_threshold, score_threshold):
+        return ops.NonMaxSuppression(boxes, scores, max_per_class, iou_threshold, score_threshold,
+                                     center_point_box=0)
+
+    return {torch.ops.tinynas.nms_selection.default: non_max_suppression}
 
 
 class DetectorWithNMS(nn.Module):
@@ -65,23 +75,16 @@ class DetectorWithNMS(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         scores, boxes = self.detector(images)
-        selected = _NonMaxSuppression.apply(boxes, scores.transpose(1, 2).contiguous(), self.max_per_class,
-                                            self.iou_threshold, self.conf_threshold)
+        selected = nms_selection(boxes, scores.transpose(1, 2).contiguous(), self.max_per_class,
+                                 self.iou_threshold, self.conf_threshold)
         batch, cls, anchor = selected[:, 0], selected[:, 1], selected[:, 2]
         return torch.cat([batch[:, None].to(boxes.dtype), boxes[batch, anchor],
                           scores[batch, anchor, cls][:, None], cls[:, None].to(boxes.dtype)], dim=1)
 
 
-def _require_onnx() -> None:
-    try:
-        import onnx  # noqa: F401
-    except ImportError:
-        raise UserError("export", "format", f"ONNX export needs the onnx package; {INSTALL_HINT}") from None
-
-
 def export_onnx(model: Detector, path: str | os.PathLike, size: int = 640, nms: bool = False,
                 conf_threshold: float = 0.05, iou_threshold: float = 0.7, max_detections: int = 100,
-                batch: int = 1, opset: int = OPSET, force: bool = False) -> None:
+                batch: int = 1, force: bool = False) -> None:
     """Fuse a copy of ``model`` and write it as ONNX to ``path`` (atomically).
 
     Without ``nms`` the graph outputs ``scores [N, A, C]`` and ``boxes [N, A, 4]``; with it,
@@ -90,7 +93,7 @@ def export_onnx(model: Detector, path: str | os.PathLike, size: int = 640, nms: 
     """
     check_input_size(model.recipe, size)
     check_new_file(path, "--out", force)
-    _require_onnx()
+    require_exporter("export", "format")
     # Tracing runs one forward pass of the fused copy, which sits next to the loaded model.
     check_detector_fits(model.recipe, size, batch, fused=True, source="--size", field="",
                         hint="choose a smaller --size")
@@ -99,15 +102,8 @@ def export_onnx(model: Detector, path: str | os.PathLike, size: int = 640, nms: 
     module.eval()
     dummy = torch.zeros(batch, 3, size, size)
     outputs = ["detections"] if nms else ["scores", "boxes"]
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        # The TorchScript exporter is deprecated in favour of one that needs onnxscript;
-        # it still gives the same graph for this model.
-        warnings.simplefilter("ignore")
-        with torch.no_grad():
-            torch.onnx.export(module, (dummy,), buffer, dynamo=False, opset_version=opset,
-                              input_names=["images"], output_names=outputs)
-    atomic_write_bytes(path, buffer.getvalue())
+    graph = module_to_onnx(module, (dummy,), ["images"], outputs, _onnx_translations() if nms else None)
+    atomic_write_bytes(path, graph)
 
 
 def run_onnx(path: str | os.PathLike, images: torch.Tensor) -> list[np.ndarray]:
@@ -118,7 +114,6 @@ def run_onnx(path: str | os.PathLike, images: torch.Tensor) -> list[np.ndarray]:
         raise UserError(str(path), "", f"running ONNX needs onnxruntime; {INSTALL_HINT}") from None
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return session.run(None, {session.get_inputs()[0].name: images.detach().cpu().numpy().astype(np.float32)})
-
 
 
 def _sorted_rows(detections: np.ndarray) -> np.ndarray:

@@ -4,13 +4,11 @@ An op's graph is the op as a deployed model holds it: a Conv whose bias carries 
 BatchNorm, the residual ``Add`` on the last conv of a residual unit, then the activation
 (ReLU, as the tables are built); a stride-2 unit's shortcut is an ``AveragePool``. The graph
 is written node by node with ``onnx.helper``, not traced: a trace per op would cost more
-than timing it. A backbone is exported from the fused torch model, exactly as deployed.
+than timing it. A backbone or detector is exported from the fused torch model by the
+exporter ``tinynas export`` uses, so the validated graph is the deployed one.
 """
 
 from __future__ import annotations
-
-import io
-import warnings
 
 import numpy as np
 import torch
@@ -20,6 +18,8 @@ from ..errors import UserError
 from ..ops import DEPTHWISE, ConvOp
 from .netops import AVGPOOL
 
+# The hand-written op graphs' opset, the one the shipped tables were timed at; traced graphs
+# take the exporter's (deploy.onnx_trace.OPSET).
 OPSET = 17
 
 
@@ -119,14 +119,12 @@ def _seeded(build, seed: int):
 
 
 def _traced(module: torch.nn.Module, shape: tuple, seed: int) -> tuple[bytes, dict[str, np.ndarray]]:
-    """``module`` traced to ONNX on a random input of ``shape``, and that input."""
-    _onnx()
+    """``module`` exported to ONNX as ``tinynas export`` writes a detector, and a random input of ``shape``."""
+    from ..deploy.onnx_trace import module_to_onnx, require_exporter
+
+    require_exporter("--runtime", "")
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
-    buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the exporter's advice about its newer version
-        torch.onnx.export(module, (x,), buffer, dynamo=False, opset_version=OPSET, input_names=["x"])
-    return buffer.getvalue(), {"x": x.numpy()}
+    return module_to_onnx(module, (x,), ["x"]), {"x": x.numpy()}
 
 
 class RawHead(torch.nn.Module):
