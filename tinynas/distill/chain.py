@@ -21,7 +21,7 @@ from pathlib import Path
 from ..atomic import atomic_write_text
 from ..errors import UserError
 from ..fileio import read_yaml
-from ..runfolder import lock_folder, plain_name
+from ..runfolder import lock_folder, plain_name, run_dir_for
 from ..train.recipe import TrainRecipe, parse_train_recipe
 from ..train.run import TrainRun
 from ..train.trainer import train
@@ -74,7 +74,7 @@ def load_chain(path: str | os.PathLike) -> Chain:
     name = plain_name(doc.get("name") or path.stem, source, "name")
     if doc.get("out") is not None and not isinstance(doc.get("out"), str):
         raise UserError(source, "out", f"expected a folder path, got {doc.get('out')!r}")
-    out = Path(doc.get("out") or Path("runs") / "chains" / name)
+    out = run_dir_for("chain", name, doc.get("out"))
     common = doc.get("common") or {}
     distill = doc.get("distill") or {}
     if not isinstance(common, dict) or not isinstance(distill, dict):
@@ -143,12 +143,11 @@ def _size_and_latency(recipe: TrainRecipe, latency_db: str | None) -> dict:
     if latency_db:
         from ..latency import load_predictor
 
-        arch = recipe.model.backbone.arch
-        size = recipe.data.size
-        if recipe.model.backbone.focus and arch.in_channels == 3:
-            # The Focus stem hands the searched stem 12 channels at half the image size.
-            arch = arch.with_block(0, arch.blocks[0].replace(in_channels=12))
-            size //= 2
+        from ..plan import table_view
+
+        # What the table prices: behind a Focus stem the searched stem reads 12 channels of
+        # half the image, at stride 1.
+        arch, size = table_view(recipe.model.backbone.arch, recipe.data.size, recipe.model.backbone.focus)
         try:
             row["latency_ms"] = load_predictor(latency_db).predict_ms(arch, size)
         except UserError:

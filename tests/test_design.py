@@ -1,0 +1,186 @@
+"""`tinynas design`: every stage on generated data, resumed after SIGKILLs, its report checked
+against the run folders it was made from."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tinynas.cli import main
+from tinynas.data.synthetic import make_synthetic_dataset
+from tinynas.detect.recipe import load_model_recipe
+from tinynas.latency.detector_model import DetectorLatencyModel
+from tinynas.resources import resolve_space_path
+from tinynas.space import load_space
+from tinynas.design import DesignSpec
+from tinynas.design.report import choose
+from tinynas.design.spec import check_spec, read_data_section
+from tinynas.errors import UserError
+
+pytest.importorskip("onnxruntime")
+
+TINY_MODEL = {
+    "name": "tiny",
+    "backbone": {"arch": "tinynas-n", "wrap": "res", "out_indices": [2, 4, 5], "focus": True, "act": "relu"},
+    "neck": {"depth": 1.0, "hidden_ratio": 1.0, "out_channels": [16, 32, 64], "act": "relu"},
+    "head": {"num_classes": 3, "reg_max": 16, "strides": [8, 16, 32]},
+}
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("design")
+    data = make_synthetic_dataset(root / "data", images=24, val_images=8, size=64, seed=0)
+    data_yaml = root / "data.yaml"
+    data_yaml.write_text(yaml.safe_dump({
+        "train_images": "data/images/train", "train_annotations": "data/annotations/train.json",
+        "val_images": "data/images/val", "val_annotations": "data/annotations/val.json"}))
+    model = root / "tiny.yaml"
+    model.write_text(yaml.safe_dump(TINY_MODEL))
+    # A small onnxruntime table of every detector the k1kx space can make inside the tiny model.
+    table = root / "tiny-ort.csv"
+    assert main(["latency", "build", "--space", "k1kx", "--model", str(model), "--model-size", "64",
+                 "--channel-step", "256", "--runtime", "onnxruntime", "--runs", "3", "--warmup", "1",
+                 "--out", str(table)]) == 0
+    # Tight enough that the initial backbone breaks it, so the rungs' searches differ.
+    predictor = DetectorLatencyModel(str(table), load_model_recipe(str(model)))
+    budget = round(0.8 * predictor.predict_detector_ms(load_space(resolve_space_path("k1kx")).initial, 64), 3)
+    return root, data, data_yaml, model, table, budget
+
+
+def _cli(*args, cwd=None) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "tinynas", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _kill_when(process: subprocess.Popen, record: Path, stage: str, timeout: float = 600) -> None:
+    """SIGKILL ``process`` as soon as ``stage`` is recorded as finished (the next one starting)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if record.is_file():
+            try:
+                if stage in json.loads(record.read_text()):
+                    process.send_signal(signal.SIGKILL)
+                    process.wait()
+                    return
+            except ValueError:
+                pass  # caught mid-replace: read again
+        if process.poll() is not None:
+            raise AssertionError(f"finished before it could be killed after {stage}:\n{process.stdout.read()}")
+        time.sleep(0.05)
+    process.kill()
+    raise AssertionError(f"{stage} never finished")
+
+
+def test_design_runs_every_stage_resumes_after_kills_and_reports_what_the_folders_hold(workspace, tmp_path):
+    from tinynas.checkpoint import load_detector
+    from tinynas.deploy.onnx_export import compare_with_torch
+    from tinynas.train.run import TrainRun
+
+    root, data, data_yaml, model, table, budget = workspace
+    out = tmp_path / "design"
+    args = ["design", str(data_yaml), "--budget", f"latency={budget}ms", "--db", str(table), "--model", str(model),
+            "--candidates", "300",
+            "--epochs", "2", "--size", "64", "--batch-size", "8", "--timed-runs", "6", "--out", str(out), "--quiet"]
+    first = _cli(*args)
+    _kill_when(first, out / "stages.json", "search")  # killed as training starts
+    candidates = out / "search" / "candidates.csv"
+    search_stamp = candidates.stat().st_mtime_ns
+    second = _cli(*args)
+    _kill_when(second, out / "stages.json", "train")  # killed as export and timing start
+    second_log = second.stdout.read()
+    assert "search: finished earlier, skipped" in second_log
+    assert candidates.stat().st_mtime_ns == search_stamp
+    trained = {p.parent.name: p.stat().st_mtime_ns for p in (out / "train").glob("*/last.pt")}
+    assert len(trained) == 3
+    third = _cli(*args)
+    log = third.communicate(timeout=600)[0]
+    assert third.returncode == 0, log
+    assert "train: finished earlier, skipped" in log
+    assert {p.parent.name: p.stat().st_mtime_ns for p in (out / "train").glob("*/last.pt")} == trained
+
+    record = json.loads((out / "stages.json").read_text())
+    rows = record["report"]["models"]
+    assert [r["budget_ms"] for r in rows] == pytest.approx([4 * budget, 2 * budget, budget])  # teachers first
+    assert rows[-1]["predicted_ms"] <= budget < rows[0]["predicted_ms"]  # the search met each rung's budget
+    report = (out / "report.md").read_text()
+    for row in rows:
+        run = Path(row["run"])
+        metrics = [r for r in (run / "metrics.csv").read_text().splitlines()[1:] if r]
+        header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+        aps = [float(dict(zip(header, line.split(",")))["AP"]) for line in metrics
+               if dict(zip(header, line.split(","))).get("AP")]
+        assert row["AP"] == pytest.approx(max(aps))
+        measured = json.loads((out / "measure" / f"{row['model']}.json").read_text())
+        assert row["measured_ms"] == pytest.approx(float(np.median(measured["samples_ms"])))
+        assert f"{row['measured_ms']:.4g}" in report
+        assert row["predicted_ms"] > 0
+    chosen = choose(rows, budget)
+    if chosen is None:
+        assert f"No model meets the {budget:g} ms budget" in report
+        assert not (out / "deploy" / "model.onnx").exists()
+    else:
+        assert f"Deployed: `{chosen['model']}`" in report
+        detector, _ = load_detector(TrainRun(chosen["run"]).best_checkpoint())
+        # The deployed file is the one timed, and it computes what the trained weights compute.
+        assert compare_with_torch(out / "deploy" / "model.onnx", detector, size=64) < 1e-4
+        assert json.loads((out / "deploy" / "classes.json").read_text()) == list(data.classes)
+    for figure in ("ap_vs_latency.png", "predicted_vs_measured.png", "training_curves.png"):
+        assert (out / figure).stat().st_size > 1000
+        assert figure in report
+
+
+def test_a_rerun_with_other_settings_is_refused(workspace, tmp_path):
+    from tinynas.design.spec import store_spec
+
+    _, _, data_yaml, model, table, _ = workspace
+    spec = DesignSpec(str(data_yaml), "latency=3ms", model=str(model), db=str(table))
+    store_spec(tmp_path, check_spec(spec))
+    store_spec(tmp_path, check_spec(spec))  # the same settings resume
+    with pytest.raises(UserError, match=r"design.json: epochs: this folder holds a design with epochs = 100"):
+        store_spec(tmp_path, check_spec(DesignSpec(str(data_yaml), "latency=3ms", model=str(model), db=str(table),
+                                                   epochs=5)))
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"budget": "params=2M"}, r"--budget: a design budgets the deployed detector's latency"),
+    ({"teacher_factors": (0.5,)}, r"--teacher-factors: expected factors above 1"),
+    ({"size": 100}, r"--size: must be a multiple of 32"),
+    ({"runtime": "openvino"}, r"--db: no table is shipped for runtime 'openvino'"),
+    ({"db": "cpu-fp32"}, r"cpu-fp32.json: runtime: the table was measured in torch, the design deploys in onnxruntime"),
+    ({"budgets": ("latency=2ms",)}, r"--backbone-budget: the latency budget is --budget"),
+])
+def test_bad_settings_are_one_line_errors(workspace, change, message):
+    _, _, data_yaml, model, _, _ = workspace
+    spec = DesignSpec(**{"data": str(data_yaml), "budget": "latency=3ms", "model": str(model), **change})
+    with pytest.raises(UserError, match=message):
+        check_spec(spec)
+
+
+def test_the_data_file_names_its_missing_field(tmp_path):
+    bad = tmp_path / "data.yaml"
+    bad.write_text(yaml.safe_dump({"train_images": "x", "val_images": "y"}))
+    with pytest.raises(UserError, match=re.escape(f"{bad}: train_images: ")):
+        read_data_section(bad)
+    (tmp_path / "x").mkdir()
+    with pytest.raises(UserError, match=re.escape(f"{bad}: train_annotations: missing")):
+        read_data_section(bad)
+
+
+def test_the_chosen_model_is_the_most_accurate_within_the_measured_budget():
+    rows = [{"model": "a", "measured_ms": 2.0, "AP": 0.3}, {"model": "b", "measured_ms": 2.9, "AP": 0.4},
+            {"model": "c", "measured_ms": 3.2, "AP": 0.6}, {"model": "d", "measured_ms": 1.0, "AP": math.nan}]
+    assert choose(rows, 3.0)["model"] == "b"
+    assert choose(rows, 0.5) is None

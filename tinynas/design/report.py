@@ -1,0 +1,181 @@
+"""Stage 4: the report, its figures, and the deployed model.
+
+Every number of ``report.md`` is read from the run folders the earlier stages left: AP and AP50
+from each training's ``metrics.csv`` (the last evaluated epoch, as ``best.pt`` is the weights
+of the best), measured latency from ``measure/<model>.json``, the prediction from the latency
+table. The chosen model is the most accurate one whose *measured* latency meets the budget; it
+is copied to ``deploy/model.onnx`` with its recipe and class names. When no model meets the
+budget the report says so and names the fastest.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from ..atomic import atomic_write_text
+from ..checkpoint import load_checkpoint
+from ..detect.profile import recipe_costs
+from ..train.run import TrainRun
+from ..train.run_files import MetricsLog
+from .spec import DesignSpec
+
+REPORT_NAME = "report.md"
+FIGURES = {"ap_latency": "ap_vs_latency.png", "predicted": "predicted_vs_measured.png",
+           "curves": "training_curves.png"}
+
+
+def final_metrics(run: str) -> dict:
+    """AP and AP50 of a run's best evaluation (the epoch its ``best.pt`` holds)."""
+    rows = [r for r in MetricsLog(Path(run) / "metrics.csv").rows() if r.get("AP") not in (None, "")]
+    if not rows:
+        return {"AP": math.nan, "AP50": math.nan, "epoch": None}
+    best = max(rows, key=lambda r: float(r["AP"]))
+    return {"AP": float(best["AP"]), "AP50": float(best["AP50"]), "epoch": int(float(best["epoch"]))}
+
+
+def model_rows(spec: DesignSpec, record: dict, num_classes: int) -> list[dict]:
+    from .search_stage import latency_model
+
+    predictor = latency_model(spec, num_classes)
+    measured = {m["name"]: m for m in record["measure"]["models"]}
+    rows = []
+    for model in record["train"]["models"]:
+        recipe = load_checkpoint(TrainRun(model["run"]).best_checkpoint()).recipe
+        total = recipe_costs(recipe, spec.size, fused=True)[-1]
+        distilled = final_metrics(model["run"])
+        plain = final_metrics(model["plain_run"]) if model["plain_run"] else {"AP": math.nan, "AP50": math.nan}
+        rows.append({
+            "model": model["name"], "teacher": model["teacher"], "budget_ms": model["limit_ms"],
+            "params_M": total.params / 1e6, "GFLOPs": total.flops / 1e9,
+            "predicted_ms": float(predictor.predict_detector_ms(recipe.backbone.arch, spec.size)),
+            "measured_ms": measured[model["name"]]["measured_ms"],
+            "AP": distilled["AP"], "AP50": distilled["AP50"],
+            "AP_plain": plain["AP"], "AP50_plain": plain["AP50"],
+            "onnx": measured[model["name"]]["onnx"], "run": model["run"],
+        })
+    return rows
+
+
+def choose(rows: list[dict], budget_ms: float) -> dict | None:
+    """The best AP among the models measured within the budget (ties: the faster)."""
+    fitting = [r for r in rows if r["measured_ms"] <= budget_ms and not math.isnan(r["AP"])]
+    if not fitting:
+        return None
+    return max(fitting, key=lambda r: (r["AP"], -r["measured_ms"]))
+
+
+COLUMNS = (("model", "model"), ("teacher", "teacher"), ("params_M", "params (M)"), ("GFLOPs", "GFLOPs"),
+           ("predicted_ms", "predicted ms"), ("measured_ms", "measured ms"), ("AP", "AP"), ("AP50", "AP50"),
+           ("AP_plain", "AP without distillation"), ("AP50_plain", "AP50 without distillation"))
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return "–" if math.isnan(value) else f"{value:.4g}"
+    return str(value) or "–"
+
+
+def markdown(spec: DesignSpec, rows: list[dict], chosen: dict | None, figures: dict) -> str:
+    budget = spec.latency_budget().limit
+    lines = [f"# Design: {spec.budget} in {spec.runtime}", "",
+             f"Data `{spec.data}`, space `{spec.space}`, model `{spec.model}` (its wrap, neck and head), "
+             f"{spec.size}x{spec.size} input, latency table `{spec.db}`; {spec.candidates} candidates, "
+             f"{spec.epochs} epochs, seed {spec.seed}. Latency is milliseconds per image of the whole "
+             "detector, fused; measured = the exported ONNX file timed end to end on this machine.", ""]
+    if chosen is not None:
+        lines += [f"**Deployed: `{chosen['model']}`** — AP {_cell(chosen['AP'])}, measured "
+                  f"{chosen['measured_ms']:.2f} ms within the {budget:g} ms budget: `deploy/model.onnx`.", ""]
+    else:
+        fastest = min(rows, key=lambda r: r["measured_ms"])
+        lines += [f"**No model meets the {budget:g} ms budget when measured.** The fastest, "
+                  f"`{fastest['model']}`, takes {fastest['measured_ms']:.2f} ms "
+                  f"(predicted {fastest['predicted_ms']:.2f} ms); nothing was deployed. Build a table on "
+                  "this device, or relax the budget.", ""]
+    lines += ["| " + " | ".join(title for _, title in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_cell(r[key]) for key, _ in COLUMNS) + " |" for r in rows]
+    lines.append("")
+    for key, title in (("ap_latency", "AP against measured latency"),
+                       ("predicted", "Predicted against measured latency"), ("curves", "Training curves")):
+        if key in figures:
+            lines += [f"![{title}]({figures[key]})", ""]
+    return "\n".join(lines)
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
+    fig.tight_layout()
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def draw(out: Path, rows: list[dict], budget_ms: float) -> dict:
+    """The report's figures; none (and the report says nothing of them) without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return {}
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax.axvline(budget_ms, color="red", linestyle="--", label=f"budget {budget_ms:g} ms")
+    for r in rows:
+        ax.scatter(r["measured_ms"], r["AP"], color="C0")
+        ax.annotate(r["model"], (r["measured_ms"], r["AP"]), textcoords="offset points", xytext=(4, 4))
+        if not math.isnan(r["AP_plain"]):
+            ax.scatter(r["measured_ms"], r["AP_plain"], color="C1", marker="x")
+    ax.set_xlabel("measured latency (ms / image)")
+    ax.set_ylabel("AP (x: without distillation)")
+    ax.legend()
+    _save(fig, out / FIGURES["ap_latency"])
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ms = [r["measured_ms"] for r in rows] + [r["predicted_ms"] for r in rows]
+    ax.plot([0, max(ms) * 1.1], [0, max(ms) * 1.1], color="grey", linewidth=0.8)
+    ax.scatter([r["predicted_ms"] for r in rows], [r["measured_ms"] for r in rows])
+    ax.set_xlabel("predicted ms")
+    ax.set_ylabel("measured ms")
+    _save(fig, out / FIGURES["predicted"])
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for r in rows:
+        points = [(int(float(m["epoch"])), float(m["AP"])) for m in MetricsLog(Path(r["run"]) / "metrics.csv").rows()
+                  if m.get("AP") not in (None, "")]
+        if points:
+            ax.plot(*zip(*points), marker="o", markersize=3, label=r["model"])
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("val AP")
+    if ax.lines:
+        ax.legend()
+    _save(fig, out / FIGURES["curves"])
+    return dict(FIGURES)
+
+
+def deploy(out: Path, chosen: dict, classes: list[str]) -> None:
+    folder = out / "deploy"
+    folder.mkdir(exist_ok=True)
+    tmp = folder / f".model.onnx.tmp{os.getpid()}"
+    shutil.copyfile(chosen["onnx"], tmp)
+    os.replace(tmp, folder / "model.onnx")
+    recipe = load_checkpoint(TrainRun(chosen["run"]).best_checkpoint()).recipe
+    atomic_write_text(folder / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    atomic_write_text(folder / "classes.json", json.dumps(classes, indent=2) + "\n")
+
+
+def run(spec: DesignSpec, out: Path, record: dict, classes: list[str], log: Callable[[str], None]) -> dict:
+    rows = model_rows(spec, record, len(classes))
+    budget = spec.latency_budget().limit
+    chosen = choose(rows, budget)
+    figures = draw(out, rows, budget)
+    if chosen is not None:
+        deploy(out, chosen, classes)
+    atomic_write_text(out / REPORT_NAME, markdown(spec, rows, chosen, figures))
+    log(f"report: {out / REPORT_NAME}" + (f"; deployed {chosen['model']}" if chosen else "; nothing deployed"))
+    return {"report": REPORT_NAME, "models": rows, "chosen": chosen}

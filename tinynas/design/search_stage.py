@@ -1,0 +1,53 @@
+"""Stage 1: one shared search whose ladder prices the whole detector.
+
+The first rung is the user's budget; the larger rungs (budget x each teacher factor) give the
+teachers the smaller models are distilled from. Every rung's latency is the deployed detector's
+(backbone as the model recipe wraps it, plus that recipe's neck and head for the candidate's
+level widths), predicted from the chosen table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..search import resume, search
+from ..search.output import CANDIDATES_NAME
+from .spec import DesignSpec
+
+
+def latency_model(spec: DesignSpec, num_classes: int):
+    """The whole-detector latency model the search and the report price with (the head's
+    class convs depend on the dataset's class count)."""
+    from ..detect.recipe import load_model_recipe
+    from ..latency.detector_model import DetectorLatencyModel
+
+    return DetectorLatencyModel(spec.db, load_model_recipe(spec.model).with_num_classes(num_classes))
+
+
+def search_resolution(spec: DesignSpec, model) -> int:
+    """The input the searched stem sees in a ``spec.size`` image: half of it behind a Focus stem
+    when the space's stem reads Focus's 12 channels, the image itself otherwise."""
+    from ..plan import IMAGE_CHANNELS
+    from ..resources import resolve_space_path
+    from ..space import load_space
+
+    initial = load_space(resolve_space_path(spec.space)).initial
+    focused = model.recipe.backbone.focus and initial.in_channels == 4 * IMAGE_CHANNELS
+    return spec.size // 2 if focused else spec.size
+
+
+def run(spec: DesignSpec, num_classes: int, folder: Path, progress: bool) -> dict:
+    model = latency_model(spec, num_classes)
+    if (folder / "checkpoint.json").is_file() and (folder / CANDIDATES_NAME).is_file():
+        result = resume(folder, latency=model, progress=progress)
+    else:
+        result = search(spec.space, spec.budgets, ladder=spec.ladder_text(), latency=model,
+                        candidates=spec.candidates, seed=spec.seed, resolution=search_resolution(spec, model), out=folder,
+                        progress=progress, exist_ok=True)
+    rungs = []
+    for rung in result.rungs:
+        arch_file = next(f for f in rung.files if f.endswith(".yaml"))
+        limit = next(b.limit for b in rung.budgets if b.kind == "latency")
+        rungs.append({"label": rung.label, "limit_ms": limit, "arch": str((folder / arch_file).resolve()),
+                      "predicted_ms": rung.best.latency_ms, "score": rung.best.score})
+    return {"rungs": rungs, "candidates": result.candidates, "seconds": round(result.seconds, 2)}

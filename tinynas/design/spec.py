@@ -1,0 +1,145 @@
+"""What a design run is asked to do, checked once and stored in its folder.
+
+A design folder is resumed by running the same command again; the settings it started with
+are kept in ``design.json`` so that a rerun with other settings is refused instead of mixing
+two designs in one folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from ..atomic import atomic_write_text
+from ..errors import UserError
+from ..fileio import read_yaml
+from ..resources import resolve_space_path
+from ..search.budgets import Budget, format_limit, parse_budget
+
+SPEC_NAME = "design.json"
+# The shipped table each runtime is priced with when no --db is given (built on this project's
+# reference CPU; a table of your own chip is better, see README "Latency database").
+DEFAULT_TABLES = {"onnxruntime": "cpu-ort-fp32", "torch": "cpu-fp32"}
+DATA_KEYS = ("train_images", "train_annotations", "val_images", "val_annotations")
+
+
+@dataclass(frozen=True)
+class DesignSpec:
+    data: str  # a YAML file with the four dataset paths (a train recipe's ``data`` section)
+    budget: str  # the deployed detector's latency limit, e.g. "latency=8ms"
+    runtime: str = "onnxruntime"
+    db: str = ""  # latency table; empty: the shipped table of ``runtime``
+    model: str = "tinynas-n"  # the model recipe whose wrap, neck and head the design keeps
+    space: str = "k1kx"
+    teacher_factors: tuple[float, ...] = (2.0, 4.0)  # larger rungs (x budget) trained as teachers
+    budgets: tuple[str, ...] = ()  # further fixed budgets of the backbone, e.g. "layers=25"
+    candidates: int = 20000
+    seed: int = 0
+    epochs: int = 100
+    size: int = 320
+    batch_size: int = 16
+    baselines: bool = False  # also train each distilled model without its teacher
+    timed_runs: int = 30
+
+    def latency_budget(self) -> Budget:
+        return parse_budget(self.budget, "--budget", "--budget")
+
+    def rung_limits_ms(self) -> tuple[float, ...]:
+        """The budget first, then each teacher's limit, ascending."""
+        base = self.latency_budget().limit
+        return tuple(sorted({base, *(base * f for f in self.teacher_factors)}))
+
+    def ladder_text(self) -> str:
+        return "latency=" + ",".join(format_limit("latency", limit) for limit in self.rung_limits_ms())
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def check_spec(spec: DesignSpec) -> DesignSpec:
+    """Every setting in range, the files there; returns the spec with resolved paths."""
+    budget = spec.latency_budget()
+    if budget.kind != "latency":
+        raise UserError("--budget", "", f"a design budgets the deployed detector's latency "
+                        f"(e.g. latency=8ms), got {spec.budget!r}")
+    for text in spec.budgets:
+        if parse_budget(text, "--backbone-budget", "--backbone-budget").kind == "latency":
+            raise UserError("--backbone-budget", "", "the latency budget is --budget; give other kinds here")
+    if not spec.teacher_factors or any(not math.isfinite(f) or f <= 1.0 for f in spec.teacher_factors):
+        raise UserError("--teacher-factors", "", f"expected factors above 1 (e.g. 2,4), got "
+                        f"{list(spec.teacher_factors)}")
+    for name in ("candidates", "epochs", "batch_size", "timed_runs"):
+        value = getattr(spec, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(f"--{name.replace('_', '-')}", "", f"must be a positive integer, got {value!r}")
+    if spec.size % 32:
+        raise UserError("--size", "", f"must be a multiple of 32 (the detector's deepest stride), got {spec.size}")
+    db = spec.db or DEFAULT_TABLES.get(spec.runtime, "")
+    if not db:
+        raise UserError("--db", "", f"no table is shipped for runtime {spec.runtime!r}: build one "
+                        "(tinynas latency build --runtime ...) and pass it with --db")
+    resolve_space_path(spec.space)
+    from ..latency.table import load_table, sidecar_path
+
+    table = load_table(db)
+    built_in = str(table.meta.get("runtime", "torch")).lower()
+    if built_in != spec.runtime:
+        raise UserError(str(sidecar_path(table.path)), "runtime",
+                        f"the table was measured in {built_in}, the design deploys in {spec.runtime}: "
+                        "give a table built with --runtime " + spec.runtime)
+    return DesignSpec(**{**asdict(spec), "data": str(Path(spec.data)), "db": db})
+
+
+def read_data_section(path: str | Path) -> dict:
+    """The dataset of a design: the four paths (and optional data settings), made absolute."""
+    path = Path(path)
+    doc = read_yaml(path, "data file")
+    if isinstance(doc, dict) and isinstance(doc.get("data"), dict):
+        doc = doc["data"]  # a train recipe's data section works too
+    if not isinstance(doc, dict):
+        raise UserError(str(path), "", "expected a mapping with train_images, train_annotations, "
+                        "val_images and val_annotations")
+    for key in DATA_KEYS:
+        value = doc.get(key)
+        if not isinstance(value, str) or not value:
+            raise UserError(str(path), key, "missing (a folder or file path)")
+        resolved = Path(value) if Path(value).is_absolute() else path.parent / value
+        if not resolved.exists():
+            raise UserError(str(path), key, f"{resolved} does not exist")
+        doc = {**doc, key: str(resolved.resolve())}
+    return doc
+
+
+def dataset_classes(data: dict) -> list[str]:
+    """The training set's class names in category-id order (the order the detector learns)."""
+    from ..data.coco import read_coco_json
+
+    path = data["train_annotations"]
+    categories = read_coco_json(path).get("categories")
+    if not isinstance(categories, list) or not categories:
+        raise UserError(path, "categories", "expected a non-empty list of categories")
+    try:
+        ordered = sorted(categories, key=lambda c: c["id"])
+        return [str(c.get("name", c["id"])) for c in ordered]
+    except (KeyError, TypeError, AttributeError):
+        raise UserError(path, "categories", "every category needs an id and a name") from None
+
+
+def store_spec(out: Path, spec: DesignSpec) -> None:
+    """Write the settings of a new design; refuse a rerun whose settings differ."""
+    path = out / SPEC_NAME
+    if path.is_file():
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as err:
+            raise UserError(str(path), "", f"not readable JSON ({err}); choose a new --out") from None
+        mine = json.loads(json.dumps(spec.to_json()))
+        changed = [f.name for f in fields(spec) if stored.get(f.name) != mine[f.name]]
+        if changed:
+            name = changed[0]
+            raise UserError(str(path), name, f"this folder holds a design with {name} = {stored.get(name)!r}, "
+                            f"not {mine[name]!r}; rerun with the same settings to resume, or choose a new --out")
+        return
+    atomic_write_text(path, json.dumps(spec.to_json(), indent=2) + "\n")

@@ -1,0 +1,86 @@
+"""The design run: search -> train and distil -> export and time -> report.
+
+Each stage leaves its results in its own sub-folder and is recorded in ``stages.json`` once it
+has finished; a rerun skips recorded stages and resumes the one that was interrupted (the
+search from its checkpoint, the trainings from ``last.pt``, the timings model by model), so a
+killed design is finished by running the same command again.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from ..atomic import atomic_write_text
+from ..errors import UserError
+from ..runfolder import check_new_folder, owned_folder
+from .spec import DesignSpec, check_spec, dataset_classes, read_data_section, store_spec
+
+STAGES = ("search", "train", "measure", "report")
+RECORD_NAME = "stages.json"
+
+
+@dataclass(frozen=True)
+class DesignResult:
+    out: Path
+    models: list[dict]  # one row per trained model, as in the report
+    chosen: dict | None  # the deployed model's row; None when no model met the budget
+    report: Path
+
+
+def _record(out: Path) -> dict:
+    path = out / RECORD_NAME
+    if not path.is_file():
+        return {}
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise UserError(str(path), "", f"not readable JSON ({err}); delete it to redo every stage") from None
+    if not isinstance(doc, dict):
+        raise UserError(str(path), "", "expected a mapping of finished stages")
+    return doc
+
+
+def _mark_done(out: Path, stage: str, details: dict) -> None:
+    doc = _record(out)
+    doc[stage] = details
+    atomic_write_text(out / RECORD_NAME, json.dumps(doc, indent=2) + "\n")
+
+
+def design(spec: DesignSpec, out: str | Path, progress: bool = True, log: Callable[[str], None] = print,
+           force: bool = False) -> DesignResult:
+    """Run (or finish) a design in ``out``; see the module docstring."""
+    spec = check_spec(spec)
+    data = read_data_section(spec.data)
+    classes = dataset_classes(data)
+    out = Path(out)
+    if not (out / RECORD_NAME).is_file() and not (out / "design.json").is_file():
+        check_new_folder(out, "--out", force=force)
+    with owned_folder(out, "design folder"):
+        store_spec(out, spec)
+        from . import measure, report, train, search_stage
+
+        done = _record(out)
+        steps = {
+            "search": lambda: search_stage.run(spec, len(classes), out / "search", progress),
+            "train": lambda: train.run(spec, data, len(classes), out / "train", _record(out)["search"], progress, log),
+            "measure": lambda: measure.run(spec, len(classes), out / "measure", _record(out)["train"], log),
+            "report": lambda: report.run(spec, out, _record(out), classes, log),
+        }
+        for stage in STAGES:
+            if stage in done:
+                log(f"{stage}: finished earlier, skipped")
+                continue
+            log(f"{stage}: running")
+            _mark_done(out, stage, steps[stage]())
+        final = _record(out)["report"]
+        return DesignResult(out, final["models"], final.get("chosen"), out / final["report"])
+
+
+def write_yaml(path: Path, doc: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, yaml.safe_dump(doc, sort_keys=False))

@@ -1,0 +1,55 @@
+"""Stage 2: train the largest rung, then distil each smaller rung from the one above it.
+
+The stage writes one training recipe per rung (the model recipe with the searched backbone,
+the user's data, the design's epochs, size, batch and seed) and a chain file over them, then
+runs the chain: the same files a user could rerun or edit by hand with ``tinynas distill-chain``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from ..detect.recipe import resolve_model_path
+from ..distill.chain import load_chain, run_chain
+from ..fileio import read_yaml
+from .spec import DesignSpec
+from .stages import write_yaml
+
+
+def stage_name(label: str) -> str:
+    return label.removeprefix("best-")
+
+
+def _recipe_doc(spec: DesignSpec, data: dict, num_classes: int, arch: str, name: str) -> dict:
+    model_path = resolve_model_path(spec.model)
+    doc = read_yaml(model_path, "model recipe")
+    backbone = dict(doc.get("backbone") or {})
+    backbone["arch"] = arch
+    head = {**(doc.get("head") or {}), "num_classes": num_classes}
+    return {**{k: v for k, v in doc.items() if k != "name"}, "name": name, "backbone": backbone, "head": head,
+            "data": {**data, "size": spec.size},
+            "train": {"epochs": spec.epochs, "batch_size": spec.batch_size, "seed": spec.seed}}
+
+
+def run(spec: DesignSpec, data: dict, num_classes: int, folder: Path, searched: dict, progress: bool,
+        log: Callable[[str], None]) -> dict:
+    rungs = sorted(searched["rungs"], key=lambda r: r["limit_ms"], reverse=True)  # teachers first
+    stages = []
+    for rung in rungs:
+        name = stage_name(rung["label"])
+        recipe = folder / "recipes" / f"{name}.yaml"
+        write_yaml(recipe, _recipe_doc(spec, data, num_classes, rung["arch"], name))
+        stages.append({"name": name, "recipe": str(recipe.resolve())})
+    chain_file = folder / "chain.yaml"
+    write_yaml(chain_file, {"name": "design", "out": str(folder.resolve()), "baseline": spec.baselines,
+                            "stages": stages})
+    rows = run_chain(load_chain(chain_file), progress=progress, log=log)
+    models = []
+    for rung, row in zip(rungs, rows):
+        run_dir = folder / row["stage"]
+        models.append({"name": row["stage"], "teacher": row["teacher"], "limit_ms": rung["limit_ms"],
+                       "run": str(run_dir.resolve()),
+                       "plain_run": str((folder / f"{row['stage']}-plain").resolve())
+                       if spec.baselines and row["teacher"] else ""})
+    return {"models": models, "chain": str(chain_file.resolve())}
