@@ -3,10 +3,12 @@
 FLOPs are 2 x the multiply-accumulates of the convolutions and matrix products, as torch's
 own ``FlopCounterMode`` counts them, taken on the fused (deploy) form as DAMO-YOLO reports
 them; params are counted on that same form unless asked otherwise. Bias adds, BatchNorm,
-activations, pooling, upsampling and concatenation are not counted: in the fused form that
-is exactly what thop counts (the published DAMO-YOLO figures), and in the training form it
-leaves out thop's 4 operations per BatchNorm element, so both forms follow the one
-definition of a MAC that ``tinynas.costs`` uses for backbones.
+activations, pooling, upsampling and concatenation are not counted, which is the one
+definition of a MAC that ``tinynas.costs`` uses for backbones. Against thop (the counter
+behind the published DAMO-YOLO, YOLOv6 and YOLOX figures): equal on every fused detector
+without transposed convolutions; thop counts a transposed conv once per *output* pixel,
+stride^2 times its real work (4x for YOLOv6's 2x2 stride-2 upsamplers), and in the training
+form it adds 4 operations per BatchNorm element.
 """
 
 from __future__ import annotations
