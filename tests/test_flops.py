@@ -67,6 +67,19 @@ def test_training_form_leaves_out_only_thops_batchnorm_rule(wrap):
     assert sum(with_batchnorm) > parts[3].macs
 
 
+def test_transposed_convs_count_their_real_work_not_thops():
+    def per_input_pixel(module, inputs, output):
+        # Each input pixel scatters one k x k x (C_out / groups) contribution.
+        kernel = module.kernel_size[0] * module.kernel_size[1]
+        module.total_ops += inputs[0].numel() * module.out_channels // module.groups * kernel
+
+    recipe = load_model_recipe("yolov6-n")  # Rep-PAN upsamples with 2x2 stride-2 transposed convs
+    model = reparameterize(meta_detector(recipe))
+    parts = [p.macs for p in recipe_costs(recipe, SIZE)[:3]]
+    assert parts == thop_parts(model, SIZE, custom_ops={nn.ConvTranspose2d: per_input_pixel})
+    assert sum(thop_parts(model, SIZE)) > sum(parts)
+
+
 def test_fused_count_is_the_sum_over_the_deployed_convolutions():
     recipe = load_model_recipe("tinynas-n")
     by_hand = 0
