@@ -1,7 +1,7 @@
 """DAMO-YOLO parity and re-parameterisation speed-up of the shipped detector presets.
 
 Prints, for damoyolo-t/s/m/l: params and GFLOPs of the fused (deploy) form at 640x640
-(GFLOPs = 2 x MACs as thop counts them) beside DAMO-YOLO's published figures, then the CPU
+(GFLOPs = 2 x the multiply-accumulates torch's FlopCounterMode counts) beside DAMO-YOLO's published figures, then the CPU
 latency of the training form and of the fused form at 320x320 (batch 1, median of
 ``--repeats`` timed runs after warm-up) and their ratio.
 

@@ -2,7 +2,6 @@
 space's level widths, exact fusion, ONNX export, and the mapping onto tinynas's head contract."""
 
 import math
-import warnings
 
 import numpy as np
 import pytest
@@ -129,7 +128,7 @@ def _export_and_run(module: nn.Module, inputs, tmp_path) -> tuple[list[np.ndarra
     """Export the fused module the way ``deploy.onnx_export`` does; run it in onnxruntime."""
     import onnxruntime as ort
 
-    from tinynas.deploy.onnx_export import OPSET
+    from tinynas.deploy.onnx_trace import module_to_onnx
 
     class Levels(nn.Module):
         """Levels as separate graph inputs (a part takes them as one list)."""
@@ -144,11 +143,9 @@ def _export_and_run(module: nn.Module, inputs, tmp_path) -> tuple[list[np.ndarra
     wrapped = Levels(fuse_model(module).eval())
     path = tmp_path / "part.onnx"
     names = [f"level{i}" for i in range(len(inputs))]
-    with torch.no_grad(), warnings.catch_warnings():
-        # The TorchScript exporter is deprecated; deploy.onnx_export uses it all the same.
-        warnings.simplefilter("ignore")
+    with torch.no_grad():
         expected = [t.numpy() for t in wrapped(*inputs)]
-        torch.onnx.export(wrapped, tuple(inputs), str(path), dynamo=False, opset_version=OPSET, input_names=names)
+    path.write_bytes(module_to_onnx(wrapped, tuple(inputs), names))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return session.run(None, {n: t.numpy() for n, t in zip(names, inputs)}), expected
 
