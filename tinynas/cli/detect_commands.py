@@ -70,10 +70,7 @@ def run_model_info(args) -> int:
     total = parts[-1]
     rows = [[p.name, human(p.params), f"{p.params / total.params:.0%}", f"{p.flops / 1e9:.2f}",
              f"{p.flops / total.flops:.0%}"] for p in parts]
-    b = recipe.backbone
-    print(f"{recipe.name or args.recipe}: {b.wrap} wrap, {b.act}, neck depth {recipe.neck.depth:g} "
-          f"hidden {recipe.neck.hidden_ratio:g} out {list(recipe.neck.out_channels)}, "
-          f"{recipe.head.num_classes} classes")
+    print(f"{recipe.name or args.recipe}: {describe_parts(recipe)}")
     print(table(["part", "params", "share", "GFLOPs", "share"], rows))
     form = "training form" if args.unfused else "fused (deploy) form"
     print(f"{form}, {args.size}x{args.size} input, GFLOPs = 2 x conv/matmul MACs "
@@ -81,6 +78,27 @@ def run_model_info(args) -> int:
     print(f"memory: ~{format_bytes(predicting)} to predict one image, ~{format_bytes(training)} to train "
           "at batch 1 (float32; each image more adds activations)")
     return 0
+
+
+def _options_text(section, registry) -> str:
+    """Every option of the section's part type, its class's default where the recipe gave none."""
+    from ..detect.part_config import part_options
+
+    options = {**registry.options(section.type), **part_options(section, registry)}
+    return " ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                    for k, v in options.items() if v is not None)
+
+
+def describe_parts(recipe) -> str:
+    """One line naming the wrap, the neck and head types and their settings."""
+    from ..detect.heads import HEADS
+    from ..detect.necks import NECKS
+
+    b, n, h = recipe.backbone, recipe.neck, recipe.head
+    wrap = f"{b.wrap} wrap{' (csp_stack)' if b.csp_stack else ''}, {b.act}, levels {list(b.out_indices)}"
+    neck = f"{n.type} neck {_options_text(n, NECKS)} out {list(n.out_channels)}"
+    head = f"{h.type} head {_options_text(h, HEADS)} reg_max {h.reg_max}"
+    return f"{wrap}; {neck}; {head}; {h.num_classes} classes"
 
 
 def run_predict(args) -> int:

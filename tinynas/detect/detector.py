@@ -1,4 +1,8 @@
-"""A detector assembled from a ``ModelRecipe``: wrapped backbone -> RepGFPN neck -> ZeroHead."""
+"""A detector assembled from a ``ModelRecipe``: wrapped backbone -> neck -> head.
+
+The wrap (res, csp, efficientrep), the neck type and the head type are the recipe's
+(``detect/necks``, ``detect/heads``); by default DAMO-YOLO's RepGFPN neck and ZeroHead.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +12,35 @@ from torch import nn
 from ..nn.conv_bn_act import ConvBNAct
 from ..nn.fuse import fuse_model
 from ..nn.wrap_csp import CSPBackbone
+from ..nn.wrap_efficientrep import EfficientRepBackbone
 from ..nn.wrap_res import ResBackbone
 from .anchors import anchor_points
 from .decode import decode_boxes
-from .head import ZeroHead
-from .neck import GiraffeNeckV2
+from .heads import HEADS, create_head
+from .necks import NECKS, create_neck
+from .part_config import part_options
 from .recipe import IMAGE_CHANNELS, ModelRecipe
 
-BACKBONE_WRAPS = {"res": ResBackbone, "csp": CSPBackbone}
+BACKBONE_WRAPS = {"res": ResBackbone, "csp": CSPBackbone, "efficientrep": EfficientRepBackbone}
 
 
 def build_backbone(recipe: ModelRecipe) -> nn.Module:
     b = recipe.backbone
+    # Only the efficientrep wrap has the keyword (the recipe refuses csp_stack for the others).
+    stacked = {"csp_stack": b.csp_stack} if b.wrap == "efficientrep" else {}
     return BACKBONE_WRAPS[b.wrap](b.arch, b.out_indices, focus=b.focus, spp=b.spp, act=b.act,
-                                  reparam=b.reparam, image_channels=IMAGE_CHANNELS)
+                                  reparam=b.reparam, image_channels=IMAGE_CHANNELS, **stacked)
+
+
+def build_neck(recipe: ModelRecipe, in_channels) -> nn.Module:
+    n = recipe.neck
+    return create_neck(n.type, in_channels, n.out_channels, **part_options(n, NECKS))
+
+
+def build_head(recipe: ModelRecipe) -> nn.Module:
+    h = recipe.head
+    return create_head(h.type, recipe.neck.out_channels, h.num_classes, h.reg_max, h.strides,
+                       **part_options(h, HEADS))
 
 
 class Detector(nn.Module):
@@ -35,10 +54,8 @@ class Detector(nn.Module):
         super().__init__()
         self.recipe = recipe
         self.backbone = build_backbone(recipe)
-        n = recipe.neck
-        self.neck = GiraffeNeckV2(self.backbone.out_channels, n.out_channels, n.depth, n.hidden_ratio, n.act)
-        h = recipe.head
-        self.head = ZeroHead(n.out_channels, h.num_classes, h.reg_max, h.strides)
+        self.neck = build_neck(recipe, self.backbone.out_channels)
+        self.head = build_head(recipe)
 
     @property
     def num_classes(self) -> int:

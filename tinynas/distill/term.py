@@ -54,6 +54,12 @@ class DistillationTerm:
                     raise UserError(cfg.teacher, f"head.{field_name}", f"{cfg.method} distillation compares "
                                     f"head outputs: the teacher has {getattr(theirs, field_name)}, the student "
                                     f"{getattr(mine, field_name)}")
+            if mine.reg_max == 0:
+                # Both heads predict the four distances directly: there is no box distribution to
+                # compare, and a KL over one bin would silently distil the class scores alone.
+                raise UserError(cfg.teacher, "head.reg_max", f"{cfg.method} distillation compares DFL box "
+                                "distributions, and these heads have reg_max 0 (direct boxes); use a feature "
+                                "method (cwd, mimic, mgd) or heads with reg_max > 0")
         # Built in this order (teacher, then the distiller's random init) so that a recipe's
         # draws from the torch RNG, and with them its weights, stay those of earlier versions.
         teacher = ckpt.build().to(device)

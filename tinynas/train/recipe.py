@@ -22,6 +22,10 @@ from ..detect.recipe import ModelRecipe, check_input_size, load_model_recipe, pa
 from ..errors import UserError
 from ..fileio import read_yaml
 from ..runfolder import plain_name, run_dir_for
+from .assigners import ASSIGNERS
+from .box_losses import BOX_LOSSES
+from .cls_losses import CLS_LOSSES
+from .composed_loss import LossOptions
 
 TOP_KEYS = {"name", "model", "backbone", "neck", "head", "data", "train", "augment", "eval", "distill", "out"}
 Optimizer = Literal["auto", "sgd", "adamw"]
@@ -74,6 +78,15 @@ class TrainConfig:
     amp: bool = setting(True, help="mixed precision; only takes effect on CUDA")
     bn_eps: float = setting(1e-3, bounds="(0, 1]")
     bn_momentum: float = setting(0.03, bounds="(0, 1]")
+    # The detection loss's parts (train/composed_loss.py); the defaults are DAMO-YOLO's.
+    assigner: str = setting("alignota", choices=tuple(ASSIGNERS),
+                            help="label assignment: alignota (DAMO-YOLO) | simota (YOLOX) | tal (YOLOv6, TOOD)")
+    cls_loss: str = setting("qfl", choices=tuple(CLS_LOSSES), help="class loss: qfl | vfl | bce")
+    box_loss: str = setting("giou", choices=tuple(BOX_LOSSES), help="box loss: giou | ciou | siou")
+    dfl: bool = setting(True, help="distribution focal loss on the box bins; needs a head with reg_max > 0")
+
+    def loss_options(self) -> LossOptions:
+        return LossOptions(self.assigner, self.cls_loss, self.box_loss, self.dfl)
 
 
 @dataclass(frozen=True)
@@ -164,6 +177,9 @@ def parse_train_recipe(doc: object, source: str | Source = "<recipe>", base_dir:
                              for k, v in asdict(data).items()})
     check_input_size(model, data.size, src.of("data.size"), "data.size")
     train = read_section(TrainConfig, doc.get("train"), src, "train")
+    if train.dfl and model.head.reg_max == 0:
+        raise src.error("train.dfl", f"the {model.head.type} head has reg_max 0 (boxes as distances, no DFL bins): "
+                                     "set train.dfl: false, or give the head reg_max > 0")
     evaluation = read_section(EvalConfig, doc.get("eval"), src, "eval")
     distill = read_section(DistillConfig, doc.get("distill"), src, "distill")
     augment = AugmentConfig.from_dict(doc.get("augment"), src)

@@ -10,6 +10,12 @@ from pathlib import Path
 import yaml
 
 from ..atomic import atomic_write_text
+from .box_losses import BOX_LOSSES
+from .cls_losses import CLS_LOSSES
+
+# Every loss column a run may log: the total, whichever class and box losses the recipe chose,
+# DFL, and the distillation term. A plot draws those its metrics.csv has.
+LOSS_COLUMNS = ("loss", *CLS_LOSSES, *BOX_LOSSES, "dfl", "distill")
 
 
 def write_recipe(path: Path, recipe) -> None:
@@ -59,7 +65,7 @@ def plot_metrics(csv_path: Path, png_path: Path) -> bool:
         return False
     epochs = [int(float(r["epoch"])) for r in rows]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for key in ("loss", "qfl", "giou", "dfl", "distill"):
+    for key in LOSS_COLUMNS:
         values = [float(r[key]) if r.get(key) not in (None, "") else float("nan") for r in rows]
         if any(v == v for v in values):
             left.plot(epochs, values, label=key)

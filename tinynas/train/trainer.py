@@ -1,4 +1,7 @@
-"""The training loop: data -> detector -> AlignOTA + GFL losses (+ an extra term) -> SGD, EMA.
+"""The training loop: data -> detector -> detection loss (+ an extra term) -> SGD, EMA.
+
+The detection loss is assembled from the recipe's ``train.assigner``, ``cls_loss``, ``box_loss``
+and ``dfl`` (``composed_loss.py``); by default DAMO-YOLO's AlignOTA + QFL + GIoU + DFL.
 
 One call of ``train`` runs (or resumes) a run folder ``runs/<name>/``. It writes atomically,
 after every epoch, a row of ``metrics.csv`` and ``best.pt`` when the val AP improves; and
@@ -40,7 +43,7 @@ from ..memory import check_detector_fits
 from ..runfolder import owned_folder
 from .ema import ModelEMA
 from .evaluate import evaluate
-from .losses import DetectionLoss
+from .composed_loss import ComposedDetectionLoss
 from .auto import format_choices, resolve_auto
 from .extra_loss import ExtraLoss, StepContext
 from .optim import build_optimizer
@@ -222,7 +225,7 @@ def _train(recipe: TrainRecipe, resume: bool, stop_after: int | None, progress: 
             step_module, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=extra_loss is not None)  # a term may skip iterations
     ema = ModelEMA(model, cfg.ema_decay, cfg.ema_ramp)
-    loss_fn = DetectionLoss(model.num_classes, model.head.reg_max)
+    loss_fn = ComposedDetectionLoss(model.num_classes, model.head.reg_max, cfg.loss_options())
     log = MetricsLog(run.metrics_path)
 
     start_epoch, best_ap = 0, -1.0
