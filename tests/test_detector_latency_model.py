@@ -148,3 +148,69 @@ def test_build_grid_with_a_space_and_a_model_is_the_detector_grid_not_the_bare_b
     with pytest.raises(UserError, match="--model-size"):
         build_grid([space], [recipe], 32, 8, IMAGE)
     assert Counter(op.height for op in ops)[IMAGE // 2] > 0  # the Focus stem at half the image
+
+
+# ---------------------------------------------------------------- a search priced as the whole detector
+def _detector_search(table, out, budget, **extra):
+    from tinynas.search import search
+
+    return search(tiny_space(), [f"latency={budget}ms"], latency=str(table), detector=tiny_recipe(),
+                  resolution=IMAGE // 2, population=12, candidates=500, batch_size=50, checkpoint_every=150,
+                  seed=4, out=out, **extra)
+
+
+def _budget(table) -> float:
+    """Tighter than the initial detector, so the search must shrink it."""
+    return 0.97 * DetectorLatencyModel(str(table), tiny_recipe()).predict_ms(tiny_space().initial, IMAGE // 2)
+
+
+def test_a_search_with_a_detector_prices_each_candidate_as_the_whole_detector(detector_table, tmp_path):
+    budget = _budget(detector_table)
+    result = _detector_search(detector_table, tmp_path / "one", budget)
+    model = DetectorLatencyModel(str(detector_table), tiny_recipe())
+    best = result.best
+    assert best.latency_ms == pytest.approx(model.predict_ms(best.arch, IMAGE // 2), rel=1e-12)
+    assert best.latency_ms <= budget < model.predict_ms(tiny_space().initial, IMAGE // 2)
+    # Workers get the model pickled; the result does not depend on them.
+    _detector_search(detector_table, tmp_path / "two", budget, jobs=2)
+    assert (tmp_path / "one" / "candidates.csv").read_bytes() == (tmp_path / "two" / "candidates.csv").read_bytes()
+
+
+def test_a_crashed_detector_search_resumes_from_its_own_config(detector_table, tmp_path, monkeypatch):
+    from tinynas.search import resume
+
+    budget = _budget(detector_table)
+    calls = {"n": 0}
+    real = DetectorLatencyModel.predict_ms
+
+    def crashing(self, arch, resolution):
+        calls["n"] += 1
+        if calls["n"] > 100:
+            raise RuntimeError("simulated crash")
+        return real(self, arch, resolution)
+
+    monkeypatch.setattr(DetectorLatencyModel, "predict_ms", crashing)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _detector_search(detector_table, tmp_path / "crashed", budget)
+    import json
+
+    at_crash = json.loads((tmp_path / "crashed" / "checkpoint.json").read_text())["counters"]["candidates"]
+    assert 150 <= at_crash < 500  # crashed part-way, after a checkpoint
+    monkeypatch.setattr(DetectorLatencyModel, "predict_ms", real)
+    resumed = resume(tmp_path / "crashed")  # the recipe and the table come from the checkpoint
+    full = _detector_search(detector_table, tmp_path / "full", budget)
+    assert (tmp_path / "crashed" / "candidates.csv").read_bytes() == (tmp_path / "full" / "candidates.csv").read_bytes()
+    assert resumed.best.hash == full.best.hash
+
+
+def test_a_detector_needs_a_table_path(detector_table):
+    from tinynas.search import search
+
+    class Fixed:
+        def predict_ms(self, arch, resolution):
+            return 1.0
+
+    with pytest.raises(UserError, match="detector: a whole-detector latency is priced from a latency table"):
+        search(tiny_space(), ["latency=2ms"], latency=Fixed(), detector=tiny_recipe(), candidates=10)
+    with pytest.raises(UserError, match="detector: a whole-detector latency is priced from a latency table"):
+        search(tiny_space(), ["layers=30"], detector=tiny_recipe(), candidates=10)

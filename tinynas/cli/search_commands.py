@@ -22,11 +22,11 @@ from ..search.recipe import (DEFAULT_LATENCY_DB, SearchRecipe, check_weights, lo
 from .format import human
 
 # Recipe keys that have a flag of their own (--blocks-per-child for blocks_per_child).
-FLAG_KEYS = ("space", "ladder", "latency_db", "population", "candidates", "blocks_per_child", "seed", "score",
-             "weights", "resolution", "jobs", "batch_size", "checkpoint_every", "out")
+FLAG_KEYS = ("space", "ladder", "latency_db", "detector", "population", "candidates", "blocks_per_child", "seed",
+             "score", "weights", "resolution", "jobs", "batch_size", "checkpoint_every", "out")
 # Flags whose value is taken as written (a path, a ladder), not as a YAML scalar.
-TEXT_FLAGS = ("space", "ladder", "latency_db", "out")
-METAVARS = {"space": "SPACE", "ladder": "KIND=V1,V2,...", "latency_db": "TABLE", "score": "NAME",
+TEXT_FLAGS = ("space", "ladder", "latency_db", "detector", "out")
+METAVARS = {"space": "SPACE", "ladder": "KIND=V1,V2,...", "latency_db": "TABLE", "detector": "MODEL", "score": "NAME",
             "weights": "W,W,...", "out": "RUN_DIR"}
 # Settings that only change speed or display, so they may differ on --resume.
 RUNTIME_OPTIONS = ("jobs", "backend", "quiet")

@@ -39,11 +39,11 @@ def search_resolution(spec: DesignSpec, model) -> int:
 def run(spec: DesignSpec, num_classes: int, folder: Path, progress: bool) -> dict:
     model = latency_model(spec, num_classes)
     if (folder / "checkpoint.json").is_file() and (folder / CANDIDATES_NAME).is_file():
-        result = resume(folder, latency=model, progress=progress)
+        result = resume(folder, progress=progress)  # the table and the detector are in its config
     else:
-        result = search(spec.space, spec.budgets, ladder=spec.ladder_text(), latency=model,
-                        candidates=spec.candidates, seed=spec.seed, resolution=search_resolution(spec, model), out=folder,
-                        progress=progress, exist_ok=True)
+        result = search(spec.space, spec.budgets, ladder=spec.ladder_text(), latency=spec.db,
+                        detector=model.recipe, candidates=spec.candidates, seed=spec.seed,
+                        resolution=search_resolution(spec, model), out=folder, progress=progress, exist_ok=True)
     rungs = []
     for rung in result.rungs:
         arch_file = next(f for f in rung.files if f.endswith(".yaml"))

@@ -27,7 +27,7 @@ from .checkpoint import load_checkpoint
 from .evaluate import Evaluator, LatencyModel
 from .output import CANDIDATES_NAME
 from .population import Member
-from .settings import as_space, build_config, check_jobs, config_rungs, rung_labels
+from .settings import as_space, build_config, check_jobs, config_latency_model, config_rungs, rung_labels
 from .store import RunStore
 from .strategy import Evolution
 from .workers import BACKENDS, WorkerPool, check_backend
@@ -70,6 +70,7 @@ class SearchResult:
 
 # ---------------------------------------------------------------------------- assembly
 def _evaluator(config: dict, latency) -> Evaluator:
+    latency = config_latency_model(config, latency)
     evaluator = Evaluator(config["resolution"], config_rungs(config), config["score"],
                           {**config["score_options"], "weights": tuple(config["weights"])}, latency)
     if config["score"] == "entropy":
@@ -92,7 +93,7 @@ def create_evolution(space: SearchSpace | str | Path, budgets=(), *, ladder=None
                      latency: str | Path | LatencyModel | None = None, population: int = 256,
                      blocks_per_child: int = 1, seed: int = 0, score: str = "madnas",
                      weights: Sequence[float] | str = DEFAULT_STAGE_WEIGHTS, score_options: dict | None = None,
-                     resolution: int | None = None, start_tries: int = 3000,
+                     resolution: int | None = None, start_tries: int = 3000, detector=None,
                      source: str = "") -> tuple[Evolution, Evaluator]:
     """The strategy and the evaluator that ``search`` would use with these settings.
 
@@ -102,7 +103,7 @@ def create_evolution(space: SearchSpace | str | Path, budgets=(), *, ladder=None
     space = as_space(space)
     latency = _as_latency(latency)
     config = build_config(space, budgets, ladder, latency, population, 1, blocks_per_child, seed, score,
-                          weights, score_options, resolution, 1, 1, start_tries, source)
+                          weights, score_options, resolution, 1, 1, start_tries, source, detector)
     return _evolution(config, space), _evaluator(config, latency)
 
 
@@ -171,13 +172,16 @@ def search(space: SearchSpace | str | Path, budgets=(), *, ladder=None,
            weights: Sequence[float] | str = DEFAULT_STAGE_WEIGHTS, score_options: dict | None = None,
            resolution: int | None = None, jobs: int = 1, backend: str = "loky", batch_size: int = 512,
            checkpoint_every: int = 10000, start_tries: int = 3000, out: str | Path | None = None,
-           progress: bool = False, exist_ok: bool = False, source: str = "") -> SearchResult:
+           progress: bool = False, exist_ok: bool = False, detector=None, source: str = "") -> SearchResult:
     """Evolve architectures of ``space`` under ``budgets``; see the module docstring.
 
     ``budgets``: ``Budget`` values, ``"kind=value"`` strings or a ``{kind: value}`` mapping.
     ``ladder``: ``"latency=0.08ms,0.12ms"`` (or a list of budgets of one kind) for one best
     architecture per limit from one shared search. ``latency``: a latency table path or any
-    object with ``predict_ms(arch, resolution)``. ``out``: a run folder for the log,
+    object with ``predict_ms(arch, resolution)``. ``detector``: a model recipe (shipped name,
+    path or ``ModelRecipe``) whose wrap, neck and head surround every candidate, so that the
+    latency budgets are the whole detector's, priced from the table at ``latency`` (the image
+    is ``resolution``, doubled when a Focus stem feeds a 12-channel stem). ``out``: a run folder for the log,
     checkpoints and results (``None`` keeps everything in memory); it must be new or empty
     unless ``exist_ok``, and it is locked while the search runs. ``jobs`` and ``backend``
     change the speed, never the result. ``source`` (a recipe file) is named in errors.
@@ -186,7 +190,7 @@ def search(space: SearchSpace | str | Path, budgets=(), *, ladder=None,
     latency = _as_latency(latency)
     config = build_config(space, budgets, ladder, latency, population, candidates, blocks_per_child,
                           seed, score, weights, score_options, resolution, batch_size, checkpoint_every,
-                          start_tries, source)
+                          start_tries, source, detector)
     check_jobs(jobs, source)
     check_backend(backend)
     if out is None:

@@ -56,6 +56,8 @@ class SearchSettings:
     checkpoint_every: int = setting(10000, bounds=AT_LEAST_ONE, help="candidates between checkpoints")
     start_tries: int = setting(3000, bounds=AT_LEAST_ONE, help="mutations tried to find a start within budget")
     jobs: int = setting(1, bounds=f"[1, {MAX_JOBS}]", help="parallel workers; never changes the result")
+    detector: str | None = setting(None, help="price latency as the whole detector: a model recipe (shipped "
+                                              "name or path) whose wrap, neck and head surround each candidate")
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,13 @@ def as_space(space: SearchSpace | str | Path) -> SearchSpace:
 
 def build_config(space: SearchSpace, budgets, ladder, latency, population, candidates,
                  blocks_per_child, seed, score, weights, score_options, resolution, batch_size,
-                 checkpoint_every, start_tries, source: str = "") -> dict:
-    """Validate the arguments of ``search`` into the JSON config a checkpoint stores."""
+                 checkpoint_every, start_tries, source: str = "", detector=None) -> dict:
+    """Validate the arguments of ``search`` into the JSON config a checkpoint stores.
+
+    ``detector`` (a model recipe: shipped name, path or ``ModelRecipe``) makes the latency
+    the whole detector's: the recipe's wrap, neck and head around each candidate, priced from
+    the table at ``latency``. The recipe itself is stored, so a resumed run needs no file.
+    """
     fixed = coerce_budgets(budgets, source, "budgets")
     rungs_text = None
     if ladder is not None:
@@ -70,6 +75,11 @@ def build_config(space: SearchSpace, budgets, ladder, latency, population, candi
         latency_doc = {"object": type(latency).__name__}
     else:
         latency_doc = {"path": str(latency)}
+    if detector is not None:
+        if latency_doc is None or "path" not in latency_doc:
+            raise UserError(source, "detector", "a whole-detector latency is priced from a latency table: "
+                            "give latency=<table path> (--latency-db) with the detector")
+        latency_doc.update(detector_doc(detector, source))
     kinds = {b.kind for b in fixed} | ({parse_budget(rungs_text[0]).kind} if rungs_text else set())
     if "latency" in kinds and latency is None:
         raise UserError(source, "latency", "a latency budget needs a latency table "
@@ -92,6 +102,29 @@ def build_config(space: SearchSpace, budgets, ladder, latency, population, candi
         "checkpoint_every": positive_int(checkpoint_every, "checkpoint_every", source),
         "start_tries": positive_int(start_tries, "start_tries", source),
     }
+
+
+def detector_doc(detector, source: str = "") -> dict:
+    """What a config stores of a detector recipe: its name and its whole content."""
+    from ..detect.recipe import ModelRecipe, load_model_recipe
+
+    recipe = detector if isinstance(detector, ModelRecipe) else load_model_recipe(str(detector))
+    return {"detector": recipe.to_dict(), "detector_name": recipe.name or str(detector)}
+
+
+def config_latency_model(config: dict, latency, source: str = ""):
+    """The latency model a config asks for: ``latency`` as given, or, for a whole-detector
+    search, a ``DetectorLatencyModel`` over the stored recipe and that table."""
+    stored = config.get("latency") or {}
+    if "detector" not in stored or latency is None:
+        return latency
+    from ..detect.recipe import parse_model_recipe
+    from ..latency.detector_model import DetectorLatencyModel
+
+    recipe = parse_model_recipe(stored["detector"], f"{source or 'config'}: latency.detector")
+    model = DetectorLatencyModel(str(latency), recipe)
+    model.predictor  # a missing or corrupt table fails here, before any work
+    return model
 
 
 def config_rungs(config: dict) -> tuple[tuple[Budget, ...], ...]:
