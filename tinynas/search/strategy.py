@@ -202,13 +202,16 @@ class Evolution:
     # -- ask --------------------------------------------------------------------------------
     def plan(self, count: int) -> list[Breeding]:
         """Draw ``count`` children's parents (rung, then member) and mutation seeds."""
-        rng, populations = self.rng_, self.populations_
+        rng = self.rng_
+        # The populations do not change while planning: read each one's parents once.
+        parents = [[m.arch for m in p.members] for p in self.populations_] if count else []
+        rungs = len(parents)
         plan = []
         step = self.counters_["candidates"]
         for _ in range(count):
-            population = populations[rng.randrange(len(populations))] if len(populations) > 1 else populations[0]
+            archs = parents[rng.randrange(rungs)] if rungs > 1 else parents[0]
             step += 1
-            plan.append(Breeding(step, population[rng.randrange(len(population))].arch, rng.getrandbits(64)))
+            plan.append(Breeding(step, archs[rng.randrange(len(archs))], rng.getrandbits(64)))
         self.counters_["candidates"] = step
         return plan
 

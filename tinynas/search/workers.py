@@ -69,7 +69,7 @@ class WorkerPool:
         """One ``Evaluation`` per candidate of ``judge``; (hash, child) per breeding of ``plan``."""
         if self._parallel is None:
             outcomes = [judge_and_breed(self.evaluator, self.space, self.blocks_per_child,
-                                        [c.arch for c in judge], [(b.parent, b.seed) for b in plan])]
+                                        [a for _, _, a in judge], [(p, seed) for _, p, seed in plan])]
         else:
             outcomes = self._in_workers(judge, plan)
         results: list[Evaluation] = []
@@ -85,7 +85,7 @@ class WorkerPool:
         if self._worker_evaluator is None:
             self._worker_evaluator = self.evaluator.for_workers()
         packed_parents: dict[int, PackedArch] = {}  # a parent is packed once per round
-        archs = [pack(c.arch) for c in judge]
+        archs = [pack(a) for _, _, a in judge]
         breed = [(packed_parents.get(id(p)) or packed_parents.setdefault(id(p), pack(p)), seed)
                  for _, p, seed in plan]
         task = delayed(judge_and_breed)
