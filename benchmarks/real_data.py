@@ -13,6 +13,14 @@ training call's, with each tool's own per-epoch validation.
         [--dataset trees] [--epochs 100] [--size 320] [--batch 16] [--seeds 0] \
         [--model tinynas-n] [--peer-model yolov8n.yaml yolo26n.yaml] \
         [--teacher damoyolo-t --distill-seeds 0 1 2]
+    python benchmarks/real_data.py --combos all [--model tinynas-n] [--latency-table T.csv] [--latency-size 320]
+
+``--combos`` trains the backbone of ``--model`` with each named neck / head / loss combination
+(``COMBOS``) instead, every other setting equal, and prints one table: AP, AP50, params, GFLOPs
+at 640 and the latency predicted for the fused detector's convolutions at ``--latency-size``,
+from a table of exactly those ops measured on this machine first (or ``--latency-table``; a
+searched-backbone table lacks the neck and head ops). Rep-PAN's transposed-conv upsamplers
+are not table ops and are left out.
 
 The peer's venv: ``python3 -m venv PEER && PEER/bin/pip install torch==2.14.1
 torchvision==0.29.1 ultralytics==8.4.190``. Finished runs are read back, not retrained (delete
@@ -35,6 +43,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from real_datasets import build  # noqa: E402
 
 from tinynas.checkpoint import load_detector  # noqa: E402
+from tinynas.detect.conv_ops import detector_op_counts  # noqa: E402
+from tinynas.detect.recipe import load_model_recipe  # noqa: E402
+from tinynas.errors import UserError  # noqa: E402
+from tinynas.latency import load_predictor  # noqa: E402
 from tinynas.data.coco import CocoDataset  # noqa: E402
 from tinynas.data.pipeline import DetectionDataset  # noqa: E402
 from tinynas.detect.profile import recipe_costs  # noqa: E402
@@ -43,8 +55,40 @@ from tinynas.train.evaluate import predict_split  # noqa: E402
 
 PEER_SCRIPT = Path(__file__).resolve().parent / "peer_ultralytics.py"
 
+# (neck, head, train) settings that --combos puts around the same backbone; an empty neck or
+# head keeps the model's own. The neck's output widths stay the model's, so only the parts
+# change. Heads with objectness score sigmoid(cls) x sigmoid(obj): a prior of 0.1 on each
+# starts the score at DAMO-YOLO's 0.01 (tests/test_train_options.py says why it matters).
+COMBOS = {
+    "damo": ({}, {}, {}),
+    "yolox": ({"type": "pafpn", "depth": 0.33}, {"type": "decoupled", "reg_max": 0, "prior_prob": 0.1},
+              {"assigner": "simota", "cls_loss": "bce", "box_loss": "ciou", "dfl": False}),
+    "yolov6": ({"type": "reppan", "depth": 0.33}, {"type": "effidehead", "reg_max": 0},
+               {"assigner": "tal", "cls_loss": "vfl", "box_loss": "siou", "dfl": False}),
+    "tood": ({}, {"type": "tood", "prior_prob": 0.1}, {"assigner": "tal"}),
+    "asff": ({"type": "asff", "depth": 0.33}, {}, {}),
+    "gsconv": ({"type": "gsconv", "depth": 0.33}, {"type": "effidehead"}, {"assigner": "tal", "cls_loss": "vfl"}),
+}
 
-def tinynas_run(dataset, folder: Path, model: str, args, seed: int, teacher: str = "") -> dict:
+
+def combo_model(model: str, combo: str, folder: Path) -> Path:
+    """A model recipe file: ``model``'s backbone with the combination's neck and head."""
+    neck, head, _ = COMBOS[combo]
+    doc = load_model_recipe(model).to_dict()
+    if neck:
+        doc["neck"] = {"out_channels": doc["neck"]["out_channels"], **neck}
+    if head:
+        h = doc["head"]
+        doc["head"] = {"num_classes": h["num_classes"], "reg_max": h["reg_max"], "strides": h["strides"], **head}
+    doc["name"] = f"{doc['name'] or Path(model).stem}-{combo}"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{doc['name']}.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def tinynas_run(dataset, folder: Path, model: str, args, seed: int, teacher: str = "",
+                train: dict | None = None) -> dict:
     """Train (or read back) one tinynas run; returns its row."""
     done = folder / "train_seconds.txt"
     if not done.is_file():
@@ -54,7 +98,7 @@ def tinynas_run(dataset, folder: Path, model: str, args, seed: int, teacher: str
             "data": {"train_images": str(dataset.train_images), "train_annotations": str(dataset.train_annotations),
                      "val_images": str(dataset.val_images), "val_annotations": str(dataset.val_annotations),
                      "size": args.size},
-            "train": {"epochs": args.epochs, "batch_size": args.batch, "seed": seed},
+            "train": {"epochs": args.epochs, "batch_size": args.batch, "seed": seed, **(train or {})},
         }
         if teacher:
             recipe["distill"] = {"teacher": teacher, "loss_weight": "auto"}
@@ -71,7 +115,7 @@ def tinynas_run(dataset, folder: Path, model: str, args, seed: int, teacher: str
     flops = recipe_costs(model_recipe, 640)[-1]
     row = {"model": f"tinynas {model}" + (" distilled" if teacher else ""), "seed": seed,
            "gflops": flops.flops / 1e9, "params_m": flops.params / 1e6,
-           "seconds": float(done.read_text()), "folder": str(folder)}
+           "seconds": float(done.read_text()), "folder": str(folder), "recipe": model_recipe}
     val = CocoDataset(dataset.val_annotations, dataset.val_images)
     for name, key in (("best.pt", ""), ("last.pt", "last_")):
         detector, _ = load_detector(folder / name, model_recipe)
@@ -113,6 +157,46 @@ def print_table(rows: list[dict], reference: dict | None) -> None:
         print(line)
 
 
+def combos_table(recipes: list, args, base: Path) -> Path:
+    """``--latency-table``, or a table of every convolution of ``recipes`` measured here
+    (``args.latency_runtime``, resumable): a backbone table lacks the necks' and heads' ops."""
+    if args.latency_table:
+        return Path(args.latency_table)
+    from tinynas.latency import build_table
+
+    path = base / f"combos-{args.latency_runtime}-{args.latency_size}.csv"
+    build_table([], path, runtime=args.latency_runtime, models=recipes, model_size=args.latency_size, progress=True)
+    return path
+
+
+def run_combos(dataset, base: Path, args) -> None:
+    """Train ``args.model[0]``'s backbone with each of ``args.combos``; print one table."""
+    model = args.model[0]
+    rows = []
+    for combo in args.combos:
+        path = combo_model(model, combo, base / "combo-models")
+        for seed in args.seeds:
+            row = tinynas_run(dataset, base / f"{path.stem}-s{seed}", str(path), args, seed, train=COMBOS[combo][2])
+            rows.append({**row, "combo": combo})
+    table = combos_table([r["recipe"] for r in rows], args, base)
+    predictor = load_predictor(table)
+    print(f"\n{model}'s backbone, {args.dataset}, {args.epochs} epochs at {args.size}; latency: {table}")
+    print(f"| combo | neck | head | assigner / cls / box / dfl | seed | AP | AP50 | params | GFLOPs@640 | "
+          f"predicted ms @{args.latency_size} |")
+    print("|" + "---|" * 10)
+    for r in rows:
+        recipe = r["recipe"]
+        try:
+            latency = f"{predictor.predict_ops_ms(detector_op_counts(recipe, args.latency_size)):.2f}"
+        except UserError as err:  # a given table whose grid misses some of the detector's ops
+            latency = f"n/a ({err.reason})"
+        t = {"assigner": "alignota", "cls_loss": "qfl", "box_loss": "giou", "dfl": True, **COMBOS[r["combo"]][2]}
+        losses = f"{t['assigner']} / {t['cls_loss']} / {t['box_loss']} / {'dfl' if t['dfl'] else 'no dfl'}"
+        print(f"| {r['combo']} | {recipe.neck.type} | {recipe.head.type} (reg_max {recipe.head.reg_max}) | {losses} | "
+              f"{r['seed']} | {r['AP']:.4f} | {r['AP50']:.4f} | {r['params_m']:.2f} M | {r['gflops']:.2f} | "
+              f"{latency} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="trees", choices=("trees", "nuclei"))
@@ -126,11 +210,22 @@ def main() -> None:
     parser.add_argument("--peer-model", nargs="+", default=["yolov8n.yaml", "yolo26n.yaml"])
     parser.add_argument("--teacher", help="tinynas model trained as the teacher (seed 0) for distillation")
     parser.add_argument("--distill-seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--combos", nargs="+", choices=[*COMBOS, "all"],
+                        help="train --model's backbone with these neck/head/loss combinations (and nothing else)")
+    parser.add_argument("--latency-table", help="a table with every op of the combinations' fused detectors; "
+                        "default: measure one here (latency build --model) into the run folder")
+    parser.add_argument("--latency-runtime", default="onnxruntime", help="runtime of that measured table")
+    parser.add_argument("--latency-size", type=int, default=320, help="the image size to price at")
     args = parser.parse_args()
+    if args.combos and "all" in args.combos:
+        args.combos = list(COMBOS)
 
     dataset = build(args.dataset, args.out / "data", args.out / "wheels")
     print(dataset.summary(), flush=True)
     base = args.out / f"{args.dataset}-{args.size}-e{args.epochs}-b{args.batch}"
+    if args.combos:
+        run_combos(dataset, base, args)
+        return
     rows = []
     if args.peer_python:
         for model in args.peer_model:
