@@ -64,15 +64,15 @@ def recipe(data, out: Path, device: str, epochs: int) -> dict:
 
 
 def check_event_timing(device: str, work: Path) -> str:
-    from tinynas.latency import profile
+    from tinynas.latency import measure
     from tinynas.ops import ConvOp
 
-    setup = profile.setup_device(device, "fp16")
+    setup = measure.setup_device(device, "fp16")
     assert setup.clock == "cuda-events", setup.clock
     figures = []
     for op in (ConvOp("regular", 64, 64, 3, 1, 80, 80), ConvOp("regular", 128, 256, 3, 2, 40, 40),
                ConvOp("regular", 256, 256, 1, 1, 20, 20, True)):
-        timing = profile.measure_op(op, setup, batch=32)
+        timing = measure.measure_op(op, setup, batch=32)
         assert timing.median_ms > 0
         figures.append(f"{op.in_channels}->{op.out_channels} k{op.kernel} @{op.height}: {timing.median_ms:.3f} ms")
     return "; ".join(figures) + f" ({setup.record()['device_name']})"

@@ -32,7 +32,10 @@ from tinynas.api import load_any_arch
 from tinynas.arch import Arch
 from tinynas.ops import block_op_counts
 from tinynas.search import search
-from tinynas.search.evaluate import load_latency_table
+try:
+    from tinynas.search.judge import load_latency_table
+except ImportError:  # a --baseline-ref from before search/evaluate.py was renamed judge.py
+    from tinynas.search.evaluate import load_latency_table
 from tinynas.space import load_space
 
 ROOT = Path(__file__).resolve().parent.parent

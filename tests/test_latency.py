@@ -347,10 +347,10 @@ def test_calibrated_runs_cancel_the_machine_speed_of_the_moment():
 
 
 def test_validate_times_networks_on_the_tables_nominal_speed(tmp_path, monkeypatch):
-    from tinynas.latency import profile
+    from tinynas.latency import measure
 
     seen = {}
-    real_setup = profile.setup_device
+    real_setup = measure.setup_device
 
     def spy(*args, **kwargs):
         setup = real_setup(*args, **kwargs)
@@ -359,7 +359,7 @@ def test_validate_times_networks_on_the_tables_nominal_speed(tmp_path, monkeypat
 
     space, out = tiny_space(), tmp_path / "tiny.csv"
     table = build_table([space], out, warmup=1, runs=2, progress=False)
-    monkeypatch.setattr(profile, "setup_device", spy)
+    monkeypatch.setattr(measure, "setup_device", spy)
     validate_table(out, space, n=3, resolution=16, warmup=1, runs=2, progress=False, rounds=1)
     assert seen["nominal"] == table.meta["calibration"]["nominal_ms"]
     assert read_meta(out)["validation"]["calibrated"] is True

@@ -11,7 +11,7 @@ from onnx import numpy_helper
 
 from tinynas.arch import arch_from_dicts
 from tinynas.errors import UserError
-from tinynas.latency import onnx_graphs, profile
+from tinynas.latency import onnx_graphs, measure
 from tinynas.latency.runtimes import load_runtime
 from tinynas.ops import ConvOp
 
@@ -78,19 +78,19 @@ def test_a_network_graph_is_the_fused_backbone():
 def test_a_runtime_times_ops_above_its_dispatch_floor(runtime):
     if runtime == "openvino":
         pytest.importorskip("openvino")
-    setup = profile.setup_device("cpu", "fp32", 1, runtime=runtime)
+    setup = measure.setup_device("cpu", "fp32", 1, runtime=runtime)
     record = setup.record()
     assert record["runtime"] == runtime and record["runtime_version"] and record["provider"]
     assert 0 < setup.dispatch_floor_ms < 1.0
-    small = profile.measure_op(ConvOp("regular", 8, 8, 3, 1, 8, 8), setup, runs=20)
-    big = profile.measure_op(ConvOp("regular", 64, 64, 3, 1, 40, 40), setup, runs=5)
+    small = measure.measure_op(ConvOp("regular", 8, 8, 3, 1, 8, 8), setup, runs=20)
+    big = measure.measure_op(ConvOp("regular", 64, 64, 3, 1, 40, 40), setup, runs=5)
     assert 0 < small.median_ms < big.median_ms
-    runs = profile.sample_network(TINY, 64, setup, runs=4)
+    runs = measure.sample_network(TINY, 64, setup, runs=4)
     assert len(runs) == 4 and min(runs) > 0
 
 
 def test_torch_tables_record_their_runtime_and_time_as_before():
-    setup = profile.setup_device("cpu", "fp32", 1)
+    setup = measure.setup_device("cpu", "fp32", 1)
     assert setup.runtime is None and setup.dispatch_floor_ms == 0.0
     assert setup.record()["runtime"] == "torch" and "dispatch_floor_ms" not in setup.record()
 
@@ -114,7 +114,7 @@ def test_a_runtime_table_records_its_runtime_and_resumes_only_in_it(tmp_path, ca
     from test_latency import TINY_SPACE, tiny_space
     from tinynas.cli import main
     from tinynas.latency import build_table, load_table
-    from tinynas.latency.predict import LatencyPredictor
+    from tinynas.latency.predictor import LatencyPredictor
 
     out = tmp_path / "ort.csv"
     table = build_table([tiny_space()], out, runtime="onnxruntime", max_ops=10, progress=False)

@@ -19,7 +19,7 @@ import yaml
 from conftest import ROOT
 from tinynas.errors import UserError
 from tinynas.latency import build_table, load_table, save_table, space_grid
-from tinynas.latency import profile
+from tinynas.latency import measure
 from tinynas.latency.table import read_meta, sidecar_path, table_lock, update_meta
 from tinynas.latency.validate import fit_correction
 from tinynas.runfolder import lock_folder
@@ -73,7 +73,7 @@ def edit_row(path, index, drop_hash, **values):
 def test_a_second_build_of_a_table_is_refused_while_the_first_runs(tmp_path, monkeypatch):
     space_file, out = tmp_path / "tiny.yaml", tmp_path / "tiny.csv"
     space_file.write_text(yaml.safe_dump(TINY_SPACE))
-    real_measure = profile.measure_op
+    real_measure = measure.measure_op
     second = {}
 
     def measure_and_race(*args, **kwargs):
@@ -85,7 +85,7 @@ def test_a_second_build_of_a_table_is_refused_while_the_first_runs(tmp_path, mon
                 env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
         return real_measure(*args, **kwargs)
 
-    monkeypatch.setattr(profile, "measure_op", measure_and_race)
+    monkeypatch.setattr(measure, "measure_op", measure_and_race)
     table = build_table([tiny_space()], out, warmup=1, runs=2, progress=False)
 
     other = second["run"]

@@ -11,10 +11,10 @@ from test_latency import TINY_SPACE, tiny_space
 from tinynas.cli import main
 from tinynas.errors import UserError
 from tinynas.latency import build_table, load_table, merge_shards, rehash_table, space_grid, split_ops
-from tinynas.latency import calibrate, profile
+from tinynas.latency import calibrate, measure
 from tinynas.latency.fleet import op_cost, ops_sha256
 from tinynas.latency.grid import grid_ops, merge_groups, space_groups
-from tinynas.latency.profile import Timing
+from tinynas.latency.measure import Timing
 from tinynas.latency.table import KEY_COLUMNS, format_row, read_meta, sidecar_path, table_lock
 from tinynas.ops import ConvOp
 from tinynas.space import load_space, space_from_dict
@@ -35,7 +35,7 @@ def fake_timer(monkeypatch):
         scale = setup.reference.nominal_ms / BOARD_NOMINAL_MS if setup.reference is not None else 1.0
         return Timing(fake_ms(op) * scale, 0.01 * fake_ms(op) * scale, runs)
 
-    monkeypatch.setattr(profile, "measure_op", measure_op)
+    monkeypatch.setattr(measure, "measure_op", measure_op)
 
 
 @pytest.fixture

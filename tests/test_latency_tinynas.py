@@ -21,7 +21,7 @@ from tinynas.latency import LatencyPredictor, LatencyTable, import_tinynas, load
 from tinynas.latency.interpolate import tinynas_ratio
 from tinynas.latency.table import base_meta, read_meta, rows_frame
 from tinynas.ops import ConvOp
-from tinynas.search.evaluate import Evaluator
+from tinynas.search.judge import Evaluator
 from tinynas.search.recipe import load_recipe, recipe_space, resolve_latency_path
 
 DB = ROOT / "latency_db"

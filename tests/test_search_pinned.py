@@ -12,7 +12,7 @@ import pytest
 
 from conftest import ROOT
 from tinynas.search import resume, search
-from tinynas.search.evaluate import load_latency_table
+from tinynas.search.judge import load_latency_table
 
 CPU_TABLE = ROOT / "latency_db" / "cpu-fp32.csv"
 

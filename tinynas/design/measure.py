@@ -18,7 +18,7 @@ import numpy as np
 from ..atomic import atomic_write_text
 from ..checkpoint import load_detector
 from ..deploy.onnx_export import export_onnx
-from ..latency import profile
+from ..latency import measure as timing
 from ..latency.table import load_table
 from ..train.run import TrainRun
 from .spec import DesignSpec
@@ -47,7 +47,7 @@ def run(spec: DesignSpec, num_classes: int, folder: Path, trained: dict, log: Ca
     folder.mkdir(parents=True, exist_ok=True)
     meta = load_table(spec.db).meta
     clock = meta.get("clock", "wall")
-    setup = profile.setup_device(meta["device"], meta["dtype"], meta.get("threads"),
+    setup = timing.setup_device(meta["device"], meta["dtype"], meta.get("threads"),
                                  "auto" if clock == "cuda-events" else clock, runtime=spec.runtime)
     results = []
     for model in trained["models"]:
@@ -64,8 +64,8 @@ def run(spec: DesignSpec, num_classes: int, folder: Path, trained: dict, log: Ca
         samples: list[float] = []
         for r in range(ROUNDS):
             share = spec.timed_runs // ROUNDS + (1 if r < spec.timed_runs % ROUNDS else 0)
-            samples += profile.sample_runs(timer, setup, profile.DEFAULT_WARMUP, share)
-        timing = profile.summarize(samples)
+            samples += timing.sample_runs(timer, setup, timing.DEFAULT_WARMUP, share)
+        timing = timing.summarize(samples)
         record = {"name": model["name"], "weights": str(weights), "onnx": str(onnx_path.resolve()),
                   "measured_ms": timing.median_ms, "samples_ms": samples, "runtime": spec.runtime,
                   "threads": meta.get("threads"), "device": meta["device"], "size": spec.size}

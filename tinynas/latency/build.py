@@ -18,7 +18,7 @@ from tqdm import tqdm
 from ..errors import UserError
 from ..memory import check_fits
 from ..space import SearchSpace
-from . import profile
+from . import measure
 from .fleet import parse_shard, shard_record
 from .grid import detector_groups, grid_ops, merge_groups, space_groups
 from .table import (LatencyTable, append_row, base_meta, check_sha256, format_row, load_table,
@@ -75,7 +75,7 @@ def build_grid(spaces: Sequence[SearchSpace], models: Sequence = (), resolution:
 def build_table(spaces: Sequence[SearchSpace], out: str | os.PathLike, device: str = "cpu",
                 dtype: str = "fp32", batch: int = 1, resolution: int | None = None,
                 threads: int | None = 1, channel_step: int | None = None,
-                warmup: int = profile.DEFAULT_WARMUP, runs: int = profile.DEFAULT_RUNS,
+                warmup: int = measure.DEFAULT_WARMUP, runs: int = measure.DEFAULT_RUNS,
                 max_ops: int | None = None, progress: bool = True, note: str = "",
                 clock: str = "auto", calibrate: bool | None = None,
                 shard: str | tuple[int, int] | None = None, runtime: str = "torch",
@@ -106,7 +106,7 @@ def build_table(spaces: Sequence[SearchSpace], out: str | os.PathLike, device: s
             calibrate = not str(device).startswith("cuda")
         meta = read_meta(out) if out.exists() and sidecar_path(out).exists() else None
         nominal = (meta.get("calibration") or {}).get("nominal_ms") if meta else None
-        setup = profile.setup_device(device, dtype, threads, clock, calibrate, nominal, runtime)
+        setup = measure.setup_device(device, dtype, threads, clock, calibrate, nominal, runtime)
         ops, grid_names, grid_resolution = build_grid(spaces, models, resolution, channel_step, model_size)
         shard_entry = None
         if shard is not None:
@@ -178,7 +178,7 @@ def build_table(spaces: Sequence[SearchSpace], out: str | os.PathLike, device: s
             todo = todo[:max_ops]
         bar = tqdm(todo, desc=f"latency {out.name}", unit="op", disable=not progress)
         for op in bar:
-            timing = profile.measure_op(op, setup, batch, warmup, runs)
+            timing = measure.measure_op(op, setup, batch, warmup, runs)
             append_row(out, format_row(op, timing.median_ms, timing.spread_ms, timing.runs))
         table = load_table(out, allow_incomplete=True)
         measured = set(table.ops())

@@ -19,7 +19,7 @@ from ..errors import UserError
 from ..neck_plan import neck_head_op_counts
 from ..plan import (backbone_parts, check_out_indices, default_outputs, image_size, output_ends, output_strides,
                     plan)
-from .predict import LatencyPredictor, load_predictor
+from .predictor import LatencyPredictor, load_predictor
 from .table import LatencyTable
 
 

@@ -97,7 +97,7 @@ def network_graph(arch: Arch, resolution: int, batch: int, seed: int = 0) -> tup
 
 def seeded_backbone(arch: Arch, seed: int = 0):
     """The deployed backbone with weights drawn from ``seed`` (the global generator is left alone)."""
-    from .profile import deployed_backbone
+    from .measure import deployed_backbone
     return _seeded(lambda: deployed_backbone(arch), seed)
 
 

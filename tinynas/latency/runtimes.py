@@ -12,7 +12,7 @@ deployment uses and returns a callable that runs it once on inputs bound in adva
   cache kept on disk so a resumed build does not rebuild every engine.
 
 With one thread, ONNX Runtime and OpenVINO run a graph inline in the calling thread, so the
-thread's CPU clock still times it (see ``profile.py``).
+thread's CPU clock still times it (see ``measure.py``).
 
 The per-call floor: running any graph costs a fixed dispatch (binding checks, the Python
 call, kernel launch bookkeeping) that a network pays once, not once per op. ``dispatch_floor_ms``

@@ -29,8 +29,8 @@ from ..atomic import atomic_write_text
 from ..errors import UserError
 from ..runfolder import check_new_folder, owned_folder
 from ..space import SearchSpace
-from . import profile
-from .predict import LatencyPredictor
+from . import measure
+from .predictor import LatencyPredictor
 from .table import append_row, load_table, update_meta
 
 FITS = ("affine", "offset", "none")
@@ -123,7 +123,7 @@ def _read_measurements(path: Path) -> dict[str, tuple[float, float]]:
 
 def validate_table(table_path: str | os.PathLike, space: SearchSpace, n: int = 50, seed: int = 0,
                    resolution: int | None = None, fit: str = "affine",
-                   warmup: int = profile.DEFAULT_WARMUP, runs: int = profile.DEFAULT_RUNS,
+                   warmup: int = measure.DEFAULT_WARMUP, runs: int = measure.DEFAULT_RUNS,
                    out_dir: str | os.PathLike | None = None, update: bool = True,
                    progress: bool = True, rounds: int = 3, force: bool = False,
                    runtime: str | None = None) -> Validation:
@@ -148,7 +148,7 @@ def validate_table(table_path: str | os.PathLike, space: SearchSpace, n: int = 5
         table_runtime = str(meta.get("runtime", "torch")).lower()  # imported tables say "TensorRT"
         runtime = runtime or table_runtime
         update = update and runtime == table_runtime  # a fit belongs to the runtime the table was timed in
-        setup = profile.setup_device(meta["device"], meta["dtype"], meta.get("threads"),
+        setup = measure.setup_device(meta["device"], meta["dtype"], meta.get("threads"),
                                      "auto" if clock == "cuda-events" else clock,
                                      calibrate=bool(calibration), nominal_ms=calibration.get("nominal_ms"),
                                      runtime=runtime)
@@ -175,11 +175,11 @@ def validate_table(table_path: str | os.PathLike, space: SearchSpace, n: int = 5
         for r in range(rounds):
             share = runs // rounds + (1 if r < runs % rounds else 0)
             for arch in todo:
-                samples[arch.digest()] += profile.sample_network(arch, resolution, setup, table.batch, warmup, share)
+                samples[arch.digest()] += measure.sample_network(arch, resolution, setup, table.batch, warmup, share)
                 bar.update()
         bar.close()
         for arch in todo:
-            t = profile.summarize(samples[arch.digest()])
+            t = measure.summarize(samples[arch.digest()])
             cache[arch.digest()] = (t.median_ms, t.spread_ms)
             if log is not None:
                 text = json.dumps(arch.to_dicts(), separators=(",", ":")).replace(",", ";")

@@ -20,8 +20,8 @@ from tqdm import tqdm
 
 from ..atomic import atomic_write_text
 from ..errors import UserError
-from . import profile
-from .predict import LatencyPredictor
+from . import measure
+from .predictor import LatencyPredictor
 from .table import load_table
 from .validate import FITS, error_metrics, fit_correction, leave_one_out, output_folder
 
@@ -41,7 +41,7 @@ class ModelValidation:
 
 
 def validate_models(table_path: str | os.PathLike, recipes: Sequence, size: int, fit: str = "affine",
-                    warmup: int = profile.DEFAULT_WARMUP, runs: int = profile.DEFAULT_RUNS, rounds: int = 3,
+                    warmup: int = measure.DEFAULT_WARMUP, runs: int = measure.DEFAULT_RUNS, rounds: int = 3,
                     out_dir: str | os.PathLike | None = None, force: bool = False, runtime: str | None = None,
                     progress: bool = True) -> ModelValidation:
     """Price and time each detector of ``recipes`` at ``size x size``; compare."""
@@ -57,7 +57,7 @@ def validate_models(table_path: str | os.PathLike, recipes: Sequence, size: int,
         calibration = meta.get("calibration") or {}
         clock = meta.get("clock", "wall")
         runtime = runtime or str(meta.get("runtime", "torch")).lower()
-        setup = profile.setup_device(meta["device"], meta["dtype"], meta.get("threads"),
+        setup = measure.setup_device(meta["device"], meta["dtype"], meta.get("threads"),
                                      "auto" if clock == "cuda-events" else clock,
                                      calibrate=bool(calibration), nominal_ms=calibration.get("nominal_ms"),
                                      runtime=runtime)
@@ -70,15 +70,15 @@ def validate_models(table_path: str | os.PathLike, recipes: Sequence, size: int,
         bar = tqdm(total=len(recipes) * (rounds + 1), desc="validate models", unit="model", disable=not progress)
         runners = []
         for recipe in recipes:
-            runners.append(profile.detector_runner(recipe, size, setup, table.batch))
+            runners.append(measure.detector_runner(recipe, size, setup, table.batch))
             bar.update()
         for r in range(rounds):
             share = runs // rounds + (1 if r < runs % rounds else 0)
             for i, run in enumerate(runners):
-                samples[i] += profile.sample_runs(run, setup, warmup, share)
+                samples[i] += measure.sample_runs(run, setup, warmup, share)
                 bar.update()
         bar.close()
-        measured = np.array([profile.summarize(s).median_ms for s in samples]) / table.batch
+        measured = np.array([measure.summarize(s).median_ms for s in samples]) / table.batch
         scale, offset = fit_correction(raw, measured, fit)
         result = ModelValidation(names, measured, raw, scale, offset)
         result.metrics = {

@@ -6,7 +6,7 @@
 """
 
 from .budgets import Budget, parse_budget, parse_ladder
-from .evaluate import Evaluation, Evaluator, candidate_hash
+from .judge import Evaluation, Evaluator, candidate_hash
 from .evolution import RungResult, SearchResult, create_evolution, resume, search
 from .population import Member, Population
 from .strategy import Candidate, Evolution

@@ -23,8 +23,8 @@ from ..runfolder import check_new_folder, lock_folder, owned_folder
 from ..scores import DEFAULT_STAGE_WEIGHTS
 from ..space import SearchSpace, space_from_dict
 from .budgets import Budget
-from .checkpoint import load_checkpoint
-from .evaluate import Evaluator, LatencyModel
+from .state_file import load_checkpoint
+from .judge import Evaluator, LatencyModel
 from .output import CANDIDATES_NAME
 from .population import Member
 from .settings import as_space, build_config, check_jobs, config_latency_model, config_rungs, rung_labels

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import UserError
-from .checkpoint import CHECKPOINT_NAME, save_checkpoint
-from .evaluate import Evaluation
+from .state_file import CHECKPOINT_NAME, save_checkpoint
+from .judge import Evaluation
 from .output import (CANDIDATES_NAME, SUMMARY_NAME, CandidateLog, environment, plot_pareto, read_hashes,
                      write_best, write_summary)
 from .population import Member

@@ -28,7 +28,7 @@ from ..arch import Arch, arch_from_dicts
 from ..errors import UserError
 from ..space import SearchSpace
 from .budgets import Budget, format_limit, over_budget
-from .evaluate import Evaluation, candidate_hash
+from .judge import Evaluation, candidate_hash
 from .population import Member, Population
 
 COUNTERS = ("candidates", "evaluated", "within_budget", "duplicates")

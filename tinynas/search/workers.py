@@ -13,7 +13,7 @@ from typing import Sequence
 
 from ..errors import UserError
 from ..space import SearchSpace
-from .evaluate import Evaluation, Evaluator, judge_and_breed, raise_task_error
+from .judge import Evaluation, Evaluator, judge_and_breed, raise_task_error
 from .packing import PackedArch, pack, unpack
 from .strategy import Breeding, Candidate
 
