@@ -196,6 +196,7 @@ def test_part_options_follow_the_chosen_type(section, key, value, field, words):
     (lambda d: d["backbone"].update(csp_stack=True), "backbone.csp_stack", "only the efficientrep wrap"),
     (lambda d: d["neck"].update(type="asff_sim", out_channels=[32, 48, 96]), "neck", "twice as wide"),
     (lambda d: d["neck"].update(type="asff", expand_kernel=2), "neck.expand_kernel", "must be odd"),
+    (lambda d: d.update(neck={"type": "giraffe", "hidden_ratio": 0.01}), "neck", "a layer with no channels"),
 ])
 def test_model_recipe_refuses_what_the_parts_cannot_build(edit, field, words):
     doc = model_doc("res", "pafpn", "effidehead")

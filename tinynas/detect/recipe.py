@@ -15,6 +15,7 @@ giraffe neck and zero head, as before there was a choice.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, get_args
@@ -201,18 +202,25 @@ def _four_out_indices(value: object, src: Source) -> tuple[int, ...] | None:
 
 def _check_builds(backbone: BackboneConfig, neck: NeckConfig, head: HeadConfig, src: Source) -> None:
     """Build the neck and head on the meta device (nothing allocated): what their classes refuse
-    (asff_sim's output widths that do not double) is a line naming the section."""
+    (asff_sim's output widths that do not double), or a layer left with no channels by small
+    widths, is a line naming the section."""
     channels = output_channels(backbone.arch, backbone.wrap, backbone.out_indices)
-    with torch.device("meta"):
-        try:
-            create_neck(neck.type, channels, neck.out_channels, **part_options(neck, NECKS))
-        except ValueError as err:
-            raise src.error("neck", f"the {neck.type} neck cannot be built: {err}") from None
-        try:
-            create_head(head.type, neck.out_channels, head.num_classes, head.reg_max, head.strides,
-                        **part_options(head, HEADS))
-        except ValueError as err:
-            raise src.error("head", f"the {head.type} head cannot be built: {err}") from None
+    builds = (("neck", neck.type, lambda: create_neck(neck.type, channels, neck.out_channels,
+                                                       **part_options(neck, NECKS))),
+              ("head", head.type, lambda: create_head(head.type, neck.out_channels, head.num_classes, head.reg_max,
+                                                      head.strides, **part_options(head, HEADS))))
+    for section, type_name, build in builds:
+        with torch.device("meta"), warnings.catch_warnings():
+            # torch warns that a zero-size tensor's init does nothing; the check below says it better.
+            warnings.simplefilter("ignore", UserWarning)
+            try:
+                part = build()
+            except ValueError as err:
+                raise src.error(section, f"the {type_name} {section} cannot be built: {err}") from None
+        empty = next((name for name, p in part.named_parameters() if p.numel() == 0), None)
+        if empty is not None:
+            raise src.error(section, f"the {type_name} {section} would have a layer with no channels ({empty}): "
+                                     "its widths are too small for its ratios")
 
 
 def parse_model_recipe(doc: object, source: str | Source = "<recipe>", base_dir: Path | None = None) -> ModelRecipe:
