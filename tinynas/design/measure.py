@@ -65,11 +65,11 @@ def run(spec: DesignSpec, num_classes: int, folder: Path, trained: dict, log: Ca
         for r in range(ROUNDS):
             share = spec.timed_runs // ROUNDS + (1 if r < spec.timed_runs % ROUNDS else 0)
             samples += timing.sample_runs(timer, setup, timing.DEFAULT_WARMUP, share)
-        timing = timing.summarize(samples)
+        median_ms = timing.summarize(samples).median_ms
         record = {"name": model["name"], "weights": str(weights), "onnx": str(onnx_path.resolve()),
-                  "measured_ms": timing.median_ms, "samples_ms": samples, "runtime": spec.runtime,
+                  "measured_ms": median_ms, "samples_ms": samples, "runtime": spec.runtime,
                   "threads": meta.get("threads"), "device": meta["device"], "size": spec.size}
         atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
-        log(f"{model['name']}: {timing.median_ms:.2f} ms per image in {spec.runtime}")
+        log(f"{model['name']}: {median_ms:.2f} ms per image in {spec.runtime}")
         results.append(record)
     return {"models": results}

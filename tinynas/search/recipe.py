@@ -25,39 +25,12 @@ from ..config import Overrides, Source, as_source, internal, read_section, setti
 from ..errors import UserError
 from ..fileio import read_yaml
 from ..resources import LATENCY_DIR, PROJECT_ROOT, resolve_space_path
-from ..scores import DEFAULT_STAGE_WEIGHTS, SCORERS
 from ..space import SearchSpace, load_space
 from .budgets import Budget, coerce_budgets, merge_budgets, parse_ladder
+from .settings import SearchSettings
 from .spacedoc import override_limits
 
 DEFAULT_LATENCY_DB = "latency_db/cpu-fp32.csv"
-AT_LEAST_ONE = "[1, inf)"
-# Workers are processes (or cluster tasks): a typo such as 10**9 must not fork-bomb the machine.
-MAX_JOBS = 1024
-# A population and a batch of children live in memory at once (a few KB each).
-MAX_IN_MEMORY = 1_000_000
-
-
-@dataclass(frozen=True)
-class SearchSettings:
-    """The settings of one search besides its space, budgets and latency table."""
-
-    population: int = setting(256, bounds=f"[1, {MAX_IN_MEMORY}]",
-                              help="population size: the best distinct architectures kept")
-    candidates: int = setting(10000, bounds=AT_LEAST_ONE, help="children to generate")
-    blocks_per_child: int = setting(1, bounds=AT_LEAST_ONE, help="blocks mutated per child")
-    seed: int = setting(0, help="random seed")
-    score: str = setting("madnas", choices=SCORERS, help="zero-shot score")
-    weights: tuple[float, ...] = setting(DEFAULT_STAGE_WEIGHTS, help="stage weights, one per stage of the space")
-    resolution: int | None = setting(None, bounds=AT_LEAST_ONE, unit="pixels",
-                                     help="input size; default: the space's")
-    batch_size: int = setting(512, bounds=f"[1, {MAX_IN_MEMORY}]",
-                              help="children generated per batch from one population state")
-    checkpoint_every: int = setting(10000, bounds=AT_LEAST_ONE, help="candidates between checkpoints")
-    start_tries: int = setting(3000, bounds=AT_LEAST_ONE, help="mutations tried to find a start within budget")
-    jobs: int = setting(1, bounds=f"[1, {MAX_JOBS}]", help="parallel workers; never changes the result")
-    detector: str | None = setting(None, help="price latency as the whole detector: a model recipe (shipped "
-                                              "name or path) whose wrap, neck and head surround each candidate")
 
 
 @dataclass(frozen=True)

@@ -6,31 +6,48 @@ A resumed run rebuilds everything from that ``config`` alone, so it holds plain 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import read_section, setting
 from ..errors import UserError
 from ..resources import resolve_space_path
-from ..scores import SCORERS, parse_weights
+from ..scores import DEFAULT_STAGE_WEIGHTS, SCORERS, parse_weights
 from ..space import SearchSpace, load_space
 from .budgets import Budget, coerce_budgets, parse_budget, parse_ladder, rung_label
 from .spacedoc import space_to_dict
 
-# Workers are processes: a typo such as 10**9 must not fork-bomb the machine.
+AT_LEAST_ONE = "[1, inf)"
+# Workers are processes (or cluster tasks): a typo such as 10**9 must not fork-bomb the machine.
 MAX_JOBS = 1024
 # A population and a batch of children live in memory at once (a few KB each).
 MAX_IN_MEMORY = 1_000_000
 
 
-def positive_int(value: object, name: str, source: str = "", most: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise UserError(source, name, f"must be a positive integer, got {value!r}")
-    if most is not None and value > most:
-        raise UserError(source, name, f"at most {most}, got {value}")
-    return value
+@dataclass(frozen=True)
+class SearchSettings:
+    """The settings of one search besides its space, budgets and latency table."""
+
+    population: int = setting(256, bounds=f"[1, {MAX_IN_MEMORY}]",
+                              help="population size: the best distinct architectures kept")
+    candidates: int = setting(10000, bounds=AT_LEAST_ONE, help="children to generate")
+    blocks_per_child: int = setting(1, bounds=AT_LEAST_ONE, help="blocks mutated per child")
+    seed: int = setting(0, help="random seed")
+    score: str = setting("madnas", choices=SCORERS, help="zero-shot score")
+    weights: tuple[float, ...] = setting(DEFAULT_STAGE_WEIGHTS, help="stage weights, one per stage of the space")
+    resolution: int | None = setting(None, bounds=AT_LEAST_ONE, unit="pixels",
+                                     help="input size; default: the space's")
+    batch_size: int = setting(512, bounds=f"[1, {MAX_IN_MEMORY}]",
+                              help="children generated per batch from one population state")
+    checkpoint_every: int = setting(10000, bounds=AT_LEAST_ONE, help="candidates between checkpoints")
+    start_tries: int = setting(3000, bounds=AT_LEAST_ONE, help="mutations tried to find a start within budget")
+    jobs: int = setting(1, bounds=f"[1, {MAX_JOBS}]", help="parallel workers; never changes the result")
+    detector: str | None = setting(None, help="price latency as the whole detector: a model recipe (shipped "
+                                              "name or path) whose wrap, neck and head surround each candidate")
 
 
 def check_jobs(jobs: object, source: str = "") -> int:
-    return positive_int(jobs, "jobs", source, most=MAX_JOBS)
+    return read_section(SearchSettings, {"jobs": jobs}, source).jobs
 
 
 def as_space(space: SearchSpace | str | Path) -> SearchSpace:
@@ -60,15 +77,15 @@ def build_config(space: SearchSpace, budgets, ladder, latency, population, candi
             raise UserError(source, "ladder", f"{rung_budgets[0].kind} is both a budget and the ladder; "
                             "give it in one place")
         rungs_text = [b.text for b in rung_budgets]
-    resolution = space.resolution if resolution is None else positive_int(resolution, "resolution", source)
+    checked = read_section(SearchSettings, {
+        "population": population, "candidates": candidates, "blocks_per_child": blocks_per_child, "seed": seed,
+        "score": score, "resolution": resolution, "batch_size": batch_size, "checkpoint_every": checkpoint_every,
+        "start_tries": start_tries}, source)
+    resolution = space.resolution if checked.resolution is None else checked.resolution
     weights = parse_weights(weights, source, "weights")
     stages = len(space.initial.stage_ends())
     if len(weights) != stages:
         raise UserError(source, "weights", f"{len(weights)} stage weights for a space with {stages} stages")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise UserError(source, "seed", f"must be an integer, got {seed!r}")
-    if score not in SCORERS:
-        raise UserError(source, "score", f"unknown score {score!r} (known: {', '.join(sorted(SCORERS))})")
     if latency is None:
         latency_doc = None
     elif hasattr(latency, "predict_ms"):
@@ -90,17 +107,17 @@ def build_config(space: SearchSpace, budgets, ladder, latency, population, candi
         "budgets": [b.text for b in fixed],
         "ladder": rungs_text,
         "latency": latency_doc,
-        "population": positive_int(population, "population", source, most=MAX_IN_MEMORY),
-        "candidates": positive_int(candidates, "candidates", source),
-        "blocks_per_child": positive_int(blocks_per_child, "blocks_per_child", source),
-        "seed": seed,
-        "score": score,
+        "population": checked.population,
+        "candidates": checked.candidates,
+        "blocks_per_child": checked.blocks_per_child,
+        "seed": checked.seed,
+        "score": checked.score,
         "weights": list(weights),
         "score_options": dict(score_options or {}),
         "resolution": resolution,
-        "batch_size": positive_int(batch_size, "batch_size", source, most=MAX_IN_MEMORY),
-        "checkpoint_every": positive_int(checkpoint_every, "checkpoint_every", source),
-        "start_tries": positive_int(start_tries, "start_tries", source),
+        "batch_size": checked.batch_size,
+        "checkpoint_every": checked.checkpoint_every,
+        "start_tries": checked.start_tries,
     }
 
 
