@@ -49,7 +49,8 @@ class BackboneConfig:
     # Read as "auto" (or left out): the wrap's own choice, resolved by parse_model_recipe. Four
     # levels (the finest at stride 4) are read apart, for the reppan neck's BiC merges.
     out_indices: tuple[int, ...] | Auto = setting((), bounds="[0, inf)", length=3,
-                                                  help="the three levels feeding the neck (0 is the stem)")
+                                                  help="the levels feeding the neck (0 is the stem): three, "
+                                                       "or four for reppan's BiC")
     focus: bool = setting(True, help="a space-to-depth stem (the architecture reads 12 channels)")
     spp: bool = setting(True, help="spatial pyramid pooling after the last level")
     act: str = setting("relu", choices=ACTIVATIONS)
