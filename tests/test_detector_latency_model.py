@@ -214,3 +214,31 @@ def test_a_detector_needs_a_table_path(detector_table):
         search(tiny_space(), ["latency=2ms"], latency=Fixed(), detector=tiny_recipe(), candidates=10)
     with pytest.raises(UserError, match="detector: a whole-detector latency is priced from a latency table"):
         search(tiny_space(), ["layers=30"], detector=tiny_recipe(), candidates=10)
+
+
+@pytest.mark.parametrize("neck, head", [({"type": "reppan", "depth": 0.33}, {"type": "effidehead"}),
+                                        ({"type": "pafpn", "depth": 0.33}, {"type": "decoupled"}),
+                                        ({"type": "giraffe", "act": "silu"}, {"type": "zero"})])
+def test_other_necks_and_heads_are_priced_from_their_traced_convolutions(neck, head):
+    doc = tiny_recipe_doc(3, "res")
+    doc["backbone"]["arch"] = TINY_SPACE["initial"]
+    doc["neck"] = {**neck, "out_channels": [16, 32, 64]}
+    doc["head"] = {**head, "num_classes": 3}
+    recipe = parse_model_recipe(doc, "other-parts")
+    model = DetectorLatencyModel("unused.csv", recipe)  # op lists need no table
+    rng = random.Random(3)
+    space = tiny_space()
+    arch = space.initial
+    for _ in range(3):
+        assert Counter(dict(model.op_counts(arch, IMAGE))) == Counter(dict(detector_op_counts(around(recipe, arch), IMAGE)))
+        arch = space.mutate(arch, rng)
+
+
+def test_a_wrap_the_plan_does_not_state_is_refused_in_one_line():
+    doc = tiny_recipe_doc(3, "res")
+    doc["backbone"]["arch"] = TINY_SPACE["initial"]
+    doc["backbone"]["wrap"] = "efficientrep"
+    doc["neck"] = {"type": "reppan", "out_channels": [16, 32, 64], "depth": 0.33}
+    doc["head"] = {"type": "effidehead", "num_classes": 3}
+    with pytest.raises(UserError, match=r"backbone.wrap: a search candidate is priced in the res or csp wrap"):
+        DetectorLatencyModel("unused.csv", parse_model_recipe(doc, "v6"))

@@ -301,3 +301,12 @@ def test_yolov6_arch_follows_the_published_configs():
         assert tuple(b.out_channels for b in arch.blocks) == widths
         assert tuple(b.depth for b in arch.blocks[1:]) == (3, 5, 7, 3)
         assert all(b.stride == 2 for b in arch.blocks)
+
+
+@pytest.mark.parametrize("head", ["decoupled", "tood"])
+def test_objectness_heads_start_their_joint_score_at_the_prior(head):
+    # The score trained is sigmoid(cls) x sigmoid(obj); it, not each factor, starts at the prior.
+    model = create_head(head, (32, 64, 128), 3, 16, (8, 16, 32), prior_prob=0.01)
+    for cls_pred, obj_pred in zip(model.cls_preds, model.obj_preds):
+        score = torch.sigmoid(joint_logit(cls_pred.bias[:1], obj_pred.bias))
+        assert float(score) == pytest.approx(0.01, rel=1e-5)

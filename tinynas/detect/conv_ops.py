@@ -20,7 +20,7 @@ from torch import nn
 
 from ..ops import DEPTHWISE, REGULAR, ConvOp
 from ..nn.fuse import fuse_model
-from .detector import Detector, build_backbone
+from .detector import Detector, build_backbone, build_head, build_neck
 from .recipe import IMAGE_CHANNELS, ModelRecipe, check_input_size
 
 
@@ -71,3 +71,15 @@ def traced_backbone_op_counts(recipe: ModelRecipe, size: int) -> list[tuple[Conv
     backbone.eval()
     images = torch.empty(1, IMAGE_CHANNELS, size, size, device="meta")
     return _traced_op_counts(backbone, lambda: backbone(images))
+
+
+def traced_neck_head_op_counts(recipe: ModelRecipe, channels, sizes, batch: int = 1) -> list[tuple[ConvOp, int]]:
+    """The fused neck's and head's convolutions for backbone levels of ``channels`` at square
+    ``sizes``, traced: any neck and head type (``tinynas.neck_plan`` states the default ones
+    in closed form)."""
+    with torch.device("meta"):
+        neck, head = build_neck(recipe, list(channels)), build_head(recipe)
+        parts = fuse_model(nn.ModuleList([neck, head]), inplace=True)
+    parts.eval()
+    feats = [torch.empty(batch, c, s, s, device="meta") for c, s in zip(channels, sizes)]
+    return _traced_op_counts(parts, lambda: head(neck(feats)))

@@ -23,6 +23,10 @@ from .predictor import LatencyPredictor, load_predictor
 from .table import LatencyTable
 
 
+PLANNED_WRAPS = ("res", "csp")  # the wraps tinynas.plan states without torch
+CLOSED_FORM_PARTS = ("giraffe", "zero")  # the neck and head tinynas.neck_plan states without torch
+
+
 class DetectorLatencyModel:
     """``predict_ms(arch, resolution)``: ms per image of ``recipe``'s detector around ``arch``.
 
@@ -45,6 +49,20 @@ class DetectorLatencyModel:
         # most parts with its parent, and many candidates share their level widths.
         self._part_ms: dict[tuple, float] = {}
         self._neck_head_ms: dict[tuple, float] = {}
+        if recipe.backbone.wrap not in PLANNED_WRAPS:
+            raise UserError(recipe.name or "<recipe>", "backbone.wrap", f"a search candidate is priced in the "
+                            f"{' or '.join(PLANNED_WRAPS)} wrap; {recipe.backbone.wrap} detectors are priced whole "
+                            "(tinynas latency predict --detector)")
+
+    def neck_head_op_counts(self, channels, sizes) -> list:
+        """The neck's and head's convolutions for these level widths and sizes: in closed form
+        for the default neck and head, traced on the meta device for any other type."""
+        neck, head = self.recipe.neck, self.recipe.head
+        if (neck.type, head.type) == CLOSED_FORM_PARTS and not neck.options and not head.options:
+            return list(neck_head_op_counts(neck, head, channels, sizes))
+        from ..detect.conv_ops import traced_neck_head_op_counts
+
+        return traced_neck_head_op_counts(self.recipe, channels, sizes)
 
     @property
     def predictor(self) -> LatencyPredictor:
@@ -85,7 +103,7 @@ class DetectorLatencyModel:
         layout = plan(arch, b.wrap, b.focus, self._out_indices(arch, size), size, b.spp)
         sizes = [level.size for level in layout.levels]
         total = Counter(dict(layout.op_counts))
-        total.update(dict(neck_head_op_counts(self.recipe.neck, self.recipe.head, layout.channels, sizes)))
+        total.update(dict(self.neck_head_op_counts(layout.channels, sizes)))
         return sorted(total.items())
 
     def raw_ms(self, arch: Arch, size: int) -> float:
@@ -108,7 +126,7 @@ class DetectorLatencyModel:
         key = (tuple(arch.blocks[ends[i]].out_channels for i in indices), tuple(block_sizes[ends[i]] for i in indices))
         neck_head = self._neck_head_ms.get(key)
         if neck_head is None:
-            ops = neck_head_op_counts(self.recipe.neck, self.recipe.head, *key)
+            ops = self.neck_head_op_counts(*key)
             neck_head = self._neck_head_ms[key] = predictor.ops_raw_ms(ops)
         return total + neck_head
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable
 
 from ..arch import BlockSpec, conv_out_size
@@ -279,7 +279,25 @@ def detector_ops(space: SearchSpace, recipe, size: int, channel_step: int | None
     level_values = [sorted({spec.out_channels for spec in choices[ends[i]]}) for i in layout.out_indices]
     for channels in itertools.product(*level_values):
         ops.update(op for op, _ in neck_head_op_counts(recipe.neck, recipe.head, channels, level_sizes))
+    # The head's class convs follow the user's dataset, not the recipe's class count: a table
+    # measures a spread of class counts so that any dataset's interpolates inside the grid.
+    for num_classes in class_counts(recipe.head.num_classes):
+        head = replace(recipe.head, num_classes=num_classes)
+        ops.update(op for op, _ in neck_head_op_counts(recipe.neck, head, level_values_first(level_values),
+                                                       level_sizes) if op.out_channels == num_classes)
     return ops
+
+
+def class_counts(recipe_classes: int) -> list[int]:
+    """1, 2, 4, ... up to COCO's 80 and the recipe's own count."""
+    top = max(recipe_classes, 80)
+    return sorted({*(2 ** i for i in range(top.bit_length()) if 2 ** i <= top), top, recipe_classes})
+
+
+def level_values_first(level_values: list[list[int]]) -> tuple[int, ...]:
+    """Any one level-width triple: the class convs read the neck's outputs, whose widths the
+    recipe fixes whatever the backbone hands the neck."""
+    return tuple(values[0] for values in level_values)
 
 
 def detector_groups(space: SearchSpace, recipe, size: int,

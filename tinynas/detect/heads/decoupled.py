@@ -8,6 +8,8 @@ objectness onto the contract (``outputs.py``).
 
 from __future__ import annotations
 
+import math
+
 from typing import Sequence
 
 import torch
@@ -39,9 +41,13 @@ class DecoupledHead(DenseHead):
         self.cls_preds = nn.ModuleList(nn.Conv2d(w, num_classes, 1) for _ in self.in_channels)
         self.reg_preds = nn.ModuleList(nn.Conv2d(w, self.box_channels, 1) for _ in self.in_channels)
         self.obj_preds = nn.ModuleList(nn.Conv2d(w, 1, 1) for _ in self.in_channels)
+        # The score trained here is sigmoid(cls) x sigmoid(obj) as one joint logit, and the box
+        # loss is weighted by it: each factor starts at sqrt(prior_prob) so that the joint score,
+        # not each factor, starts at prior_prob (YOLOX starts both at prior_prob, i.e. the score
+        # at its square, which starves the score-weighted box loss of a short run).
         with torch.no_grad():
             for conv in (*self.cls_preds, *self.obj_preds):
-                conv.bias.fill_(prior_bias(prior_prob))
+                conv.bias.fill_(prior_bias(math.sqrt(prior_prob)))
 
     def level(self, index: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.stems[index](x)
