@@ -22,7 +22,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tinynas.detect.recipe import load_model_recipe, parse_model_recipe  # noqa: E402
+from tinynas.detect.model_recipe import load_model_recipe, parse_model_recipe  # noqa: E402
 from tinynas.latency import build_table  # noqa: E402
 from tinynas.latency.validate_models import validate_models  # noqa: E402
 from tinynas.search import search  # noqa: E402

@@ -19,7 +19,7 @@ import torch
 
 from tinynas.deploy import reparameterize
 from tinynas.detect import build_detector, load_model_recipe
-from tinynas.detect.profile import recipe_costs
+from tinynas.detect.costs import recipe_costs
 
 PUBLISHED = {"t": (8.5, 18.1), "s": (16.3, 37.8), "m": (28.2, 61.8), "l": (42.1, 97.3)}
 

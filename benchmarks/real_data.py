@@ -44,12 +44,12 @@ from real_datasets import build  # noqa: E402
 
 from tinynas.checkpoint import load_detector  # noqa: E402
 from tinynas.detect.conv_ops import detector_op_counts  # noqa: E402
-from tinynas.detect.recipe import load_model_recipe  # noqa: E402
+from tinynas.detect.model_recipe import load_model_recipe  # noqa: E402
 from tinynas.errors import UserError  # noqa: E402
 from tinynas.latency import load_predictor  # noqa: E402
 from tinynas.data.coco import CocoDataset  # noqa: E402
 from tinynas.data.pipeline import DetectionDataset  # noqa: E402
-from tinynas.detect.profile import recipe_costs  # noqa: E402
+from tinynas.detect.costs import recipe_costs  # noqa: E402
 from tinynas.train.coco_eval import coco_metrics  # noqa: E402
 from tinynas.train.evaluate import predict_split  # noqa: E402
 
@@ -110,7 +110,7 @@ def tinynas_run(dataset, folder: Path, model: str, args, seed: int, teacher: str
         subprocess.run(command + ["--quiet"], check=True)
         done.write_text(f"{time.perf_counter() - started:.1f}\n")
     resolved = yaml.safe_load((folder / "recipe.yaml").read_text())
-    from tinynas.detect.recipe import parse_model_recipe
+    from tinynas.detect.model_recipe import parse_model_recipe
     model_recipe = parse_model_recipe(resolved, str(folder / "recipe.yaml"))
     flops = recipe_costs(model_recipe, 640)[-1]
     row = {"model": f"tinynas {model}" + (" distilled" if teacher else ""), "seed": seed,

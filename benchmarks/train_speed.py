@@ -30,7 +30,7 @@ import torch
 from tinynas.data import CocoDataset, DetectionDataset, make_loader, make_synthetic_dataset
 from tinynas.detect.anchors import anchor_points
 from tinynas.detect.detector import Detector
-from tinynas.detect.recipe import load_model_recipe
+from tinynas.detect.model_recipe import load_model_recipe
 from tinynas.train import trainer as trainer_module
 from tinynas.train.ema import ModelEMA
 from tinynas.train.losses import DetectionLoss

@@ -105,7 +105,8 @@ def test_missing_file_exits_2_from_the_installed_command(tmp_path):
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"tinynas: error: {missing}: no such file, nor a shipped architecture of that name " \
-        "(damoyolo-l, damoyolo-m, damoyolo-nano-l, damoyolo-nano-m, damoyolo-nano-s, damoyolo-s, damoyolo-t, tinynas-n)"
+        "(damoyolo-l, damoyolo-m, damoyolo-nano-l, damoyolo-nano-m, damoyolo-nano-s, damoyolo-s, damoyolo-t, tinynas-n, " \
+        "yolov6-n, yolov6-s, yolox-s)"
 
 
 def test_wrong_number_of_weights_is_a_user_error(capsys):

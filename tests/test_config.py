@@ -12,11 +12,11 @@ from conftest import ROOT
 from tinynas.cli import main
 from tinynas.config import (AUTO, Auto, Overrides, Source, apply_overrides, describe, internal, parse_override,
                             read_section, setting, setting_of)
-from tinynas.detect.recipe import load_model_recipe
+from tinynas.detect.model_recipe import load_model_recipe
 from tinynas.errors import UserError
 from tinynas.runfolder import run_dir_for
 from tinynas.search import search
-from tinynas.search.recipe import SearchSettings, load_search_recipe, recipe_space
+from tinynas.search.search_recipe import SearchSettings, load_search_recipe, recipe_space
 from tinynas.space import load_space
 from tinynas.train.recipe import TrainConfig, load_train_recipe
 

@@ -19,7 +19,7 @@ import yaml
 
 from tinynas.cli import main
 from tinynas.data.synthetic import make_synthetic_dataset
-from tinynas.detect.recipe import load_model_recipe
+from tinynas.detect.model_recipe import load_model_recipe
 from tinynas.latency.detector_model import DetectorLatencyModel
 from tinynas.resources import resolve_space_path
 from tinynas.space import load_space

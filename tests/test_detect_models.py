@@ -8,7 +8,7 @@ import torch
 from tinynas.detect import build_detector, load_model_recipe, parse_model_recipe
 from tinynas.arch import Arch
 from tinynas.detect.decode import decode_boxes
-from tinynas.detect.profile import recipe_costs
+from tinynas.detect.costs import recipe_costs
 from tinynas.resources import SPACE_DIR
 from tinynas.space import load_space
 

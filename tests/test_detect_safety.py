@@ -17,6 +17,7 @@ from PIL import Image
 
 from test_detect_io import CLASSES, checkpoint, tiny_model, tiny_recipe_doc  # noqa: F401 (a fixture)
 from tinynas import memory
+from tinynas.detect import footprint
 from tinynas.checkpoint import load_checkpoint, save_checkpoint
 from tinynas.cli import main
 from tinynas.detect import parse_model_recipe
@@ -214,7 +215,7 @@ def test_detector_estimate_tracks_a_real_forward_pass(tmp_path):
     """The meta-device replay against the resident memory a real forward pass adds."""
     recipe = parse_model_recipe(tiny_recipe_doc(), "tiny")
     size, batch = 512, 8
-    estimate = memory.detector_bytes(recipe, size, batch)
+    estimate = footprint.detector_bytes(recipe, size, batch)
     script = (
         "import torch\n"
         "from test_detect_io import tiny_recipe_doc\n"
@@ -243,14 +244,14 @@ def test_detector_estimate_tracks_a_real_forward_pass(tmp_path):
 def test_training_estimate_adds_gradients_and_optimizer_state(monkeypatch):
     recipe = parse_model_recipe(tiny_recipe_doc(), "tiny")
     params = sum(p.numel() * 4 for p in tiny_model().parameters())
-    inference = memory.detector_bytes(recipe, 128, 2)
-    training = memory.detector_bytes(recipe, 128, 2, training=True)
-    assert training > inference + (memory.TRAINING_STATE_COPIES + 1) * params  # + gradients + saved activations
-    assert memory.detector_bytes(recipe, 128, 2, training=True, amp=True) < training
+    inference = footprint.detector_bytes(recipe, 128, 2)
+    training = footprint.detector_bytes(recipe, 128, 2, training=True)
+    assert training > inference + (footprint.TRAINING_STATE_COPIES + 1) * params  # + gradients + saved activations
+    assert footprint.detector_bytes(recipe, 128, 2, training=True, amp=True) < training
     monkeypatch.setattr(memory, "available_memory", lambda device=None: (inference + training) // 2)
-    assert memory.check_detector_fits(recipe, 128, 2) == inference
+    assert footprint.check_detector_fits(recipe, 128, 2) == inference
     with pytest.raises(UserError) as err:
-        memory.check_detector_fits(recipe, 128, 2, training=True, source="recipe.yaml", field="train.batch_size")
+        footprint.check_detector_fits(recipe, 128, 2, training=True, source="recipe.yaml", field="train.batch_size")
     assert (err.value.source, err.value.field) == ("recipe.yaml", "train.batch_size")
     assert f"~{memory.format_bytes(training)}" in err.value.reason
 

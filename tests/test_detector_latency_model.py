@@ -11,7 +11,7 @@ import pytest
 from test_detect_io import tiny_recipe_doc
 from tinynas.detect import parse_model_recipe
 from tinynas.detect.conv_ops import detector_op_counts
-from tinynas.detect.recipe import load_model_recipe
+from tinynas.detect.model_recipe import load_model_recipe
 from tinynas.errors import UserError
 from tinynas.latency import build_table, load_predictor
 from tinynas.latency.build import build_grid

@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from conftest import SPACE_NAMES, space_path
-from tinynas.deploy.reparam import reparameterize
+from tinynas.nn.reparam import reparameterize
 from tinynas.detect import build_detector, load_model_recipe, parse_model_recipe
 from tinynas.detect.conv_ops import detector_op_counts
-from tinynas.detect.profile import detector_costs, recipe_costs
+from tinynas.detect.costs import detector_costs, recipe_costs
 from tinynas.space import load_space
 
 SIZE = 320

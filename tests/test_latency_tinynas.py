@@ -22,7 +22,7 @@ from tinynas.latency.interpolate import tinynas_ratio
 from tinynas.latency.table import base_meta, read_meta, rows_frame
 from tinynas.ops import ConvOp
 from tinynas.search.judge import Evaluator
-from tinynas.search.recipe import load_recipe, recipe_space, resolve_latency_path
+from tinynas.search.search_recipe import load_recipe, recipe_space, resolve_latency_path
 
 DB = ROOT / "latency_db"
 R, D = "regular", "depthwise"

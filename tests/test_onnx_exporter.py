@@ -19,7 +19,7 @@ pytest.importorskip("onnxruntime")
 
 from tinynas.deploy.onnx_export import DetectorWithNMS, compare_with_torch, export_onnx, run_onnx  # noqa: E402
 from tinynas.deploy.onnx_trace import IR_VERSION, OPSET  # noqa: E402
-from tinynas.deploy.reparam import reparameterize  # noqa: E402
+from tinynas.nn.reparam import reparameterize  # noqa: E402
 from tinynas.latency import onnx_graphs  # noqa: E402
 
 KEPT = 40  # boxes above the score threshold each NMS test starts from

@@ -12,7 +12,7 @@ import torch
 from tinynas.arch import Arch
 from tinynas.detect import build_backbone, load_model_recipe
 from tinynas.detect.conv_ops import detector_op_counts, traced_backbone_op_counts
-from tinynas.detect.recipe import BackboneConfig, HeadConfig, ModelRecipe, NeckConfig, output_strides
+from tinynas.detect.model_recipe import BackboneConfig, HeadConfig, ModelRecipe, NeckConfig, output_strides
 from tinynas.latency.validate import random_archs
 from tinynas.neck_plan import neck_head_op_counts
 from tinynas.ops import conv_op_counts

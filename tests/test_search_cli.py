@@ -7,7 +7,7 @@ import pytest
 from conftest import ROOT
 from tinynas.cli import main
 from tinynas.search.budgets import Budget
-from tinynas.search.recipe import load_recipe, recipe_space
+from tinynas.search.search_recipe import load_recipe, recipe_space
 
 
 def run(capsys, *argv):

@@ -18,7 +18,7 @@ from tinynas.detect.decode import decode_boxes, dfl_integral
 from tinynas.detect.detector import Detector
 from tinynas.detect.heads import HEADS
 from tinynas.detect.necks import NECKS
-from tinynas.detect.recipe import load_model_recipe, output_channels, output_strides, parse_model_recipe
+from tinynas.detect.model_recipe import load_model_recipe, output_channels, output_strides, parse_model_recipe
 from tinynas.ops import REGULAR, ConvOp
 from tinynas.space import load_space
 from tinynas.train.recipe import parse_train_recipe
@@ -223,7 +223,7 @@ def test_train_recipe_reads_loss_options_and_refuses_dfl_without_bins(tmp_path):
 
 
 def test_shipped_yolo_recipes_have_the_published_sizes():
-    from tinynas.detect.profile import recipe_costs
+    from tinynas.detect.costs import recipe_costs
 
     # Params as published; GFLOPs in torch's count, which gives the two 2x2 stride-2 transposed
     # convs of Rep-PAN their true MACs where thop (the published figures) counts four times as many.

@@ -25,7 +25,7 @@ import torch
 
 from .atomic import atomic_write_bytes
 from .detect.detector import Detector
-from .detect.recipe import ModelRecipe, parse_model_recipe
+from .detect.model_recipe import ModelRecipe, parse_model_recipe
 from .errors import UserError
 
 FORMAT = "tinynas-detector"
@@ -35,7 +35,7 @@ KNOWN_KEYS = {"format", "version", "recipe", "class_names", "fused", "state_dict
 
 
 def default_class_names(num_classes: int) -> list[str]:
-    from .detect.coco import COCO_CLASSES
+    from .detect.coco_classes import COCO_CLASSES
     if num_classes == len(COCO_CLASSES):
         return list(COCO_CLASSES)
     return [f"class{i}" for i in range(num_classes)]

@@ -59,9 +59,10 @@ def register(sub) -> None:
 
 
 def run_model_info(args) -> int:
-    from ..detect.profile import recipe_costs
-    from ..detect.recipe import load_model_recipe
-    from ..memory import detector_bytes, format_bytes
+    from ..detect.costs import recipe_costs
+    from ..detect.model_recipe import load_model_recipe
+    from ..detect.footprint import detector_bytes
+    from ..memory import format_bytes
 
     recipe = load_model_recipe(args.recipe)
     parts = recipe_costs(recipe, args.size, fused=not args.unfused)
@@ -104,7 +105,7 @@ def describe_parts(recipe) -> str:
 def run_predict(args) -> int:
     from ..checkpoint import load_detector
     from ..detect.predict import RESULTS_NAME, predict
-    from ..detect.recipe import load_model_recipe
+    from ..detect.model_recipe import load_model_recipe
 
     recipe = load_model_recipe(args.recipe) if args.recipe else None
     model, names = load_detector(args.weights, recipe)

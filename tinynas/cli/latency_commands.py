@@ -260,7 +260,7 @@ def _model_recipe(text: str):
     if text.endswith(".pt"):
         from ..checkpoint import load_checkpoint
         return load_checkpoint(text).recipe
-    from ..detect.recipe import load_model_recipe
+    from ..detect.model_recipe import load_model_recipe
     return load_model_recipe(text)
 
 

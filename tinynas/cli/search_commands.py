@@ -2,7 +2,7 @@
 
 Every setting is a key of a search recipe (``population=64``); each ``--flag`` of a setting is
 another spelling of its key, generated from the recipe's own description (so defaults and
-help live in one place, ``tinynas/search/recipe.py``). A flag or ``key=value`` replaces the
+help live in one place, ``tinynas/search/search_recipe.py``). A flag or ``key=value`` replaces the
 recipe's value, and an error in one names it rather than the recipe file.
 """
 
@@ -17,7 +17,7 @@ from ..errors import UserError
 from ..runfolder import run_dir_for
 from ..search.budgets import parse_budget
 from ..search.evolution import BACKENDS, resume, search
-from ..search.recipe import (DEFAULT_LATENCY_DB, SearchRecipe, check_weights, load_search_recipe, recipe_space,
+from ..search.search_recipe import (DEFAULT_LATENCY_DB, SearchRecipe, check_weights, load_search_recipe, recipe_space,
                              resolve_latency_path, with_command_line)
 from .format import human
 

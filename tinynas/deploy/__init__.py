@@ -1,5 +1,5 @@
 """Deployment: re-parameterisation into the inference form, and ONNX export."""
 
-from .reparam import reparameterize
+from ..nn.reparam import reparameterize
 
 __all__ = ["reparameterize"]

@@ -16,12 +16,12 @@ from torch import nn
 
 from ..atomic import atomic_write_bytes
 from ..detect.detector import Detector
-from ..detect.recipe import check_input_size
+from ..detect.model_recipe import check_input_size
 from ..errors import UserError
-from ..memory import check_detector_fits
+from ..detect.footprint import check_detector_fits
 from ..runfolder import check_new_file
 from .onnx_trace import INSTALL_HINT, OPSET, module_to_onnx, require_exporter
-from .reparam import reparameterize
+from ..nn.reparam import reparameterize
 
 # torch.export cannot trace per-class NMS written in Python: the kept count depends on the
 # data, and the first float() of a threshold stops it (GuardOnDataDependentSymNode). As an

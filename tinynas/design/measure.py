@@ -32,7 +32,7 @@ def _timer(spec: DesignSpec, onnx_path: Path, model, setup):
         return setup.runtime.compile(onnx_path.read_bytes(), {"images": x})
     import torch
 
-    from ..deploy.reparam import reparameterize
+    from ..nn.reparam import reparameterize
 
     fused = reparameterize(model).eval().to(setup.device, setup.dtype)
     images = torch.from_numpy(x).to(setup.device, setup.dtype)

@@ -21,7 +21,7 @@ import yaml
 
 from ..atomic import atomic_write_text
 from ..checkpoint import load_checkpoint
-from ..detect.profile import recipe_costs
+from ..detect.costs import recipe_costs
 from ..train.run import TrainRun
 from ..train.run_files import MetricsLog
 from .spec import DesignSpec

@@ -18,7 +18,7 @@ from .spec import DesignSpec
 def latency_model(spec: DesignSpec, num_classes: int):
     """The whole-detector latency model the search and the report price with (the head's
     class convs depend on the dataset's class count)."""
-    from ..detect.recipe import load_model_recipe
+    from ..detect.model_recipe import load_model_recipe
     from ..latency.detector_model import DetectorLatencyModel
 
     return DetectorLatencyModel(spec.db, load_model_recipe(spec.model).with_num_classes(num_classes))

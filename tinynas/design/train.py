@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from ..detect.recipe import resolve_model_path
+from ..detect.model_recipe import resolve_model_path
 from ..distill.chain import load_chain, run_chain
 from ..fileio import read_yaml
 from .spec import DesignSpec

@@ -6,7 +6,7 @@ from .detector import Detector, build_backbone, build_detector
 from .head import ZeroHead
 from .neck import GiraffeNeckV2
 from .nms import Detections, batched_nms, box_iou, multiclass_nms, nms
-from .recipe import (BackboneConfig, HeadConfig, ModelRecipe, NeckConfig, check_input_size, load_model_recipe,
+from .model_recipe import (BackboneConfig, HeadConfig, ModelRecipe, NeckConfig, check_input_size, load_model_recipe,
                      parse_model_recipe)
 
 __all__ = [

@@ -21,7 +21,7 @@ from torch import nn
 from ..ops import DEPTHWISE, REGULAR, ConvOp
 from ..nn.fuse import fuse_model
 from .detector import Detector, build_backbone, build_head, build_neck
-from .recipe import IMAGE_CHANNELS, ModelRecipe, check_input_size
+from .model_recipe import IMAGE_CHANNELS, ModelRecipe, check_input_size
 
 
 def _traced_op_counts(model: nn.Module, run) -> list[tuple[ConvOp, int]]:

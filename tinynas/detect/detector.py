@@ -19,7 +19,7 @@ from .decode import decode_boxes
 from .heads import HEADS, create_head
 from .necks import NECKS, create_neck
 from .part_config import part_options
-from .recipe import IMAGE_CHANNELS, ModelRecipe
+from .model_recipe import IMAGE_CHANNELS, ModelRecipe
 
 BACKBONE_WRAPS = {"res": ResBackbone, "csp": CSPBackbone, "efficientrep": EfficientRepBackbone}
 

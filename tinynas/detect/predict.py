@@ -15,16 +15,17 @@ from tqdm import tqdm
 
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..errors import UserError
-from ..memory import check_detector_fits, image_size
+from ..memory import image_size
+from .footprint import check_detector_fits
 from ..memory import read_rgb as read_image  # noqa: F401  (the name callers of this module know)
 from ..runfolder import check_new_file, check_new_folder, owned_folder
-from .coco import COCO_CATEGORY_IDS, COCO_CLASSES
+from .coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
 from .detector import Detector
 from ..data.pipeline import to_tensor
 from ..data.sample import EMPTY_BOXES, EMPTY_LABELS, Sample
 from ..data.transforms import letterbox
 from .nms import Detections, multiclass_nms
-from .recipe import check_input_size
+from .model_recipe import check_input_size
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 DRAWN_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")  # others are drawn as PNG

@@ -136,7 +136,7 @@ def _run(recipe: TrainRecipe, progress: bool, log) -> TrainRun:
 
 
 def _size_and_latency(recipe: TrainRecipe, latency_db: str | None) -> dict:
-    from ..detect.profile import recipe_costs
+    from ..detect.costs import recipe_costs
 
     total = recipe_costs(recipe.model, recipe.data.size, fused=True)[-1]
     row = {"params_M": total.params / 1e6, "GFLOPs": total.flops / 1e9, "latency_ms": math.nan}

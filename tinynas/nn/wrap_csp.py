@@ -17,7 +17,7 @@ from torch import nn
 from ..arch import Arch, BlockSpec
 from ..layout import Conv
 from ..plan import csp_stage_layout, csp_stages, plan
-# Where readers have always found it (detect/recipe.py); the plan owns it now.
+# Where readers have always found it (detect/model_recipe.py); the plan owns it now.
 from ..plan import default_csp_outputs  # noqa: F401
 from .conv_bn_act import ConvBNAct
 from .spp import SPPBottleneck

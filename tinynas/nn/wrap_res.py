@@ -17,7 +17,7 @@ from torch import nn
 from ..arch import CONV, Arch, BlockSpec
 from ..layout import Conv, detector_unit
 from ..plan import plan, res_spp_block, stem_conv
-# Where readers have always found them (detect/recipe.py); the plan owns them now.
+# Where readers have always found them (detect/model_recipe.py); the plan owns them now.
 from ..plan import default_res_outputs, last_stage_start  # noqa: F401
 from .activation import get_activation
 from .conv_bn_act import ConvBNAct

@@ -123,7 +123,7 @@ def build_config(space: SearchSpace, budgets, ladder, latency, population, candi
 
 def detector_doc(detector, source: str = "") -> dict:
     """What a config stores of a detector recipe: its name and its whole content."""
-    from ..detect.recipe import ModelRecipe, load_model_recipe
+    from ..detect.model_recipe import ModelRecipe, load_model_recipe
 
     recipe = detector if isinstance(detector, ModelRecipe) else load_model_recipe(str(detector))
     return {"detector": recipe.to_dict(), "detector_name": recipe.name or str(detector)}
@@ -135,7 +135,7 @@ def config_latency_model(config: dict, latency, source: str = ""):
     stored = config.get("latency") or {}
     if "detector" not in stored or latency is None:
         return latency
-    from ..detect.recipe import parse_model_recipe
+    from ..detect.model_recipe import parse_model_recipe
     from ..latency.detector_model import DetectorLatencyModel
 
     recipe = parse_model_recipe(stored["detector"], f"{source or 'config'}: latency.detector")

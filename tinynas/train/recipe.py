@@ -18,7 +18,7 @@ from typing import Literal, Sequence, get_args
 from ..config import AUTO, Auto, Overrides, Setting, Source, as_source, read_section, read_value, setting
 from ..data.cache import CACHE_MODES
 from ..data.pipeline import AugmentConfig
-from ..detect.recipe import ModelRecipe, check_input_size, load_model_recipe, parse_model_recipe
+from ..detect.model_recipe import ModelRecipe, check_input_size, load_model_recipe, parse_model_recipe
 from ..errors import UserError
 from ..fileio import read_yaml
 from ..runfolder import plain_name, run_dir_for

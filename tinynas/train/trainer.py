@@ -39,7 +39,7 @@ from ..data.pipeline import DetectionDataset
 from ..detect.anchors import anchor_points
 from ..detect.detector import Detector
 from ..errors import UserError
-from ..memory import check_detector_fits
+from ..detect.footprint import check_detector_fits
 from ..runfolder import owned_folder
 from .ema import ModelEMA
 from .evaluate import evaluate

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..nn.fuse import fuse_model
+from .fuse import fuse_model
 
 
 def reparameterize(model: nn.Module, inplace: bool = False) -> nn.Module:

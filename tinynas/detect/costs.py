@@ -20,9 +20,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..deploy.reparam import reparameterize
+from ..nn.reparam import reparameterize
 from .detector import Detector, build_detector
-from .recipe import ModelRecipe, check_input_size
+from .model_recipe import ModelRecipe, check_input_size
 
 
 @dataclass(frozen=True)
