@@ -61,11 +61,11 @@ PEER_SCRIPT = Path(__file__).resolve().parent / "peer_ultralytics.py"
 # starts the score at DAMO-YOLO's 0.01 (tests/test_train_options.py says why it matters).
 COMBOS = {
     "damo": ({}, {}, {}),
-    "yolox": ({"type": "pafpn", "depth": 0.33}, {"type": "decoupled", "reg_max": 0, "prior_prob": 0.1},
+    "yolox": ({"type": "pafpn", "depth": 0.33}, {"type": "decoupled", "reg_max": 0},
               {"assigner": "simota", "cls_loss": "bce", "box_loss": "ciou", "dfl": False}),
     "yolov6": ({"type": "reppan", "depth": 0.33}, {"type": "effidehead", "reg_max": 0},
                {"assigner": "tal", "cls_loss": "vfl", "box_loss": "siou", "dfl": False}),
-    "tood": ({}, {"type": "tood", "prior_prob": 0.1}, {"assigner": "tal"}),
+    "tood": ({}, {"type": "tood"}, {"assigner": "tal"}),
     "asff": ({"type": "asff", "depth": 0.33}, {}, {}),
     "gsconv": ({"type": "gsconv", "depth": 0.33}, {"type": "effidehead"}, {"assigner": "tal", "cls_loss": "vfl"}),
 }

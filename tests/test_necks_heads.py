@@ -308,5 +308,5 @@ def test_objectness_heads_start_their_joint_score_at_the_prior(head):
     # The score trained is sigmoid(cls) x sigmoid(obj); it, not each factor, starts at the prior.
     model = create_head(head, (32, 64, 128), 3, 16, (8, 16, 32), prior_prob=0.01)
     for cls_pred, obj_pred in zip(model.cls_preds, model.obj_preds):
-        score = torch.sigmoid(joint_logit(cls_pred.bias[:1], obj_pred.bias))
+        score = torch.sigmoid(joint_logit(cls_pred.bias[:1], obj_pred.bias)).detach()
         assert float(score) == pytest.approx(0.01, rel=1e-5)
