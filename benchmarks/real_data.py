@@ -67,6 +67,7 @@ COMBOS = {
                {"assigner": "tal", "cls_loss": "vfl", "box_loss": "siou", "dfl": False}),
     "tood": ({}, {"type": "tood"}, {"assigner": "tal"}),
     "asff": ({"type": "asff", "depth": 0.33}, {}, {}),
+    "asff_sim": ({"type": "asff_sim", "depth": 0.33}, {}, {}),
     "gsconv": ({"type": "gsconv", "depth": 0.33}, {"type": "effidehead"}, {"assigner": "tal", "cls_loss": "vfl"}),
 }
 
