@@ -131,7 +131,8 @@ def _run(recipe: TrainRecipe, progress: bool, log) -> TrainRun:
         return run
     resume = run.last_checkpoint() is not None
     log(f"{recipe.run_dir}: {'resuming' if resume else 'training'}")
-    train(recipe, resume=resume, progress=progress, extra_loss=distillation_term(recipe.distill))
+    train(recipe, resume=resume, progress=progress, extra_loss=distillation_term(recipe.distill),
+          source=str(recipe.run_dir))  # a stage has no file of its own; its folder names it
     return run
 
 
