@@ -23,7 +23,6 @@ from ..atomic import atomic_write_text
 from ..checkpoint import load_checkpoint
 from ..detect.costs import recipe_costs
 from ..train.run import TrainRun
-from ..train.run_files import MetricsLog
 from .spec import DesignSpec
 
 REPORT_NAME = "report.md"
@@ -33,7 +32,7 @@ FIGURES = {"ap_latency": "ap_vs_latency.png", "predicted": "predicted_vs_measure
 
 def final_metrics(run: str) -> dict:
     """AP and AP50 of a run's best evaluation (the epoch its ``best.pt`` holds)."""
-    rows = [r for r in MetricsLog(Path(run) / "metrics.csv").rows() if r.get("AP") not in (None, "")]
+    rows = [r for r in TrainRun(run).metrics() if r.get("AP") not in (None, "")]
     if not rows:
         return {"AP": math.nan, "AP50": math.nan, "epoch": None}
     best = max(rows, key=lambda r: float(r["AP"]))
@@ -146,7 +145,7 @@ def draw(out: Path, rows: list[dict], budget_ms: float) -> dict:
     _save(fig, out / FIGURES["predicted"])
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for r in rows:
-        points = [(int(float(m["epoch"])), float(m["AP"])) for m in MetricsLog(Path(r["run"]) / "metrics.csv").rows()
+        points = [(int(float(m["epoch"])), float(m["AP"])) for m in TrainRun(r["run"]).metrics()
                   if m.get("AP") not in (None, "")]
         if points:
             ax.plot(*zip(*points), marker="o", markersize=3, label=r["model"])

@@ -13,10 +13,12 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from ..atomic import atomic_write_text
+from ..config import read_section, setting
 from ..errors import UserError
 from ..fileio import read_yaml
 from ..resources import resolve_space_path
 from ..search.budgets import Budget, format_limit, parse_budget
+from ..search.settings import AT_LEAST_ONE
 
 SPEC_NAME = "design.json"
 # The shipped table each runtime is priced with when no --db is given (built on this project's
@@ -36,13 +38,13 @@ class DesignSpec:
     space: str = "k1kx"
     teacher_factors: tuple[float, ...] = (2.0, 4.0)  # larger rungs (x budget) trained as teachers
     budgets: tuple[str, ...] = ()  # further fixed budgets of the backbone, e.g. "layers=25"
-    candidates: int = 20000
+    candidates: int = setting(20000, bounds=AT_LEAST_ONE, help="search candidates")
     seed: int = 0
-    epochs: int = 100
-    size: int = 320
-    batch_size: int = 16
+    epochs: int = setting(100, bounds=AT_LEAST_ONE, help="training epochs of every model")
+    size: int = setting(320, bounds=AT_LEAST_ONE, unit="pixels", help="input size")
+    batch_size: int = setting(16, bounds=AT_LEAST_ONE, help="training batch")
     baselines: bool = False  # also train each distilled model without its teacher
-    timed_runs: int = 30
+    timed_runs: int = setting(30, bounds=AT_LEAST_ONE, help="timed runs of each exported model")
 
     def latency_budget(self) -> Budget:
         return parse_budget(self.budget, "--budget", "--budget")
@@ -71,10 +73,9 @@ def check_spec(spec: DesignSpec) -> DesignSpec:
     if not spec.teacher_factors or any(not math.isfinite(f) or f <= 1.0 for f in spec.teacher_factors):
         raise UserError("--teacher-factors", "", f"expected factors above 1 (e.g. 2,4), got "
                         f"{list(spec.teacher_factors)}")
-    for name in ("candidates", "epochs", "batch_size", "timed_runs"):
-        value = getattr(spec, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise UserError(f"--{name.replace('_', '-')}", "", f"must be a positive integer, got {value!r}")
+    # The counts are checked by the one settings reader (ranges from the fields above).
+    counted = ("data", "budget", "candidates", "epochs", "size", "batch_size", "timed_runs")
+    read_section(DesignSpec, {name: getattr(spec, name) for name in counted}, "design settings")
     if spec.size % 32:
         raise UserError("--size", "", f"must be a multiple of 32 (the detector's deepest stride), got {spec.size}")
     db = spec.db or DEFAULT_TABLES.get(spec.runtime, "")
