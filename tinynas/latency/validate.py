@@ -180,10 +180,12 @@ def validate_table(table_path: str | os.PathLike, space: SearchSpace, n: int = 5
         bar.close()
         for arch in todo:
             t = measure.summarize(samples[arch.digest()])
-            cache[arch.digest()] = (t.median_ms, t.spread_ms)
+            # Kept exactly as the log stores them, so a resumed run computes the same figures.
+            median, spread_ms = f"{t.median_ms:.6g}", f"{t.spread_ms:.6g}"
+            cache[arch.digest()] = (float(median), float(spread_ms))
             if log is not None:
                 text = json.dumps(arch.to_dicts(), separators=(",", ":")).replace(",", ";")
-                append_row(log, f"{arch.digest()},{t.median_ms:.6g},{t.spread_ms:.6g},{text}\n")
+                append_row(log, f"{arch.digest()},{median},{spread_ms},{text}\n")
         measured, spread = [], []
         for arch in archs:
             digest = arch.digest()
