@@ -186,3 +186,48 @@ def test_registry_names_every_assigner_with_the_same_call():
     assert isinstance(create_assigner("tal", topk=3).assign(*inputs), ScoredAssignment)
     with pytest.raises(UserError, match="train.assigner.*'atss'.*alignota, simota, tal"):
         get_assigner("atss")
+
+
+# ---- AlignOTA's class cost ------------------------------------------------------------------------
+
+def literal_quality_focal_cost(probs, gt_labels, ious):
+    """DAMO-YOLO's cost as written there: the [K, G, C] tensor of per-class terms, summed."""
+    import torch.nn.functional as F
+    soft = F.one_hot(gt_labels, probs.shape[1]).float()[None] * ious[..., None]
+    prob = probs[:, None, :].expand_as(soft).clamp(1e-6, 1 - 1e-6)
+    return (F.binary_cross_entropy(prob, soft, reduction="none") * (soft - prob).abs().pow(2)).sum(-1)
+
+
+@pytest.mark.parametrize("classes", [1, 3, 80])
+def test_alignota_class_cost_equals_the_literal_sum_over_classes(classes):
+    from tinynas.train.assigner import quality_focal_cost
+    gen = torch.Generator().manual_seed(classes)
+    probs = torch.rand(300, classes, generator=gen)
+    probs[:10] = torch.tensor([0.0, 1.0])[torch.randint(0, 2, (10, classes), generator=gen)]  # the clamp's ends
+    labels = torch.randint(0, classes, (7,), generator=gen)
+    ious = torch.rand(300, 7, generator=gen)
+    ious[:, 0] = 0.0
+    fast, literal = quality_focal_cost(probs, labels, ious), literal_quality_focal_cost(probs, labels, ious)
+    assert fast.shape == (300, 7)
+    assert torch.allclose(fast, literal, rtol=1e-5, atol=1e-5)
+
+
+def test_alignota_assigns_as_with_the_literal_cost(monkeypatch):
+    import tinynas.train.assigner as module
+    gen = torch.Generator().manual_seed(0)
+    side = torch.arange(4.0, 320.0, 8.0)
+    points = torch.stack(torch.meshgrid(side, side, indexing="xy"), -1).reshape(-1, 2)
+    strides = torch.full((len(points),), 8.0)
+    for _ in range(5):
+        corners = torch.rand(12, 2, generator=gen) * 240
+        gt = torch.cat([corners, corners + 16 + torch.rand(12, 2, generator=gen) * 64], 1)
+        labels = torch.randint(0, 80, (12,), generator=gen)
+        scores = torch.rand(len(points), 80, generator=gen)
+        jitter = (torch.rand(len(points), 4, generator=gen) - 0.5) * 24
+        boxes = torch.cat([points - 12, points + 12], 1) + jitter
+        fast = AlignOTAAssigner().assign(scores, boxes, points, strides, gt, labels)
+        with monkeypatch.context() as patch:
+            patch.setattr(module, "quality_focal_cost", literal_quality_focal_cost)
+            literal = AlignOTAAssigner().assign(scores, boxes, points, strides, gt, labels)
+        assert fast.positive.sum() > 12
+        assert torch.equal(fast.gt_index, literal.gt_index) and torch.equal(fast.ious, literal.ious)
