@@ -53,7 +53,7 @@ def test_each_assigner_and_head_learns_to_detect_shapes(system, shapes, tmp_path
     result = train(recipe, progress=False)
     assert result.last_metrics["AP50"] >= 0.5, result.last_metrics
 
-    options = recipe.train.loss_options()
+    options = recipe.train.loss_options(recipe.model.head.reg_max)
     with open(tmp_path / "run" / "metrics.csv", newline="") as handle:
         columns = next(csv.reader(handle))
     assert {options.cls_loss, options.box_loss} <= set(columns)

@@ -211,9 +211,14 @@ def test_train_recipe_reads_loss_options_and_refuses_dfl_without_bins(tmp_path):
     doc = {**model_doc("res", "pafpn", "effidehead", reg_max=0), "data": {**data, "size": 320},
            "train": {"assigner": "tal", "cls_loss": "vfl", "box_loss": "siou", "dfl": False}}
     recipe = parse_train_recipe(doc, "t.yaml")
-    options = recipe.train.loss_options()
+    options = recipe.train.loss_options(recipe.model.head.reg_max)
     assert (options.assigner, options.cls_loss, options.box_loss, options.dfl) == ("tal", "vfl", "siou", False)
     assert recipe.to_dict()["train"]["assigner"] == "tal"
+    # dfl: auto (the default) follows the head: off without bins, on with them.
+    plain = parse_train_recipe({**doc, "train": {"assigner": "tal"}}, "t.yaml")
+    assert plain.train.dfl == "auto" and plain.train.loss_options(0).dfl is False
+    binned = parse_train_recipe({**doc, **model_doc("res", "pafpn", "effidehead", reg_max=16), "train": {}}, "t.yaml")
+    assert binned.train.loss_options(binned.model.head.reg_max).dfl is True
     for train, field, words in (({"dfl": True}, "train.dfl", "set train.dfl: false"),
                                 ({"assigner": "atss", "dfl": False}, "train.assigner", "one of alignota, simota, tal"),
                                 ({"box_loss": "diou", "dfl": False}, "train.box_loss", "one of giou, ciou, siou")):

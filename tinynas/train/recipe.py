@@ -83,10 +83,13 @@ class TrainConfig:
                             help="label assignment: alignota (DAMO-YOLO) | simota (YOLOX) | tal (YOLOv6, TOOD)")
     cls_loss: str = setting("qfl", choices=tuple(CLS_LOSSES), help="class loss: qfl | vfl | bce")
     box_loss: str = setting("giou", choices=tuple(BOX_LOSSES), help="box loss: giou | ciou | siou")
-    dfl: bool = setting(True, help="distribution focal loss on the box bins; needs a head with reg_max > 0")
+    dfl: bool | Auto = setting(AUTO, help="distribution focal loss on the box bins; auto: on when the head "
+                                          "has them (reg_max > 0)")
 
-    def loss_options(self) -> LossOptions:
-        return LossOptions(self.assigner, self.cls_loss, self.box_loss, self.dfl)
+    def loss_options(self, reg_max: int) -> LossOptions:
+        """The loss's parts for a head with ``reg_max`` bins (``dfl: auto`` resolved against it)."""
+        dfl = reg_max > 0 if self.dfl == AUTO else self.dfl
+        return LossOptions(self.assigner, self.cls_loss, self.box_loss, dfl)
 
 
 @dataclass(frozen=True)
@@ -177,9 +180,9 @@ def parse_train_recipe(doc: object, source: str | Source = "<recipe>", base_dir:
                              for k, v in asdict(data).items()})
     check_input_size(model, data.size, src.of("data.size"), "data.size")
     train = read_section(TrainConfig, doc.get("train"), src, "train")
-    if train.dfl and model.head.reg_max == 0:
+    if train.dfl is True and model.head.reg_max == 0:
         raise src.error("train.dfl", f"the {model.head.type} head has reg_max 0 (boxes as distances, no DFL bins): "
-                                     "set train.dfl: false, or give the head reg_max > 0")
+                                     "set train.dfl: false or auto, or give the head reg_max > 0")
     evaluation = read_section(EvalConfig, doc.get("eval"), src, "eval")
     distill = read_section(DistillConfig, doc.get("distill"), src, "distill")
     augment = AugmentConfig.from_dict(doc.get("augment"), src)

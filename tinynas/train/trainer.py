@@ -225,7 +225,7 @@ def _train(recipe: TrainRecipe, resume: bool, stop_after: int | None, progress: 
             step_module, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=extra_loss is not None)  # a term may skip iterations
     ema = ModelEMA(model, cfg.ema_decay, cfg.ema_ramp)
-    loss_fn = ComposedDetectionLoss(model.num_classes, model.head.reg_max, cfg.loss_options())
+    loss_fn = ComposedDetectionLoss(model.num_classes, model.head.reg_max, cfg.loss_options(model.head.reg_max))
     log = MetricsLog(run.metrics_path)
 
     start_epoch, best_ap = 0, -1.0
