@@ -274,14 +274,20 @@ def measure_network(arch: Arch, resolution: int, setup: DeviceSetup, batch: int 
 def sample_network(arch: Arch, resolution: int, setup: DeviceSetup, batch: int = 1,
                    warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS, seed: int = 0) -> list[float]:
     """The timed runs of ``measure_network``, unsummarised (validate pools several rounds)."""
+    return sample_runs(network_runner(arch, resolution, setup, batch, seed), setup, warmup, runs)
+
+
+def network_runner(arch: Arch, resolution: int, setup: DeviceSetup, batch: int = 1, seed: int = 0):
+    """A callable running the whole deployed backbone once on a fixed input; in a runtime the
+    graph is exported and compiled here, once, however many rounds time it."""
     if setup.runtime is not None:
         graph, inputs = onnx_graphs.network_graph(arch, resolution, batch, seed)
-        return sample_runs(setup.runtime.compile(graph, inputs), setup, warmup, runs)
+        return setup.runtime.compile(graph, inputs)
     gen = torch.Generator().manual_seed(seed)
     model = deployed_backbone(arch).to(setup.device, setup.dtype)
     x = torch.randn(batch, arch.in_channels, resolution, resolution, generator=gen)
     x = x.to(setup.device, setup.dtype)
-    return sample_runs(lambda: model(x), setup, warmup, runs)
+    return lambda: model(x)
 
 
 def detector_runner(recipe, size: int, setup: DeviceSetup, batch: int = 1, seed: int = 0):

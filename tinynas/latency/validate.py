@@ -31,6 +31,7 @@ from ..runfolder import check_new_folder, owned_folder
 from ..space import SearchSpace
 from . import measure
 from .predictor import LatencyPredictor
+from .runtimes import Runner
 from .table import append_row, load_table, update_meta
 
 FITS = ("affine", "offset", "none")
@@ -171,11 +172,18 @@ def validate_table(table_path: str | os.PathLike, space: SearchSpace, n: int = 5
         todo = [a for a in archs if a.digest() not in cache]
         rounds = max(1, min(rounds, runs))
         samples: dict[str, list[float]] = {a.digest(): [] for a in todo}
+        # A runtime's network is exported and compiled once (an export takes seconds) and kept
+        # for every round; an eager network is rebuilt each round, so only one is held at a time.
+        compiled: dict[str, Runner] = {}
         bar = tqdm(total=len(todo) * rounds, desc="validate", unit="net", disable=not progress)
         for r in range(rounds):
             share = runs // rounds + (1 if r < runs % rounds else 0)
             for arch in todo:
-                samples[arch.digest()] += measure.sample_network(arch, resolution, setup, table.batch, warmup, share)
+                digest = arch.digest()
+                run = compiled.get(digest) or measure.network_runner(arch, resolution, setup, table.batch)
+                if setup.runtime is not None:
+                    compiled[digest] = run
+                samples[digest] += measure.sample_runs(run, setup, warmup, share)
                 bar.update()
         bar.close()
         for arch in todo:
