@@ -180,16 +180,21 @@ def test_a_crashed_detector_search_resumes_from_its_own_config(detector_table, t
     from tinynas.search import resume
 
     budget = _budget(detector_table)
-    calls = {"n": 0}
+    calls = {"n": 0, "crash_after": None}
     real = DetectorLatencyModel.predict_ms
 
-    def crashing(self, arch, resolution):
+    def counting(self, arch, resolution):
         calls["n"] += 1
-        if calls["n"] > 100:
+        if calls["crash_after"] is not None and calls["n"] > calls["crash_after"]:
             raise RuntimeError("simulated crash")
         return real(self, arch, resolution)
 
-    monkeypatch.setattr(DetectorLatencyModel, "predict_ms", crashing)
+    monkeypatch.setattr(DetectorLatencyModel, "predict_ms", counting)
+    full = _detector_search(detector_table, tmp_path / "full", budget)
+    # How many distinct candidates get priced depends on the measured table (most children are
+    # duplicates in this tiny space), so the crash comes a few pricings before the end of the
+    # same search, well after its first checkpoint (every 150 candidates).
+    calls.update(n=0, crash_after=calls["n"] - 3)
     with pytest.raises(RuntimeError, match="simulated crash"):
         _detector_search(detector_table, tmp_path / "crashed", budget)
     import json
@@ -198,7 +203,6 @@ def test_a_crashed_detector_search_resumes_from_its_own_config(detector_table, t
     assert 150 <= at_crash < 500  # crashed part-way, after a checkpoint
     monkeypatch.setattr(DetectorLatencyModel, "predict_ms", real)
     resumed = resume(tmp_path / "crashed")  # the recipe and the table come from the checkpoint
-    full = _detector_search(detector_table, tmp_path / "full", budget)
     assert (tmp_path / "crashed" / "candidates.csv").read_bytes() == (tmp_path / "full" / "candidates.csv").read_bytes()
     assert resumed.best.hash == full.best.hash
 
