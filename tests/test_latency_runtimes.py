@@ -64,12 +64,64 @@ def test_the_shortcut_pool_keeps_the_deployed_shape():
     np.testing.assert_allclose(got[..., :-1, :-1], want.numpy()[..., :-1, :-1], rtol=1e-5, atol=1e-6)
 
 
+CHAIN_OPS = [
+    ConvOp("regular", 8, 16, 3, 2, 21, 21),
+    ConvOp("regular", 16, 16, 1, 1, 10, 10, True),
+    ConvOp("depthwise", 16, 16, 3, 1, 12, 12, False, 16),
+    ConvOp("avgpool", 8, 8, 2, 2, 20, 20, False, 8),
+]
+
+
+def _unit(x, w, prefix, stride=1, groups=1, kernel=1, residual=None, act=torch.relu):
+    y = torch.nn.functional.conv2d(x, w[f"{prefix}w"], w[f"{prefix}b"], stride, kernel // 2, groups=groups)
+    return act(y if residual is None else y + residual)
+
+
+@pytest.mark.parametrize("op", CHAIN_OPS)
+def test_a_chain_graph_puts_the_op_between_two_pointwise_convs(op):
+    model, inputs = onnx_graphs.op_chain_graph(op, batch=2, seed=4)
+    w = weights(model)
+    x = _unit(torch.from_numpy(inputs["x"]), w, "pre_")
+    if op.kind == "avgpool":
+        y = torch.nn.AvgPool2d(2, 2, ceil_mode=True)(x)
+    else:
+        residual = _unit(torch.from_numpy(inputs["r"]), w, "res_") if op.fused_residual else None
+        groups = op.in_channels if op.kind == "depthwise" else op.groups
+        y = _unit(x, w, "op_", op.stride, groups, op.kernel, residual)
+    y = _unit(y, w, "post_")
+    got = run_ort(model, inputs)
+    assert got.shape == (2, op.out_channels, op.out_height, op.out_width)
+    np.testing.assert_allclose(got, y.numpy(), rtol=1e-4, atol=1e-4)
+    # the profiler finds the op by its node names
+    names = [n.name for n in onnx.load_from_string(model).graph.node]
+    assert any(n.startswith("op_") for n in names) and all(n.split("_")[0] in ("pre", "res", "op", "post") for n in names)
+
+
+def test_openvino_times_each_op_in_a_chain_in_f32():
+    pytest.importorskip("openvino")
+    runtime = load_runtime("openvino", "cpu", "fp32", 1)
+    assert runtime.record()["op_timing"] == "in-chain"
+    assert load_runtime("onnxruntime", "cpu", "fp32", 1).record()["op_timing"] == "alone"
+    model, inputs = onnx_graphs.op_chain_graph(ConvOp("regular", 32, 32, 3, 1, 40, 40), 1)
+    # An fp32 table runs in f32, not in the bf16 OpenVINO picks by itself on a CPU that has it.
+    request = runtime.compile(model, inputs).__self__
+    assert str(request.get_compiled_model().get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'float32'>"
+    setup = measure.setup_device("cpu", "fp32", 1, runtime="openvino")
+    small = measure.measure_op(ConvOp("regular", 32, 32, 3, 1, 10, 10), setup, runs=9)
+    big = measure.measure_op(ConvOp("regular", 32, 32, 3, 1, 40, 40), setup, runs=9)
+    assert 0 < small.median_ms < big.median_ms
+    # The op's nodes alone: less than the whole chain it sits in.
+    chain = measure.time_runs(runtime.compile(model, inputs), setup, 3, 9).median_ms
+    assert big.median_ms < chain
+
+
 def test_a_network_graph_is_the_fused_backbone():
     model, inputs = onnx_graphs.network_graph(TINY, resolution=64, batch=1, seed=5)
     reference = onnx_graphs.seeded_backbone(TINY, seed=5)
     with torch.no_grad():
         want = reference(torch.from_numpy(inputs["x"]))[-1]
     session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    assert len(session.get_outputs()) == 1  # the last block's: no level leaves the runtime's layout
     got = session.run(None, inputs)[-1]
     np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-4)
 

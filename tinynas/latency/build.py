@@ -28,9 +28,9 @@ from .table import (LatencyTable, append_row, base_meta, check_sha256, format_ro
 # of the grid is one of its settings: resumed as another shard, or with another grid, its
 # rows would no longer be the part it says it holds.
 RESUME_KEYS = ("device", "dtype", "batch", "threads", "clock", "allocator", "warmup", "runs", "act",
-               "calibrated", "shard", "runtime", "runtime_version", "provider")
+               "calibrated", "shard", "runtime", "runtime_version", "provider", "op_timing")
 # What a table written before a setting existed holds for it.
-RESUME_DEFAULTS = {"calibrated": False, "runtime": "torch"}
+RESUME_DEFAULTS = {"calibrated": False, "runtime": "torch", "op_timing": "alone"}
 
 
 def _check_largest_op_fits(ops, batch: int, dtype: str, device) -> None:
@@ -118,7 +118,7 @@ def build_table(spaces: Sequence[SearchSpace], out: str | os.PathLike, device: s
                     "clock": setup.clock, "allocator": setup.allocator, "warmup": warmup, "runs": runs,
                     "act": "relu", "calibrated": bool(calibrate), "shard": shard_entry,
                     "runtime": record["runtime"], "runtime_version": record.get("runtime_version"),
-                    "provider": record.get("provider")}
+                    "provider": record.get("provider"), "op_timing": record.get("op_timing", "alone")}
         model_names = grid_names if spaces and models else grid_names[len(spaces):]
         build_entry = {"spaces": [s.name for s in spaces], **({"models": model_names} if models else {}),
                        "resolution": grid_resolution, "channel_step": channel_step, "grid_ops": len(ops)}
@@ -144,6 +144,13 @@ def build_table(spaces: Sequence[SearchSpace], out: str | os.PathLike, device: s
             if setup.runtime is None:
                 how = ("each op timed alone as deployed: conv with bias (BatchNorm folded), "
                        "residual add on fused ops, ReLU; torch.no_grad; ")
+            elif setup.runtime.op_timing == "in-chain":
+                meta["dispatch_floor_ms"] = record["dispatch_floor_ms"]
+                how = (f"each op as a static-shape ONNX graph (Conv with the folded BatchNorm as bias, Add on fused "
+                       f"ops, Relu) between a 1x1 conv before and one after it, run in {setup.runtime.name} "
+                       f"{setup.runtime.version} ({setup.runtime.provider}, f32 inference, {setup.threads} "
+                       "thread(s)); the op's time is its own nodes' in the runtime's per-node performance "
+                       "counters (the neighbours and the layout conversions at the graph's ends are left out); ")
             else:
                 meta["dispatch_floor_ms"] = record["dispatch_floor_ms"]
                 how = (f"each op as a static-shape ONNX graph (Conv with the folded BatchNorm as bias, Add on fused "

@@ -240,6 +240,10 @@ class DeployedConv(nn.Module):
 def measure_op(op: ConvOp, setup: DeviceSetup, batch: int = 1, warmup: int = DEFAULT_WARMUP,
                runs: int = DEFAULT_RUNS, act: str | None = None, seed: int = 0) -> Timing:
     """Time one op on ``batch`` inputs of its shape."""
+    if setup.runtime is not None and setup.runtime.op_timing == "in-chain":
+        graph, inputs = onnx_graphs.op_chain_graph(op, batch, act, seed)
+        # The profiler times the op's own nodes: no per-call floor in them to take off.
+        return summarize(profiled_runs(setup.runtime.profile(graph, inputs), setup, warmup, runs))
     if setup.runtime is not None:
         graph, inputs = onnx_graphs.op_graph(op, batch, act, seed)
         timing = time_runs(setup.runtime.compile(graph, inputs), setup, warmup, runs)
@@ -257,6 +261,19 @@ def measure_op(op: ConvOp, setup: DeviceSetup, batch: int = 1, warmup: int = DEF
         r = r.to(setup.device, setup.dtype)
         return time_runs(lambda: module(x, r), setup, warmup, runs)
     return time_runs(lambda: module(x), setup, warmup, runs)
+
+
+def profiled_runs(run, setup: DeviceSetup, warmup: int, runs: int) -> list[float]:
+    """The milliseconds ``run()`` reports for each of ``runs`` calls after ``warmup`` (a runtime's
+    own per-node counters), put on the nominal speed like timed runs when calibrated."""
+    for _ in range(warmup):
+        run()
+    before = setup.reference.sample() if setup.reference is not None else None
+    times = [run() for _ in range(runs)]
+    if before is None:
+        return times
+    factor = setup.reference.nominal_ms / ((before + setup.reference.sample()) / 2)
+    return [t * factor for t in times]
 
 
 def deployed_backbone(arch: Arch) -> nn.Module:

@@ -15,8 +15,9 @@ import torch
 
 from ..arch import Arch
 from ..errors import UserError
-from ..ops import DEPTHWISE, ConvOp
+from ..ops import DEPTHWISE, REGULAR, ConvOp
 from .netops import AVGPOOL
+from .runtimes import OP_NODE_PREFIX
 
 # The hand-written op graphs' opset, the one the shipped tables were timed at; traced graphs
 # take the exporter's (deploy.onnx_trace.OPSET).
@@ -47,38 +48,81 @@ def _model(onnx, nodes, inputs, output, shape, initializers) -> bytes:
 def op_graph(op: ConvOp, batch: int, act: str | None = "relu", seed: int = 0) -> tuple[bytes, dict[str, np.ndarray]]:
     """The ONNX model of one table op and random inputs of its shape."""
     onnx = _onnx()
-    from onnx import helper, numpy_helper
     rng = np.random.default_rng(seed)
     inputs = {"x": rng.standard_normal((batch, op.in_channels, op.height, op.width), dtype=np.float32)}
     out_shape = (batch, op.out_channels, op.out_height, op.out_width)
+    nodes, initializers = _op_nodes(op, "x", "y", "", act, rng, inputs, batch)
+    return _model(onnx, nodes, inputs, "y", out_shape, initializers), inputs
+
+
+def op_chain_graph(op: ConvOp, batch: int, act: str | None = "relu", seed: int = 0
+                   ) -> tuple[bytes, dict[str, np.ndarray]]:
+    """The op between a 1x1 conv before it and one after it, as inside a network.
+
+    A runtime that converts convs to its own memory layout converts at the graph's ends only,
+    so the op reads and writes that layout as it would among its neighbours; a fused op's
+    residual comes from a 1x1 conv too. The op's nodes are named ``runtimes.OP_NODE_PREFIX...``
+    for the runtime's per-node profiler; the neighbours' time is not the op's.
+    """
+    onnx = _onnx()
+    rng = np.random.default_rng(seed)
+    inputs = {"x": rng.standard_normal((batch, op.in_channels, op.height, op.width), dtype=np.float32)}
+    out_shape = (batch, op.out_channels, op.out_height, op.out_width)
+    nodes, initializers = _op_nodes(_pointwise(op.in_channels, op.height, op.width), "x", "pre_y", "pre_", act, rng)
+    residual = None
+    if op.fused_residual:
+        inputs["r"] = rng.standard_normal(out_shape, dtype=np.float32)
+        more, weights = _op_nodes(_pointwise(op.out_channels, op.out_height, op.out_width), "r", "res_y", "res_",
+                                  act, rng)
+        nodes, initializers, residual = nodes + more, initializers + weights, "res_y"
+    prefix = OP_NODE_PREFIX
+    more, weights = _op_nodes(op, "pre_y", f"{prefix}y", prefix, act, rng, residual=residual)
+    nodes, initializers = nodes + more, initializers + weights
+    more, weights = _op_nodes(_pointwise(op.out_channels, op.out_height, op.out_width), f"{prefix}y", "y", "post_",
+                              act, rng)
+    return _model(onnx, nodes + more, inputs, "y", out_shape, initializers + weights), inputs
+
+
+def _pointwise(channels: int, height: int, width: int) -> ConvOp:
+    return ConvOp(REGULAR, channels, channels, 1, 1, height, width)
+
+
+def _op_nodes(op: ConvOp, source: str, target: str, prefix: str, act: str | None, rng,
+              inputs: dict | None = None, batch: int = 1, residual: str | None = None) -> tuple[list, list]:
+    """The nodes and weights of ``op`` reading ``source`` and writing ``target``, names prefixed.
+
+    A fused op adds ``residual``, or with ``inputs`` a new random graph input ``r``.
+    """
+    from onnx import helper, numpy_helper
     if op.kind == AVGPOOL:
-        node = helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[op.kernel] * 2, strides=[op.stride] * 2,
-                                ceil_mode=1)
-        return _model(onnx, [node], inputs, "y", out_shape, []), inputs
+        return [helper.make_node("AveragePool", [source], [target], name=f"{prefix}pool", kernel_shape=[op.kernel] * 2,
+                                 strides=[op.stride] * 2, ceil_mode=1)], []
     groups = op.in_channels if op.kind == DEPTHWISE else op.groups
     weight = rng.standard_normal((op.out_channels, op.in_channels // groups, op.kernel, op.kernel), dtype=np.float32)
     bias = rng.standard_normal(op.out_channels, dtype=np.float32)
     pad = op.kernel // 2
-    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["conv"], kernel_shape=[op.kernel] * 2,
-                              strides=[op.stride] * 2, pads=[pad] * 4, group=groups)]
-    last = "conv"
+    nodes = [helper.make_node("Conv", [source, f"{prefix}w", f"{prefix}b"], [f"{prefix}conv"], name=f"{prefix}conv",
+                              kernel_shape=[op.kernel] * 2, strides=[op.stride] * 2, pads=[pad] * 4, group=groups)]
+    last = f"{prefix}conv"
     if op.fused_residual:
-        inputs["r"] = rng.standard_normal(out_shape, dtype=np.float32)
-        nodes.append(helper.make_node("Add", [last, "r"], ["sum"]))
-        last = "sum"
-    nodes += _activation(helper, act, last, "y")
-    initializers = [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")]
-    return _model(onnx, nodes, inputs, "y", out_shape, initializers), inputs
+        if residual is None:
+            inputs["r"] = rng.standard_normal((batch, op.out_channels, op.out_height, op.out_width), dtype=np.float32)
+            residual = "r"
+        nodes.append(helper.make_node("Add", [last, residual], [f"{prefix}sum"], name=f"{prefix}add"))
+        last = f"{prefix}sum"
+    nodes += _activation(helper, act, last, target, prefix)
+    return nodes, [numpy_helper.from_array(weight, f"{prefix}w"), numpy_helper.from_array(bias, f"{prefix}b")]
 
 
-def _activation(helper, act: str | None, source: str, target: str) -> list:
+def _activation(helper, act: str | None, source: str, target: str, prefix: str = "") -> list:
     key = (act or "relu").lower()
     if key == "relu":
-        return [helper.make_node("Relu", [source], [target])]
+        return [helper.make_node("Relu", [source], [target], name=f"{prefix}act")]
     if key == "silu":
-        return [helper.make_node("Sigmoid", [source], ["gate"]), helper.make_node("Mul", [source, "gate"], [target])]
+        return [helper.make_node("Sigmoid", [source], [f"{prefix}gate"], name=f"{prefix}gate"),
+                helper.make_node("Mul", [source, f"{prefix}gate"], [target], name=f"{prefix}act")]
     if key == "identity":
-        return [helper.make_node("Identity", [source], [target])]
+        return [helper.make_node("Identity", [source], [target], name=f"{prefix}act")]
     raise UserError("act", "", f"no ONNX form for activation {act!r} here (relu, silu, identity)")
 
 
@@ -91,8 +135,15 @@ def floor_graph() -> tuple[bytes, dict[str, np.ndarray]]:
 
 
 def network_graph(arch: Arch, resolution: int, batch: int, seed: int = 0) -> tuple[bytes, dict[str, np.ndarray]]:
-    """The deployed (BatchNorm-folded) backbone of ``arch`` as ONNX, with a random input."""
-    return _traced(seeded_backbone(arch, seed), (batch, arch.in_channels, resolution, resolution), seed)
+    """The deployed (BatchNorm-folded) backbone of ``arch`` as ONNX, with a random input.
+
+    Its one output is the last block's. A graph output leaves the runtime's own memory layout
+    (OpenVINO: 5.4 ms to convert a 16x320x320 stem output back, a tenth of the network), which
+    a detector's neck, reading the levels in place, never pays; a table prices ops only.
+    """
+    backbone = seeded_backbone(arch, seed)
+    backbone.out_blocks = backbone.out_blocks[-1:]
+    return _traced(backbone, (batch, arch.in_channels, resolution, resolution), seed)
 
 
 def seeded_backbone(arch: Arch, seed: int = 0):

@@ -14,6 +14,15 @@ deployment uses and returns a callable that runs it once on inputs bound in adva
 With one thread, ONNX Runtime and OpenVINO run a graph inline in the calling thread, so the
 thread's CPU clock still times it (see ``measure.py``).
 
+How an op is timed (``op_timing``): ``alone``, its own graph timed by the caller's clock
+(onnxruntime, TensorRT), or ``in-chain``: OpenVINO runs a conv in a blocked channels-last layout
+and an op compiled alone pays the conversions from and back to the graph's layout, which inside
+a network happen only at the ends (ops alone cost 1.75x their share of a network here). So
+OpenVINO times the op between a 1x1 conv before and one after (``onnx_graphs.op_chain_graph``)
+and reads the op's own nodes from its per-node performance counters (``PERF_COUNT``).
+OpenVINO's CPU plugin would also run an "fp32" model in bf16 on a CPU that has it; an fp32
+table asks for f32 inference (``INFERENCE_PRECISION_HINT``).
+
 The per-call floor: running any graph costs a fixed dispatch (binding checks, the Python
 call, kernel launch bookkeeping) that a network pays once, not once per op. ``dispatch_floor_ms``
 measures it on a graph that does almost nothing (an ``Identity`` on one number); each op's
@@ -37,6 +46,8 @@ RUNTIMES = ("torch", "onnxruntime", "openvino", "tensorrt")
 # The pip extra that brings each runtime (tensorrt comes with the GPU build of onnxruntime).
 EXTRAS = {"onnxruntime": "export", "openvino": "openvino", "tensorrt": "export"}
 Runner = Callable[[], None]
+# Nodes of the op a chain graph times carry this name prefix (see onnx_graphs.op_chain_graph).
+OP_NODE_PREFIX = "op_"
 
 
 @dataclass
@@ -49,14 +60,25 @@ class Runtime:
     precision: str
     threads: int
     _compile: Callable = field(repr=False, default=None)
+    # For ``op_timing == "in-chain"``: compiles a chain graph into a callable that runs it once
+    # and returns the milliseconds its op's nodes took.
+    _profile: Callable | None = field(repr=False, default=None)
+
+    @property
+    def op_timing(self) -> str:
+        return "alone" if self._profile is None else "in-chain"
 
     def compile(self, model: bytes, inputs: dict[str, np.ndarray]) -> Runner:
         """A callable that runs ``model`` once on ``inputs`` (bound now, not copied per run)."""
         return self._compile(model, inputs)
 
+    def profile(self, model: bytes, inputs: dict[str, np.ndarray]) -> Callable[[], float]:
+        """A callable that runs a chain graph once and returns its op's milliseconds."""
+        return self._profile(model, inputs)
+
     def record(self) -> dict:
         return {"runtime": self.name, "runtime_version": self.version, "provider": self.provider,
-                "precision": self.precision}
+                "precision": self.precision, "op_timing": self.op_timing}
 
 
 def load_runtime(name: str, device: str, dtype: str, threads: int, cache_dir: str | os.PathLike | None = None
@@ -140,19 +162,38 @@ def _openvino(device: str, threads: int) -> Runtime:
     core = ov.Core()
     if target not in core.available_devices:
         raise UserError("--device", "", f"OpenVINO sees no {target} here (available: {', '.join(core.available_devices)})")
-    config = {"PERFORMANCE_HINT": "LATENCY"}
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
     if target == "CPU":
         config["INFERENCE_NUM_THREADS"] = threads
 
-    def compile_graph(model: bytes, inputs: dict[str, np.ndarray]) -> Runner:
+    def request_for(model: bytes, inputs: dict[str, np.ndarray], settings: dict):
         # OpenVINO reads ONNX from a file; the compiled model keeps what it needs in memory.
         with tempfile.TemporaryDirectory(prefix="tinynas-ov-") as folder:
             path = Path(folder) / "graph.onnx"
             path.write_bytes(model)
-            compiled = core.compile_model(str(path), target, config)
+            compiled = core.compile_model(str(path), target, settings)
         request = compiled.create_infer_request()
         for name_, array in inputs.items():
             request.set_tensor(name_, ov.Tensor(np.ascontiguousarray(array)))
-        return request.infer
+        return request
 
-    return Runtime("openvino", ov.__version__, target, "fp32", threads, compile_graph)
+    def compile_graph(model: bytes, inputs: dict[str, np.ndarray]) -> Runner:
+        return request_for(model, inputs, config).infer
+
+    def profile_graph(model: bytes, inputs: dict[str, np.ndarray]) -> Callable[[], float]:
+        request = request_for(model, inputs, {**config, "PERF_COUNT": True})
+        executed = ov.ProfilingInfo.Status.EXECUTED
+
+        def run() -> float:
+            request.infer()
+            # The op's nodes as OpenVINO fused them (conv with its add and activation), plus any
+            # layout conversion it put between the conv before and the op.
+            times = [p.real_time.total_seconds() * 1e3 for p in request.get_profiling_info()
+                     if p.status == executed and (p.node_name.startswith(OP_NODE_PREFIX)
+                                                  or f"_{OP_NODE_PREFIX}" in p.node_name)]
+            if not times:
+                raise RuntimeError("OpenVINO's performance counters name no node of the timed op")
+            return sum(times)
+        return run
+
+    return Runtime("openvino", ov.__version__, target, "fp32", threads, compile_graph, profile_graph)
