@@ -76,6 +76,10 @@ class Runtime:
         """A callable that runs a chain graph once and returns its op's milliseconds."""
         return self._profile(model, inputs)
 
+    def kernels(self, model: bytes, inputs: dict[str, np.ndarray]) -> list[str]:
+        """The kernels the op's nodes of a chain graph ran (``in-chain`` runtimes only)."""
+        return self._profile(model, inputs, kernels=True)()
+
     def record(self) -> dict:
         return {"runtime": self.name, "runtime_version": self.version, "provider": self.provider,
                 "precision": self.precision, "op_timing": self.op_timing}
@@ -180,20 +184,22 @@ def _openvino(device: str, threads: int) -> Runtime:
     def compile_graph(model: bytes, inputs: dict[str, np.ndarray]) -> Runner:
         return request_for(model, inputs, config).infer
 
-    def profile_graph(model: bytes, inputs: dict[str, np.ndarray]) -> Callable[[], float]:
+    def profile_graph(model: bytes, inputs: dict[str, np.ndarray], kernels: bool = False) -> Callable:
         request = request_for(model, inputs, {**config, "PERF_COUNT": True})
         executed = ov.ProfilingInfo.Status.EXECUTED
 
-        def run() -> float:
+        def run():
             request.infer()
             # The op's nodes as OpenVINO fused them (conv with its add and activation), plus any
             # layout conversion it put between the conv before and the op.
-            times = [p.real_time.total_seconds() * 1e3 for p in request.get_profiling_info()
+            nodes = [p for p in request.get_profiling_info()
                      if p.status == executed and (p.node_name.startswith(OP_NODE_PREFIX)
                                                   or f"_{OP_NODE_PREFIX}" in p.node_name)]
-            if not times:
+            if not nodes:
                 raise RuntimeError("OpenVINO's performance counters name no node of the timed op")
-            return sum(times)
+            if kernels:
+                return [p.exec_type for p in nodes]
+            return sum(p.real_time.total_seconds() * 1e3 for p in nodes)
         return run
 
     return Runtime("openvino", ov.__version__, target, "fp32", threads, compile_graph, profile_graph)
