@@ -58,6 +58,10 @@ class SpeedReference:
     def record(self) -> dict:
         return {"reference": REFERENCE, "nominal_ms": self.nominal_ms, "chunk_ms": CHUNK_MS}
 
+    def factor(self, before: float, after: float) -> float:
+        """What turns a run timed between reference samples ``before`` and ``after`` into nominal speed."""
+        return self.nominal_ms / ((before + after) / 2)
+
     def timed_runs(self, fn, runs: int) -> list[float]:
         """``runs`` timings of ``fn()`` in milliseconds at nominal speed."""
         if self.nominal_ms is None:
@@ -71,7 +75,7 @@ class SpeedReference:
             pending.append((self.clock() - t0) * 1e3)
             if sum(pending) >= CHUNK_MS or i == runs - 1:
                 after = self.sample()
-                factor = self.nominal_ms / ((before + after) / 2)
+                factor = self.factor(before, after)
                 out += [t * factor for t in pending]
                 pending, before = [], after
         return out

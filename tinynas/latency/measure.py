@@ -272,7 +272,7 @@ def profiled_runs(run, setup: DeviceSetup, warmup: int, runs: int) -> list[float
     times = [run() for _ in range(runs)]
     if before is None:
         return times
-    factor = setup.reference.nominal_ms / ((before + setup.reference.sample()) / 2)
+    factor = setup.reference.factor(before, setup.reference.sample())
     return [t * factor for t in times]
 
 

@@ -61,7 +61,7 @@ class Runtime:
     threads: int
     _compile: Callable = field(repr=False, default=None)
     # For ``op_timing == "in-chain"``: compiles a chain graph into a callable that runs it once
-    # and returns the milliseconds its op's nodes took.
+    # and returns its op's nodes as (kernel, milliseconds).
     _profile: Callable | None = field(repr=False, default=None)
 
     @property
@@ -74,11 +74,12 @@ class Runtime:
 
     def profile(self, model: bytes, inputs: dict[str, np.ndarray]) -> Callable[[], float]:
         """A callable that runs a chain graph once and returns its op's milliseconds."""
-        return self._profile(model, inputs)
+        run = self._profile(model, inputs)
+        return lambda: sum(ms for _, ms in run())
 
     def kernels(self, model: bytes, inputs: dict[str, np.ndarray]) -> list[str]:
         """The kernels the op's nodes of a chain graph ran (``in-chain`` runtimes only)."""
-        return self._profile(model, inputs, kernels=True)()
+        return [kernel for kernel, _ in self._profile(model, inputs)()]
 
     def record(self) -> dict:
         return {"runtime": self.name, "runtime_version": self.version, "provider": self.provider,
@@ -184,11 +185,11 @@ def _openvino(device: str, threads: int) -> Runtime:
     def compile_graph(model: bytes, inputs: dict[str, np.ndarray]) -> Runner:
         return request_for(model, inputs, config).infer
 
-    def profile_graph(model: bytes, inputs: dict[str, np.ndarray], kernels: bool = False) -> Callable:
+    def profile_graph(model: bytes, inputs: dict[str, np.ndarray]) -> Callable[[], list[tuple[str, float]]]:
         request = request_for(model, inputs, {**config, "PERF_COUNT": True})
         executed = ov.ProfilingInfo.Status.EXECUTED
 
-        def run():
+        def run() -> list[tuple[str, float]]:
             request.infer()
             # The op's nodes as OpenVINO fused them (conv with its add and activation), plus any
             # layout conversion it put between the conv before and the op.
@@ -197,9 +198,7 @@ def _openvino(device: str, threads: int) -> Runtime:
                                                   or f"_{OP_NODE_PREFIX}" in p.node_name)]
             if not nodes:
                 raise RuntimeError("OpenVINO's performance counters name no node of the timed op")
-            if kernels:
-                return [p.exec_type for p in nodes]
-            return sum(p.real_time.total_seconds() * 1e3 for p in nodes)
+            return [(p.exec_type, p.real_time.total_seconds() * 1e3) for p in nodes]
         return run
 
     return Runtime("openvino", ov.__version__, target, "fp32", threads, compile_graph, profile_graph)
