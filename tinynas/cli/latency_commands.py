@@ -1,4 +1,4 @@
-"""``tinynas latency build|merge|predict|validate|import-tinynas|rehash``: per-chip latency tables."""
+"""``tinynas latency build|merge|predict|validate|import-tinynas|rehash|time``: per-chip latency tables."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ records the CSV's new sha256 and row count, so the table loads again."""
 
 def register(sub) -> None:
     p = sub.add_parser("latency", help="per-chip latency tables: build, merge, predict, validate, import-tinynas, "
-                                       "rehash")
+                                       "rehash, time")
     lsub = p.add_subparsers(dest="latency_command", metavar="ACTION")
     lsub.required = True
 
@@ -165,6 +165,9 @@ def register(sub) -> None:
                          description=REHASH_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     rh.add_argument("table", metavar="TABLE", help="latency table path or shipped name")
     rh.set_defaults(func=run_rehash)
+
+    from .time_commands import register as register_time
+    register_time(lsub)
 
 
 def run_build(args) -> int:
