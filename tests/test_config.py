@@ -158,7 +158,7 @@ def test_a_new_key_from_the_command_line_is_refused_like_one_in_the_file(tmp_pat
     with pytest.raises(UserError) as caught:
         load_train_recipe(path, ["train.epochz=3"])
     known = ", ".join(f.name for f in fields(TrainConfig))
-    assert str(caught.value) == f"command line: train.epochz: unknown option (known: {known})"
+    assert str(caught.value) == f"command line: train.epochz: unknown option (did you mean epochs? known: {known})"
     with pytest.raises(UserError, match=r"^command line: train.epochs: expected a positive integer, got 'ten'$"):
         load_train_recipe(path, ["train.epochs=ten"])
     recipe = load_train_recipe(path, ["train.epochs=3", "train.lr_per_64=1e-2", "augment.scale=0.5,1.25"])
@@ -177,7 +177,7 @@ def one_line(load, path, field, words):
 @pytest.mark.parametrize("edit, field, words", [
     ({"train": {"epochs": "ten"}}, "train.epochs", "expected a positive integer, got 'ten'"),
     ({"train": {"momentum": 1.5}}, "train.momentum", "expected a value in [0, 1), got 1.5"),
-    ({"eval": {"iou": 0.5}}, "eval.iou", "unknown option (known: conf_threshold, iou_threshold"),
+    ({"eval": {"iou": 0.5}}, "eval.iou", "unknown option (did you mean iou_threshold? known: conf_threshold, iou_threshold"),
     ({"data": {**DATA, "val_images": None}}, "data.val_images", "missing"),
     ({"distill": {"method": "copy"}}, "distill.method", "expected one of cwd, mimic, mgd, self, logit"),
 ])
@@ -188,7 +188,7 @@ def test_train_recipe_errors(tmp_path, edit, field, words):
 @pytest.mark.parametrize("edit, field, words", [
     ({"no_aug_epochs": "later"}, "augment.no_aug_epochs", "expected auto or a non-negative integer, got 'later'"),
     ({"flip_prob": 2}, "augment.flip_prob", "expected a value in [0, 1], got 2"),
-    ({"mosiac_prob": 1.0}, "augment.mosiac_prob", "unknown option (known: mosaic_prob, mixup_prob"),
+    ({"mosiac_prob": 1.0}, "augment.mosiac_prob", "unknown option (did you mean mosaic_prob? known: mosaic_prob, mixup_prob"),
     ({"scale": [2.0, 1.0]}, "augment.scale", "expected [low, high] with 0 < low <= high"),
     ({"scale": [0, 1.0]}, "augment.scale", "expected a list of 2 numbers in (0, inf)"),
 ])
@@ -254,7 +254,7 @@ def write_search_recipe(tmp_path, text):
 @pytest.mark.parametrize("text, field, words", [
     ("seed: x", "seed", "expected an integer, got 'x'"),
     ("jobs: 5000", "jobs", "expected a value in [1, 1024], got 5000"),
-    ("populaton: 8", "populaton", "unknown key (known: population, candidates"),
+    ("populaton: 8", "populaton", "unknown key (did you mean population? known: population, candidates"),
     ("weights: 0,0,1,x", "weights", "expected a list of numbers, got '0,0,1,x'"),
     ("budgets: {speed: 1}", "budgets", "unknown budget 'speed'"),
 ])

@@ -143,22 +143,25 @@ def test_design_runs_every_stage_resumes_after_kills_and_reports_what_the_folder
 
 
 def test_a_rerun_with_other_settings_is_refused(workspace, tmp_path):
-    from tinynas.design.spec import store_spec
+    from tinynas.design.spec import spec_change, store_spec
 
     _, _, data_yaml, model, table, _ = workspace
-    spec = DesignSpec(str(data_yaml), "latency=3ms", model=str(model), db=str(table))
-    store_spec(tmp_path, check_spec(spec))
-    store_spec(tmp_path, check_spec(spec))  # the same settings resume
-    with pytest.raises(UserError, match=r"design.json: epochs: this folder holds a design with epochs = 100"):
-        store_spec(tmp_path, check_spec(DesignSpec(str(data_yaml), "latency=3ms", model=str(model), db=str(table),
-                                                   epochs=5)))
+    spec = check_spec(DesignSpec(str(data_yaml), "latency=3ms", model=str(model), db=str(table)))
+    assert spec_change(tmp_path, spec, started=False) == "new"
+    store_spec(tmp_path, spec)
+    assert spec_change(tmp_path, spec, started=True) == "same"  # the same settings resume
+    other = check_spec(DesignSpec(str(data_yaml), "latency=3ms", model=str(model), db=str(table), epochs=5))
+    with pytest.raises(UserError, match=r"design.json: epochs: this folder holds a design with epochs = 100.*--force"):
+        spec_change(tmp_path, other, started=True)
+    assert spec_change(tmp_path, other, started=True, force=True) == "replace"
+    assert spec_change(tmp_path, other, started=False) == "replace"  # nothing came of the stored design
 
 
 @pytest.mark.parametrize("change, message", [
     ({"budget": "params=2M"}, r"--budget: a design budgets the deployed detector's latency"),
     ({"teacher_factors": (0.5,)}, r"--teacher-factors: expected factors above 1"),
     ({"size": 100}, r"--size: must be a multiple of 32"),
-    ({"runtime": "openvino"}, r"--db: no table is shipped for runtime 'openvino'"),
+    ({"runtime": "tvm"}, r"--runtime: unknown runtime 'tvm' \(known: torch, onnxruntime, openvino, tensorrt\)"),
     ({"db": "cpu-fp32"}, r"cpu-fp32.json: runtime: the table was measured in torch, the design deploys in onnxruntime"),
     ({"budgets": ("latency=2ms",)}, r"--backbone-budget: the latency budget is --budget"),
 ])

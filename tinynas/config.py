@@ -21,6 +21,7 @@ rather than a file that never said it.
 from __future__ import annotations
 
 import copy
+import difflib
 import functools
 import re
 import types
@@ -240,6 +241,32 @@ def as_source(source: str | Source) -> Source:
     return source if isinstance(source, Source) else Source(source)
 
 
+# ---------------------------------------------------------------------------- unknown keys
+def nearest_key(key: object, known: Sequence[str]) -> str | None:
+    """The known key ``key`` most likely misspells, or ``None`` when none is close.
+
+    A key is compared whole and with each of its ``_`` parts, so ``lrr`` finds ``lr_per_64``
+    and ``warmup`` finds ``warmup_epochs`` (whole-key likeness breaks ties; then the order).
+    """
+    word = str(key).lower()
+
+    def likeness(candidate: str) -> tuple[float, float]:
+        whole = difflib.SequenceMatcher(None, word, candidate.lower()).ratio()
+        parts = [difflib.SequenceMatcher(None, word, part).ratio()
+                 for part in candidate.lower().split("_") if len(part) >= 2]
+        return max([whole, *parts]), whole
+
+    ranked = sorted(known, key=likeness, reverse=True)
+    return ranked[0] if ranked and likeness(ranked[0])[0] >= 0.7 else None
+
+
+def unknown_key(noun: str, key: object, known: Sequence[str]) -> str:
+    """``unknown option (did you mean lr_per_64? known: ...)``: the reason for an unknown key."""
+    guess = nearest_key(key, known)
+    hint = f"did you mean {guess}? " if guess is not None else ""
+    return f"unknown {noun} ({hint}known: {', '.join(map(str, known))})"
+
+
 # ---------------------------------------------------------------------------- reading
 class _Refused(Exception):
     """A value that does not fit; ``expected`` says what would (``None``: the field's description)."""
@@ -274,8 +301,7 @@ def read_section(cls: type[Section], raw: object, source: str | Source, where: s
     known = file_keys(cls) + [key for key in read_elsewhere if key not in extra]
     for key in raw:
         if key not in known:
-            noun = "option" if where else "key"
-            raise src.error(_dotted(where, key), f"unknown {noun} (known: {', '.join(known)})")
+            raise src.error(_dotted(where, key), unknown_key("option" if where else "key", key, known))
     hints = _hints(cls)
     values = {}
     for f in fields(cls):

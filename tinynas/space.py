@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .arch import MAX_CHANNELS, MAX_DEPTH, MAX_KERNEL, Arch, BlockSpec, arch_from_dicts
-from .config import read_section, setting
+from .config import read_section, setting, unknown_key
 from .errors import UserError
 from .fileio import read_yaml
 from .runfolder import plain_name
@@ -197,7 +197,7 @@ def _limits(raw: object, defaults: dict, source: str, where: str) -> BlockLimits
         raise UserError(source, where, f"expected a mapping of limits, got {raw!r}")
     for key in raw:
         if key not in LIMIT_KEYS:
-            raise UserError(source, f"{where}.{key}", f"unknown limit (known: {', '.join(LIMIT_KEYS)})")
+            raise UserError(source, f"{where}.{key}", unknown_key("limit", key, LIMIT_KEYS))
     merged = {**defaults, **raw}
     for key in ("out", "L", "btn_ratio", "kernels"):
         if key not in merged:
@@ -263,7 +263,7 @@ def space_from_dict(doc: object, source: str = "<space>") -> SearchSpace:
         raise UserError(source, "defaults", "expected a mapping of limits")
     for key in defaults:
         if key not in LIMIT_KEYS:
-            raise UserError(source, f"defaults.{key}", f"unknown limit (known: {', '.join(LIMIT_KEYS)})")
+            raise UserError(source, f"defaults.{key}", unknown_key("limit", key, LIMIT_KEYS))
     raw_blocks = doc.get("blocks") or [None] * n
     if not isinstance(raw_blocks, list) or len(raw_blocks) != n:
         raise UserError(source, "blocks", f"expected {n} entries of limits, one per initial block")

@@ -20,8 +20,10 @@ def register(sub) -> None:
                                    "to resume: finished stages are skipped.")
     p.add_argument("data", metavar="DATA", help="YAML with train_images, train_annotations, val_images, "
                                                 "val_annotations (COCO JSON), or a train recipe with a data section")
-    p.add_argument("--budget", required=True, metavar="latency=MS", help="the deployed detector's latency, e.g. latency=8ms")
-    p.add_argument("--runtime", default="onnxruntime", help="runtime the model deploys in (onnxruntime, torch, ...)")
+    p.add_argument("--budget", required=True, metavar="latency=MS", help="the deployed detector's latency, e.g. latency=8ms, or latency=match:FILE.onnx: "
+                        "the latency that model measures in --runtime (time it, then search at it)")
+    p.add_argument("--runtime", default="onnxruntime", help="runtime the model deploys in: onnxruntime, openvino, tensorrt or torch "
+                                                       "(checked with its provider before the search starts)")
     p.add_argument("--db", default="", metavar="TABLE", help="latency table measured in that runtime "
                                                           "(default: the shipped one for the runtime)")
     p.add_argument("--model", default="tinynas-n", help="model recipe giving the wrap, neck and head (default tinynas-n)")
@@ -38,7 +40,8 @@ def register(sub) -> None:
     p.add_argument("--baselines", action="store_true", help="also train each distilled model without its teacher")
     p.add_argument("--timed-runs", type=int, default=30, help="timed runs per exported model")
     p.add_argument("--out", default="runs/design", help="design folder (default runs/design)")
-    p.add_argument("--force", action="store_true", help="write into a non-empty folder that is not a design")
+    p.add_argument("--force", action="store_true", help="write into a non-empty folder that is not a design, or start over a "
+                                                          "design folder with other settings (its results are deleted)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_design)
 

@@ -36,6 +36,19 @@ def search_resolution(spec: DesignSpec, model) -> int:
     return spec.size // 2 if focused else spec.size
 
 
+def check(spec: DesignSpec, num_classes: int) -> None:
+    """The search's own refusals (a table whose grid misses the detector at this size, a budget no
+    mutation reaches), raised before the design folder records its settings: the folder is
+    not claimed by a design that could never start."""
+    from ..search.evolution import create_evolution
+
+    model = latency_model(spec, num_classes)
+    evolution, evaluator = create_evolution(spec.space, spec.budgets, ladder=spec.ladder_text(), latency=spec.db,
+                                            detector=model.recipe, seed=spec.seed,
+                                            resolution=search_resolution(spec, model))
+    evolution.start(evaluator)
+
+
 def run(spec: DesignSpec, num_classes: int, folder: Path, progress: bool) -> dict:
     model = latency_model(spec, num_classes)
     if (folder / "checkpoint.json").is_file() and (folder / CANDIDATES_NAME).is_file():

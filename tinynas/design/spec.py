@@ -24,7 +24,8 @@ SPEC_NAME = "design.json"
 # The shipped table each runtime is priced with when no --db is given (built on this project's
 # reference CPU; a table of your own chip is better, see README "Latency database").
 # cpu-ort-fp32-tinynas-n holds every detector a k1kx search builds inside tinynas-n at 320.
-DEFAULT_TABLES = {"onnxruntime": "cpu-ort-fp32-tinynas-n", "torch": "cpu-fp32"}
+DEFAULT_TABLES = {"onnxruntime": "cpu-ort-fp32-tinynas-n", "torch": "cpu-fp32", "openvino": "cpu-ov-fp32",
+                  "tensorrt": "v100-trt-fp16"}
 DATA_KEYS = ("train_images", "train_annotations", "val_images", "val_annotations")
 
 
@@ -78,20 +79,46 @@ def check_spec(spec: DesignSpec) -> DesignSpec:
     read_section(DesignSpec, {name: getattr(spec, name) for name in counted}, "design settings")
     if spec.size % 32:
         raise UserError("--size", "", f"must be a multiple of 32 (the detector's deepest stride), got {spec.size}")
-    db = spec.db or DEFAULT_TABLES.get(spec.runtime, "")
+    from ..latency.runtimes import RUNTIMES
+
+    runtime = spec.runtime.strip().lower()
+    if runtime not in RUNTIMES:
+        raise UserError("--runtime", "", f"unknown runtime {spec.runtime!r} (known: {', '.join(RUNTIMES)})")
+    db = spec.db or DEFAULT_TABLES.get(runtime, "")
     if not db:
-        raise UserError("--db", "", f"no table is shipped for runtime {spec.runtime!r}: build one "
+        raise UserError("--db", "", f"no table is shipped for runtime {runtime!r}: build one "
                         "(tinynas latency build --runtime ...) and pass it with --db")
     resolve_space_path(spec.space)
     from ..latency.table import load_table, sidecar_path
 
     table = load_table(db)
     built_in = str(table.meta.get("runtime", "torch")).lower()
-    if built_in != spec.runtime:
+    if built_in != runtime:
         raise UserError(str(sidecar_path(table.path)), "runtime",
-                        f"the table was measured in {built_in}, the design deploys in {spec.runtime}: "
-                        "give a table built with --runtime " + spec.runtime)
-    return DesignSpec(**{**asdict(spec), "data": str(Path(spec.data)), "db": db})
+                        f"the table was measured in {built_in}, the design deploys in {runtime}: "
+                        "give a table built with --runtime " + runtime)
+    check_runtime(runtime, table.meta, str(sidecar_path(table.path)))
+    return DesignSpec(**{**asdict(spec), "data": str(Path(spec.data)), "db": db, "runtime": runtime})
+
+
+def check_runtime(runtime: str, meta: dict, sidecar: str) -> None:
+    """The measure stage can time the exported models here: the runtime is installed, it has
+    the table's device (the TensorRT or CUDA provider, OpenVINO's device), CUDA is there for a
+    CUDA table; checked before the search and the trainings, not after them."""
+    from ..latency.runtimes import load_runtime
+
+    device, dtype = str(meta.get("device", "cpu")), str(meta.get("dtype", "fp32"))
+    try:
+        load_runtime(runtime, device, dtype, int(meta.get("threads") or 1))
+    except UserError as err:
+        raise UserError("--runtime", runtime, f"the designed models cannot be timed here: {err.reason} "
+                        f"(the table {sidecar} was measured on {device} {dtype})") from None
+    if runtime == "torch" and device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(sidecar, "device", f"the table was measured on {device}, and CUDA is not "
+                            "available on this machine to time the models")
 
 
 def read_data_section(path: str | Path) -> dict:
@@ -129,19 +156,36 @@ def dataset_classes(data: dict) -> list[str]:
         raise UserError(path, "categories", "every category needs an id and a name") from None
 
 
-def store_spec(out: Path, spec: DesignSpec) -> None:
-    """Write the settings of a new design; refuse a rerun whose settings differ."""
+def spec_change(out: Path, spec: DesignSpec, started: bool, force: bool = False) -> str:
+    """How ``spec`` meets the settings stored in ``out``: ``"same"``, ``"new"`` (none stored) or
+    ``"replace"``; a ``UserError`` when they differ from a design that ``started``.
+
+    Other settings may replace the stored ones when the stored design never started (it
+    produced no result: a pre-check refused it, or it was killed first) or ``force`` says to
+    start over; the folder's earlier results belong to the old settings then.
+    """
     path = out / SPEC_NAME
-    if path.is_file():
-        try:
-            stored = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError as err:
-            raise UserError(str(path), "", f"not readable JSON ({err}); choose a new --out") from None
-        mine = json.loads(json.dumps(spec.to_json()))
-        changed = [f.name for f in fields(spec) if stored.get(f.name) != mine[f.name]]
-        if changed:
-            name = changed[0]
-            raise UserError(str(path), name, f"this folder holds a design with {name} = {stored.get(name)!r}, "
-                            f"not {mine[name]!r}; rerun with the same settings to resume, or choose a new --out")
-        return
-    atomic_write_text(path, json.dumps(spec.to_json(), indent=2) + "\n")
+    if not path.is_file():
+        return "new"
+    mine = json.loads(json.dumps(spec.to_json()))
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:
+        if started and not force:
+            raise UserError(str(path), "", f"not readable JSON ({err}); choose a new --out, "
+                            "or pass --force to start this design over") from None
+        return "replace"
+    stored = stored if isinstance(stored, dict) else {}
+    changed = [f.name for f in fields(spec) if stored.get(f.name) != mine[f.name]]
+    if not changed:
+        return "same"
+    if started and not force:
+        name = changed[0]
+        raise UserError(str(path), name, f"this folder holds a design with {name} = {stored.get(name)!r}, "
+                        f"not {mine[name]!r}; rerun with the same settings to resume, choose a new --out, "
+                        "or pass --force to start this design over (its results are deleted)")
+    return "replace"
+
+
+def store_spec(out: Path, spec: DesignSpec) -> None:
+    atomic_write_text(out / SPEC_NAME, json.dumps(spec.to_json(), indent=2) + "\n")

@@ -9,6 +9,7 @@ killed design is finished by running the same command again.
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -17,8 +18,8 @@ import yaml
 
 from ..atomic import atomic_write_text
 from ..errors import UserError
-from ..runfolder import check_new_folder, owned_folder
-from .spec import DesignSpec, check_spec, dataset_classes, read_data_section, store_spec
+from ..runfolder import LOCK_NAME, check_new_folder, owned_folder
+from .spec import SPEC_NAME, DesignSpec, check_spec, dataset_classes, read_data_section, spec_change, store_spec
 
 STAGES = ("search", "train", "measure", "report")
 RECORD_NAME = "stages.json"
@@ -51,6 +52,29 @@ def _mark_done(out: Path, stage: str, details: dict) -> None:
     atomic_write_text(out / RECORD_NAME, json.dumps(doc, indent=2) + "\n")
 
 
+# The stage folders a design writes besides its settings, stages.json, the report and its figures.
+STAGE_FOLDERS = ("search", "train", "measure", "deploy")
+
+
+def _started(out: Path) -> bool:
+    """Whether the design in ``out`` produced anything: a finished stage or a search file."""
+    search_folder = out / "search"
+    return bool(_record(out)) or (search_folder.is_dir() and any(
+        p.name != LOCK_NAME for p in search_folder.iterdir()))
+
+
+def _clear_results(out: Path) -> None:
+    """Remove what a design with other settings left in ``out`` (and nothing else)."""
+    from .report import FIGURES, REPORT_NAME
+
+    for name in (RECORD_NAME, REPORT_NAME, *FIGURES.values(), *STAGE_FOLDERS):
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.is_file():
+            path.unlink()
+
+
 def design(spec: DesignSpec, out: str | Path, progress: bool = True, log: Callable[[str], None] = print,
            force: bool = False) -> DesignResult:
     """Run (or finish) a design in ``out``; see the module docstring."""
@@ -58,12 +82,19 @@ def design(spec: DesignSpec, out: str | Path, progress: bool = True, log: Callab
     data = read_data_section(spec.data)
     classes = dataset_classes(data)
     out = Path(out)
-    if not (out / RECORD_NAME).is_file() and not (out / "design.json").is_file():
+    if not (out / RECORD_NAME).is_file() and not (out / SPEC_NAME).is_file():
         check_new_folder(out, "--out", force=force)
     with owned_folder(out, "design folder"):
-        store_spec(out, spec)
         from . import measure, report, train, search_stage
 
+        started = _started(out)
+        change = spec_change(out, spec, started, force)
+        if change != "same" or "search" not in _record(out):
+            search_stage.check(spec, len(classes))  # before the folder records these settings
+        if change == "replace":
+            _clear_results(out)
+        if change != "same":
+            store_spec(out, spec)
         done = _record(out)
         steps = {
             "search": lambda: search_stage.run(spec, len(classes), out / "search", progress),

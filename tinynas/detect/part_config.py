@@ -17,7 +17,7 @@ from dataclasses import fields
 from typing import Mapping, TypeVar, get_type_hints
 
 from ..arch import ACTIVATIONS
-from ..config import Setting, Source, file_keys, read_section, read_value
+from ..config import Setting, Source, file_keys, read_section, read_value, unknown_key
 from .registry import PartRegistry
 
 Section = TypeVar("Section")
@@ -58,7 +58,7 @@ def read_part_section(cls: type[Section], registry: PartRegistry, raw: object, s
     known = shared + list(own)
     for key in raw:
         if key != TYPE_KEY and key not in known:
-            raise source.error(f"{where}.{key}", f"unknown option (known: {', '.join(known)}) of the "
+            raise source.error(f"{where}.{key}", f"{unknown_key('option', key, known)} of the "
                                                  f"{type_name} {registry.kind}; {TYPE_KEY} chooses another: "
                                                  f"{', '.join(registry.names())}")
     # The section's own fields, with the type's defaults where they differ from the section's.

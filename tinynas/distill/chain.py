@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..atomic import atomic_write_text
+from ..config import unknown_key
 from ..errors import UserError
 from ..fileio import read_yaml
 from ..runfolder import lock_folder, plain_name, run_dir_for
@@ -66,7 +67,7 @@ def load_chain(path: str | os.PathLike) -> Chain:
         raise UserError(source, "", "a chain file must be a YAML mapping")
     for key in doc:
         if key not in CHAIN_KEYS:
-            raise UserError(source, str(key), f"unknown key (known: {', '.join(sorted(CHAIN_KEYS))})")
+            raise UserError(source, str(key), unknown_key("key", key, sorted(CHAIN_KEYS)))
     stages_doc = doc.get("stages")
     if not isinstance(stages_doc, list) or not stages_doc:
         raise UserError(source, "stages", "expected a non-empty list of stages")
@@ -91,7 +92,7 @@ def load_chain(path: str | os.PathLike) -> Chain:
             raise UserError(source, where, "expected a mapping with name and recipe")
         for key in raw:
             if key not in STAGE_KEYS:
-                raise UserError(source, f"{where}.{key}", f"unknown key (known: {', '.join(sorted(STAGE_KEYS))})")
+                raise UserError(source, f"{where}.{key}", unknown_key("key", key, sorted(STAGE_KEYS)))
         for key in ("name", "recipe"):
             if not isinstance(raw.get(key), str) or not raw.get(key):
                 raise UserError(source, f"{where}.{key}", "missing")

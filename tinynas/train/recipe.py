@@ -11,11 +11,12 @@ the error names the command line.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+import re
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Sequence, get_args
 
-from ..config import AUTO, Auto, Overrides, Setting, Source, as_source, read_section, read_value, setting
+from ..config import AUTO, Auto, Overrides, Setting, Source, as_source, read_section, read_value, setting, unknown_key
 from ..data.cache import CACHE_MODES
 from ..data.pipeline import AugmentConfig
 from ..detect.model_recipe import ModelRecipe, check_input_size, load_model_recipe, parse_model_recipe
@@ -158,7 +159,7 @@ def parse_train_recipe(doc: object, source: str | Source = "<recipe>", base_dir:
         raise src.error("", "a recipe must be a YAML mapping")
     for key in doc:
         if key not in TOP_KEYS:
-            raise src.error(str(key), f"unknown section (known: {', '.join(sorted(TOP_KEYS))})")
+            raise src.error(str(key), unknown_key("section", key, sorted(TOP_KEYS)))
     if "model" in doc:
         if any(k in doc for k in ("backbone", "neck", "head")):
             raise src.error("model", "give either model: <recipe> or backbone/neck/head, not both")
@@ -180,6 +181,7 @@ def parse_train_recipe(doc: object, source: str | Source = "<recipe>", base_dir:
                              for k, v in asdict(data).items()})
     check_input_size(model, data.size, src.of("data.size"), "data.size")
     train = read_section(TrainConfig, doc.get("train"), src, "train")
+    train = replace(train, device=_device_name(train.device, src))
     if train.dfl is True and model.head.reg_max == 0:
         raise src.error("train.dfl", f"the {model.head.type} head has reg_max 0 (boxes as distances, no DFL bins): "
                                      "set train.dfl: false or auto, or give the head reg_max > 0")
@@ -191,6 +193,15 @@ def parse_train_recipe(doc: object, source: str | Source = "<recipe>", base_dir:
     # The name becomes runs/<name> when there is no ``out``: it must stay inside runs/.
     name = plain_name(name, src.of("name"), "name")
     return TrainRecipe(name, model, data, train, augment, evaluation, distill, out, from_reference)
+
+
+def _device_name(text: str, src: Source) -> str:
+    """``train.device`` as torch spells it (``CPU`` is ``cpu``); what torch would take but a
+    trainer cannot train on (``meta``, ``xla``, ``mps``, a typo) is refused here, naming the file."""
+    name = text.strip().lower()
+    if name in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", name):
+        return name
+    raise src.error("train.device", f"expected auto, cpu, cuda or cuda:N (N a GPU index), got {text!r}")
 
 
 def _relative(value: str, base_dir: Path) -> str:

@@ -69,13 +69,18 @@ class TrainResult:
     main_process: bool = True
 
 
-def _resolve_device(name: str, local_rank: int) -> torch.device:
+def _resolve_device(name: str, local_rank: int, source: str = "") -> torch.device:
+    """The recipe has spelled ``name`` (auto, cpu, cuda, cuda:N); here it meets this machine."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("", "train.device", f"{name} requested but CUDA is not available")
+        raise UserError(source, "train.device", f"{name} requested but CUDA is not available on this machine "
+                        "(set train.device=cpu or auto)")
     if name == "cuda":
         name = f"cuda:{local_rank}"
+    if name.startswith("cuda:") and int(name.partition(":")[2]) >= torch.cuda.device_count():
+        raise UserError(source, "train.device", f"{name} requested but this machine has "
+                        f"{torch.cuda.device_count()} CUDA device(s) (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
     return torch.device(name)
 
 
@@ -162,13 +167,14 @@ def train(recipe: TrainRecipe, resume: bool = False, stop_after: int | None = No
 
 def _train(recipe: TrainRecipe, resume: bool, stop_after: int | None, progress: bool, source: str,
            extra_loss: ExtraLoss | None, rank: int, local_rank: int, world: int) -> TrainResult:
-    device = _resolve_device(recipe.train.device, local_rank)
+    device = _resolve_device(recipe.train.device, local_rank, source)
     main_process = rank == 0
     run_dir = recipe.run_dir
     run = TrainRun(run_dir)
     last_path = run.last_path
     if resume and not last_path.is_file():
-        raise UserError(str(run_dir), "last.pt", "nothing to resume: no checkpoint in this run folder")
+        raise UserError(str(run_dir), "last.pt", "nothing to resume: the run stopped before its first epoch "
+                        f"ended (no checkpoint); start it again with: tinynas train {run.recipe_path} out={run_dir}")
     if not resume and last_path.exists():
         raise UserError(str(run_dir), "", "this run folder already holds a run; resume it with --resume "
                         "or choose another name")
@@ -366,8 +372,16 @@ def _restore(path: Path, model: nn.Module, ema: ModelEMA, optimizer, scaler,
     for key in ("epoch", "model", "optimizer", "ema_updates"):
         if key not in extra:
             raise UserError(str(path), f"extra.{key}", "missing: not a resumable training checkpoint")
-    model.load_state_dict(extra["model"])
-    ema.module.load_state_dict(ckpt.state_dict)
+    difference = _model_difference(ckpt.recipe.to_dict(), model.recipe.to_dict())
+    if difference is not None:
+        raise UserError(str(path), "recipe", f"written by another model than the run's recipe.yaml describes "
+                        f"({difference}): restore that recipe.yaml, or start a new run")
+    try:
+        model.load_state_dict(extra["model"])
+        ema.module.load_state_dict(ckpt.state_dict)
+    except RuntimeError as err:  # same recipe, other tensors: the file was edited or written elsewhere
+        first = str(err).strip().splitlines()[-1].strip()
+        raise UserError(str(path), "state_dict", f"the weights do not fit the run's model ({first[:200]})") from None
     ema.updates = int(extra["ema_updates"])
     saved_groups = len(extra["optimizer"].get("param_groups", []))
     if saved_groups != len(optimizer.param_groups):
@@ -381,3 +395,24 @@ def _restore(path: Path, model: nn.Module, ema: ModelEMA, optimizer, scaler,
     torch.set_rng_state(extra["torch_rng"])
     random.setstate((3, tuple(int(v) for v in extra["python_rng"]), None))
     return int(extra["epoch"]), float(extra.get("best_ap", -1.0))
+
+
+def _model_difference(stored: object, current: object, where: str = "") -> str | None:
+    """The first setting in which two model recipes (as dicts) differ, in words; ``None`` when
+    they describe the same model (its name aside: the name does not shape a weight)."""
+    if isinstance(stored, dict) and isinstance(current, dict):
+        for key in [*stored, *(k for k in current if k not in stored)]:
+            if not where and key == "name":
+                continue
+            found = _model_difference(stored.get(key), current.get(key), f"{where}.{key}" if where else str(key))
+            if found is not None:
+                return found
+        return None
+    if stored == current:
+        return None
+    if isinstance(stored, list) and isinstance(current, list):
+        if len(stored) != len(current):
+            return f"{where}: {len(stored)} entries in the checkpoint, {len(current)} in recipe.yaml"
+        return next((found for i, (a, b) in enumerate(zip(stored, current))
+                     if (found := _model_difference(a, b, f"{where}[{i}]")) is not None), None)
+    return f"{where}: {stored!r} in the checkpoint, {current!r} in recipe.yaml"

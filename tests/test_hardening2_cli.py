@@ -1,0 +1,226 @@
+"""Hardening II, the command-line side: pre-checks that run before a folder is claimed, runtimes
+checked before work starts, settings whose mistakes are one line naming the file and field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tinynas.cli import main
+from tinynas.data.synthetic import make_synthetic_dataset
+from tinynas.design import DesignSpec, design
+from tinynas.design.spec import check_spec
+from tinynas.errors import UserError
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def data_yaml(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hardening2")
+    make_synthetic_dataset(root / "data", images=4, val_images=2, size=64, seed=0)
+    path = root / "data.yaml"
+    path.write_text(yaml.safe_dump({
+        "train_images": "data/images/train", "train_annotations": "data/annotations/train.json",
+        "val_images": "data/images/val", "val_annotations": "data/annotations/val.json"}))
+    return path
+
+
+def _design_cli(capsys, data_yaml: Path, out: Path, *flags: str) -> tuple[int, str]:
+    code = main(["design", str(data_yaml), "--out", str(out), "--quiet", "--candidates", "5", "--epochs", "1",
+                 *flags])
+    return code, capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- 3: design pre-checks
+def test_a_design_refused_by_its_pre_checks_leaves_no_settings_behind(data_yaml, tmp_path, capsys):
+    out = tmp_path / "design"
+    # At 64 px the default table's grid does not hold the detector's ops: refused before design.json.
+    code, err = _design_cli(capsys, data_yaml, out, "--budget", "latency=40ms", "--size", "64")
+    assert code == 2 and "lies outside the table's grid" in err and err.count("\n") == 1
+    assert not (out / "design.json").exists()
+    # The corrected rerun reaches the next pre-check (at 320 px no mutation makes the detector 1 ms),
+    # not "this folder holds a design with size = 64".
+    code, err = _design_cli(capsys, data_yaml, out, "--budget", "latency=1ms", "--size", "320")
+    assert code == 2 and "impossible budget" in err, err
+    assert not (out / "design.json").exists()
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_when_search_runs(line: str) -> None:
+    if line == "search: running":
+        raise _Stop
+
+
+def _started_design(data_yaml: Path, out: Path, spec: DesignSpec) -> None:
+    """A folder whose design (``spec``) recorded its settings and a finished search."""
+    with pytest.raises(_Stop):
+        design(spec, out, progress=False, log=_stop_when_search_runs)
+    (out / "search").mkdir()
+    (out / "search" / "candidates.csv").write_text("hash\n")
+    (out / "stages.json").write_text(json.dumps({"search": {"rungs": []}}))
+    (out / "report.md").write_text("old")
+    (out / "notes.txt").write_text("the user's own file")
+
+
+def test_force_starts_a_design_over_with_other_settings(data_yaml, tmp_path):
+    out = tmp_path / "design"
+    first = DesignSpec(str(data_yaml), "latency=40ms", epochs=1, candidates=5)
+    _started_design(data_yaml, out, first)
+    second = DesignSpec(str(data_yaml), "latency=40ms", epochs=2, candidates=5)
+    with pytest.raises(UserError, match=r"design.json: epochs: this folder holds a design with epochs = 1, "
+                                        r"not 2.*or pass --force to start this design over"):
+        design(second, out, progress=False, log=_stop_when_search_runs)
+    # New settings refused by a pre-check delete nothing, even with --force.
+    with pytest.raises(UserError, match="impossible budget"):
+        design(DesignSpec(str(data_yaml), "latency=1ms", epochs=2, candidates=5), out, progress=False, force=True)
+    assert (out / "stages.json").is_file()
+    with pytest.raises(_Stop):
+        design(second, out, progress=False, log=_stop_when_search_runs, force=True)
+    assert json.loads((out / "design.json").read_text())["epochs"] == 2
+    assert not (out / "stages.json").exists() and not (out / "search").exists() and not (out / "report.md").exists()
+    assert (out / "notes.txt").read_text() == "the user's own file"  # only the design's own results go
+
+
+def test_the_same_settings_with_force_resume_instead_of_deleting(data_yaml, tmp_path):
+    out = tmp_path / "design"
+    spec = DesignSpec(str(data_yaml), "latency=40ms", epochs=1, candidates=5)
+    _started_design(data_yaml, out, spec)
+    logged = []
+
+    def stop_at_training(line: str) -> None:
+        logged.append(line)
+        if line == "train: running":
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        design(spec, out, progress=False, log=stop_at_training, force=True)
+    assert logged[0] == "search: finished earlier, skipped"
+    assert (out / "search" / "candidates.csv").is_file()
+
+
+# ---------------------------------------------------------------------------- 15, 16: runtimes
+def test_the_runtime_is_lower_cased_and_picks_its_shipped_table(data_yaml):
+    spec = check_spec(DesignSpec(str(data_yaml), "latency=40ms", runtime=" OnnxRuntime"))
+    assert (spec.runtime, spec.db) == ("onnxruntime", "cpu-ort-fp32-tinynas-n")
+    assert check_spec(DesignSpec(str(data_yaml), "latency=40ms", runtime="Torch")).db == "cpu-fp32"
+
+
+def test_a_runtime_without_its_provider_is_refused_before_the_search(data_yaml, tmp_path, capsys):
+    import onnxruntime
+
+    if "TensorrtExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this machine has TensorRT")
+    out = tmp_path / "design"
+    code, err = _design_cli(capsys, data_yaml, out, "--budget", "latency=40ms", "--runtime", "TensorRT")
+    assert code == 2 and err.count("\n") == 1, err
+    assert "--runtime: tensorrt: the designed models cannot be timed here: this onnxruntime build has no " \
+           "TensorrtExecutionProvider" in err
+    assert "v100-trt-fp16.json was measured on cuda fp16" in err
+    assert not out.exists()  # nothing searched, nothing claimed
+
+
+# ---------------------------------------------------------------------------- 12, 13, 20: training
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    from train_helpers import synthetic
+
+    return synthetic(tmp_path_factory.mktemp("tiny-data"), images=8, val_images=4, size=64)
+
+
+def _recipe_file(tiny_data, folder: Path, **train) -> Path:
+    from train_helpers import tiny_recipe, write_recipe
+
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_recipe(folder / "recipe-in.yaml", tiny_recipe(tiny_data, folder / "run", 64, 1, **train))
+
+
+def test_unknown_keys_suggest_the_nearest(tiny_data, tmp_path, capsys):
+    recipe = _recipe_file(tiny_data, tmp_path)
+    for override, guess in (("train.lrr=0.1", "lr_per_64"), ("train.warmup=2", "warmup_epochs"),
+                            ("augment.mosiac_prob=0.5", "mosaic_prob")):
+        assert main(["train", str(recipe), override, "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert f"unknown option (did you mean {guess}? known: " in err, err
+    assert main(["train", str(recipe), "train.xyz=1", "--quiet"]) == 2
+    assert "unknown option (known: " in capsys.readouterr().err  # no guess when nothing is close
+
+
+@pytest.mark.parametrize("device", ["gpu", "mps", "meta", "xla", "cuda:x", ""])
+def test_a_device_a_trainer_cannot_use_is_one_line_naming_the_field(tiny_data, tmp_path, capsys, device):
+    recipe = _recipe_file(tiny_data, tmp_path)
+    assert main(["train", str(recipe), f"train.device={device}", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"tinynas: error: command line: train.device: expected auto, cpu, cuda or cuda:N (N a GPU " \
+                  f"index), got {device!r}\n"
+    assert not (tmp_path / "run").exists()
+
+
+def test_devices_are_lower_cased_and_a_missing_gpu_is_one_line(tiny_data, tmp_path, capsys):
+    import torch
+
+    from tinynas.train.recipe import load_train_recipe
+
+    recipe = _recipe_file(tiny_data, tmp_path)
+    assert load_train_recipe(recipe, ["train.device= CPU"]).train.device == "cpu"
+    if torch.cuda.is_available():
+        assert main(["train", str(recipe), f"train.device=cuda:{torch.cuda.device_count()}", "--quiet"]) == 2
+        assert "CUDA device(s)" in capsys.readouterr().err
+    else:
+        assert main(["train", str(recipe), "train.device=CUDA", "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{recipe}: train.device: cuda requested but CUDA is not available" in err
+
+
+def test_resume_before_the_first_checkpoint_says_how_to_start_again(tiny_data, tmp_path, capsys):
+    from tinynas.train.recipe import load_train_recipe
+    from tinynas.train.run import TrainRun
+    from tinynas.train.run_files import write_recipe
+
+    recipe = load_train_recipe(_recipe_file(tiny_data, tmp_path))
+    run = TrainRun(recipe.run_dir)
+    recipe.run_dir.mkdir(parents=True)
+    write_recipe(run.recipe_path, recipe)  # what a run killed in its first epoch leaves
+    assert main(["train", "--resume", str(recipe.run_dir), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    advice = err.split("start it again with: tinynas ")[1].split()
+    assert advice == ["train", str(run.recipe_path), f"out={recipe.run_dir}"], err
+    assert main([*advice, "--quiet"]) == 0  # the advice works
+    assert run.last_path.is_file()
+
+
+def test_resume_after_the_model_changed_names_the_file_and_the_difference(tiny_data, tmp_path, capsys):
+    from tinynas.train.run import TrainRun
+
+    recipe = _recipe_file(tiny_data, tmp_path)
+    assert main(["train", str(recipe), "--quiet", "train.epochs=2", "--stop-after", "1"]) == 0
+    capsys.readouterr()
+    run = TrainRun(tmp_path / "run")
+    original = run.recipe_path.read_text()
+    doc = yaml.safe_load(original)
+    doc["neck"]["out_channels"] = [16, 32, 64]
+    run.recipe_path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    assert main(["train", "--resume", str(run.run_dir), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"tinynas: error: {run.last_path}: recipe: written by another model than the run's recipe.yaml " \
+                  "describes (neck.out_channels[0]: 32 in the checkpoint, 16 in recipe.yaml): restore that " \
+                  "recipe.yaml, or start a new run\n"
+    # Another run's last.pt copied in: a block of the backbone differs.
+    run.recipe_path.write_text(original)
+    other = _recipe_file(tiny_data, tmp_path / "other")
+    doc = yaml.safe_load(other.read_text())
+    doc["backbone"]["arch"][1]["out"] = 32
+    doc["backbone"]["arch"][2]["in"] = 32
+    other.write_text(yaml.safe_dump(doc))
+    assert main(["train", str(other), "--quiet"]) == 0
+    capsys.readouterr()
+    run.last_path.write_bytes(TrainRun(tmp_path / "other" / "run").last_path.read_bytes())
+    assert main(["train", "--resume", str(run.run_dir), "--quiet"]) == 2
+    assert "recipe: written by another model than the run's recipe.yaml describes (backbone.arch[1].out: 32 " \
+           "in the checkpoint, 24 in recipe.yaml)" in capsys.readouterr().err
