@@ -224,3 +224,26 @@ def test_resume_after_the_model_changed_names_the_file_and_the_difference(tiny_d
     assert main(["train", "--resume", str(run.run_dir), "--quiet"]) == 2
     assert "recipe: written by another model than the run's recipe.yaml describes (backbone.arch[1].out: 32 " \
            "in the checkpoint, 24 in recipe.yaml)" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- 17: rehash
+def test_rehash_refuses_another_tables_csv_unless_the_new_row_count_is_stated(tmp_path, capsys):
+    import shutil
+
+    from conftest import ROOT
+    from tinynas.latency.table import load_table
+
+    table = tmp_path / "cpu-fp32.csv"
+    shutil.copy(ROOT / "latency_db" / "cpu-fp32.json", tmp_path / "cpu-fp32.json")
+    shutil.copy(ROOT / "latency_db" / "cpu-ort-fp32.csv", table)  # another table's rows under this sidecar
+    sidecar = (tmp_path / "cpu-fp32.json").read_text()
+    assert main(["latency", "rehash", str(table)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"tinynas: error: {table}: rows: holds 11805 rows, its sidecar cpu-fp32.json says 4199: it may be " \
+                  "another table's CSV; if you added or removed rows on purpose, rehash with --rows 11805\n"
+    assert (tmp_path / "cpu-fp32.json").read_text() == sidecar  # nothing sealed
+    assert main(["latency", "rehash", str(table), "--rows", "4199"]) == 2
+    assert "rows: holds 11805 rows, not 4199" in capsys.readouterr().err
+    assert main(["latency", "rehash", str(table), "--rows", "11805"]) == 0
+    assert "11805 rows checked" in capsys.readouterr().out
+    assert len(load_table(table)) == 11805

@@ -38,7 +38,9 @@ REHASH_HELP = """\
 Every table records the sha256 of its CSV in its sidecar, and a table whose CSV no longer
 matches is refused on load as modified or damaged. After editing a table's CSV on purpose
 (removing a bad row, merging measurements), rehash checks every row as the loader does and
-records the CSV's new sha256 and row count, so the table loads again."""
+records the CSV's new sha256 and row count, so the table loads again. A CSV whose row count
+differs from the sidecar's is refused (it may be another table's, copied over this one) unless
+--rows states the new count."""
 
 
 def register(sub) -> None:
@@ -164,6 +166,9 @@ def register(sub) -> None:
                                         "records its sha256)",
                          description=REHASH_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     rh.add_argument("table", metavar="TABLE", help="latency table path or shipped name")
+    rh.add_argument("--rows", type=int, default=None, metavar="N",
+                    help="the CSV's row count, when an edit added or removed rows (a count other than the "
+                         "sidecar's is refused without it: the CSV may be another table's)")
     rh.set_defaults(func=run_rehash)
 
     from .time_commands import register as register_time
@@ -329,6 +334,6 @@ def run_import(args) -> int:
 def run_rehash(args) -> int:
     from ..latency import rehash_table
 
-    t = rehash_table(args.table)
+    t = rehash_table(args.table, rows=args.rows)
     print(f"{t.path}: {len(t)} rows checked; sha256 {t.meta['sha256'][:16]}... recorded in its sidecar")
     return 0

@@ -374,17 +374,26 @@ def update_meta(path: str | os.PathLike, **changes) -> dict:
     return meta
 
 
-def rehash_table(path: str | os.PathLike) -> LatencyTable:
+def rehash_table(path: str | os.PathLike, rows: int | None = None) -> LatencyTable:
     """Accept a table's CSV as it is now, e.g. after an edit made on purpose.
 
     Every row is checked as the loader checks it; then the CSV's sha256 and row count are
-    recorded in the sidecar, so the table loads again.
+    recorded in the sidecar, so the table loads again. A CSV whose row count differs from
+    the one its sidecar records may be another table's (copied over this one): it is
+    accepted only when ``rows`` states that count, an edit that added or removed rows.
     """
     path = resolve_table_path(path)
     with table_lock(path):
-        meta, data, rows = read_table_files(path, verify=False)
-        write_meta(path, seal_meta(meta, data, len(rows)))
-    return LatencyTable(rows, meta, str(path))
+        meta, data, checked = read_table_files(path, verify=False)
+        recorded = meta.get("rows")
+        if rows is not None and rows != len(checked):
+            raise UserError(str(path), "--rows", f"holds {len(checked)} rows, not {rows}")
+        if recorded is not None and recorded != len(checked) and rows is None:
+            raise UserError(str(path), "rows", f"holds {len(checked)} rows, its sidecar {sidecar_path(path).name} "
+                            f"says {recorded}: it may be another table's CSV; if you added or removed rows on "
+                            f"purpose, rehash with --rows {len(checked)}")
+        write_meta(path, seal_meta(meta, data, len(checked)))
+    return LatencyTable(checked, meta, str(path))
 
 
 def base_meta(device: str, dtype: str, batch: int, **extra) -> dict:
