@@ -3,7 +3,9 @@ checked before work starts, settings whose mistakes are one line naming the file
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -247,3 +249,41 @@ def test_rehash_refuses_another_tables_csv_unless_the_new_row_count_is_stated(tm
     assert main(["latency", "rehash", str(table), "--rows", "11805"]) == 0
     assert "11805 rows checked" in capsys.readouterr().out
     assert len(load_table(table)) == 11805
+
+
+# ---------------------------------------------------------------------------- 18: disk full, read-only
+class _FullDisk:
+    """A file whose writes fail as on a full disk (what write() raises: no file name)."""
+
+    def __init__(self, path, mode):
+        self._handle = open(path, mode)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._handle.close()
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def _read_only_open(path, mode):
+    raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+
+@pytest.mark.parametrize("fake_open, reason", [(_FullDisk, "No space left on device"),
+                                               (_read_only_open, "Read-only file system")])
+def test_a_failed_write_names_the_users_file_not_the_temporary(tmp_path, capsys, monkeypatch, fake_open, reason):
+    import shutil
+
+    import tinynas.atomic
+    from conftest import ROOT
+
+    table = tmp_path / "cpu-fp32.csv"
+    shutil.copy(ROOT / "latency_db" / "cpu-fp32.json", tmp_path / "cpu-fp32.json")
+    shutil.copy(ROOT / "latency_db" / "cpu-fp32.csv", table)
+    monkeypatch.setattr(tinynas.atomic, "open", fake_open, raising=False)
+    assert main(["latency", "rehash", str(table)]) == 2  # rewrites the sidecar
+    assert capsys.readouterr().err == f"tinynas: error: {tmp_path / 'cpu-fp32.json'}: {reason}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cpu-fp32.csv", "cpu-fp32.json"]  # no temporary left

@@ -19,9 +19,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         # A failed or interrupted write must not leave a multi-MB temporary beside the target.
         tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            # The user asked for ``path``: a full or read-only disk names it, not the hidden
+            # temporary (nor nothing, as a failed write() does).
+            err.filename, err.filename2 = str(path), None
         raise
 
 
