@@ -287,3 +287,59 @@ def test_a_failed_write_names_the_users_file_not_the_temporary(tmp_path, capsys,
     assert main(["latency", "rehash", str(table)]) == 2  # rewrites the sidecar
     assert capsys.readouterr().err == f"tinynas: error: {tmp_path / 'cpu-fp32.json'}: {reason}\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cpu-fp32.csv", "cpu-fp32.json"]  # no temporary left
+
+
+# ---------------------------------------------------------------------------- 9: classes by name
+def test_eval_scores_classes_by_name_and_refuses_other_names(tiny_data, tmp_path, capsys):
+    recipe = _recipe_file(tiny_data, tmp_path)
+    assert main(["train", str(recipe), "--quiet", "train.epochs=2"]) == 0
+    weights = tmp_path / "run" / "last.pt"
+    capsys.readouterr()
+
+    def ap_with(annotations: Path) -> tuple[int, str]:
+        code = main(["eval", str(recipe), "--weights", str(weights), f"data.val_annotations={annotations}"])
+        return code, capsys.readouterr()
+
+    code, original = ap_with(tiny_data.val_annotations)
+    assert code == 0
+    doc = json.loads(Path(tiny_data.val_annotations).read_text())
+    renumber = {c["id"]: 10 - c["id"] for c in doc["categories"]}  # the id order of the classes reversed
+    for c in doc["categories"]:
+        c["id"] = renumber[c["id"]]
+    for a in doc["annotations"]:
+        a["category_id"] = renumber[a["category_id"]]
+    renumbered = tmp_path / "renumbered.json"
+    renumbered.write_text(json.dumps(doc))
+    code, again = ap_with(renumbered)
+    assert code == 0
+    table = lambda out: out.out.split("\n\n")[0]  # noqa: E731 - the AP row
+    assert table(again) == table(original), (original.out, again.out)
+    assert sorted(again.out.split("\n\n")[1].splitlines()[2:]) == sorted(original.out.split("\n\n")[1].splitlines()[2:])
+
+    doc["categories"][0]["name"] = "hexagon"
+    renamed = tmp_path / "renamed.json"
+    renamed.write_text(json.dumps(doc))
+    code, refused = ap_with(renamed)
+    assert code == 2 and refused.err.count("\n") == 1
+    assert f"{weights}: class_names: the checkpoint's 3 classes are not {renamed}'s 3 (" in refused.err
+    assert "'hexagon'] only in the dataset" in refused.err
+
+
+def test_renumbered_classes_are_mapped_by_name():
+    import torch
+
+    from tinynas.train.class_order import ReorderedClasses, class_order
+
+    order = class_order(["cat", "dog", "owl"], ["owl", "cat", "dog"], "w.pt", "val.json")
+    assert order == [2, 0, 1]
+    assert class_order(["cat", "dog"], ["cat", "dog"], "w.pt", "val.json") is None
+
+    class Fixed(torch.nn.Module):
+        def forward(self, images):
+            return torch.tensor([[[0.1, 0.2, 0.7]]]), torch.zeros(1, 1, 4)
+
+    scores, _ = ReorderedClasses(Fixed(), order)(None)
+    assert scores[0, 0].tolist() == pytest.approx([0.7, 0.1, 0.2])  # the owl's score is the dataset's label 0
+    with pytest.raises(UserError, match=r"^w.pt: class_names: the checkpoint's 2 classes are not val.json's 2 "
+                                        r"\(\['dog'\] only in the checkpoint, \['owl'\] only in the dataset\)$"):
+        class_order(["cat", "dog"], ["cat", "owl"], "w.pt", "val.json")

@@ -87,6 +87,7 @@ def run_eval(args) -> int:
     from ..checkpoint import load_detector
     from ..data.coco import CocoDataset
     from ..data.pipeline import DetectionDataset
+    from ..train.class_order import ReorderedClasses, class_order
     from ..train.evaluate import evaluate
     from ..train.trainer import resolve_model
 
@@ -99,6 +100,9 @@ def run_eval(args) -> int:
     model, names = load_detector(weights, recipe.model)
     if len(names) != val.num_classes:
         raise UserError(str(weights), "class_names", f"{len(names)} classes, the val set has {val.num_classes}")
+    order = class_order(names, val.names, str(weights), str(recipe.data.val_annotations))
+    if order is not None:  # the same classes, renumbered: scored by name
+        model = ReorderedClasses(model, order)
     e = recipe.eval
     metrics = evaluate(model, DetectionDataset(val, recipe.data.size), batch_size=e.batch_size,
                        conf_threshold=e.conf_threshold, iou_threshold=e.iou_threshold,
