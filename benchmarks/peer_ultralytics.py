@@ -9,7 +9,7 @@ so both tools are scored by the same evaluator (pycocotools, on the tinynas side
 Everything the peer decides by itself (optimizer, lr, warm-up, augmentation, workers) is left at
 its defaults: the comparison is with what its users get from ``yolo train``. Writes
 ``train_seconds.txt`` (wall time of ``train()``), ``meta.json`` (params, GFLOPs), ``results.json`` (from the run's best.pt)
-and ``results_last.json`` (last.pt) into ``--out``.
+and ``results_last.json`` (last.pt) into ``--out``; with ``--export-onnx`` also ``best.onnx``.
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--export-onnx", action="store_true",
+                        help="also export best.pt to OUT/best.onnx at --imgsz (fp32, static shape, batch 1)")
     args = parser.parse_args()
 
     from ultralytics import YOLO, settings
@@ -72,6 +74,11 @@ def main() -> None:
         weights = out / "weights" / name
         if weights.is_file():
             (out / target).write_text(json.dumps(detections(weights, args.val_json, args.val_images, args.imgsz)))
+    if args.export_onnx and not (out / "best.onnx").is_file():
+        # Static 1x3xSxS and no simplifier: the graph ultralytics' own `yolo export format=onnx` gives.
+        exported = YOLO(str(out / "weights" / "best.pt")).export(format="onnx", imgsz=args.imgsz, dynamic=False,
+                                                                  simplify=False, half=False, device="cpu")
+        os.replace(exported, out / "best.onnx")
 
 
 if __name__ == "__main__":

@@ -187,3 +187,59 @@ def test_the_chosen_model_is_the_most_accurate_within_the_measured_budget():
             {"model": "c", "measured_ms": 3.2, "AP": 0.6}, {"model": "d", "measured_ms": 1.0, "AP": math.nan}]
     assert choose(rows, 3.0)["model"] == "b"
     assert choose(rows, 0.5) is None
+
+
+def test_a_budget_matched_to_an_onnx_file_is_that_file_measured_in_the_runtime(workspace, tmp_path):
+    from tinynas.deploy.onnx_export import export_onnx
+    from tinynas.detect.detector import Detector
+
+    root, _, data_yaml, model, table, _ = workspace
+    peer = tmp_path / "current-model.onnx"
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    # The shipped tinynas-n at 64 px (~2 ms here): slower than the tiny model's smallest detectors.
+    export_onnx(Detector(load_model_recipe("tinynas-n")).eval(), peer, size=64)
+    out = tmp_path / "design"
+    args = ["design", str(data_yaml), "--budget", f"latency=match:{peer}", "--db", str(table), "--model", str(model),
+            "--teacher-factors", "2", "--candidates", "200", "--epochs", "1", "--size", "64", "--batch-size", "8",
+            "--timed-runs", "3", "--out", str(out), "--quiet"]
+    first = _cli(*args)
+    log = first.communicate(timeout=600)[0]
+    assert first.returncode == 0, log
+    match = json.loads((out / "match.json").read_text())
+    assert match["settings"] == {"runtime": "onnxruntime", "db": str(table), "size": 64}
+    assert match["timing"]["threads"] == 1 and match["timing"]["table"] == str(table.resolve())
+    assert f"budget: {peer} measures {match['measured_ms']:.3f} ms in onnxruntime" in log
+    # The anchor (the tiny recipe's own detector) timed beside it converts the table's ms.
+    anchor = match["anchor"]
+    assert match["table_scale"] == pytest.approx(anchor["predicted_ms"] / anchor["measured_ms"])
+    predictor = DetectorLatencyModel(str(table), load_model_recipe(str(model)))
+    assert anchor["predicted_ms"] == pytest.approx(predictor.predict_detector_ms(
+        load_model_recipe(str(model)).backbone.arch, 64))
+    # The design searched and judged at that latency: its budget is the file's median.
+    assert json.loads((out / "design.json").read_text())["budget"] == f"latency={match['measured_ms']:.4f}ms"
+    stages = json.loads((out / "stages.json").read_text())
+    rows = stages["report"]["models"]
+    assert sorted(r["budget_ms"] for r in rows) == pytest.approx(
+        [round(match["measured_ms"], 4), 2 * round(match["measured_ms"], 4)])
+    # The search met each rung in the table's ms; the design reports them in ms measured here.
+    for rung in stages["search"]["rungs"]:
+        assert rung["table_limit_ms"] == pytest.approx(rung["limit_ms"] * match["table_scale"], rel=1e-3)
+        assert rung["table_predicted_ms"] <= rung["table_limit_ms"]
+        assert rung["predicted_ms"] == pytest.approx(rung["table_predicted_ms"] / match["table_scale"])
+    # A rerun keeps the measured budget (timing again would change it, and the folder refuse it).
+    again = _cli(*args)
+    log = again.communicate(timeout=600)[0]
+    assert again.returncode == 0, log
+    assert f"measured {match['measured_ms']:.3f} ms earlier" in log and "report: finished earlier" in log
+
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not onnx")
+    for budget, message in ((f"latency=match:{bad}", f"{bad}: --budget: not a readable ONNX model"),
+                            (f"latency=match:{peer}", "has height 64, but the comparison runs at 96")):
+        size = "96" if "height" in message else "64"
+        proc = _cli("design", str(data_yaml), "--budget", budget, "--db", str(table), "--model", str(model),
+                    "--size", size, "--out", str(tmp_path / "refused"))
+        text = proc.communicate(timeout=120)[0]
+        assert proc.returncode == 2 and message in text and len(text.strip().splitlines()) == 1, text
+        assert not (tmp_path / "refused" / "design.json").exists()

@@ -112,3 +112,11 @@ def test_the_cli_prints_each_model_and_writes_the_json(tmp_path, capsys):
     assert f"{doc['models'][1]['median_ms'] / fastest:.3f}" in printed
     assert main(["latency", "time", str(files[0]), "--size", "64"]) == 2
     assert "height 32, but the comparison runs at 64" in capsys.readouterr().err
+
+
+def test_a_timing_read_back_from_its_json_is_the_same_value(tmp_path):
+    from tinynas.latency.side_by_side import side_by_side_from_json
+
+    result = time_side_by_side([_conv_file(tmp_path / "a.onnx", 8), _conv_file(tmp_path / "b.onnx", 16)], 32,
+                               rounds=2, runs=2)
+    assert side_by_side_from_json(json.loads(json.dumps(result.to_json()))) == result

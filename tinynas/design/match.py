@@ -2,7 +2,10 @@
 
 "Beat my current model on this chip": the ONNX file at PATH is timed in the design's runtime
 with its table's settings (the same harness that times peers side by side), and its median
-becomes the latency budget. The figure is kept in ``match.json`` in the design folder with the
+becomes the latency budget. Beside it, in the same rounds, the model recipe's own detector is
+timed as an anchor: its predicted / measured ratio is the table's scale (``table_scale``),
+which the search's ladder is converted with, so a table measured on another day or machine
+still searches at today's latency of the matched file. The figure is kept in ``match.json`` in the design folder with the
 file's sha256, so a rerun resumes with the same budget instead of a re-timed, slightly
 different one (which the stored settings would refuse); a changed file is timed again and
 then refused by the stored settings, as any other change of budget is.
@@ -61,17 +64,54 @@ def matched_latency(spec: DesignSpec, out: Path, log: Callable[[str], None] = pr
         log(f"budget: {target} measured {stored['measured_ms']:.3f} ms earlier in {spec.runtime}")
         record = stored
     else:
-        from ..latency.side_by_side import time_side_by_side
+        record = _time_with_anchor(spec, db, target, model.sha256, key, log)
+    return replace(spec, budget=f"latency={record['measured_ms']:.4f}ms", table_scale=record["table_scale"]), record
 
-        timing = time_side_by_side([target], spec.size, db=db, runtime=spec.runtime, rounds=ROUNDS,
-                                   runs=RUNS, names=["match"])
-        measured = timing.models[0]
-        record = {"file": str(target.resolve()), "sha256": model.sha256, "settings": key,
-                  "measured_ms": measured.median_ms, "q25_ms": measured.q25_ms, "q75_ms": measured.q75_ms,
-                  "round_medians_ms": list(measured.round_medians_ms), "timing": timing.settings}
-        log(f"budget: {target} measures {measured.median_ms:.3f} ms in {spec.runtime} "
-            f"({timing.settings['threads']} thread(s), IQR {measured.q25_ms:.3f}-{measured.q75_ms:.3f})")
-    return replace(spec, budget=f"latency={record['measured_ms']:.4f}ms"), record
+
+def _time_with_anchor(spec: DesignSpec, db: str, target: Path, sha256: str, key: dict,
+                      log: Callable[[str], None]) -> dict:
+    """Time ``target`` beside the anchor; the anchor's predicted / measured ms is the table's scale.
+
+    The budget is judged in ms measured here today, but the search prices candidates from a
+    table measured on another day, or another machine of the same kind, which can be off by
+    tens of per cent as a whole: the anchor converts one into the other.
+    """
+    import tempfile
+
+    from ..deploy.onnx_export import export_onnx
+    from ..detect.detector import Detector
+    from ..latency.side_by_side import time_side_by_side
+    from .search_stage import latency_model
+    from .spec import dataset_classes, read_data_section
+
+    num_classes = len(dataset_classes(read_data_section(spec.data)))
+    pricing = latency_model(replace(spec, db=db), num_classes)
+    try:
+        predicted = pricing.predict_detector_ms(pricing.recipe.backbone.arch, spec.size)
+    except UserError as err:  # a table that cannot price the recipe's own backbone: no anchor
+        log(f"budget: no anchor ({err.reason}); the table's ms are taken as measured here")
+        predicted = None
+    with tempfile.TemporaryDirectory(prefix="tinynas-match-") as folder:
+        paths, names = [target], ["match"]
+        if predicted is not None:
+            paths.append(Path(folder) / "anchor.onnx")
+            export_onnx(Detector(pricing.recipe).eval(), paths[-1], size=spec.size)
+            names.append("anchor")
+        timing = time_side_by_side(paths, spec.size, db=db, runtime=spec.runtime, rounds=ROUNDS, runs=RUNS,
+                                   names=names)
+    measured = timing.by_name("match")
+    record = {"file": str(target.resolve()), "sha256": sha256, "settings": key,
+              "measured_ms": measured.median_ms, "q25_ms": measured.q25_ms, "q75_ms": measured.q75_ms,
+              "round_medians_ms": list(measured.round_medians_ms), "timing": timing.settings, "table_scale": 1.0}
+    log(f"budget: {target} measures {measured.median_ms:.3f} ms in {spec.runtime} "
+        f"({timing.settings['threads']} thread(s), IQR {measured.q25_ms:.3f}-{measured.q75_ms:.3f})")
+    if predicted is not None:
+        anchor = timing.by_name("anchor")
+        record.update(anchor={"model": spec.model, "predicted_ms": predicted, "measured_ms": anchor.median_ms},
+                      table_scale=predicted / anchor.median_ms)
+        log(f"budget: anchor {spec.model} measures {anchor.median_ms:.3f} ms, the table predicts {predicted:.3f} ms: "
+            f"the search prices at {record['table_scale']:.3f} table ms per ms measured")
+    return record
 
 
 def store_match(out: Path, record: dict) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..search import resume, search
+from ..search.budgets import Budget, rung_label
 from ..search.output import CANDIDATES_NAME
 from .spec import DesignSpec
 
@@ -43,7 +44,7 @@ def check(spec: DesignSpec, num_classes: int) -> None:
     from ..search.evolution import create_evolution
 
     model = latency_model(spec, num_classes)
-    evolution, evaluator = create_evolution(spec.space, spec.budgets, ladder=spec.ladder_text(), latency=spec.db,
+    evolution, evaluator = create_evolution(spec.space, spec.budgets, ladder=spec.search_ladder_text(), latency=spec.db,
                                             detector=model.recipe, seed=spec.seed,
                                             resolution=search_resolution(spec, model))
     evolution.start(evaluator)
@@ -54,13 +55,17 @@ def run(spec: DesignSpec, num_classes: int, folder: Path, progress: bool) -> dic
     if (folder / "checkpoint.json").is_file() and (folder / CANDIDATES_NAME).is_file():
         result = resume(folder, progress=progress)  # the table and the detector are in its config
     else:
-        result = search(spec.space, spec.budgets, ladder=spec.ladder_text(), latency=spec.db,
+        result = search(spec.space, spec.budgets, ladder=spec.search_ladder_text(), latency=spec.db,
                         detector=model.recipe, candidates=spec.candidates, seed=spec.seed,
                         resolution=search_resolution(spec, model), out=folder, progress=progress, exist_ok=True)
     rungs = []
+    scale = spec.table_scale
     for rung in result.rungs:
         arch_file = next(f for f in rung.files if f.endswith(".yaml"))
         limit = next(b.limit for b in rung.budgets if b.kind == "latency")
-        rungs.append({"label": rung.label, "limit_ms": limit, "arch": str((folder / arch_file).resolve()),
-                      "predicted_ms": rung.best.latency_ms, "score": rung.best.score})
+        # Limits and predictions go on in ms measured here; the search's own files keep the table's.
+        label = rung.label if scale == 1.0 else "best-" + rung_label(Budget("latency", float(f"{limit / scale:.4g}")))
+        rungs.append({"label": label, "limit_ms": limit / scale, "arch": str((folder / arch_file).resolve()),
+                      "predicted_ms": rung.best.latency_ms / scale, "score": rung.best.score,
+                      **({"table_limit_ms": limit, "table_predicted_ms": rung.best.latency_ms} if scale != 1.0 else {})})
     return {"rungs": rungs, "candidates": result.candidates, "seconds": round(result.seconds, 2)}

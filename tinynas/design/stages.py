@@ -19,6 +19,7 @@ import yaml
 from ..atomic import atomic_write_text
 from ..errors import UserError
 from ..runfolder import LOCK_NAME, check_new_folder, owned_folder
+from .match import MATCH_NAME, match_target, matched_latency, store_match
 from .spec import SPEC_NAME, DesignSpec, check_spec, dataset_classes, read_data_section, spec_change, store_spec
 
 STAGES = ("search", "train", "measure", "report")
@@ -67,7 +68,7 @@ def _clear_results(out: Path) -> None:
     """Remove what a design with other settings left in ``out`` (and nothing else)."""
     from .report import FIGURES, REPORT_NAME
 
-    for name in (RECORD_NAME, REPORT_NAME, *FIGURES.values(), *STAGE_FOLDERS):
+    for name in (RECORD_NAME, REPORT_NAME, MATCH_NAME, *FIGURES.values(), *STAGE_FOLDERS):
         path = out / name
         if path.is_dir():
             shutil.rmtree(path)
@@ -78,6 +79,9 @@ def _clear_results(out: Path) -> None:
 def design(spec: DesignSpec, out: str | Path, progress: bool = True, log: Callable[[str], None] = print,
            force: bool = False) -> DesignResult:
     """Run (or finish) a design in ``out``; see the module docstring."""
+    match = None
+    if match_target(spec.budget) is not None:  # latency=match:PATH: that file's measured latency
+        spec, match = matched_latency(spec, Path(out), log)
     spec = check_spec(spec)
     data = read_data_section(spec.data)
     classes = dataset_classes(data)
@@ -95,6 +99,8 @@ def design(spec: DesignSpec, out: str | Path, progress: bool = True, log: Callab
             _clear_results(out)
         if change != "same":
             store_spec(out, spec)
+        if match is not None:
+            store_match(out, match)
         done = _record(out)
         steps = {
             "search": lambda: search_stage.run(spec, len(classes), out / "search", progress),

@@ -66,6 +66,13 @@ class SideBySide:
         return doc
 
 
+def side_by_side_from_json(doc: dict) -> SideBySide:
+    """The inverse of ``SideBySide.to_json`` (a timing kept in a file, read back)."""
+    models = tuple(ModelTiming(**{**m, "round_medians_ms": tuple(m["round_medians_ms"])}) for m in doc["models"])
+    return SideBySide(models, doc["size"], doc["rounds"], doc["runs_per_round"],
+                      tuple(tuple(o) for o in doc["order"]), doc["settings"])
+
+
 def timing_settings(db: str | Path | None, runtime: str | None, threads: int | None,
                     device: str | None = None) -> dict:
     """Runtime, device, precision, threads and clock: from a table's sidecar, or as given.
