@@ -27,3 +27,17 @@ def pytest_terminal_summary(terminalreporter):
     line = summary()
     if line:
         terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """(synthetic data, run folder) of one epoch on shapes: enough for a small non-zero val AP,
+    shared by the tests that compare what predict writes with what eval scores."""
+    from tinynas.train.recipe import parse_train_recipe
+    from tinynas.train.trainer import train
+    from train_helpers import synthetic, tiny_recipe
+
+    root = tmp_path_factory.mktemp("trained")
+    data = synthetic(root / "data", images=32, val_images=8, size=128, seed=3)
+    train(parse_train_recipe(tiny_recipe(data, root / "run", 128, epochs=1, batch_size=16)), progress=False)
+    return data, root / "run"

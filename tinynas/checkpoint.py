@@ -2,7 +2,8 @@
 
 A checkpoint is a plain dict saved with ``torch.save`` and read with
 ``torch.load(weights_only=True)``, so loading one never runs code. It holds the *resolved*
-recipe (architecture inline), the class names, whether the weights are in the fused
+recipe (architecture inline), the class names and the category ids of the dataset they came
+from (``category_ids``; checkpoints written before it was kept have none), whether the weights are in the fused
 (re-parameterised) form, the state dict, and an optional ``extra`` dict for trainers
 (epoch, optimiser state, EMA...) made of tensors and plain Python values.
 
@@ -31,7 +32,8 @@ from .errors import UserError
 FORMAT = "tinynas-detector"
 VERSION = 1
 HASH_KEY = "sha256"
-KNOWN_KEYS = {"format", "version", "recipe", "class_names", "fused", "state_dict", "extra", "bn_eps", HASH_KEY}
+KNOWN_KEYS = {"format", "version", "recipe", "class_names", "category_ids", "fused", "state_dict", "extra", "bn_eps",
+              HASH_KEY}
 
 
 def default_class_names(num_classes: int) -> list[str]:
@@ -49,6 +51,7 @@ class Checkpoint:
     fused: bool = False
     extra: dict = field(default_factory=dict)
     bn_eps: float | None = None  # None: PyTorch's default (checkpoints written before it was kept)
+    category_ids: list[int] | None = None  # the training set's id of each class; None when not kept
 
     def build(self) -> Detector:
         """The detector with these weights, in eval mode."""
@@ -127,8 +130,9 @@ def _feed(digest, value: object) -> None:
 
 
 def save_checkpoint(path: str | os.PathLike, model: Detector, class_names: Sequence[str] | None = None,
-                    extra: dict | None = None) -> None:
-    """Write ``model`` (fused or not) atomically; ``class_names`` default to COCO's for 80 classes."""
+                    extra: dict | None = None, category_ids: Sequence[int] | None = None) -> None:
+    """Write ``model`` (fused or not) atomically; ``class_names`` default to COCO's for 80 classes.
+    ``category_ids``: the dataset's id of each class, what a COCO results file names it by."""
     names = list(class_names) if class_names is not None else default_class_names(model.num_classes)
     if len(names) != model.num_classes:
         raise ValueError(f"{len(names)} class names for a {model.num_classes}-class model")
@@ -137,6 +141,11 @@ def save_checkpoint(path: str | os.PathLike, model: Detector, class_names: Seque
         "fused": model.is_fused, "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "extra": extra or {},
     }
+    if category_ids is not None:
+        ids = [int(i) for i in category_ids]
+        if len(ids) != len(names) or len(set(ids)) != len(ids):
+            raise ValueError(f"{len(ids)} category ids for {len(names)} classes, or repeated ids: {ids}")
+        doc["category_ids"] = ids
     eps = _bn_eps(model)
     if eps is not None:
         doc["bn_eps"] = eps
@@ -174,8 +183,12 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     eps = doc.get("bn_eps")
     if eps is not None and (isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0):
         raise UserError(source, "bn_eps", f"expected a positive number, got {eps!r}")
+    ids = doc.get("category_ids")
+    if ids is not None and (not isinstance(ids, list) or len(ids) != len(names) or len(set(ids)) != len(ids)
+                            or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)):
+        raise UserError(source, "category_ids", f"expected {len(names)} distinct integer category ids")
     return Checkpoint(recipe, [str(n) for n in names], doc["state_dict"], bool(doc.get("fused", False)),
-                      doc.get("extra") or {}, None if eps is None else float(eps))
+                      doc.get("extra") or {}, None if eps is None else float(eps), ids)
 
 
 def _verify(doc: dict, source: str) -> None:
@@ -200,12 +213,18 @@ def load_detector(path: str | os.PathLike, recipe: ModelRecipe | None = None) ->
     With ``recipe``, the checkpoint must describe the same number of classes; the
     checkpoint's own architecture is used (the weights only fit that one).
     """
+    model, ckpt = load_detector_checkpoint(path, recipe)
+    return model, ckpt.class_names
+
+
+def load_detector_checkpoint(path: str | os.PathLike, recipe: ModelRecipe | None = None) -> tuple[Detector, Checkpoint]:
+    """As :func:`load_detector`, with the whole :class:`Checkpoint` (class names, category ids...)."""
     ckpt = load_checkpoint(path)
     if recipe is not None and recipe.head.num_classes != ckpt.recipe.head.num_classes:
         raise UserError(str(path), "head.num_classes",
                         f"the checkpoint has {ckpt.recipe.head.num_classes} classes but the recipe "
                         f"has {recipe.head.num_classes}")
     try:
-        return ckpt.build(), ckpt.class_names
+        return ckpt.build(), ckpt
     except UserError as err:
         raise UserError(str(path), err.field, err.reason) from None

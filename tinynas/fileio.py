@@ -7,6 +7,7 @@ line of a syntax error. Parsing is safe: ``yaml.safe_load`` and ``json.loads`` o
 from __future__ import annotations
 
 import json
+import math
 import os
 from itertools import repeat
 from pathlib import Path
@@ -85,3 +86,22 @@ def check_nesting(data: object, source: str) -> object:
         level = deeper
         depth += 1
     return data
+
+
+def strict_json_value(value: object) -> object:
+    """``value`` with every NaN or infinite float replaced by ``None``: JSON has no such
+    numbers, and strict readers (browsers, jq, most languages) refuse Python's ``NaN``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: strict_json_value(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json_value(item) for item in value]
+    return value
+
+
+def json_text(value: object, **options) -> str:
+    """``json.dumps`` that writes strict JSON: non-finite floats become ``null`` (see
+    ``strict_json_value``), and anything else that is not JSON is a ``ValueError``/``TypeError``
+    (a bug), never ``NaN`` or ``Infinity`` in a file the project writes."""
+    return json.dumps(strict_json_value(value), allow_nan=False, **options)

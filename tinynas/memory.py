@@ -186,14 +186,82 @@ def open_image(path: str | os.PathLike, source: str | None = None) -> Iterator[I
                                   + (f": {detail[:120]})" if detail else ")")) from None
 
 
+# The files a folder of images is read for (predict, data convert); a single file of another
+# name is still tried, since PIL decides what it can read.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+# EXIF orientations that turn the picture a quarter turn (the stored width is the shown height).
+_QUARTER_TURNS = {5, 6, 7, 8}
+_ORIENTATION_TAG = 0x0112
+
+# The bit depths integer pixels are stored in: a 16-bit container holding a 12-bit sensor's
+# values is scaled by 4095, the smallest full range that holds its brightest pixel.
+SENSOR_BITS = (8, 10, 12, 14, 16, 24, 32)
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1-8) of an opened image, 1 when it has none (read from the header)."""
+    try:
+        value = image.getexif().get(_ORIENTATION_TAG, 1)
+    except _DAMAGED:
+        return 1  # damaged EXIF: the pixels are still the picture
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _scaled_to_uint8(values, source: str):
+    """Single-channel pixels of more than 8 bits (``I;16``, ``I``, ``F``) as ``uint8``.
+
+    Integers of a non-negative image are scaled by the smallest full range of ``SENSOR_BITS``
+    that holds the brightest pixel, so black stays black and one sensor's images keep their
+    relative brightness; floats in [0, 1] are scaled by 255. Anything else (negative values,
+    floats past 1) is stretched from its own minimum to its maximum.
+    """
+    import numpy as np
+
+    values = np.asarray(values)
+    if values.size == 0:
+        return values.astype(np.uint8)
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        raise UserError(source, "", "image has NaN or infinite pixels (a float image needs finite values)")
+    low, high = float(values.min()), float(values.max())
+    if low >= 0 and values.dtype.kind == "f" and high <= 1:
+        offset, full = 0.0, 1.0
+    elif low >= 0 and values.dtype.kind != "f":
+        offset, full = 0.0, float(2 ** next(b for b in SENSOR_BITS if high < 2 ** b) - 1)
+    else:
+        offset, full = low, (high - low) or 1.0
+    scaled = (values.astype(np.float64) - offset) * (255.0 / full)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def rgb_image(image: Image.Image, source: str) -> Image.Image:
+    """A decoded image as 8-bit RGB, upright: its EXIF orientation applied (as cameras, browsers
+    and Ultralytics show it) and pixels of more than 8 bits scaled, not clipped, to 0..255.
+    Every image the project reads for its pixels passes here."""
+    from PIL import Image, ImageOps
+
+    if exif_orientation(image) != 1:
+        image = ImageOps.exif_transpose(image)
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        image = Image.fromarray(_scaled_to_uint8(image, source))
+    return image.convert("RGB")
+
+
 def read_rgb(path: str | os.PathLike, source: str | None = None) -> Image.Image:
-    """The whole image, decoded and converted to RGB, through ``open_image``."""
+    """The whole image, decoded, upright and in 8-bit RGB (``rgb_image``), through ``open_image``."""
+    name = str(path) if source is None else source
     with open_image(path, source) as image:
         image.load()
-        return image.convert("RGB")
+        return rgb_image(image, name)
+
+
+def upright_size(image: Image.Image) -> tuple[int, int]:
+    """(width, height) of an opened image as ``rgb_image`` shows it (after its EXIF orientation)."""
+    width, height = image.size
+    return (height, width) if exif_orientation(image) in _QUARTER_TURNS else (width, height)
 
 
 def image_size(path: str | os.PathLike, source: str | None = None) -> tuple[int, int]:
-    """(width, height) from the header alone, through ``open_image``."""
+    """(width, height) from the header alone, after the EXIF orientation, through ``open_image``."""
     with open_image(path, source) as image:
-        return image.size
+        return upright_size(image)

@@ -36,10 +36,16 @@ def register(sub) -> None:
     p.add_argument("--source", required=True, metavar="IMAGE_OR_DIR", help="an image or a folder of images")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--recipe", default=None, help="check the checkpoint against this recipe's class count")
+    p.add_argument("--annotations", default=None, metavar="COCO_JSON",
+                   help="a COCO file of the --source folder's images: predict the images it lists and write "
+                        "its image and category ids (so pycocotools scores predictions.json as `eval` does)")
     p.add_argument("--size", type=positive_int, default=640, help="letterbox size (default %(default)s)")
     p.add_argument("--conf", type=fraction, default=0.25, help="score threshold (default %(default)s)")
     p.add_argument("--iou", type=fraction, default=0.7, help="NMS IoU threshold (default %(default)s)")
     p.add_argument("--max-det", type=positive_int, default=100, help="detections kept per image (default %(default)s)")
+    p.add_argument("--batch", type=positive_int, default=8,
+                   help="images per forward pass (default %(default)s, eval's eval.batch_size: the same batches "
+                        "give the same scores)")
     p.add_argument("--no-draw", action="store_true", help="only write the JSON")
     p.add_argument("--force", action="store_true", help="replace output files that already exist")
     p.set_defaults(func=run_predict)
@@ -103,15 +109,21 @@ def describe_parts(recipe) -> str:
 
 
 def run_predict(args) -> int:
-    from ..checkpoint import load_detector
-    from ..detect.predict import RESULTS_NAME, predict
+    from ..checkpoint import load_detector_checkpoint
+    from ..detect.predict import RESULTS_NAME, predict, skipped_files
     from ..detect.model_recipe import load_model_recipe
 
     recipe = load_model_recipe(args.recipe) if args.recipe else None
-    model, names = load_detector(args.weights, recipe)
-    results = predict(model, names, args.source, args.out, args.size, args.conf, args.iou, args.max_det,
-                      draw=not args.no_draw, force=args.force)
+    model, ckpt = load_detector_checkpoint(args.weights, recipe)
+    results = predict(model, ckpt.class_names, args.source, args.out, args.size, args.conf, args.iou, args.max_det,
+                      draw=not args.no_draw, force=args.force, annotations=args.annotations,
+                      category_ids=ckpt.category_ids, batch_size=args.batch)
     boxes = sum(len(r.detections) for r in results)
+    if args.annotations is None:
+        skipped = skipped_files(args.source)
+        if skipped:
+            shown = ", ".join(p.name for p in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+            print(f"skipped {len(skipped)} file(s) not named as images: {shown}")
     print(f"{len(results)} image(s), {boxes} detection(s); wrote {Path(args.out) / RESULTS_NAME}")
     return 0
 

@@ -32,9 +32,8 @@ def register(lsub) -> None:
 
 
 def run_time(args) -> int:
-    import json
-
     from ..atomic import atomic_write_text
+    from ..fileio import json_text
     from ..latency.side_by_side import time_side_by_side
     from ..runfolder import check_new_file
 
@@ -51,6 +50,6 @@ def run_time(args) -> int:
     print(f"{s['runtime']} {s.get('runtime_version')} on {s.get('device_name')}, {s['threads']} thread(s), "
           f"clock {s['clock']}, {result.rounds} rounds x {result.runs_per_round} runs at {result.size} px")
     if args.out:
-        atomic_write_text(args.out, json.dumps(result.to_json(), indent=2) + "\n")
+        atomic_write_text(args.out, json_text(result.to_json(), indent=2) + "\n")
         print(f"wrote {args.out}")
     return 0

@@ -11,6 +11,7 @@ outside the image are clipped, boxes of zero or negative size are dropped, a mis
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +19,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..errors import UserError
-from ..memory import open_image
-from .coco import read_coco_json
+from ..memory import exif_orientation, open_image, rgb_image, upright_size
+from .coco import CocoDataset, read_coco_json
 
 # Annotation tools round box edges; this much overhang is not worth a warning.
 OUTSIDE_TOLERANCE = 1.0
@@ -68,6 +69,7 @@ def check_dataset(annotations: str | os.PathLike, images_dir: str | os.PathLike,
         problems.append(Problem(file, image_id, reason, fatal))
 
     categories: set = set()
+    category_names: dict = {}  # name -> the first category id of that name
     for i, cat in enumerate(data["categories"]):
         cid = cat.get("id") if isinstance(cat, dict) else None
         if not _is_int(cid):
@@ -76,8 +78,14 @@ def check_dataset(annotations: str | os.PathLike, images_dir: str | os.PathLike,
             report(ann_file, None, f"categories[{i}]: duplicate category id {cid}", True)
         else:
             categories.add(cid)
-            if not isinstance(cat.get("name"), str):
+            name = cat.get("name")
+            if not isinstance(name, str):
                 report(ann_file, None, f"categories[{i}]: category {cid} has no name", False)
+            elif name in category_names:
+                report(ann_file, None, f"categories[{i}]: category {cid} has the name {name!r} of category "
+                                       f"{category_names[name]} (predictions of the two cannot be told apart)", False)
+            else:
+                category_names[name] = cid
     if not data["categories"]:
         report(ann_file, None, "no categories", True)
 
@@ -86,6 +94,7 @@ def check_dataset(annotations: str | os.PathLike, images_dir: str | os.PathLike,
 
     sizes: dict = {}  # image id -> (width, height) as recorded, when usable
     paths: dict = {}  # image id -> path shown in reports
+    listed: dict = {}  # file name -> the first image id listing it
     for i, img in enumerate(tqdm(data["images"], desc="images", unit="img", disable=None if progress else True)):
         if not isinstance(img, dict):
             report(ann_file, None, f"images[{i}]: expected an object", True)
@@ -102,6 +111,11 @@ def check_dataset(annotations: str | os.PathLike, images_dir: str | os.PathLike,
         paths[image_id] = path
         if not isinstance(name, str):
             report(ann_file, image_id, f"images[{i}]: missing file_name", True)
+        elif name in listed:
+            report(path, image_id, f"images[{i}]: the file is listed twice (also image {listed[name]}); "
+                                   "it weighs double in training and evaluation", False)
+        else:
+            listed[name] = image_id
         width, height = img.get("width"), img.get("height")
         recorded_ok = _is_int(width) and _is_int(height) and width > 0 and height > 0
         if not recorded_ok:
@@ -109,11 +123,16 @@ def check_dataset(annotations: str | os.PathLike, images_dir: str | os.PathLike,
         else:
             sizes[image_id] = (width, height)
         if isinstance(name, str):
-            problem = _image_problem(images_dir / name, (width, height) if recorded_ok else None, decode)
+            problem, orientation = _image_problem(images_dir / name, (width, height) if recorded_ok else None,
+                                                  decode)
             if problem:
                 report(path, image_id, problem, True)
+            elif orientation != 1:
+                report(path, image_id, f"EXIF orientation {orientation}: the image is turned upright before use, "
+                                       "so its boxes must describe the upright image", False)
 
     annotation_ids: set = set()
+    boxed: set = set()  # category ids with at least one box
     for i, ann in enumerate(data["annotations"]):
         if not isinstance(ann, dict):
             report(ann_file, None, f"annotations[{i}]: expected an object", True)
@@ -142,6 +161,9 @@ def check_dataset(annotations: str | os.PathLike, images_dir: str | os.PathLike,
         if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
             report(file, shown_id, f"{label}: bbox must be [x, y, width, height] numbers, got {bbox!r}", True)
             continue
+        if not all(math.isfinite(v) for v in bbox):
+            report(file, shown_id, f"{label}: bbox must be finite numbers, got {bbox!r}", True)
+            continue
         x, y, w, h = bbox
         if w <= 0 or h <= 0:
             report(file, shown_id, f"{label}: box of zero or negative size ({w:g} x {h:g}), dropped", False)
@@ -155,23 +177,34 @@ def check_dataset(annotations: str | os.PathLike, images_dir: str | os.PathLike,
                 what = "dropped" if fully_out else "clipped"
                 report(file, shown_id, f"{label}: box [{x:g}, {y:g}, {w:g}, {h:g}] outside the image "
                                        f"({width} x {height}), {what}", False)
+                if fully_out:
+                    continue
+        if not ann.get("iscrowd") and _is_int(category):
+            boxed.add(category)
+    for cid in sorted(categories - boxed):
+        report(ann_file, None, f"category {cid} has no usable box (the detector cannot learn it from this "
+                               "set, and scores no AP for it)", False)
     return problems
 
 
-def _image_problem(path: Path, recorded: tuple[int, int] | None, decode: bool) -> str | None:
-    """Why an image file cannot be used as recorded, or None."""
+def _image_problem(path: Path, recorded: tuple[int, int] | None, decode: bool) -> tuple[str | None, int]:
+    """Why an image file cannot be used as recorded (or None), and its EXIF orientation."""
     if not path.is_file():
-        return "image file missing"
+        return "image file missing", 1
     try:
         with open_image(path) as image:
-            actual = image.size
+            stored, actual, orientation = image.size, upright_size(image), exif_orientation(image)
             if decode:
                 image.load()
+                rgb_image(image, str(path))  # what training decodes: bad float pixels show here
     except UserError as err:
-        return err.reason  # the path is reported beside it already
+        return err.reason, 1  # the path is reported beside it already
     if recorded is not None and tuple(actual) != tuple(recorded):
-        return f"image is {actual[0]} x {actual[1]} but the annotations say {recorded[0]} x {recorded[1]}"
-    return None
+        turned = (f" after its EXIF orientation (stored {stored[0]} x {stored[1]}; the loader shows images "
+                  "upright, so the boxes must be drawn on the upright image)") if stored != actual else ""
+        return (f"image is {actual[0]} x {actual[1]}{turned} but the annotations say {recorded[0]} x "
+                f"{recorded[1]}", orientation)
+    return None, orientation
 
 
 def fatal_problems(problems: list[Problem]) -> list[Problem]:
@@ -190,3 +223,31 @@ def ensure_trainable(annotations: str | os.PathLike, images_dir: str | os.PathLi
         more = f" (and {len(fatal) - 1} more fatal problems; run `tinynas data check`)" if len(fatal) > 1 else ""
         raise UserError(first.file, where, first.reason + more)
     return problems
+
+
+def require_boxes(coco: CocoDataset, role: str) -> None:
+    """Refuse a set in which no box is a target: training on it learns nothing (every image
+    background), and evaluating on it scores -1 every time, so no best checkpoint is ever kept."""
+    targets = sum(len(r.boxes) for r in coco.records)
+    if targets:
+        return
+    source = str(coco.annotations)
+    if not coco.annotation_count:
+        raise UserError(source, "annotations", f"no annotations: the {role} set needs at least one box")
+    crowd = sum(len(r.ignore) for r in coco.records)
+    dropped = coco.annotation_count - crowd
+    raise UserError(source, "annotations", f"no usable box in the {role} set: of its {coco.annotation_count} "
+                    f"annotations, {crowd} are crowd regions (iscrowd 1) and {dropped} lie outside their image "
+                    "or have no size (run `tinynas data check`)")
+
+
+def print_warnings(problems: list[Problem], limit: int = 5, stream=None) -> None:
+    """The first ``limit`` warnings of a check on stderr, and how many more there are."""
+    import sys
+
+    stream = sys.stderr if stream is None else stream
+    warnings = [p for p in problems if not p.fatal]
+    for problem in warnings[:limit]:
+        print(problem, file=stream)
+    if len(warnings) > limit:
+        print(f"... and {len(warnings) - limit} more warnings (run `tinynas data check` for all)", file=stream)

@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import UserError
-from ..memory import open_image
+from ..memory import open_image, rgb_image
 from ..fileio import read_json
 from .sample import EMPTY_BOXES, EMPTY_LABELS, Sample
 
@@ -71,6 +71,8 @@ def _bbox_xyxy(ann: dict, width: int, height: int, source: str, field: str) -> n
     if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
         raise UserError(source, f"{field}.bbox", f"expected [x, y, width, height], got {bbox!r}")
     x, y, w, h = (_number(v, source, f"{field}.bbox") for v in bbox)
+    if not all(math.isfinite(v) for v in (x, y, w, h)):
+        raise UserError(source, f"{field}.bbox", f"expected finite numbers, got {bbox!r}")
     x0, y0 = min(max(x, 0.0), width), min(max(y, 0.0), height)
     x1, y1 = min(max(x + w, 0.0), width), min(max(y + h, 0.0), height)
     if x1 - x0 <= 0 or y1 - y0 <= 0:
@@ -92,6 +94,7 @@ class CocoDataset:
         data = read_coco_json(self.annotations)
         self.category_ids, self.names = self._categories(data["categories"])
         self.records = self._records(data)
+        self.annotation_count = len(data["annotations"])
         self._decoded: dict[tuple[int, int | None], np.ndarray] = {}
 
     def __getstate__(self) -> dict:
@@ -234,12 +237,12 @@ def decoded_shape(width: int, height: int, file_name: str, max_side: int | None 
 
 
 def load_rgb(path: str | os.PathLike, max_side: int | None = None) -> np.ndarray:
-    """An image file as ``uint8 [H, W, 3]`` RGB (stored pixels; EXIF orientation is not applied,
-    because COCO widths, heights and boxes describe the stored pixels)."""
+    """An image file as ``uint8 [H, W, 3]`` RGB, upright (its EXIF orientation applied, as the
+    annotation tools that show it upright see it) and scaled to 8 bits (``memory.rgb_image``)."""
     with open_image(path) as image:
         if max_side is not None:
             w, h = image.size
             ratio = max_side / max(w, h)
             if ratio <= 0.5:  # JPEG draft decodes at 1/2, 1/4 or 1/8; other formats ignore it
                 image.draft("RGB", (max(1, math.ceil(w * ratio)), max(1, math.ceil(h * ratio))))
-        return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+        return np.asarray(rgb_image(image, str(path)), dtype=np.uint8).copy()

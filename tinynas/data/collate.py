@@ -10,14 +10,40 @@ copy of the dataset, still augment each item for the right epoch.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Iterator, NamedTuple, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from ..errors import UserError
 
-def collate_detection(batch: Sequence[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, list[dict]]:
-    """``[(image, target), ...]`` -> ``(images [B, 3, H, W], [target, ...])``."""
+
+@dataclass(frozen=True)
+class LoadFailure:
+    """A ``UserError`` met while a batch was loaded, carried back as the batch itself.
+
+    An exception raised in a DataLoader worker reaches the main process only as text
+    ("Caught UserError in DataLoader worker process 1" and a traceback) inside a RuntimeError;
+    a plain value crosses intact, and :class:`DetectionLoader` raises it again there.
+    """
+
+    source: str
+    field: str
+    reason: str
+
+    @classmethod
+    def of(cls, err: UserError) -> "LoadFailure":
+        return cls(err.source, err.field, err.reason)
+
+    def error(self) -> UserError:
+        return UserError(self.source, self.field, self.reason)
+
+
+def collate_detection(batch: Sequence[tuple[torch.Tensor, dict]] | LoadFailure) -> tuple[torch.Tensor, list[dict]]:
+    """``[(image, target), ...]`` -> ``(images [B, 3, H, W], [target, ...])``; a failure passes through."""
+    if isinstance(batch, LoadFailure):
+        return batch
     images = torch.stack([image for image, _ in batch])
     return images, [target for _, target in batch]
 
@@ -111,6 +137,17 @@ class EpochBatchSampler(Sampler[list]):
             yield items[start:stop]
 
 
+class DetectionLoader(DataLoader):
+    """A DataLoader that raises a batch's :class:`LoadFailure` as the ``UserError`` it was, with
+    any number of workers (the dataset's ``__getitems__`` returns one instead of raising)."""
+
+    def __iter__(self):
+        for batch in super().__iter__():
+            if isinstance(batch, LoadFailure):
+                raise batch.error()
+            yield batch
+
+
 def make_loader(dataset, batch_size: int, shuffle: bool = True, seed: int = 0, workers: int = 0,
                 drop_last: bool = False, rank: int = 0, world_size: int = 1,
                 persistent_workers: bool = True) -> DataLoader:
@@ -125,7 +162,8 @@ def make_loader(dataset, batch_size: int, shuffle: bool = True, seed: int = 0, w
     # Two batches in flight per worker (DataLoader's default): batches of large images are big,
     # and the training step, not the data, is the bottleneck once the pipeline is full.
     extra = {"persistent_workers": persistent_workers, "prefetch_factor": 2} if workers > 0 else {}
-    return DataLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=collate_detection, **extra)
+    return DetectionLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=collate_detection,
+                           **extra)
 
 
 def set_loader_epoch(loader: DataLoader, epoch: int) -> None:

@@ -15,6 +15,7 @@ Conventions (stated once, because off-by-one here shifts every box):
 from __future__ import annotations
 
 import json
+import math
 import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -24,10 +25,9 @@ from tqdm import tqdm
 
 from ..atomic import atomic_write_text
 from ..errors import UserError
-from ..memory import image_size
+from ..memory import IMAGE_SUFFIXES, image_size
 from ..fileio import parse_yaml, read_text
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def load_class_names(text: str | Sequence[str]) -> list[str]:
@@ -80,7 +80,8 @@ def _annotation(ann_id: int, image_id: int, category_id: int, x: float, y: float
 
 
 def write_coco(data: dict, out: str | os.PathLike) -> None:
-    atomic_write_text(out, json.dumps(data, indent=1) + "\n")
+    # Every number was checked finite on the way in; a NaN here is a bug, not a file to write.
+    atomic_write_text(out, json.dumps(data, indent=1, allow_nan=False) + "\n")
 
 
 # ---------------------------------------------------------------- VOC
@@ -95,9 +96,12 @@ def _text(node: ET.Element, path: str, source: str) -> str:
 def _float(node: ET.Element, path: str, source: str) -> float:
     text = _text(node, path, source)
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise UserError(source, path, f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise UserError(source, path, f"expected a finite number, got {text!r}")
+    return value
 
 
 def voc_to_coco(xml_dir: str | os.PathLike, classes: str | Sequence[str] | None = None,
@@ -138,6 +142,9 @@ def voc_to_coco(xml_dir: str | os.PathLike, classes: str | Sequence[str] | None 
             if box is None:
                 raise UserError(source, f"object[{k}].bndbox", "missing")
             xmin, ymin, xmax, ymax = (_float(box, key, f"{source}: object[{k}]") for key in ("xmin", "ymin", "xmax", "ymax"))
+            if xmax < xmin or ymax < ymin:
+                raise UserError(source, f"object[{k}].bndbox", f"xmax/ymax below xmin/ymin ({xmin:g}, {ymin:g}, "
+                                                               f"{xmax:g}, {ymax:g})")
             difficult = obj.find("difficult")
             crowd = difficult is not None and (difficult.text or "0").strip() not in ("0", "")
             objects.append((name, xmin - 1, ymin - 1, xmax - xmin + 1, ymax - ymin + 1, crowd))
@@ -172,6 +179,18 @@ def _image_size(path: Path, source: str) -> tuple[int, int]:
     return image_size(path)
 
 
+def _check_normalised(cx: float, cy: float, w: float, h: float, source: str, field: str) -> None:
+    """A YOLO box is a share of the image: centre in [0, 1], size in (0, 1]. Pixel coordinates
+    (the common slip) and NaN, inf or negative sizes would all convert to garbage boxes."""
+    values = (cx, cy, w, h)
+    if not all(math.isfinite(v) for v in values):
+        raise UserError(source, field, f"expected finite numbers, got {' '.join(f'{v:g}' for v in values)}")
+    if not (0 <= cx <= 1 and 0 <= cy <= 1 and 0 < w <= 1 and 0 < h <= 1):
+        hint = " (pixel coordinates? YOLO labels are divided by the image size)" if max(values) > 1 else ""
+        raise UserError(source, field, f"expected cx cy in [0, 1] and w h in (0, 1], got "
+                                       f"{' '.join(f'{v:g}' for v in values)}{hint}")
+
+
 def yolo_to_coco(labels_dir: str | os.PathLike, images_dir: str | os.PathLike, classes: str | Sequence[str],
                  out: str | os.PathLike | None = None, progress: bool = False) -> dict:
     """YOLO labels (``labels_dir/<image stem>.txt``) of every image in ``images_dir`` -> a COCO dict.
@@ -197,7 +216,7 @@ def yolo_to_coco(labels_dir: str | os.PathLike, images_dir: str | os.PathLike, c
         label_file = labels_dir / f"{image_file.stem}.txt"
         if not label_file.is_file():
             continue
-        for line_no, line in enumerate(label_file.read_text(encoding="utf-8").splitlines(), start=1):
+        for line_no, line in enumerate(read_text(label_file, "label file").splitlines(), start=1):
             parts = line.split()
             if not parts:
                 continue
@@ -211,6 +230,7 @@ def yolo_to_coco(labels_dir: str | os.PathLike, images_dir: str | os.PathLike, c
                 raise UserError(str(label_file), field, f"expected an integer class and 4 numbers: {line.strip()!r}") from None
             if not 0 <= cls < len(names):
                 raise UserError(str(label_file), field, f"class {cls} outside 0..{len(names) - 1}")
+            _check_normalised(cx, cy, w, h, str(label_file), field)
             annotations.append(_annotation(len(annotations) + 1, image_id, cls + 1, (cx - w / 2) * width,
                                            (cy - h / 2) * height, w * width, h * height))
     data = _coco(images, annotations, names)

@@ -27,7 +27,8 @@ from torch.utils.data import Dataset
 
 from ..config import AUTO, Auto, Source, as_source, read_section, setting
 from .coco import CocoDataset
-from .collate import EpochIndex
+from ..errors import UserError
+from .collate import EpochIndex, LoadFailure
 from .mosaic import mixup, mosaic
 from .sample import Sample
 from .transforms import AffineRange, Placement, drop_degenerate, hsv_jitter, letterbox, random_hflip
@@ -181,14 +182,19 @@ class DetectionDataset(Dataset):
         """Express a placement against the recorded image size: a JPEG decoded at reduced
         scale was letterboxed from fewer pixels, but predictions must map to the original."""
         record = self.coco.records[index]
-        if (placement.width, placement.height) == (record.width, record.height):
-            return placement
-        scale = min(self.size / record.width, self.size / record.height)
-        return Placement(scale, placement.pad_x, placement.pad_y, record.width, record.height)
+        return placement.against(record.width, record.height, self.size)
 
     def _mosaic(self, first: Sample, rng: np.random.Generator) -> Sample:
         others = [self.coco.load(int(i), self.size) for i in rng.integers(len(self.coco), size=3)]
         return mosaic([first, *others], rng, self.size, self.augment.affine, min_size=self.augment.min_box_size)
+
+    def __getitems__(self, items: list) -> list[tuple[torch.Tensor, dict]] | LoadFailure:
+        """A batch's items, as the DataLoader fetches them; a file that cannot be read comes back as
+        a :class:`LoadFailure`, since a worker's exception would reach the user as a traceback."""
+        try:
+            return [self[item] for item in items]
+        except UserError as err:
+            return LoadFailure.of(err)
 
     def __getitem__(self, item: int | EpochIndex) -> tuple[torch.Tensor, dict]:
         epoch, index = item if isinstance(item, tuple) else (self.epoch, item)

@@ -132,6 +132,14 @@ def synth_image(rng: np.random.Generator, size: int, classes: Sequence[str],
     return np.asarray(image, dtype=np.uint8), found
 
 
+def most_objects(size: int, scale: tuple[float, float]) -> int:
+    """How many objects of the smallest size ``synth_image`` draws fit on one image, side by side
+    with the 2-pixel gap it keeps between them: no image can hold more."""
+    side = scale[0] * size
+    width, height = max(6, int(side * np.sqrt(0.6))), max(6, int(side / np.sqrt(1.6)))
+    return max(1, (size // (width + 2)) * (size // (height + 2)))
+
+
 def _write_split(folder: Path, annotations: Path, count: int, size: int, classes: Sequence[str],
                  objects: tuple[int, int], seed: int, split: int, progress: bool, colour: str,
                  scale: tuple[float, float]) -> None:
@@ -155,7 +163,7 @@ def _write_split(folder: Path, annotations: Path, count: int, size: int, classes
         "annotations": anns,
         "categories": [{"id": k + 1, "name": name, "supercategory": "shape"} for k, name in enumerate(classes)],
     }
-    atomic_write_text(annotations, json.dumps(data, indent=1) + "\n")
+    atomic_write_text(annotations, json.dumps(data, indent=1, allow_nan=False) + "\n")
 
 
 def make_synthetic_dataset(out_dir: str | os.PathLike, images: int = 64, val_images: int = 16, size: int = 128,
@@ -185,6 +193,11 @@ def make_synthetic_dataset(out_dir: str | os.PathLike, images: int = 64, val_ima
         raise UserError("scale", "", f"expected 0 < min <= max < 1, got {tuple(scale)}")
     if not (1 <= objects[0] <= objects[1]):
         raise UserError("objects", "", f"expected 1 <= min <= max, got {objects}")
+    most = most_objects(size, scale)
+    if objects[1] > most:
+        # Placement tries 20 spots per wanted object: past what fits, it would only spend time.
+        raise UserError("objects", "", f"at most {most} objects fit on a {size} px image with scale "
+                                       f"{scale[0]:g}..{scale[1]:g} (objects do not overlap); got {objects[1]}")
     root = Path(out_dir)
     result = SyntheticDataset(
         root=root,

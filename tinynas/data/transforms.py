@@ -42,6 +42,14 @@ class Placement:
         out[:, [1, 3]] = np.clip((out[:, [1, 3]] - self.pad_y) / self.scale, 0, self.height)
         return out
 
+    def against(self, width: int, height: int, size: int) -> "Placement":
+        """This placement expressed against a ``width x height`` original: an image decoded at a
+        reduced scale (a JPEG draft) was letterboxed from fewer pixels, but boxes must map back to
+        the full image."""
+        if (self.width, self.height) == (width, height):
+            return self
+        return Placement(min(size / width, size / height), self.pad_x, self.pad_y, width, height)
+
 
 def letterbox(sample: Sample, size: int) -> tuple[Sample, Placement]:
     """Resize keeping the aspect ratio so the long side is ``size``, centre on a grey square."""

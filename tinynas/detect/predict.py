@@ -1,8 +1,18 @@
-"""Inference on image files: letterbox -> detector -> decode -> NMS -> drawn images + COCO JSON."""
+"""Inference on image files: letterbox -> detector -> decode -> NMS -> drawn images + COCO JSON.
+
+An image is decoded and letterboxed exactly as evaluation decodes a validation image
+(``data.coco.load_rgb``: upright, 8-bit, a large JPEG at a reduced draft scale), so that
+``predictions.json`` written on a COCO dataset (``annotations``) scores under pycocotools
+what ``tinynas eval`` scores: the file's image ids and category ids, boxes and scores as
+computed. Without a COCO file, image ids are unique: the file names' numbers
+(``000000000139.jpg`` -> 139), other names numbered on from the largest (see ``image_ids``);
+category ids are
+the checkpoint's (its training set's), COCO's official ids for the 80 COCO classes, else
+the class index (checkpoints that predate stored ids).
+"""
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,9 +25,12 @@ from tqdm import tqdm
 
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..errors import UserError
-from ..memory import image_size
+from ..fileio import json_text
+from ..memory import IMAGE_SUFFIXES, image_size, rgb_image
 from .footprint import check_detector_fits
 from ..memory import read_rgb as read_image  # noqa: F401  (the name callers of this module know)
+from ..data.coco import CocoDataset, load_rgb
+from ..data.collate import EpochBatchSampler, EpochSampler
 from ..runfolder import check_new_file, check_new_folder, owned_folder
 from .coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
 from .detector import Detector
@@ -27,7 +40,6 @@ from ..data.transforms import letterbox
 from .nms import Detections, multiclass_nms
 from .model_recipe import check_input_size
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 DRAWN_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")  # others are drawn as PNG
 RESULTS_NAME = "predictions.json"
 
@@ -40,7 +52,8 @@ class ImageResult:
 
 
 def list_images(source: str | os.PathLike) -> list[Path]:
-    """An image file, or the images directly inside a folder (sorted by name)."""
+    """An image file, or the images directly inside a folder (sorted by name; the files named
+    as images, ``memory.IMAGE_SUFFIXES``: ``skipped_files`` lists the others)."""
     path = Path(source)
     if path.is_file():
         return [path]
@@ -52,15 +65,43 @@ def list_images(source: str | os.PathLike) -> list[Path]:
     raise UserError(str(path), "", "no such image file or folder")
 
 
-def check_images(paths: Sequence[Path]) -> None:
-    """Fail before any work if a file is not an image or is too large (only headers are read)."""
-    for path in paths:
-        image_size(path)
+def skipped_files(source: str | os.PathLike) -> list[Path]:
+    """The files of a source folder that ``list_images`` leaves out (not named as images)."""
+    path = Path(source)
+    if not path.is_dir():
+        return []
+    return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES)
 
 
-def image_id_for(path: Path, position: int) -> int:
-    """COCO file names are their ids (``000000000139.jpg`` -> 139); others get their position."""
-    return int(path.stem) if path.stem.isdigit() else position
+def dataset_images(dataset: CocoDataset) -> list[Path]:
+    """The images a COCO file lists, in its order (what ``tinynas eval`` scores)."""
+    return [dataset.image_path(i) for i in range(len(dataset))]
+
+
+def image_ids(paths: Sequence[Path]) -> list[int]:
+    """COCO file names are their ids (``000000000139.jpg`` -> 139); other names take the next
+    ids after the largest such number, in order. When two names are the same number (``1.png``
+    and ``01.png``), every image takes its place 1..N instead: ids are always unique."""
+    numbers = [int(p.stem) if p.stem.isascii() and p.stem.isdigit() else None for p in paths]
+    named = [n for n in numbers if n is not None]
+    if len(set(named)) != len(named):
+        return list(range(1, len(paths) + 1))
+    following = iter(range(max(named, default=0) + 1, max(named, default=0) + len(paths) + 1))
+    return [n if n is not None else next(following) for n in numbers]
+
+
+def dataset_category_ids(class_names: Sequence[str], dataset: CocoDataset) -> list[int]:
+    """The COCO file's category id of each class of a checkpoint: by position when the names
+    agree (as evaluation maps them), by name when the checkpoint orders them otherwise."""
+    if tuple(class_names) == tuple(dataset.names):
+        return list(dataset.category_ids)
+    source = str(dataset.annotations)
+    by_name = dict(zip(dataset.names, dataset.category_ids))
+    missing = [n for n in class_names if n not in by_name]
+    if missing or len(by_name) != len(dataset.names) or len(set(class_names)) != len(class_names):
+        raise UserError(source, "categories", f"the checkpoint's classes ({', '.join(class_names)}) are not "
+                        f"this file's ({', '.join(dataset.names)}): predictions could not name the file's categories")
+    return [by_name[n] for n in class_names]
 
 
 @torch.no_grad()
@@ -73,13 +114,31 @@ def detect_image(model: torch.nn.Module, image: Image.Image, size: int = 640, co
     """
     if isinstance(model, Detector):  # any module with the Detector's outputs is accepted
         check_input_size(model.recipe, size)
-    pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
-    placed, placement = letterbox(Sample(pixels, EMPTY_BOXES, EMPTY_LABELS), size)
+    pixels = np.asarray(rgb_image(image, "<image>"), dtype=np.uint8)
+    return detect_batch(model, [pixels], size, conf_threshold, iou_threshold, max_detections)[0]
+
+
+@torch.no_grad()
+def detect_batch(model: torch.nn.Module, images: Sequence[np.ndarray], size: int = 640, conf_threshold: float = 0.25,
+                 iou_threshold: float = 0.7, max_detections: int = 100,
+                 original_sizes: Sequence[tuple[int, int]] | None = None) -> list[Detections]:
+    """Detections of ``uint8 [H, W, 3]`` RGB images in one forward pass, boxes in each image's
+    pixels, or in its ``original_sizes`` (width, height) when it was decoded at a reduced scale.
+    (Batched convolutions round differently from single ones: the same batches as evaluation's
+    give the same scores.)"""
+    placed, placements = [], []
+    for i, pixels in enumerate(images):
+        sample, placement = letterbox(Sample(pixels, EMPTY_BOXES, EMPTY_LABELS), size)
+        placed.append(to_tensor(sample.image))
+        placements.append(placement if original_sizes is None else placement.against(*original_sizes[i], size))
     device = next(model.parameters()).device
-    scores, boxes = model(to_tensor(placed.image)[None].to(device))
-    found = multiclass_nms(scores[0].float(), boxes[0].float(), conf_threshold, iou_threshold, max_detections)
-    original = torch.from_numpy(placement.to_original(found.boxes.cpu().numpy()))
-    return Detections(original, found.scores.cpu(), found.classes.cpu())
+    scores, boxes = model(torch.stack(placed).to(device))
+    found = []
+    for i, placement in enumerate(placements):
+        kept = multiclass_nms(scores[i].float(), boxes[i].float(), conf_threshold, iou_threshold, max_detections)
+        original = torch.from_numpy(placement.to_original(kept.boxes.cpu().numpy()))
+        found.append(Detections(original, kept.scores.cpu(), kept.classes.cpu()))
+    return found
 
 
 def _colour(index: int) -> tuple[int, int, int]:
@@ -102,23 +161,27 @@ def draw_detections(image: Image.Image, detections: Detections, class_names: Seq
     return canvas
 
 
-def category_ids(class_names: Sequence[str]) -> list[int]:
-    """COCO's official ids for the COCO classes; otherwise the class index."""
+def results_category_ids(class_names: Sequence[str], stored: Sequence[int] | None = None) -> list[int]:
+    """The checkpoint's ``stored`` ids; else COCO's official ids for the COCO classes; else the
+    class index (checkpoints written before the ids were kept)."""
+    if stored is not None:
+        return list(stored)
     if tuple(class_names) == COCO_CLASSES:
         return list(COCO_CATEGORY_IDS)
     return list(range(len(class_names)))
 
 
-def coco_results(results: Sequence[ImageResult], class_names: Sequence[str]) -> list[dict]:
-    """COCO results format: one record per box, bbox as [x, y, width, height]."""
-    ids = category_ids(class_names)
+def coco_results(results: Sequence[ImageResult], class_names: Sequence[str],
+                 ids: Sequence[int] | None = None) -> list[dict]:
+    """COCO results format: one record per box, bbox as [x, y, width, height] in the image's
+    pixels, unrounded (rounding would move a box across an IoU threshold of the evaluation)."""
+    ids = results_category_ids(class_names) if ids is None else list(ids)
     records = []
     for result in results:
         d = result.detections
         for (x1, y1, x2, y2), score, cls in zip(d.boxes.tolist(), d.scores.tolist(), d.classes.tolist()):
             records.append({"image_id": result.image_id, "category_id": ids[cls],
-                            "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-                            "score": round(score, 5), "file_name": result.path.name})
+                            "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score, "file_name": result.path.name})
     return records
 
 
@@ -155,32 +218,60 @@ def _check_outputs(images: Sequence[Path], out: Path, draw: bool, force: bool) -
 def predict(model: Detector, class_names: Sequence[str], source: str | os.PathLike,
             out_dir: str | os.PathLike, size: int = 640, conf_threshold: float = 0.25,
             iou_threshold: float = 0.7, max_detections: int = 100, draw: bool = True,
-            progress: bool = True, force: bool = False) -> list[ImageResult]:
+            progress: bool = True, force: bool = False, annotations: str | os.PathLike | None = None,
+            category_ids: Sequence[int] | None = None, batch_size: int = 8) -> list[ImageResult]:
     """Detect on every image of ``source``; write drawn images and ``predictions.json`` to ``out_dir``.
 
-    Existing output files are replaced only with ``force``. Everything that can be checked
-    (size, images, outputs, memory) is checked before the first image is decoded.
+    With ``annotations`` (a COCO file whose images live in the folder ``source``), the images
+    it lists are predicted, and the results carry its image and category ids. Otherwise
+    ``category_ids`` (the checkpoint's, when it stores them) name the classes; see the module
+    docstring for the fallbacks. ``batch_size`` images go through the model at once; with
+    evaluation's batch size (``eval.batch_size``, 8 by default) the results are exactly
+    evaluation's. Existing output files are replaced only with ``force``.
+    Everything that can be checked (size, images, outputs, memory) is checked before the
+    first image is decoded.
     """
     check_input_size(model.recipe, size)
-    images = list_images(source)
-    check_images(images)
+    if annotations is not None:
+        if not Path(source).is_dir():
+            raise UserError(str(source), "--source", "with --annotations, give the folder of the file's images")
+        dataset = CocoDataset(annotations, source)
+        images = dataset_images(dataset)
+        ids = [r.image_id for r in dataset.records]
+        sizes = [(r.width, r.height) for r in dataset.records]  # what evaluation maps boxes back to
+        classes = dataset_category_ids(class_names, dataset)
+        for path in images:
+            image_size(path)
+    else:
+        images = list_images(source)
+        ids = image_ids(images)
+        sizes = [image_size(path) for path in images]  # only headers are read
+        classes = results_category_ids(class_names, category_ids)
     out = Path(out_dir)
     _check_outputs(images, out, draw, force)
     device = next(model.parameters()).device
-    check_detector_fits(model.recipe, size, 1, fused=model.is_fused, device=device, source="--size", field="",
-                        hint="choose a smaller --size")
+    check_detector_fits(model.recipe, size, batch_size, fused=model.is_fused, device=device, source="--size",
+                        field="", hint="choose a smaller --size or --batch")
     model.eval()
+    # The batches evaluation forms over the same images (in order; a last single image joins the one before).
+    batches = [[item.index for item in batch]
+               for batch in EpochBatchSampler(EpochSampler(len(images), shuffle=False), batch_size)]
     results = []
-    with owned_folder(out, "output folder"):
-        for position, path in enumerate(tqdm(images, desc="predict", unit="img", disable=not progress)):
-            image = read_image(path)
-            detections = detect_image(model, image, size, conf_threshold, iou_threshold, max_detections)
-            results.append(ImageResult(path, image_id_for(path, position), detections))
-            if draw:
-                name = drawn_name(path)
-                atomic_write_bytes(out / name, _encode(draw_detections(image, detections, class_names),
-                                                       Path(name).suffix))
+    with owned_folder(out, "output folder"), tqdm(total=len(images), desc="predict", unit="img",
+                                                  disable=not progress) as bar:
+        for batch in batches:
+            # Decoded as evaluation decodes them (a large JPEG at a draft scale), mapped back to the full image.
+            found = detect_batch(model, [load_rgb(images[i], size) for i in batch], size, conf_threshold,
+                                 iou_threshold, max_detections, [sizes[i] for i in batch])
+            for i, detections in zip(batch, found):
+                path = images[i]
+                results.append(ImageResult(path, ids[i], detections))
+                if draw:
+                    name = drawn_name(path)
+                    atomic_write_bytes(out / name, _encode(draw_detections(read_image(path), detections, class_names),
+                                                           Path(name).suffix))
+            bar.update(len(batch))
         # One record per line: a valid JSON list that still reads well and diffs cleanly.
-        records = [json.dumps(r) for r in coco_results(results, class_names)]
+        records = [json_text(r) for r in coco_results(results, class_names, classes)]
         atomic_write_text(out / RESULTS_NAME, "[\n" + ",\n".join(records) + ("\n]\n" if records else "]\n"))
     return results

@@ -27,6 +27,7 @@ from ..arch import Arch
 from ..archio import parse_arch
 from ..atomic import atomic_write_text
 from ..errors import UserError
+from ..fileio import json_text
 from ..runfolder import check_new_folder, owned_folder
 from ..space import SearchSpace
 from . import measure
@@ -218,7 +219,7 @@ def validate_table(table_path: str | os.PathLike, space: SearchSpace, n: int = 5
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         if out_dir is not None:
-            atomic_write_text(out_dir / "report.json", json.dumps(result.metrics, indent=2) + "\n")
+            atomic_write_text(out_dir / "report.json", json_text(result.metrics, indent=2) + "\n")
             plot_validation(result, loo, out_dir / "predicted_vs_measured.png", table.path)
         if update:
             update_meta(table.path, scale=scale, overhead_ms=result.overhead_ms, validation=result.metrics)

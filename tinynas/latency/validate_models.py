@@ -9,7 +9,6 @@ also holds what is not a convolution (upsampling, concatenation, the SPP pools).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from tqdm import tqdm
 
 from ..atomic import atomic_write_text
 from ..errors import UserError
+from ..fileio import json_text
 from . import measure
 from .predictor import LatencyPredictor
 from .table import load_table
@@ -91,5 +91,5 @@ def validate_models(table_path: str | os.PathLike, recipes: Sequence, size: int,
                           for n, m, p in zip(names, measured, raw)],
         }
         if out_dir is not None:
-            atomic_write_text(Path(out_dir) / "models_report.json", json.dumps(result.metrics, indent=2) + "\n")
+            atomic_write_text(Path(out_dir) / "models_report.json", json_text(result.metrics, indent=2) + "\n")
         return result

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..data.cache import cache_datasets
-from ..data.check import ensure_trainable
+from ..data.check import ensure_trainable, print_warnings, require_boxes
 from ..data.coco import CocoDataset
 from ..data.collate import make_loader, set_loader_epoch
 from ..data.pipeline import DetectionDataset
@@ -97,11 +97,15 @@ def _set_bn(model: nn.Module, eps: float, momentum: float) -> None:
 
 def _datasets(recipe: TrainRecipe, source: str) -> tuple[CocoDataset, CocoDataset]:
     d = recipe.data
-    for ann, images in ((d.train_annotations, d.train_images), (d.val_annotations, d.val_images)):
-        ensure_trainable(ann, images)
+    sets = dict.fromkeys((str(ann), str(images)) for ann, images in  # the val set may be the train set
+                         ((d.train_annotations, d.train_images), (d.val_annotations, d.val_images)))
+    warnings = [problem for ann, images in sets for problem in ensure_trainable(ann, images)]
+    print_warnings(warnings)  # before any training time is spent, where a user looks first
     train_coco, val_coco = CocoDataset(d.train_annotations, d.train_images), CocoDataset(d.val_annotations, d.val_images)
     if train_coco.category_ids != val_coco.category_ids:
         raise UserError(d.val_annotations, "categories", "val categories differ from the training set's")
+    require_boxes(train_coco, "train")
+    require_boxes(val_coco, "val")
     return train_coco, val_coco
 
 
