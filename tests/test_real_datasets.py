@@ -1,0 +1,200 @@
+"""The real-dataset builders of benchmarks/real_datasets.py, without network: each source is fed
+a zip laid out like its pinned wheel, holding small images with boxes placed so that the count
+per split is known by hand. One more test rebuilds the real sets when their wheels are cached."""
+
+import io
+import json
+import os
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import real_datasets  # noqa: E402
+from real_datasets import Tile, build, shared_regions  # noqa: E402
+
+
+def _voc(boxes):
+    objects = "".join(f"<object><name>Tree</name><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin>"
+                      f"<xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>" for x0, y0, x1, y1 in boxes)
+    return f"<annotation>{objects}</annotation>"
+
+
+def _wheel(cache: Path, name: str, members: dict[str, bytes]) -> None:
+    package, version = real_datasets.WHEELS[name]
+    cache.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(cache / f"{package}-{version}-py3-none-any.whl", "w") as zf:
+        for member, data in members.items():
+            zf.writestr(member, data)
+
+
+def _encode(array: np.ndarray, fmt: str) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(array).save(out, format=fmt)
+    return out.getvalue()
+
+
+def _read_split(dataset, split):
+    """{file_name: sorted boxes} from the COCO JSON and from the YOLO txt files (in pixels)."""
+    doc = json.loads((dataset.root / "annotations" / f"{split}.json").read_text())
+    sizes = {im["id"]: (im["file_name"], im["width"], im["height"]) for im in doc["images"]}
+    coco = {name: [] for name, _, _ in sizes.values()}
+    for ann in doc["annotations"]:
+        x, y, w, h = ann["bbox"]
+        assert ann["category_id"] == 1 and ann["area"] == pytest.approx(w * h)
+        coco[sizes[ann["image_id"]][0]].append((x, y, x + w, y + h))
+    yolo = {}
+    for name, width, height in sizes.values():
+        with Image.open(dataset.root / "images" / split / name) as image:
+            assert image.size == (width, height)
+        rows = []
+        for line in (dataset.root / "labels" / split / (Path(name).stem + ".txt")).read_text().split("\n"):
+            if line:
+                cls, cx, cy, bw, bh = line.split()
+                assert cls == "0"
+                cx, cy, bw, bh = float(cx) * width, float(cy) * height, float(bw) * width, float(bh) * height
+                rows.append((cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2))
+        yolo[name] = rows
+    def in_order(boxes):  # YOLO's 6 decimals move a box by < 0.001 px: order both on 2 decimals
+        return sorted(boxes, key=lambda box: tuple(round(v, 2) for v in box))
+
+    return {k: in_order(v) for k, v in coco.items()}, {k: in_order(v) for k, v in yolo.items()}
+
+
+def _assert_coco_matches_yolo(dataset):
+    for split in ("train", "val"):
+        coco, yolo = _read_split(dataset, split)
+        assert coco.keys() == yolo.keys()
+        for name in coco:
+            assert len(coco[name]) == len(yolo[name]), name
+            assert np.allclose(np.array(coco[name]).reshape(-1, 4), np.array(yolo[name]).reshape(-1, 4), atol=1e-3)
+
+
+def _counts(dataset):
+    out = {}
+    for split in ("train", "val"):
+        doc = json.loads((dataset.root / "annotations" / f"{split}.json").read_text())
+        out[split] = (len(doc["images"]), len(doc["annotations"]))
+    return out
+
+
+def test_tile_keeps_a_box_cut_by_the_border_only_when_half_of_it_is_inside():
+    image = np.zeros((100, 260, 3), dtype=np.uint8)
+    boxes = np.array([[90, 10, 110, 30],    # 50% in the first tile, 50% in the second: kept in both
+                      [94, 40, 104, 50],    # 60% in the first tile: kept there, clipped to 94..100
+                      [10, 60, 20, 70],     # wholly inside the first tile
+                      [250, 10, 270, 20]],  # half outside the image: kept, clipped at the right border
+                     dtype=np.float32)
+    tiles = real_datasets._tile("img", image, boxes, 100)
+    # 260 px: origins 0, 100 and one pulled back to end at the border (160), not a 60 px sliver
+    assert [(t.x0, t.y0) for t in tiles] == [(0, 0), (100, 0), (160, 0)]
+    assert [t.pixels.shape[:2] for t in tiles] == [(100, 100)] * 3
+    first, second, last = (sorted(t.boxes.tolist()) for t in tiles)
+    assert first == [[10, 60, 20, 70], [90, 10, 100, 30], [94, 40, 100, 50]]
+    assert second == [[0, 10, 10, 30]]
+    assert last == [[90, 10, 100, 20]]
+    assert [t.file_name for t in tiles] == ["img_00000_00000.png", "img_00000_00100.png", "img_00000_00160.png"]
+
+
+def test_shared_regions_names_overlapping_windows_of_one_source_and_repeated_files():
+    def tile(name, source, x0, y0, size=10):
+        return Tile(name, source, x0, y0, np.zeros((size, size, 3), np.uint8), np.zeros((0, 4), np.float32))
+
+    train = [tile("a_0_0.png", "a", 0, 0), tile("b.png", "b", 0, 0)]
+    assert shared_regions(train, [tile("a_0_10.png", "a", 10, 0)]) == []   # touching, not overlapping
+    assert shared_regions(train, [tile("c.png", "c", 0, 0)]) == []         # same window, other image
+    assert shared_regions(train, [tile("a_5_5.png", "a", 5, 5)]) == ["pixels of a (a_0_0.png and a_5_5.png)"]
+    assert shared_regions(train, [tile("b.png", "z", 50, 50)]) == ["the file b.png"]
+
+
+def test_trees_splits_by_source_image_with_known_box_counts(tmp_path):
+    rng = np.random.default_rng(0)
+    base = "deepforest/data/"
+    crop2_boxes = [(20, 20, 60, 60), (320, 320, 360, 360), (650, 450, 690, 490)]
+    soap_boxes = [(10, 10, 50, 50), (100, 100, 150, 160)]
+    crop_boxes = [(30, 30, 80, 80)]
+    osbs_boxes = [(5, 5, 25, 25), (200, 200, 260, 250), (300, 10, 390, 90)]
+    sources = {"2019_YELL_2_528000_4978000_image_crop2": ((500, 700), crop2_boxes), "SOAP_061": ((400, 400), soap_boxes),
+               "2019_YELL_2_541000_4977000_image_crop": ((300, 350), crop_boxes), "OSBS_029": ((400, 400), osbs_boxes)}
+    members = {}
+    for stem, ((h, w), boxes) in sources.items():
+        members[base + stem + ".png"] = _encode(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "PNG")
+        members[base + stem + ".xml"] = _voc(boxes).encode()
+    _wheel(tmp_path / "wheels", "trees", members)
+
+    dataset = build("trees", tmp_path / "data", tmp_path / "wheels")
+
+    # crop2 (700x500 at 400 px): tiles (x0, y0) in {0, 300} x {0, 100}
+    #   box 1 (20..60, 20..60): only tiles with x0=0 and y0=0 hold it  -> 1
+    #   box 2 (320..360): x inside both columns, y inside both rows    -> 4
+    #   box 3 (650..690, 450..490): x only in column 300, y only in row 100 -> 1
+    # plus SOAP_061 as one 400x400 tile with its 2 boxes
+    assert _counts(dataset) == {"train": (4 + 1, 1 + 4 + 1 + 2), "val": (1 + 1, 1 + 3)}
+    def source_of(file_name):
+        return next(stem for stem in sources if file_name == stem + ".png" or file_name.startswith(stem + "_"))
+
+    train = {source_of(p.name) for p in dataset.train_images.iterdir()}
+    val = {source_of(p.name) for p in dataset.val_images.iterdir()}
+    assert train == {"2019_YELL_2_528000_4978000_image_crop2", "SOAP_061"}
+    assert val == {"2019_YELL_2_541000_4977000_image_crop", "OSBS_029"}
+    _assert_coco_matches_yolo(dataset)
+    assert dataset.summary() == "trees: train 5 images / 8 boxes, val 2 images / 4 boxes"
+    assert "names:\n  0: Tree\n" in dataset.yolo_yaml.read_text()
+
+
+def test_nuclei_split_by_rows_keeps_pixels_disjoint_and_counts_a_cut_nucleus_once(tmp_path):
+    rng = np.random.default_rng(1)
+    raw = rng.integers(100, 4000, (512, 512)).astype(np.uint16)
+    mask = np.zeros((512, 512), dtype=np.int32)
+    mask[10:30, 10:30] = 1     # train, row 0
+    mask[200:220, 300:330] = 2  # train, row 1
+    mask[300:320, 5:25] = 3     # train, row 2
+    mask[370:390, 140:160] = 4  # cut by the val border at 384: 14 rows above, 6 below -> train only
+    mask[380:400, 200:220] = 5  # 4 rows above, 16 below -> val only
+    mask[450:470, 450:470] = 6  # val, row 3
+    members = {"stardist/data/images/img2d.tif": _encode(raw, "TIFF"),
+               "stardist/data/images/mask2d.tif": _encode(mask, "TIFF")}
+    _wheel(tmp_path / "wheels", "nuclei", members)
+
+    dataset = build("nuclei", tmp_path / "data", tmp_path / "wheels")
+
+    assert _counts(dataset) == {"train": (12, 4), "val": (4, 2)}
+    coco_train, _ = _read_split(dataset, "train")
+    coco_val, _ = _read_split(dataset, "val")
+    assert coco_train["nuclei_00256_00128.png"] == [(12.0, 114.0, 32.0, 128.0)]  # nucleus 4, clipped at the border
+    assert coco_val["nuclei_00384_00128.png"] == [(72.0, 0.0, 92.0, 16.0)]       # nucleus 5, clipped at the border
+    rows = {split: {int(p.stem.split("_")[1]) for p in (dataset.root / "images" / split).iterdir()}
+            for split in ("train", "val")}
+    assert rows == {"train": {0, 128, 256}, "val": {384}}
+    _assert_coco_matches_yolo(dataset)
+
+
+def test_build_refuses_splits_that_share_pixels(tmp_path, monkeypatch):
+    image = np.zeros((200, 200, 3), dtype=np.uint8)
+    tiles = real_datasets._tile("one", image, np.zeros((0, 4), np.float32), 150)   # origins 0 and 50: overlapping
+    monkeypatch.setattr(real_datasets, "_nuclei", lambda zf: {"train": tiles[:2], "val": tiles[2:]})
+    _wheel(tmp_path / "wheels", "nuclei", {"placeholder": b""})
+    with pytest.raises(SystemExit, match="train and val share pixels of one"):
+        build("nuclei", tmp_path / "data", tmp_path / "wheels")
+    assert not (tmp_path / "data" / "nuclei" / "annotations").exists()
+
+
+# The sizes written in the module docstring; checked when the pinned wheels are already cached.
+REAL_COUNTS = {"trees": {"train": (43, 716), "val": (13, 461)}, "nuclei": {"train": (12, 91), "val": (4, 33)}}
+
+
+@pytest.mark.parametrize("name", sorted(REAL_COUNTS))
+def test_real_build_from_cached_wheel_matches_the_documented_counts(name, tmp_path):
+    cache = Path(os.environ.get("TINYNAS_REAL_WHEELS", ROOT / "runs" / "real-data" / "wheels"))
+    package, version = real_datasets.WHEELS[name]
+    if not sorted(cache.glob(f"{package}-{version}-*.whl")):
+        pytest.skip(f"{package}=={version} is not cached in {cache} (set TINYNAS_REAL_WHEELS)")
+    dataset = build(name, tmp_path, cache)
+    assert _counts(dataset) == REAL_COUNTS[name]
+    _assert_coco_matches_yolo(dataset)
