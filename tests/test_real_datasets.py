@@ -120,8 +120,10 @@ def test_trees_splits_by_source_image_with_known_box_counts(tmp_path):
     soap_boxes = [(10, 10, 50, 50), (100, 100, 150, 160)]
     crop_boxes = [(30, 30, 80, 80)]
     osbs_boxes = [(5, 5, 25, 25), (200, 200, 260, 250), (300, 10, 390, 90)]
-    sources = {"2019_YELL_2_528000_4978000_image_crop2": ((500, 700), crop2_boxes), "SOAP_061": ((400, 400), soap_boxes),
-               "2019_YELL_2_541000_4977000_image_crop": ((300, 350), crop_boxes), "OSBS_029": ((400, 400), osbs_boxes)}
+    sources = {"2019_YELL_2_528000_4978000_image_crop2": ((500, 700), crop2_boxes),
+               "SOAP_061": ((400, 400), soap_boxes),
+               "2019_YELL_2_541000_4977000_image_crop": ((300, 350), crop_boxes),
+               "OSBS_029": ((400, 400), osbs_boxes)}
     members = {}
     for stem, ((h, w), boxes) in sources.items():
         members[base + stem + ".png"] = _encode(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "PNG")
