@@ -6,7 +6,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "tinynas"
 FLOORS = [
-    {"errors", "atomic", "resources", "fileio", "bounds", "config", "runfolder"},
+    {"errors", "crashpoints", "atomic", "resources", "fileio", "bounds", "config", "runfolder"},
     {"arch", "archio", "layout", "ops", "costs", "space", "plan", "neck_plan", "memory"},
     {"scores", "nn", "data"},
     {"detect", "checkpoint", "deploy"},

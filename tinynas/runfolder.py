@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from .atomic import dead_temporary, sweep_temporaries
 from .errors import UserError
 
 try:  # POSIX; elsewhere the lock file is written for people to read but locks nothing.
@@ -106,8 +107,11 @@ def _describe(text: str) -> str:
 
 
 def lock_folder(folder: str | os.PathLike, what: str = "run folder") -> RunLock:
-    """Lock a run folder (created if missing) for one writer."""
-    return RunLock(Path(folder) / LOCK_NAME, what).acquire()
+    """Lock a run folder (created if missing) for one writer, and remove the temporaries that
+    killed writers left in it (none of them can be writing now: the lock says so)."""
+    lock = RunLock(Path(folder) / LOCK_NAME, what).acquire()
+    sweep_temporaries(folder)
+    return lock
 
 
 @contextlib.contextmanager
@@ -128,7 +132,10 @@ def owned_folder(folder: str | os.PathLike, what: str = "run folder") -> Iterato
 def lock_file(path: str | os.PathLike, what: str) -> RunLock:
     """Lock a single output file (a latency table) through a hidden sibling."""
     path = Path(path)
-    return RunLock(path.with_name(f".{path.name}.lock"), what).acquire()
+    lock = RunLock(path.with_name(f".{path.name}.lock"), what).acquire()
+    # The file's own temporaries and its sidecar's (a table's .json), not the whole folder's.
+    sweep_temporaries(path.parent, {path.name, path.with_suffix(".json").name})
+    return lock
 
 
 def plain_name(text: object, source: str, field: str) -> str:
@@ -182,7 +189,9 @@ def check_new_folder(path: str | os.PathLike, field: str, force: bool = False) -
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(str(path), field, "is a file, not a folder")
-    if path.is_dir() and not force and any(p.name != LOCK_NAME for p in path.iterdir()):
+    # A lock and a killed write's temporary are no content: a run killed at its first write reruns.
+    if path.is_dir() and not force and any(p.name != LOCK_NAME and not dead_temporary(p.name)
+                                           for p in path.iterdir()):
         raise UserError(str(path), field, "already holds files; choose a new folder or pass --force to write into it")
     return path
 

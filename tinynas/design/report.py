@@ -10,16 +10,15 @@ budget the report says so and names the fastest.
 
 from __future__ import annotations
 
+import io
 import json
 import math
-import os
-import shutil
 from pathlib import Path
 from typing import Callable
 
 import yaml
 
-from ..atomic import atomic_write_text
+from ..atomic import atomic_write_bytes, atomic_write_text
 from ..checkpoint import load_checkpoint
 from ..detect.costs import recipe_costs
 from ..train.run import TrainRun
@@ -110,11 +109,11 @@ def markdown(spec: DesignSpec, rows: list[dict], chosen: dict | None, figures: d
 def _save(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
+    image = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(tmp, dpi=90)
+    fig.savefig(image, format="png", dpi=90)
     plt.close(fig)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, image.getvalue())
 
 
 def draw(out: Path, rows: list[dict], budget_ms: float) -> dict:
@@ -160,9 +159,7 @@ def draw(out: Path, rows: list[dict], budget_ms: float) -> dict:
 def deploy(out: Path, chosen: dict, classes: list[str]) -> None:
     folder = out / "deploy"
     folder.mkdir(exist_ok=True)
-    tmp = folder / f".model.onnx.tmp{os.getpid()}"
-    shutil.copyfile(chosen["onnx"], tmp)
-    os.replace(tmp, folder / "model.onnx")
+    atomic_write_bytes(folder / "model.onnx", Path(chosen["onnx"]).read_bytes())
     recipe = load_checkpoint(TrainRun(chosen["run"]).best_checkpoint()).recipe
     atomic_write_text(folder / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
     atomic_write_text(folder / "classes.json", json.dumps(classes, indent=2) + "\n")

@@ -1,7 +1,8 @@
 """The design run: search -> train and distil -> export and time -> report.
 
 Each stage leaves its results in its own sub-folder and is recorded in ``stages.json`` once it
-has finished; a rerun skips recorded stages and resumes the one that was interrupted (the
+has finished (after all its files exist); a rerun skips recorded stages whose files are all
+there (design/outputs.py) and resumes the one that was interrupted (the
 search from its checkpoint, the trainings from ``last.pt``, the timings model by model), so a
 killed design is finished by running the same command again.
 """
@@ -19,6 +20,7 @@ import yaml
 from ..atomic import atomic_write_text
 from ..errors import UserError
 from ..runfolder import LOCK_NAME, check_new_folder, owned_folder
+from .outputs import missing_output
 from .match import MATCH_NAME, match_target, matched_latency, store_match
 from .spec import SPEC_NAME, DesignSpec, check_spec, dataset_classes, read_data_section, spec_change, store_spec
 
@@ -110,8 +112,12 @@ def design(spec: DesignSpec, out: str | Path, progress: bool = True, log: Callab
         }
         for stage in STAGES:
             if stage in done:
-                log(f"{stage}: finished earlier, skipped")
-                continue
+                missing = missing_output(out, stage, done[stage])
+                if missing is None:
+                    log(f"{stage}: finished earlier, skipped")
+                    continue
+                log(f"{stage}: recorded as finished but {missing} is missing; running it and what follows again")
+                done = {}
             log(f"{stage}: running")
             _mark_done(out, stage, steps[stage]())
         final = _record(out)["report"]

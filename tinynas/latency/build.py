@@ -21,7 +21,7 @@ from ..space import SearchSpace
 from . import measure
 from .fleet import parse_shard, shard_record
 from .grid import detector_groups, grid_ops, merge_groups, space_groups
-from .table import (LatencyTable, append_row, base_meta, check_sha256, format_row, load_table,
+from .table import (HEADER, LatencyTable, append_row, base_meta, check_sha256, format_row, load_table,
                     read_csv_bytes, read_meta, seal_meta, sidecar_path, start_rows_file, table_lock, write_meta)
 
 # Settings that must agree between a partial table and the build resuming it. A shard's part
@@ -134,7 +134,8 @@ def build_table(spaces: Sequence[SearchSpace], out: str | os.PathLike, device: s
             start_rows_file(out)
             done = set(load_table(out, allow_incomplete=True).ops())
         else:
-            if out.exists():
+            # Only the header (a build killed before its first sidecar) holds nothing to keep.
+            if out.exists() and out.read_bytes() not in (b"", HEADER.encode()):
                 raise UserError(str(out), "", "exists without its sidecar: refusing to overwrite it")
             start_rows_file(out)
             meta = base_meta(settings["device"], dtype, batch)

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import atomic_write_bytes, atomic_write_text
+from ..crashpoints import boundary
 from ..errors import UserError
 from ..ops import DEPTHWISE, REGULAR, ConvOp
 from ..resources import LATENCY_DIR, resolve_file
@@ -434,7 +435,9 @@ def append_row(path: str | os.PathLike, line: str) -> None:
     """Append one complete row with a single write and fsync it."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND)
     try:
+        boundary(path, "before")
         os.write(fd, line.encode("utf-8"))
         os.fsync(fd)
     finally:
         os.close(fd)
+    boundary(path, "after")

@@ -23,7 +23,7 @@ from ..runfolder import check_new_folder, lock_folder, owned_folder
 from ..scores import DEFAULT_STAGE_WEIGHTS
 from ..space import SearchSpace, space_from_dict
 from .budgets import Budget
-from .state_file import load_checkpoint
+from .state_file import CHECKPOINT_NAME, load_checkpoint
 from .judge import Evaluator, LatencyModel
 from .output import CANDIDATES_NAME
 from .population import Member
@@ -198,10 +198,28 @@ def search(space: SearchSpace | str | Path, budgets=(), *, ladder=None,
     out_dir = check_new_folder(out, "out", force=True)
     with owned_folder(out_dir):
         # Checked under the lock: a second writer started at the same moment sees the first's files.
-        if (out_dir / "checkpoint.json").exists() or (out_dir / CANDIDATES_NAME).exists():
+        if _holds_search(out_dir):
             raise UserError(str(out_dir), "out", "already holds a search: resume it, or choose another folder")
-        check_new_folder(out_dir, "out", force=exist_ok)
+        if not _search_without_progress(out_dir):  # that one is ours to start again
+            check_new_folder(out_dir, "out", force=exist_ok)
         return _search_fresh(config, space, latency, out_dir, jobs, backend, progress)
+
+
+def _holds_search(folder: Path) -> bool:
+    """A checkpoint past the seeds: a search worth resuming (a damaged one too: never overwritten)."""
+    if not (folder / CHECKPOINT_NAME).is_file():
+        return False
+    try:
+        return load_checkpoint(folder)["counters"]["evaluated"] > 0
+    except UserError:
+        return True
+
+
+def _search_without_progress(folder: Path) -> bool:
+    """A search killed before its seeds were checkpointed: its settings alone, or a log without a
+    checkpoint (as versions that wrote the settings later left it). Nothing in it is worth keeping."""
+    started = (folder / CHECKPOINT_NAME).is_file() or (folder / CANDIDATES_NAME).is_file()
+    return started and not _holds_search(folder)
 
 
 def _search_fresh(config, space, latency, out_dir, jobs, backend, progress) -> SearchResult:
@@ -209,6 +227,9 @@ def _search_fresh(config, space, latency, out_dir, jobs, backend, progress) -> S
     evolution = _evolution(config, space)
     store = RunStore(out_dir, len(evaluator.rungs), config["checkpoint_every"])
     seeds, results = evolution.start(evaluator)
+    # The settings are the first durable write (a checkpoint with nothing evaluated): a run killed
+    # before its seeds are checkpointed is started again from them by a rerun or --resume.
+    store.save_checkpoint(config, evolution)
     store.create()
     evolution.tell(seeds, results)
     store.record(seeds, results)
@@ -227,6 +248,13 @@ def resume(run_dir: str | Path, *, latency: LatencyModel | None = None, jobs: in
     with lock_folder(run_dir):
         doc = load_checkpoint(run_dir)
         source = str(run_dir / "checkpoint.json")
+        if doc["counters"]["evaluated"] == 0:  # killed before its seeds were checkpointed: start again
+            try:
+                config, space, latency = _stored_settings(doc, source, latency)
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
+                raise UserError(source, "", f"damaged checkpoint ({err.__class__.__name__}: {err}); "
+                                "start the search again") from None
+            return _search_fresh(config, space, latency, run_dir, jobs, backend, progress)
         try:
             config, evolution, evaluator, store = _restore(doc, source, run_dir, latency)
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
@@ -237,7 +265,8 @@ def resume(run_dir: str | Path, *, latency: LatencyModel | None = None, jobs: in
         return _finish(config, evolution, evaluator, store)
 
 
-def _restore(doc: dict, source: str, run_dir: Path, latency):
+def _stored_settings(doc: dict, source: str, latency):
+    """The run's config, its space and the latency model to price with, from its checkpoint."""
     config = doc["config"]
     space = space_from_dict(config["space"], f"{source}: config.space")
     space = replace(space, source=config.get("space_source") or space.source)
@@ -250,6 +279,11 @@ def _restore(doc: dict, source: str, run_dir: Path, latency):
     elif latency is None:
         raise UserError(source, "config.latency", f"this run used a {stored['object']} object as its latency "
                         "model; pass the same one again (resume(..., latency=...))")
+    return config, space, latency
+
+
+def _restore(doc: dict, source: str, run_dir: Path, latency):
+    config, space, latency = _stored_settings(doc, source, latency)
     evaluator = _evaluator(config, latency)
     if len(doc["populations"]) != len(evaluator.rungs):
         raise UserError(source, "populations", "one population per rung expected")

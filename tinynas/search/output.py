@@ -21,6 +21,7 @@ from typing import Iterable, Sequence
 
 from ..archio import save_arch
 from ..atomic import atomic_write_bytes, atomic_write_text
+from ..crashpoints import boundary
 from ..errors import UserError
 from .population import Member
 
@@ -57,9 +58,12 @@ class CandidateLog:
                          f"{params},{layers},{'' if latency is None else f'{latency:.6g}'},"
                          f"{1 if within else 0},{rungs}\n")
         if lines:
+            # Not fsynced: rows past the checkpoint's length are cut and regenerated on resume.
+            boundary(self.path, "before")
             self._handle.write("".join(lines).encode())
             self._handle.flush()
             self.bytes = self._handle.tell()
+            boundary(self.path, "after")
 
     def close(self) -> None:
         self._handle.close()

@@ -31,8 +31,8 @@ def load_checkpoint(run_dir: str | Path) -> dict:
     if not Path(run_dir).is_dir():
         raise UserError(str(run_dir), "--resume", "no such run folder")
     if not path.is_file():
-        raise UserError(source, "", "no checkpoint here: the run never reached its first checkpoint "
-                        "(start it again without --resume)")
+        raise UserError(source, "", "no checkpoint here: the run never reached its first checkpoint; "
+                        "it holds nothing to keep: start it again without --resume, with this folder as --out")
     doc = read_json(path, "search checkpoint")
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise UserError(source, "format", f"not a tinynas search checkpoint (expected {FORMAT})")

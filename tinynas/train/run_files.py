@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from ..atomic import atomic_write_text
+from ..atomic import atomic_write_bytes, atomic_write_text
 from .box_losses import BOX_LOSSES
 from .cls_losses import CLS_LOSSES
 
@@ -39,8 +39,17 @@ class MetricsLog:
         if self.path.exists():
             self.path.unlink()
 
+    def keep_epochs(self, last_epoch: int) -> None:
+        """Drop the rows of epochs after ``last_epoch`` (a resume from there writes them again)."""
+        rows = self.rows()
+        kept = [r for r in rows if int(float(r["epoch"])) <= last_epoch]
+        if len(kept) < len(rows):
+            self._write(kept)
+
     def append(self, row: dict) -> None:
-        rows = [r for r in self.rows() if int(float(r["epoch"])) < int(row["epoch"])] + [row]
+        self._write([r for r in self.rows() if int(float(r["epoch"])) < int(row["epoch"])] + [row])
+
+    def _write(self, rows: list[dict]) -> None:
         columns: list[str] = []
         for r in rows:
             columns += [c for c in r if c not in columns]
@@ -82,8 +91,8 @@ def plot_metrics(csv_path: Path, png_path: Path) -> bool:
     if right.lines:
         right.legend()
     fig.tight_layout()
-    tmp = png_path.with_name(f".{png_path.name}.tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=80)
+    image = io.BytesIO()
+    fig.savefig(image, format="png", dpi=80)
     plt.close(fig)
-    os.replace(tmp, png_path)
+    atomic_write_bytes(png_path, image.getvalue())
     return True

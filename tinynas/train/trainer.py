@@ -238,13 +238,18 @@ def _train(recipe: TrainRecipe, resume: bool, stop_after: int | None, progress: 
     loss_fn = ComposedDetectionLoss(model.num_classes, model.head.reg_max, cfg.loss_options(model.head.reg_max))
     log = MetricsLog(run.metrics_path)
 
-    start_epoch, best_ap = 0, -1.0
+    start_epoch, best_ap, best_epoch = 0, -1.0, 0
     if resume:
         start_epoch, best_ap = _restore(last_path, model, ema, optimizer, scaler, extra_loss)
+        if main_process:
+            best_epoch = _match_last(run, log, start_epoch, best_ap, ema.module, train_coco.names)
     elif main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_recipe(run.recipe_path, recipe)
         log.reset()
+        # A run killed in its first epoch may have left these before any last.pt: it starts over.
+        run.best_path.unlink(missing_ok=True)
+        run.plot_path.unlink(missing_ok=True)
 
     end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
     last_metrics: dict = {}
@@ -314,11 +319,11 @@ def _train(recipe: TrainRecipe, resume: bool, stop_after: int | None, progress: 
             improved = not math.isnan(ap) and ap > best_ap
             best_ap = max(best_ap, ap) if not math.isnan(ap) else best_ap
             final = done == end_epoch
-            if final or done == start_epoch + 1 or time.monotonic() - last_saved >= RESUME_SAVE_SECONDS:
-                state = _resume_state(done, best_ap, model, ema, optimizer, scaler, extra_loss)
-                save_checkpoint(last_path, ema.module, train_coco.names, extra=state)
-                last_saved = time.monotonic()
+            # last.pt, the resume point, is the epoch's last durable write: a kill before it resumes
+            # from the previous one and redoes this epoch identically, so best.pt, the row and the
+            # plot are never skipped.
             if improved:
+                best_epoch = done
                 save_checkpoint(run.best_path, ema.module, train_coco.names, extra={"epoch": done, "AP": ap})
             row = {"epoch": done, "lr": lr, **epoch_losses,
                    **{k: v for k, v in metrics.items() if isinstance(v, float)}, "seconds": time.time() - started}
@@ -326,6 +331,10 @@ def _train(recipe: TrainRecipe, resume: bool, stop_after: int | None, progress: 
             if final or time.monotonic() - last_plotted >= RESUME_SAVE_SECONDS:
                 plot_metrics(run.metrics_path, run.plot_path)
                 last_plotted = time.monotonic()
+            if final or done == start_epoch + 1 or time.monotonic() - last_saved >= RESUME_SAVE_SECONDS:
+                state = _resume_state(done, best_ap, best_epoch, model, ema, optimizer, scaler, extra_loss)
+                save_checkpoint(last_path, ema.module, train_coco.names, extra=state)
+                last_saved = time.monotonic()
             last_metrics = row
             if progress:
                 shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds"))
@@ -350,13 +359,15 @@ def _diverged(run_dir: Path, epoch: int, step: int, last_path: Path) -> UserErro
 
 
 # The trainer's own entries in last.pt's extra; an extra loss term's entries sit beside them.
-_RESUME_KEYS = ("epoch", "best_ap", "model", "ema_updates", "optimizer", "scaler", "torch_rng", "python_rng")
+_RESUME_KEYS = ("epoch", "best_ap", "best_epoch", "model", "ema_updates", "optimizer", "scaler", "torch_rng",
+                "python_rng")
 
 
-def _resume_state(epoch: int, best_ap: float, model: nn.Module, ema: ModelEMA, optimizer, scaler,
+def _resume_state(epoch: int, best_ap: float, best_epoch: int, model: nn.Module, ema: ModelEMA, optimizer, scaler,
                   extra_loss: ExtraLoss | None) -> dict:
     state = {
-        "epoch": epoch, "best_ap": best_ap, "model": model.state_dict(), "ema_updates": ema.updates,
+        "epoch": epoch, "best_ap": best_ap, "best_epoch": best_epoch, "model": model.state_dict(),
+        "ema_updates": ema.updates,
         "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
         "torch_rng": torch.get_rng_state(), "python_rng": list(random.getstate()[1]),
     }
@@ -367,6 +378,35 @@ def _resume_state(epoch: int, best_ap: float, model: nn.Module, ema: ModelEMA, o
             raise ValueError(f"the extra loss term {extra_loss.name!r} saves {clash}, which the trainer uses")
         state.update(own)
     return state
+
+
+def _match_last(run: TrainRun, log: MetricsLog, epoch: int, best_ap: float, ema_module: nn.Module,
+                names: list[str]) -> int:
+    """Make the run's files agree with ``last.pt`` (epoch ``epoch`` done); the best epoch.
+
+    Rows past that epoch came from epochs the resume redoes identically: they go. A best.pt
+    that does not hold ``best_ap`` was lost in a kill between it and last.pt (tinynas before
+    last.pt came last wrote them the other way round); it is rebuilt from last.pt's EMA
+    weights when the best epoch is last.pt's own, and refused otherwise, never skipped.
+    """
+    log.keep_epochs(epoch)
+    extra = load_checkpoint(run.last_path).extra
+    best_epoch = int(extra.get("best_epoch", epoch))  # without one: the old order's window, at this epoch
+    if best_ap >= 0 and _best_ap(run.best_path) != best_ap:
+        if best_epoch != epoch:
+            raise UserError(str(run.best_path), "", f"missing or not the best weights (last.pt records AP "
+                            f"{best_ap:.4g} at epoch {best_epoch}); restore it, or start the run again")
+        save_checkpoint(run.best_path, ema_module, names, extra={"epoch": epoch, "AP": best_ap})
+    if not run.plot_path.is_file():
+        plot_metrics(run.metrics_path, run.plot_path)
+    return best_epoch
+
+
+def _best_ap(path: Path) -> float | None:
+    try:
+        return float(load_checkpoint(path).extra.get("AP"))
+    except (UserError, TypeError, ValueError):
+        return None
 
 
 def _restore(path: Path, model: nn.Module, ema: ModelEMA, optimizer, scaler,

@@ -1,0 +1,352 @@
+"""A crash test at every write boundary (the way databases test power loss).
+
+For each job (train, search, design, latency build): one uninterrupted run records the durable
+writes it passes (tinynas/crashpoints.py); then, for each boundary in turn, the job is run with
+a SIGKILL exactly before or after that write, run again (resumed where it has a resume point,
+started again where it has none) to the end, and its files are compared with the uninterrupted
+run's. Killed writers' temporaries must be gone once the rerun holds the folder's lock.
+
+Coverage, to stay within the suite's time budget: train is killed at every boundary. The search
+and latency build are killed at the first and last write of each file they write (the log's
+appends in between are the same kind of write). The design, whose one run searches, trains two
+models and times them, is killed at its own boundaries: every stages.json record (the stage transitions) and the
+deployed model; inside a stage the writes are the search's and the trainings', each killed in
+the jobs above. Jobs are tiny (64 px synthetic images, 2 epochs, a few hundred candidates).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from crash_harness import KILLED, Jobs, first_of_each_kind
+from train_helpers import synthetic, tiny_recipe, write_recipe
+from tinynas.crashpoints import WHEN
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def jobs():
+    runner = Jobs()
+    yield runner
+    runner.close()
+
+
+# ---------------------------------------------------------------------------- comparisons
+def _metrics(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(handle)]
+
+
+def _same_values(a, b, where: str) -> None:
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for key in a:
+            _same_values(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert isinstance(b, (list, tuple)) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _same_values(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+def _same_checkpoint(got: Path, want: Path) -> None:
+    _same_values(torch.load(got, weights_only=True), torch.load(want, weights_only=True), got.name)
+
+
+def _valid_png(path: Path) -> None:
+    from PIL import Image
+
+    assert path.read_bytes().startswith(PNG_SIGNATURE), path
+    with Image.open(path) as image:
+        image.verify()
+
+
+def _no_temporaries(folder: Path) -> None:
+    left = [p for p in folder.rglob(".*.tmp*")]
+    assert left == [], f"temporaries of killed writes left: {left}"
+
+
+def _same_training(got: Path, want: Path) -> None:
+    assert _metrics(got / "metrics.csv") == _metrics(want / "metrics.csv")
+    for name in ("last.pt", "best.pt"):
+        assert (got / name).is_file() == (want / name).is_file(), name
+        if (want / name).is_file():
+            _same_checkpoint(got / name, want / name)
+    _valid_png(got / "results.png")
+    assert (got / "recipe.yaml").read_text() == (want / "recipe.yaml").read_text()
+
+
+# ---------------------------------------------------------------------------- train
+def test_train_killed_at_every_write_resumes_to_the_uninterrupted_run(jobs, tmp_path):
+    data = synthetic(tmp_path / "data", 8, 4, 64)
+    # Every run in the same folder (one at a time), so that the recipes they save are the same.
+    got, want = tmp_path / "run", tmp_path / "full"
+    recipe = write_recipe(tmp_path / "run.yaml", tiny_recipe(data, got, 64, 2, eval_interval=1, batch_size=8))
+    boundaries = jobs.boundaries(["train", str(recipe), "--quiet"], tmp_path, tmp_path / "full.writes")
+    got.rename(want)
+    kinds = {Path(b.path).name for b in boundaries}
+    assert kinds == {"recipe.yaml", "metrics.csv", "best.pt", "results.png", "last.pt"}, kinds
+    for b in boundaries:
+        for when in WHEN:
+            status = jobs.run(["train", str(recipe), "--quiet"], tmp_path, crash_at=f"{b.index}:{when}")
+            assert status == KILLED, (b, when, status)
+            again = ["train", "--resume", str(got)] if (got / "last.pt").is_file() else ["train", str(recipe)]
+            assert jobs.run([*again, "--quiet"], tmp_path) == 0, (tmp_path / "job.log").read_text()
+            _same_training(got, want)
+            _no_temporaries(got)
+            shutil.rmtree(got)
+
+
+# ---------------------------------------------------------------------------- search
+SEARCH = ["search", "--space", "k1kx", "--budget", "layers=20", "--candidates", "300", "--population", "16",
+          "--batch-size", "50", "--checkpoint-every", "100", "--seed", "3", "--quiet"]
+
+
+def _search_state(folder: Path) -> dict:
+    checkpoint = json.loads((folder / "checkpoint.json").read_text())
+    summary = json.loads((folder / "summary.json").read_text())
+    return {
+        "candidates": (folder / "candidates.csv").read_bytes(),
+        "checkpoint": {k: v for k, v in checkpoint.items() if k != "segments"},
+        "best": [(folder / f).read_text() for f in ("best.yaml", "best.txt")],
+        "summary": {k: v for k, v in summary.items() if k != "timings"},
+    }
+
+
+def test_search_killed_at_each_write_kind_finishes_as_the_uninterrupted_run(jobs, tmp_path):
+    got, want = tmp_path / "run", tmp_path / "full"
+    boundaries = jobs.boundaries([*SEARCH, "--out", str(got)], tmp_path, tmp_path / "full.writes")
+    chosen = first_of_each_kind(boundaries, got, also_last=True)
+    got.rename(want)
+    assert {Path(b.path).name for b in chosen} >= {"checkpoint.json", "candidates.csv", "best.yaml", "summary.json"}
+    reference = _search_state(want)
+    _valid_png(want / "pareto.png")
+    for b in chosen:
+        for when in WHEN:
+            status = jobs.run([*SEARCH, "--out", str(got)], tmp_path, crash_at=f"{b.index}:{when}")
+            assert status == KILLED, (b, when, status)
+            # A run with a checkpoint resumes; one killed before it is started again in its folder.
+            again = ["search", "--resume", str(got), "--quiet"] if (got / "checkpoint.json").is_file() \
+                else [*SEARCH, "--out", str(got)]
+            assert jobs.run(again, tmp_path) == 0, (tmp_path / "job.log").read_text()
+            assert _search_state(got) == reference, (b, when)
+            _valid_png(got / "pareto.png")
+            _no_temporaries(got)
+            shutil.rmtree(got)
+
+
+# ---------------------------------------------------------------------------- latency build
+def _table_build(out: Path) -> list[str]:
+    return ["latency", "build", "--space", "k1kx", "--resolution", "32", "--channel-step", "256",
+            "--runs", "1", "--warmup", "1", "--no-calibrate", "--out", str(out)]
+
+
+def _ops(path: Path) -> list[tuple]:
+    """The rows' operation columns: what was measured, not how long it took."""
+    with open(path, newline="") as handle:
+        return [tuple(v for k, v in row.items() if k not in ("latency_ms", "spread_ms", "runs"))
+                for row in csv.DictReader(handle)]
+
+
+def test_latency_build_killed_at_each_write_kind_resumes_keeping_its_rows(jobs, tmp_path):
+    got, want = tmp_path / "run.csv", tmp_path / "full.csv"
+    boundaries = jobs.boundaries(_table_build(got), tmp_path, tmp_path / "full.writes")
+    got.rename(want)
+    got.with_suffix(".json").rename(want.with_suffix(".json"))
+    chosen = first_of_each_kind(boundaries, tmp_path, also_last=True)
+    assert {Path(b.path).suffix for b in chosen} == {".csv", ".json"}
+    reference = _ops(want)
+    assert len(reference) > 100
+    meta_keys = set(json.loads(want.with_suffix(".json").read_text()))
+    for b in chosen:
+        for when in WHEN:
+            status = jobs.run(_table_build(got), tmp_path, crash_at=f"{b.index}:{when}")
+            assert status == KILLED, (b, when, status)
+            kept = got.read_bytes().splitlines(keepends=True) if got.is_file() else []
+            assert jobs.run(_table_build(got), tmp_path) == 0, (tmp_path / "job.log").read_text()
+            assert _ops(got) == reference, (b, when)
+            # Rows measured before the kill are kept as they were, not measured again.
+            assert got.read_bytes().splitlines(keepends=True)[:len(kept)] == kept
+            assert set(json.loads(got.with_suffix(".json").read_text())) == meta_keys
+            assert [p for p in tmp_path.glob(f".{got.stem}.*tmp*")] == []
+            got.unlink()
+            got.with_suffix(".json").unlink()
+
+
+# ---------------------------------------------------------------------------- design
+TINY_MODEL = {
+    "name": "tiny",
+    "backbone": {"arch": "tinynas-n", "wrap": "res", "out_indices": [2, 4, 5], "focus": True, "act": "relu"},
+    "neck": {"depth": 1.0, "hidden_ratio": 1.0, "out_channels": [16, 32, 64], "act": "relu"},
+    "head": {"num_classes": 3, "reg_max": 16, "strides": [8, 16, 32]},
+}
+# Measured timings differ from run to run: they are left out of the comparison.
+TIMING_KEYS = {"seconds", "measured_ms", "samples_ms"}
+
+
+def _without_timings(value):
+    if isinstance(value, dict):
+        return {k: _without_timings(v) for k, v in value.items() if k not in TIMING_KEYS}
+    if isinstance(value, list):
+        return [_without_timings(v) for v in value]
+    return value
+
+
+def _design_record(folder: Path) -> dict:
+    record = json.loads((folder / "stages.json").read_text())
+    report = record.get("report", {})
+    report.pop("chosen", None)  # among models of equal AP, the faster as measured: compared below
+    for row in report.get("models", []):
+        for key in ("measured_ms", "meets_budget"):
+            row.pop(key, None)
+    return _without_timings(record)
+
+
+@pytest.fixture(scope="module")
+def design_inputs(tmp_path_factory):
+    from tinynas.cli import main
+
+    root = tmp_path_factory.mktemp("design-crash")
+    data = synthetic(root / "data", 8, 4, 64)
+    data_yaml = root / "data.yaml"
+    data_yaml.write_text(yaml.safe_dump({
+        "train_images": str(data.train_images), "train_annotations": str(data.train_annotations),
+        "val_images": str(data.val_images), "val_annotations": str(data.val_annotations)}))
+    model = root / "tiny.yaml"
+    model.write_text(yaml.safe_dump(TINY_MODEL))
+    table = root / "tiny-ort.csv"
+    assert main(["latency", "build", "--space", "k1kx", "--model", str(model), "--model-size", "64",
+                 "--channel-step", "256", "--runtime", "onnxruntime", "--runs", "1", "--warmup", "1",
+                 "--no-calibrate", "--out", str(table)]) == 0
+    return root, data_yaml, model, table
+
+
+def _stage_boundaries(boundaries, folder: Path):
+    """The design's own boundaries: every stages.json record (the stage transitions) and the
+    deployed model. (Inside a stage, the search's and the trainings' writes are the search and
+    train jobs' above, each killed there.)"""
+    return [b for b in boundaries if b.kind(folder) in ("stages.json", "deploy/model.onnx")]
+
+
+def _design(data_yaml: Path, model: Path, table: Path, out: Path) -> list[str]:
+    # A budget every model meets when measured, so that which model is deployed depends on AP.
+    return ["design", str(data_yaml), "--budget", "latency=1000ms", "--db", str(table), "--model", str(model),
+            "--teacher-factors", "2", "--candidates", "60", "--epochs", "1", "--size", "64", "--batch-size", "8",
+            "--timed-runs", "1", "--out", str(out), "--quiet"]
+
+
+def test_design_killed_at_each_write_kind_finishes_as_the_uninterrupted_run(jobs, design_inputs):
+    pytest.importorskip("onnxruntime")
+    root, data_yaml, model, table = design_inputs
+    got, want = root / "run", root / "full"
+    boundaries = jobs.boundaries(_design(data_yaml, model, table, got), root, root / "full.writes")
+    chosen = _stage_boundaries(boundaries, got)
+    assert len(chosen) == 5  # a record per stage, and the deployed model
+    got.rename(want)
+    reference = _design_record(want)
+    trainings = sorted(p.parent.relative_to(want) for p in want.glob("train/*/last.pt"))
+    deployed = json.loads((want / "stages.json").read_text())["report"]["chosen"]
+    for b in chosen:
+        for when in WHEN:
+            status = jobs.run(_design(data_yaml, model, table, got), root, crash_at=f"{b.index}:{when}")
+            assert status == KILLED, (b, when, status)
+            assert jobs.run(_design(data_yaml, model, table, got), root) == 0, (root / "job.log").read_text()
+            assert _design_record(got) == reference, (b.kind(got), when)
+            for run in trainings:
+                _same_training(got / run, want / run)
+            chose = json.loads((got / "stages.json").read_text())["report"]["chosen"]
+            assert chose["AP"] == deployed["AP"]
+            # The deployed file is the chosen model's export, the same bytes the reference exported.
+            assert (got / "deploy" / "model.onnx").read_bytes() == (want / "measure" / f"{chose['model']}.onnx").read_bytes()
+            for figure in ("ap_vs_latency.png", "predicted_vs_measured.png", "training_curves.png"):
+                _valid_png(got / figure)
+            _no_temporaries(got)
+            shutil.rmtree(got)
+
+
+# ---------------------------------------------------------------------------- what the crash tests rely on
+def test_a_resume_rebuilds_a_lost_best_pt_of_its_own_epoch_and_refuses_an_older_one(tmp_path):
+    from tinynas.cli import main
+    from tinynas.checkpoint import load_checkpoint
+
+    data = synthetic(tmp_path / "data", 8, 4, 64)
+    run = tmp_path / "run"
+    recipe = write_recipe(tmp_path / "run.yaml", tiny_recipe(data, run, 64, 1, eval_interval=1, batch_size=8))
+    assert main(["train", str(recipe), "--quiet"]) == 0
+    best = load_checkpoint(run / "best.pt")
+    (run / "best.pt").unlink()  # as a kill between last.pt and best.pt left it, when last.pt came first
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    rebuilt = load_checkpoint(run / "best.pt")
+    assert rebuilt.extra == best.extra
+    _same_values(rebuilt.state_dict, best.state_dict, "best.pt")
+
+    # A best epoch before last.pt's cannot be rebuilt from last.pt: one line, not a silent skip.
+    last = torch.load(run / "last.pt", weights_only=True)
+    (run / "best.pt").unlink()
+    from tinynas.checkpoint import load_detector, save_checkpoint
+    detector, _ = load_detector(run / "last.pt")
+    save_checkpoint(run / "last.pt", detector, last["class_names"], extra={**last["extra"], "best_epoch": 0})
+    assert main(["train", "--resume", str(run), "--quiet"]) == 2
+    assert not (run / "best.pt").exists()
+
+
+def test_a_search_log_without_a_checkpoint_is_started_again(tmp_path):
+    from tinynas.cli import main
+
+    want, got = tmp_path / "full", tmp_path / "run"
+    assert main([*SEARCH, "--out", str(want)]) == 0
+    got.mkdir()
+    # What a search killed between its log and its first checkpoint left before the settings came first.
+    (got / "candidates.csv").write_text((want / "candidates.csv").read_text().splitlines()[0] + "\n")
+    assert main(["search", "--resume", str(got), "--quiet"]) == 2  # no settings stored: it says to start again
+    assert main([*SEARCH, "--out", str(got)]) == 0
+    assert (got / "candidates.csv").read_bytes() == (want / "candidates.csv").read_bytes()
+
+
+def test_the_lock_sweeps_only_dead_writers_temporaries(tmp_path):
+    from tinynas.runfolder import lock_folder
+
+    dead = _dead_pid()
+    (tmp_path / "deploy").mkdir()
+    stale = [tmp_path / f".last.pt.tmp{dead}", tmp_path / "deploy" / f".model.onnx.tmp{dead}"]
+    live = tmp_path / f".best.pt.tmp{os.getpid()}"
+    for path in [*stale, live]:
+        path.write_bytes(b"partial")
+    lock_folder(tmp_path).release()
+    assert [p for p in stale if p.exists()] == []
+    assert live.exists()
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_a_design_stage_whose_files_are_gone_is_not_trusted(tmp_path):
+    from tinynas.design.outputs import missing_output
+
+    run = tmp_path / "train" / "small"
+    run.mkdir(parents=True)
+    for name in ("recipe.yaml", "last.pt"):
+        (run / name).write_text("x")
+    (run / "metrics.csv").write_text("epoch,AP\n1,0.5\n")
+    record = {"models": [{"name": "small", "run": str(run), "plain_run": ""}]}
+    assert missing_output(tmp_path, "train", record) == run / "best.pt"  # evaluated, so it had best weights
+    (run / "best.pt").write_text("x")
+    assert missing_output(tmp_path, "train", record) is None
+    assert missing_output(tmp_path, "search", {"rungs": [{"arch": str(tmp_path / "best.yaml")}]}) == tmp_path / "best.yaml"
+    assert missing_output(tmp_path, "measure", {}) == tmp_path / "stages.json"
