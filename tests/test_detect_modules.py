@@ -1,5 +1,6 @@
 """Detector building blocks: RepConv, Focus, anchors, DFL decoding, NMS, letterbox, recipes."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -103,6 +104,37 @@ def test_nms_matches_the_greedy_definition():
     scores = torch.rand(60, generator=g)
     for threshold in (0.3, 0.5, 0.7):
         assert nms(boxes, scores, threshold).tolist() == brute_force_nms(boxes, scores, threshold)
+
+def pairwise_matrix_nms(boxes, scores, threshold):
+    """NMS as tinynas did it before it computed only the kept boxes' overlaps: the full matrix."""
+    order = torch.argsort(scores, descending=True, stable=True)
+    overlaps = (box_iou(boxes[order], boxes[order]) > threshold).numpy()
+    suppressed, keep = np.zeros(len(order), dtype=bool), []
+    for i in range(len(order)):
+        if not suppressed[i]:
+            keep.append(i)
+            suppressed |= overlaps[i]
+    return order[keep].tolist()
+
+def test_nms_equals_the_pairwise_matrix_form_on_crowded_scenes():
+    """Dense clusters (most boxes suppressed), exact duplicates, tied scores, degenerate boxes and
+    a max_keep cut: the kept indices are those of the full-matrix pass, in the same order."""
+    g = torch.Generator().manual_seed(11)
+    for scene in range(8):
+        n = int(torch.randint(1, 1500, (1,), generator=g))
+        centres = torch.rand(8, 2, generator=g) * 300
+        xy = centres[torch.randint(0, 8, (n,), generator=g)] + torch.randn(n, 2, generator=g) * 6
+        wh = torch.rand(n, 2, generator=g) * 40
+        wh[: n // 20] = 0  # zero-area boxes
+        boxes = torch.cat([xy, xy + wh], 1)
+        boxes[n // 2:n // 2 + n // 10] = boxes[: n // 10]  # exact duplicates
+        scores = torch.rand(n, generator=g)
+        scores[: n // 4] = torch.round(scores[: n // 4] * 10) / 10  # ties
+        for threshold in (0.3, 0.7):
+            full = pairwise_matrix_nms(boxes, scores, threshold)
+            assert nms(boxes, scores, threshold).tolist() == full
+            for cut in (1, 100):
+                assert nms(boxes, scores, threshold, max_keep=cut).tolist() == full[:cut]
 
 def test_multiclass_nms_keeps_overlapping_boxes_of_other_classes():
     boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 10, 10], [50, 50, 60, 60]], dtype=torch.float32)
