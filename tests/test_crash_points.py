@@ -9,9 +9,9 @@ run's. Killed writers' temporaries must be gone once the rerun holds the folder'
 Coverage, to stay within the suite's time budget: train is killed at every boundary. The search
 and latency build are killed at the first and last write of each file they write (the log's
 appends in between are the same kind of write). The design, whose one run searches, trains two
-models and times them, is killed at its own boundaries: every stages.json record (the stage transitions) and the
-deployed model; inside a stage the writes are the search's and the trainings', each killed in
-the jobs above. Jobs are tiny (64 px synthetic images, 2 epochs, a few hundred candidates).
+models and times them, is killed at its own boundaries only: after every stages.json record (the stage transitions)
+and before the deployed model's rename; inside a stage the writes are the search's and the
+trainings', each killed in the jobs above (a full design run per crash point costs seconds). Jobs are tiny (64 px synthetic images, 2 epochs, a few hundred candidates).
 """
 
 from __future__ import annotations
@@ -234,11 +234,13 @@ def design_inputs(tmp_path_factory):
     return root, data_yaml, model, table
 
 
-def _stage_boundaries(boundaries, folder: Path):
-    """The design's own boundaries: every stages.json record (the stage transitions) and the
-    deployed model. (Inside a stage, the search's and the trainings' writes are the search and
-    train jobs' above, each killed there.)"""
-    return [b for b in boundaries if b.kind(folder) in ("stages.json", "deploy/model.onnx")]
+def _stage_crash_points(boundaries, folder: Path) -> list[tuple]:
+    """The design's own crash points: right after each stages.json record (a stage done, the
+    next not begun) and right before the deployed model is renamed into place (its temporary
+    inside deploy/). Inside a stage the writes are the search's and the trainings', each killed
+    in the jobs above; the rest of the design's writes are killed there in the same way."""
+    return [(b, "after") for b in boundaries if b.kind(folder) == "stages.json"] + [
+        (b, "before") for b in boundaries if b.kind(folder) == "deploy/model.onnx"]
 
 
 def _design(data_yaml: Path, model: Path, table: Path, out: Path) -> list[str]:
@@ -253,28 +255,27 @@ def test_design_killed_at_each_write_kind_finishes_as_the_uninterrupted_run(jobs
     root, data_yaml, model, table = design_inputs
     got, want = root / "run", root / "full"
     boundaries = jobs.boundaries(_design(data_yaml, model, table, got), root, root / "full.writes")
-    chosen = _stage_boundaries(boundaries, got)
-    assert len(chosen) == 5  # a record per stage, and the deployed model
+    points = _stage_crash_points(boundaries, got)
+    assert len(points) == 5  # a record per stage, and the deployed model
     got.rename(want)
     reference = _design_record(want)
     trainings = sorted(p.parent.relative_to(want) for p in want.glob("train/*/last.pt"))
     deployed = json.loads((want / "stages.json").read_text())["report"]["chosen"]
-    for b in chosen:
-        for when in WHEN:
-            status = jobs.run(_design(data_yaml, model, table, got), root, crash_at=f"{b.index}:{when}")
-            assert status == KILLED, (b, when, status)
-            assert jobs.run(_design(data_yaml, model, table, got), root) == 0, (root / "job.log").read_text()
-            assert _design_record(got) == reference, (b.kind(got), when)
-            for run in trainings:
-                _same_training(got / run, want / run)
-            chose = json.loads((got / "stages.json").read_text())["report"]["chosen"]
-            assert chose["AP"] == deployed["AP"]
-            # The deployed file is the chosen model's export, the same bytes the reference exported.
-            assert (got / "deploy" / "model.onnx").read_bytes() == (want / "measure" / f"{chose['model']}.onnx").read_bytes()
-            for figure in ("ap_vs_latency.png", "predicted_vs_measured.png", "training_curves.png"):
-                _valid_png(got / figure)
-            _no_temporaries(got)
-            shutil.rmtree(got)
+    for b, when in points:
+        status = jobs.run(_design(data_yaml, model, table, got), root, crash_at=f"{b.index}:{when}")
+        assert status == KILLED, (b, when, status)
+        assert jobs.run(_design(data_yaml, model, table, got), root) == 0, (root / "job.log").read_text()
+        assert _design_record(got) == reference, (b.kind(got), when)
+        for run in trainings:
+            _same_training(got / run, want / run)
+        chose = json.loads((got / "stages.json").read_text())["report"]["chosen"]
+        assert chose["AP"] == deployed["AP"]
+        # The deployed file is the chosen model's export, the same bytes the reference exported.
+        assert (got / "deploy" / "model.onnx").read_bytes() == (want / "measure" / f"{chose['model']}.onnx").read_bytes()
+        for figure in ("ap_vs_latency.png", "predicted_vs_measured.png", "training_curves.png"):
+            _valid_png(got / figure)
+        _no_temporaries(got)
+        shutil.rmtree(got)
 
 
 # ---------------------------------------------------------------------------- what the crash tests rely on
