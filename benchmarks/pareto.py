@@ -28,6 +28,17 @@ latency, the peers labelled, our ladder as a line. Everything also goes to ``par
     python benchmarks/pareto.py --peer-python PEER/bin/python [--datasets trees nuclei ...] \
         [--seeds 0 1 2] [--epochs 100] [--size 320] [--batch 16] [--jobs 2] [--out runs/pareto]
 
+Three phases (``--phase all`` runs them in turn): ``prepare`` (the dataset, the peers' untrained
+files exported for its classes and timed beside the anchor, the search, one model recipe per
+rung, all in ``plan.json``), ``train`` (every model with every seed; it can run on another
+machine from a copy of ``--out``, e.g. ``--device cuda``: each run leaves its val detections,
+``results.json``, and its CPU seconds) and ``report`` (AP from the detections with one
+evaluator, every file timed again, interleaved in the same rounds, the table and the plot). A
+dense network's time does not depend on its weights, so the files timed are untrained exports
+of each architecture for the dataset's classes, ours and the peers' alike. A peer rung below
+what the ``--model`` family reaches (its neck and head are fixed) is moved up in 2% steps to
+the first reachable limit, and the table says whether that model still measures under the peer.
+
 Trainings run ``--jobs`` at a time, each process on one thread (``OMP_NUM_THREADS=1``: OpenMP
 spin-waiting otherwise slows both ~10x); CPU seconds are each training process's own (and its
 loader workers'), read with ``wait4``. Finished runs are read back, not redone; a killed
@@ -44,7 +55,6 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -53,7 +63,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_data import PEER_SCRIPT, peer_run, tinynas_run  # noqa: E402
+from real_data import PEER_SCRIPT  # noqa: E402
 from real_datasets import build  # noqa: E402
 
 from tinynas.checkpoint import load_detector  # noqa: E402
@@ -66,7 +76,10 @@ from tinynas.detect.model_recipe import resolve_model_path  # noqa: E402
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
-def run_measured(command: list[str], cpu_file: Path) -> None:
+DETECTIONS = "results.json"  # each run's val detections, COCO results format (the peer script's name)
+
+
+def run_measured(command: list[str], cpu_file: Path, device: str = "cpu") -> None:
     """Run ``command`` on one thread; record its CPU seconds (its own and its workers')."""
     started = time.perf_counter()
     process = subprocess.Popen(command, env={**os.environ, **ONE_THREAD})
@@ -74,63 +87,62 @@ def run_measured(command: list[str], cpu_file: Path) -> None:
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise subprocess.CalledProcessError(process.returncode, command)
-    cpu_file.write_text(json.dumps({"cpu_seconds": usage.ru_utime + usage.ru_stime,
+    cpu_file.write_text(json.dumps({"cpu_seconds": usage.ru_utime + usage.ru_stime, "device": device,
                                     "wall_seconds": time.perf_counter() - started}) + "\n")
 
 
-class MeasuredRuns:
-    """``real_data``'s runs with each training's CPU seconds taken around its process."""
+def tinynas_train(dataset, folder: Path, model: str, seed: int, args) -> None:
+    """Train one tinynas run (or resume it), then write its val detections from best.pt."""
+    cpu_file = folder / "train_cpu.json"
+    if not cpu_file.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        recipe = {"name": folder.name, "out": str(folder.resolve()), "model": str(Path(model).resolve())
+                  if Path(model).is_file() else model,
+                  "data": {"train_images": str(dataset.train_images.resolve()),
+                           "train_annotations": str(dataset.train_annotations.resolve()),
+                           "val_images": str(dataset.val_images.resolve()),
+                           "val_annotations": str(dataset.val_annotations.resolve()), "size": args.size},
+                  "train": {"epochs": args.epochs, "batch_size": args.batch, "seed": seed, "device": args.device}}
+        recipe_path = folder.parent / f"{folder.name}.yaml"
+        recipe_path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+        command = [sys.executable, "-m", "tinynas", "train", "--quiet"]
+        command += ["--resume", str(folder)] if (folder / "last.pt").is_file() else [str(recipe_path)]
+        run_measured(command, cpu_file, args.device)
+    if not (folder / DETECTIONS).is_file():
+        (folder / DETECTIONS).write_text(json.dumps(tinynas_detections(dataset, folder, args.size)))
 
-    def __init__(self, args):
-        self.args = args
-        # The evaluator swaps sys.stdout to hush pycocotools; two threads doing that at once
-        # leave it pointing at a buffer.
-        self.evaluating = threading.Lock()
 
-    def tinynas(self, dataset, folder: Path, model: str, seed: int) -> dict:
-        cpu_file = folder / "train_cpu.json"
-        if not (folder / "train_seconds.txt").is_file():
-            folder.mkdir(parents=True, exist_ok=True)
-            recipe = {"name": folder.name, "out": str(folder), "model": model,
-                      "data": {"train_images": str(dataset.train_images),
-                               "train_annotations": str(dataset.train_annotations),
-                               "val_images": str(dataset.val_images), "val_annotations": str(dataset.val_annotations),
-                               "size": self.args.size},
-                      "train": {"epochs": self.args.epochs, "batch_size": self.args.batch, "seed": seed}}
-            recipe_path = folder.parent / f"{folder.name}.yaml"
-            recipe_path.write_text(yaml.safe_dump(recipe, sort_keys=False))
-            command = [sys.executable, "-m", "tinynas", "train", "--quiet"]
-            command += ["--resume", str(folder)] if (folder / "last.pt").is_file() else [str(recipe_path)]
-            run_measured(command, cpu_file)
-            (folder / "train_seconds.txt").write_text(f"{json.loads(cpu_file.read_text())['wall_seconds']:.1f}\n")
-        with self.evaluating:
-            row = tinynas_run(dataset, folder, model, self.args, seed)  # reads the finished run back
-        return {**row, **self._cpu(cpu_file)}
+def tinynas_detections(dataset, folder: Path, size: int) -> list[dict]:
+    """The run's best weights over the val split, as real_data.py scores them."""
+    from tinynas.data.coco import CocoDataset
+    from tinynas.data.pipeline import DetectionDataset
+    from tinynas.train.evaluate import predict_split
 
-    def peer(self, dataset, folder: Path, model: str, seed: int) -> dict:
-        cpu_file = folder / "train_cpu.json"
-        if not (folder / "results.json").is_file():
-            folder.mkdir(parents=True, exist_ok=True)
-            run_measured([self.args.peer_python, str(PEER_SCRIPT), "--model", model, "--data",
-                          str(dataset.yolo_yaml), "--val-json", str(dataset.val_annotations), "--val-images",
-                          str(dataset.val_images), "--epochs", str(self.args.epochs), "--imgsz", str(self.args.size),
-                          "--batch", str(self.args.batch), "--seed", str(seed), "--out", str(folder),
-                          *(["--export-onnx"] if seed == self.args.seeds[0] else [])], cpu_file)
-        with self.evaluating:
-            row = peer_run(dataset, folder, model, self.args, seed)
-        return {**row, **self._cpu(cpu_file)}
+    detector, _ = load_detector(folder / "best.pt")
+    val = CocoDataset(dataset.val_annotations, dataset.val_images)
+    return predict_split(detector, DetectionDataset(val, size), conf_threshold=0.001, iou_threshold=0.7,
+                         max_detections=100)
 
-    def _cpu(self, cpu_file: Path) -> dict:
-        if not cpu_file.is_file():
-            return {"cpu_seconds": float("nan")}
-        cpu = json.loads(cpu_file.read_text())["cpu_seconds"]
-        return {"cpu_seconds": cpu, "cpu_per_epoch": cpu / self.args.epochs}
+
+def peer_train(dataset, folder: Path, model: str, seed: int, args) -> None:
+    """Train one ultralytics run; its script writes the val detections (results.json)."""
+    if (folder / DETECTIONS).is_file():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    run_measured([args.peer_python, str(PEER_SCRIPT), "--model", model, "--data", str(dataset.yolo_yaml),
+                  "--val-json", str(dataset.val_annotations), "--val-images", str(dataset.val_images),
+                  "--epochs", str(args.epochs), "--imgsz", str(args.size), "--batch", str(args.batch),
+                  "--seed", str(seed), "--out", str(folder),
+                  "--device", "0" if args.device.startswith("cuda") else "cpu"], folder / "train_cpu.json",
+                 args.device)
 
 
 def rung_model(base_model: str, arch: str, folder: Path, label: str) -> Path:
-    """The ``--model`` recipe with its backbone replaced by a searched rung's."""
+    """The ``--model`` recipe with its backbone replaced by a searched rung's, written inline so
+    the recipe trains on another machine too."""
     doc = read_yaml(resolve_model_path(base_model), "model recipe")
-    doc = {**doc, "name": f"{Path(base_model).stem}-{label}", "backbone": {**doc["backbone"], "arch": arch}}
+    blocks = read_yaml(Path(arch), "searched arch")["blocks"]
+    doc = {**doc, "name": f"{Path(base_model).stem}-{label}", "backbone": {**doc["backbone"], "arch": blocks}}
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{doc['name']}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -147,17 +159,39 @@ def search_ladder(dataset, args, limits_ms: list[float], folder: Path) -> list[d
                                          "train_annotations": str(dataset.train_annotations),
                                          "val_images": str(dataset.val_images),
                                          "val_annotations": str(dataset.val_annotations)}))
+    record_path = folder / "search.json"
+    if record_path.is_file():
+        return json.loads(record_path.read_text())["rungs"]
+    limits_ms = [reachable(dataset, args, data_yaml, limit) for limit in limits_ms]
     low = min(limits_ms)
     factors = tuple(sorted({round(limit / low, 6) for limit in limits_ms if limit > low * 1.0005})) or (1.5,)
     spec = check_spec(DesignSpec(data=str(data_yaml), budget=f"latency={low:.4f}ms", db=args.db, model=args.model,
                                  space=args.space, teacher_factors=factors, candidates=args.candidates,
                                  seed=args.search_seed, size=args.size))
-    record_path = folder / "search.json"
-    if record_path.is_file():
-        return json.loads(record_path.read_text())["rungs"]
     record = search_stage.run(replace(spec), len(dataset.classes), folder / "search", progress=False)
     record_path.write_text(json.dumps(record, indent=2) + "\n")
     return record["rungs"]
+
+
+def reachable(dataset, args, data_yaml: Path, limit_ms: float, step: float = 1.02, tries: int = 10) -> float:
+    """``limit_ms``, or the first limit 2% steps above it that the space can reach inside the
+    model recipe (its neck and head are fixed, so the family has a floor)."""
+    from tinynas.design import search_stage
+    from tinynas.errors import UserError
+
+    for _ in range(tries):
+        spec = DesignSpec(data=str(data_yaml), budget=f"latency={limit_ms:.4f}ms", db=args.db, model=args.model,
+                          space=args.space, seed=args.search_seed, size=args.size)
+        try:
+            search_stage.check(check_spec(spec), len(dataset.classes))
+            return limit_ms
+        except UserError as err:
+            if "impossible budget" not in err.reason:
+                raise
+            print(f"latency={limit_ms:.2f}ms (table) is below what {args.model} reaches; trying {limit_ms * step:.2f}",
+                  flush=True)
+            limit_ms *= step
+    raise RuntimeError(f"no rung reachable up to {limit_ms:.2f} table ms")
 
 
 def anchor(args, num_classes: int, base: Path) -> tuple[Path, float]:
@@ -185,12 +219,24 @@ def first_timing(base: Path, paths: list[Path], names: list[str], args) -> SideB
     return timing
 
 
-def export_tinynas(folder: Path, size: int) -> Path:
-    onnx_path = folder / f"{folder.name}.onnx"
-    if not onnx_path.is_file():
-        detector, _ = load_detector(folder / "best.pt")
-        export_onnx(detector, onnx_path, size=size)
-    return onnx_path
+def export_untrained(model: str, num_classes: int, size: int, path: Path) -> Path:
+    """A tinynas model recipe, untrained, exported: a dense network's time does not depend on
+    its weights, and the peers are timed the same way."""
+    from tinynas.detect.detector import Detector
+    from tinynas.detect.model_recipe import load_model_recipe
+
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        export_onnx(Detector(load_model_recipe(model).with_num_classes(num_classes)).eval(), path, size=size)
+    return path
+
+
+def model_costs(model: str, num_classes: int) -> dict:
+    from tinynas.detect.costs import recipe_costs
+    from tinynas.detect.model_recipe import load_model_recipe
+
+    total = recipe_costs(load_model_recipe(model).with_num_classes(num_classes), 640)[-1]
+    return {"params_m": total.params / 1e6, "gflops": total.flops / 1e9}
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -199,7 +245,7 @@ def summarize(rows: list[dict]) -> dict:
             "AP50_mean": statistics.mean(r["AP50"] for r in rows), "APs": aps,
             "cpu_seconds": statistics.mean(r["cpu_seconds"] for r in rows),
             "cpu_per_epoch": statistics.mean(r.get("cpu_per_epoch", float("nan")) for r in rows),
-            "params_m": rows[0]["params_m"], "gflops": rows[0]["gflops"], "seeds": [r["seed"] for r in rows]}
+            "seeds": [r["seed"] for r in rows]}
 
 
 def comparisons(models: list[dict]) -> list[dict]:
@@ -271,21 +317,25 @@ def plot(name: str, models: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def run_dataset(name: str, args, runs: MeasuredRuns, pool: ThreadPoolExecutor) -> dict:
+def prepare(name: str, args) -> dict:
+    """Dataset, the peers' files timed beside the anchor, the shared search: ``plan.json``."""
     dataset = build(name, args.out / "data", args.out / "wheels")
     print(dataset.summary(), flush=True)
     base = args.out / f"{name}-{args.size}-e{args.epochs}-b{args.batch}"
-    peer_jobs = {(model, seed): pool.submit(runs.peer, dataset, base / f"{Path(model).stem}-s{seed}", model, seed)
-                 for model in args.peer_model for seed in args.seeds}
-    own_jobs = {seed: pool.submit(runs.tinynas, dataset, base / f"{Path(args.model).stem}-s{seed}", args.model, seed)
-                for seed in args.seeds}
+    plan_path = base / "plan.json"
+    if plan_path.is_file():
+        return json.loads(plan_path.read_text())
+    classes = len(dataset.classes)
     peers = {}
     for model in args.peer_model:
-        rows = [peer_jobs[(model, seed)].result() for seed in args.seeds]
-        onnx_path = base / f"{Path(model).stem}-s{args.seeds[0]}" / "best.onnx"
-        peers[Path(model).stem] = {"rows": rows, "onnx": onnx_path}
-    anchor_onnx, anchor_predicted = anchor(args, len(dataset.classes), base)
-    first = first_timing(base, [*(p["onnx"] for p in peers.values()), anchor_onnx], [*peers, "anchor"], args)
+        path = base / "peers" / f"{Path(model).stem}.onnx"
+        if not path.is_file():
+            subprocess.run([args.peer_python, str(PEER_SCRIPT), "--model", model, "--data", str(dataset.yolo_yaml),
+                            "--imgsz", str(args.size), "--export-untrained", str(path)], check=True,
+                           env={**os.environ, **ONE_THREAD}, stdout=subprocess.DEVNULL)
+        peers[Path(model).stem] = path
+    anchor_onnx, anchor_predicted = anchor(args, classes, base)
+    first = first_timing(base, [*peers.values(), anchor_onnx], [*peers, "anchor"], args)
     # The table was measured on another day (or machine): its ms are converted to today's with
     # the anchor, a detector it prices, timed beside the peers.
     scale = anchor_predicted / first.by_name("anchor").median_ms
@@ -293,39 +343,89 @@ def run_dataset(name: str, args, runs: MeasuredRuns, pool: ThreadPoolExecutor) -
     limits = [first.by_name(n).median_ms * scale * (1 - args.margin) for n in peers]
     print(f"anchor {Path(args.model).stem}: predicted {anchor_predicted:.2f} ms, measured "
           f"{first.by_name('anchor').median_ms:.2f} ms (table ms / measured ms {scale:.3f}); peers measured: "
-          + ", ".join(f"{n} {first.by_name(n).median_ms:.2f} ms (table {ms:.2f})" for n, ms in zip(peers, limits)),
-          flush=True)
+          + ", ".join(f"{n} {first.by_name(n).median_ms:.2f} ms (rung at {ms:.2f} table ms)"
+                      for n, ms in zip(peers, limits)), flush=True)
     rungs = search_ladder(dataset, args, limits, base / "ladder")
-    rung_jobs = {}
+    entries = [{"name": n, "tool": "ultralytics", "role": "peer", "model": m, "onnx": str(peers[n].relative_to(args.out))}
+               for n, m in zip(peers, args.peer_model)]
+    entries.append({"name": Path(args.model).stem, "tool": "tinynas", "role": "shipped", "model": args.model,
+                    "onnx": str(anchor_onnx.relative_to(args.out))})
     for rung in rungs:
-        label = f"{rung['limit_ms']:.2f}ms"
-        model_path = rung_model(args.model, rung["arch"], base / "ladder" / "models", label)
+        label = f"{rung['limit_ms'] / scale:.2f}ms"
+        model = rung_model(args.model, rung["arch"], base / "ladder" / "models", label)
+        onnx_path = export_untrained(str(model), classes, args.size, base / "ladder" / f"{model.stem}.onnx")
+        entries.append({"name": f"tinynas@{label}", "tool": "tinynas", "role": "rung",
+                        "model": str(model.relative_to(args.out)), "onnx": str(onnx_path.relative_to(args.out)),
+                        "predicted_ms": rung["predicted_ms"] / scale})
+    plan = {"dataset": name, "base": str(base.relative_to(args.out)), "classes": classes, "table_scale": scale,
+            "anchor_predicted_ms": anchor_predicted, "entries": entries}
+    plan_path.write_text(json.dumps(plan, indent=2) + "\n")
+    return plan
+
+
+def run_folder(args, plan: dict, entry: dict, seed: int) -> Path:
+    stem = entry["name"].replace("tinynas@", "ladder-") if entry["role"] == "rung" else Path(entry["model"]).stem
+    return args.out / plan["base"] / f"{stem}-s{seed}"
+
+
+def train_all(plans: list[dict], args) -> None:
+    """Every model of every plan with every seed, ``--jobs`` at a time."""
+    jobs = []
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        datasets = {plan["dataset"]: build(plan["dataset"], args.out / "data", args.out / "wheels") for plan in plans}
+        # Seed by seed: a run cut short still has every model at its first seeds.
         for seed in args.seeds:
-            rung_jobs[(label, seed)] = pool.submit(runs.tinynas, dataset, base / f"ladder-{label}-s{seed}",
-                                                   str(model_path), seed)
-    entries = [{"name": n, "tool": "ultralytics", "role": "peer", "onnx": p["onnx"], "rows": p["rows"]}
-               for n, p in peers.items()]
-    own_rows = [own_jobs[seed].result() for seed in args.seeds]
-    entries.append({"name": Path(args.model).stem, "tool": "tinynas", "role": "shipped",
-                    "onnx": export_tinynas(Path(own_rows[0]["folder"]), args.size), "rows": own_rows})
-    for rung in rungs:
-        label = f"{rung['limit_ms']:.2f}ms"
-        rows = [rung_jobs[(label, seed)].result() for seed in args.seeds]
-        entries.append({"name": f"tinynas@{label}", "tool": "tinynas", "role": "rung", "predicted_ms": rung["predicted_ms"],
-                        "onnx": export_tinynas(Path(rows[0]["folder"]), args.size), "rows": rows})
-    timing = time_side_by_side([e["onnx"] for e in entries], args.size, db=args.db, rounds=args.rounds, runs=args.runs,
-                               names=[e["name"] for e in entries])
+            for plan in plans:
+                dataset = datasets[plan["dataset"]]
+                for entry in plan["entries"]:
+                    folder = run_folder(args, plan, entry, seed)
+                    if entry["tool"] == "ultralytics":
+                        jobs.append(pool.submit(peer_train, dataset, folder, entry["model"], seed, args))
+                    else:
+                        model = str(args.out / entry["model"]) if entry["role"] == "rung" else entry["model"]
+                        jobs.append(pool.submit(tinynas_train, dataset, folder, model, seed, args))
+        failed = [job.exception() for job in jobs if job.exception() is not None]
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(jobs)} trainings failed; the first: {failed[0]}")
+
+
+def report(plan: dict, args) -> dict:
+    """AP of every run from its detections (one evaluator), every file timed interleaved."""
+    from tinynas.train.coco_eval import coco_metrics
+
+    dataset = build(plan["dataset"], args.out / "data", args.out / "wheels")
+    base = args.out / plan["base"]
+    timing = time_side_by_side([args.out / e["onnx"] for e in plan["entries"]], args.size, db=args.db,
+                               rounds=args.rounds, runs=args.runs, names=[e["name"] for e in plan["entries"]])
     models = []
-    for e in entries:
-        t = timing.by_name(e["name"])
-        models.append({"name": e["name"], "tool": e["tool"], "role": e["role"], "median_ms": t.median_ms,
-                       "q25_ms": t.q25_ms, "q75_ms": t.q75_ms, "predicted_ms": e.get("predicted_ms"),
-                       **summarize(e["rows"])})
+    for entry in plan["entries"]:
+        rows = []
+        for seed in args.seeds:
+            folder = run_folder(args, plan, entry, seed)
+            if not (folder / DETECTIONS).is_file():
+                print(f"{entry['name']} seed {seed}: not trained ({folder}); left out", flush=True)
+                continue
+            metrics = coco_metrics(dataset.val_annotations, json.loads((folder / DETECTIONS).read_text()))
+            cpu = json.loads((folder / "train_cpu.json").read_text())
+            rows.append({"seed": seed, "AP": metrics["AP"], "AP50": metrics["AP50"], "cpu_seconds": cpu["cpu_seconds"],
+                         "cpu_per_epoch": cpu["cpu_seconds"] / args.epochs, "trained_on": cpu.get("device", "cpu")})
+        if not rows:
+            continue
+        if entry["tool"] == "ultralytics":
+            meta = json.loads((run_folder(args, plan, entry, rows[0]["seed"]) / "meta.json").read_text())
+            costs = {"params_m": meta["params"] / 1e6, "gflops": meta["gflops"]}
+        else:
+            model = str(args.out / entry["model"]) if entry["role"] == "rung" else entry["model"]
+            costs = model_costs(model, plan["classes"])
+        t = timing.by_name(entry["name"])
+        models.append({"name": entry["name"], "tool": entry["tool"], "role": entry["role"], "median_ms": t.median_ms,
+                       "q25_ms": t.q25_ms, "q75_ms": t.q75_ms, "predicted_ms": entry.get("predicted_ms"),
+                       **summarize(rows), **costs, "trained_on": sorted({r["trained_on"] for r in rows})})
     lines = comparisons(models)
-    print_dataset(name, models, lines, timing)
-    plot(name, models, base / "pareto.png")
+    print_dataset(plan["dataset"], models, lines, timing)
+    plot(plan["dataset"], models, base / "pareto.png")
     return {"dataset": dataset.summary(), "models": models, "comparisons": lines, "timing": timing.to_json(),
-            "first_peer_timing": first.to_json(), "table_scale": scale, "plot": str(base / "pareto.png")}
+            "table_scale": plan["table_scale"], "plot": str(base / "pareto.png")}
 
 
 def main() -> None:
@@ -349,13 +449,23 @@ def main() -> None:
                         help="each rung searched this fraction under its peer's latency (default 0.03)")
     parser.add_argument("--jobs", type=int, default=2, help="trainings at a time, one thread each")
     parser.add_argument("--out", type=Path, default=Path("runs/pareto"))
+    parser.add_argument("--phase", choices=("all", "prepare", "train", "report"), default="all",
+                        help="prepare (peers timed, the search), train (every run; can run on another machine "
+                             "with --device cuda, from a copy of --out), report (AP and the final timing)")
+    parser.add_argument("--device", default="cpu", help="where the trainings run (cpu or cuda)")
     args = parser.parse_args()
-    report = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "datasets": []}
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        for name in args.datasets:
-            report["datasets"].append(run_dataset(name, args, MeasuredRuns(args), pool))
-            (args.out / "pareto.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    print(f"\nwrote {args.out / 'pareto.json'}")
+    if args.phase in ("all", "prepare"):
+        plans = [prepare(name, args) for name in args.datasets]
+    else:
+        plans = [json.loads(next(args.out.glob(f"{name}-{args.size}-e{args.epochs}-b{args.batch}/plan.json"))
+                            .read_text()) for name in args.datasets]
+    if args.phase in ("all", "train"):
+        train_all(plans, args)
+    if args.phase in ("all", "report"):
+        doc = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+               "datasets": [report(plan, args) for plan in plans]}
+        (args.out / "pareto.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
+        print(f"\nwrote {args.out / 'pareto.json'}")
 
 
 if __name__ == "__main__":

@@ -40,20 +40,77 @@ def detections(weights: Path, val_json: Path, val_images: Path, imgsz: int) -> l
     return results
 
 
+def read_results_without_polars() -> None:
+    """Where polars is not installed, read the trainer's results.csv with the csv module.
+
+    ultralytics imports polars only to copy results.csv into each saved checkpoint; a GPU
+    machine that cannot install it trains and scores the same way without it.
+    """
+    try:
+        import polars  # noqa: F401
+        return
+    except ImportError:
+        pass
+    import csv
+
+    from ultralytics.engine.trainer import BaseTrainer
+
+    def read_results_csv(self):
+        try:
+            with open(self.csv, newline="") as handle:
+                rows = list(csv.DictReader(handle))
+        except OSError:
+            return {}
+        return {key.strip(): [float(r[key]) for r in rows] for key in (rows[0] if rows else {})}
+
+    BaseTrainer.read_results_csv = read_results_csv
+
+
+def export_untrained(model: str, data: Path, imgsz: int, out: Path) -> None:
+    """``model`` built for ``data``'s classes, untrained, exported as ultralytics exports it:
+    its latency is a dense network's, whatever the weights."""
+    import tempfile
+
+    import yaml
+    from ultralytics import YOLO
+    from ultralytics.nn.tasks import yaml_model_load
+
+    names = yaml.safe_load(data.read_text())["names"]
+    cfg = yaml_model_load(model)  # the package's yaml, its scale ("n") read from the name
+    cfg["nc"] = len(names)
+    folder = Path(tempfile.mkdtemp(prefix="peer-export-"))
+    (folder / Path(model).name).write_text(yaml.safe_dump(cfg))
+    exported = YOLO(str(folder / Path(model).name)).export(format="onnx", imgsz=imgsz, dynamic=False, simplify=False, half=False, device="cpu")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(exported, out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", required=True)
     parser.add_argument("--data", required=True, type=Path)
-    parser.add_argument("--val-json", required=True, type=Path)
-    parser.add_argument("--val-images", required=True, type=Path)
-    parser.add_argument("--epochs", type=int, required=True)
+    parser.add_argument("--val-json", type=Path)
+    parser.add_argument("--val-images", type=Path)
+    parser.add_argument("--epochs", type=int)
     parser.add_argument("--imgsz", type=int, required=True)
-    parser.add_argument("--batch", type=int, required=True)
+    parser.add_argument("--batch", type=int)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--out", type=Path)
     parser.add_argument("--export-onnx", action="store_true",
                         help="also export best.pt to OUT/best.onnx at --imgsz (fp32, static shape, batch 1)")
+    parser.add_argument("--export-untrained", type=Path, metavar="FILE.onnx",
+                        help="only export the untrained model for --data's classes to FILE.onnx, and stop")
+    parser.add_argument("--device", default="cpu", help="training device (cpu, 0 for the first GPU); "
+                        "detections are always made on the CPU")
     args = parser.parse_args()
+    if args.export_untrained:
+        export_untrained(args.model, args.data, args.imgsz, args.export_untrained)
+        return
+    missing = [f"--{k.replace('_', '-')}" for k in ("val_json", "val_images", "epochs", "batch", "out")
+               if getattr(args, k) is None]
+    if missing:
+        parser.error("training needs " + ", ".join(missing))
+    read_results_without_polars()
 
     from ultralytics import YOLO, settings
 
@@ -63,7 +120,7 @@ def main() -> None:
     if not (out / "train_seconds.txt").is_file():  # a finished training is not redone
         started = time.perf_counter()
         YOLO(args.model).train(data=str(args.data), epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
-                               seed=args.seed, device="cpu", project=str(out.parent), name=out.name,
+                               seed=args.seed, device=args.device, project=str(out.parent), name=out.name,
                                exist_ok=True, pretrained=False, plots=False)
         (out / "train_seconds.txt").write_text(f"{time.perf_counter() - started:.1f}\n")
     # Costs of the trained model (the data's classes), as ultralytics reports them: at 640 px
