@@ -152,6 +152,15 @@ def test_checkpoint_category_ids_are_kept_and_written_by_predict(trained, tmp_pa
     assert {r["category_id"] for r in written} <= {5, 9, 2} and len({r["category_id"] for r in written}) > 1
 
 
+def test_training_keeps_the_datasets_category_ids_in_both_checkpoints(trained):
+    from tinynas.data.coco import CocoDataset
+
+    data, run = trained
+    ids = CocoDataset(data.train_annotations, data.train_images).category_ids
+    for name in ("best.pt", "last.pt"):
+        assert load_checkpoint(run / name).category_ids == list(ids)
+
+
 # ------------------------------------------------------------------ 6, 19: decoding, EXIF, suffixes
 
 
