@@ -374,6 +374,15 @@ def test_json_the_project_writes_is_strict():
         "AP": None, "per_class": {"a": None, "b": 0.5}, "rows": [1, None]}
 
 
+def test_a_design_record_with_a_nan_ap_is_strict_json(tmp_path):
+    from tinynas.design.stages import RECORD_NAME, _mark_done
+
+    _mark_done(tmp_path, "report", {"models": [{"model": "a", "AP": float("nan"), "measured_ms": 2.0}]})
+    strict = json.loads((tmp_path / RECORD_NAME).read_text(),
+                        parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+    assert strict["report"]["models"][0]["AP"] is None and strict["report"]["models"][0]["measured_ms"] == 2.0
+
+
 # ------------------------------------------------------------------ 11: unreadable image in a worker
 
 

@@ -18,6 +18,7 @@ from typing import Callable
 import yaml
 
 from ..atomic import atomic_write_text
+from ..fileio import json_text
 from ..errors import UserError
 from ..runfolder import LOCK_NAME, check_new_folder, owned_folder
 from .outputs import missing_output
@@ -52,7 +53,7 @@ def _record(out: Path) -> dict:
 def _mark_done(out: Path, stage: str, details: dict) -> None:
     doc = _record(out)
     doc[stage] = details
-    atomic_write_text(out / RECORD_NAME, json.dumps(doc, indent=2) + "\n")
+    atomic_write_text(out / RECORD_NAME, json_text(doc, indent=2) + "\n")  # strict: a NaN AP is null
 
 
 # The stage folders a design writes besides its settings, stages.json, the report and its figures.

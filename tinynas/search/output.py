@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import platform
 import sys
@@ -22,6 +21,7 @@ from typing import Iterable, Sequence
 from ..archio import save_arch
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..crashpoints import boundary
+from ..fileio import json_text
 from ..errors import UserError
 from .population import Member
 
@@ -89,7 +89,7 @@ def write_best(run_dir: Path, stem: str, member: Member, meta: dict) -> list[str
 
 
 def write_summary(run_dir: Path, summary: dict) -> None:
-    atomic_write_text(run_dir / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(run_dir / SUMMARY_NAME, json_text(summary, indent=2) + "\n")
 
 
 def environment() -> dict:
