@@ -161,6 +161,40 @@ def test_training_keeps_the_datasets_category_ids_in_both_checkpoints(trained):
         assert load_checkpoint(run / name).category_ids == list(ids)
 
 
+def _renamed_dataset(data, folder: Path, rename) -> Path:
+    """The train annotations of ``data`` with each category's name replaced by ``rename(names)``."""
+    doc = json.loads(Path(data.train_annotations).read_text())
+    cats = sorted(doc["categories"], key=lambda c: c["id"])
+    for cat, name in zip(cats, rename([c["name"] for c in cats])):
+        cat["name"] = name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "train.json").write_text(json.dumps(doc))
+    return folder / "train.json"
+
+
+def test_a_teacher_of_other_classes_is_refused_and_a_reordered_one_only_for_head_methods(trained, tmp_path):
+    from tinynas.distill.term import check_teacher_classes
+    from tinynas.train.recipe import DistillConfig
+
+    data, run = trained
+    names = list(load_checkpoint(run / "best.pt").class_names)
+    teacher = str(run / "best.pt")
+    check_teacher_classes(DistillConfig(teacher=teacher, method="logit"), names)  # the same classes
+    with pytest.raises(UserError, match="class_names: the teacher was trained on other classes"):
+        check_teacher_classes(DistillConfig(teacher=teacher), [*names[:-1], "zebra"])
+    reordered = names[::-1]
+    check_teacher_classes(DistillConfig(teacher=teacher, method="cwd"), reordered)
+    with pytest.raises(UserError, match="in another order .* logit distillation compares class scores"):
+        check_teacher_classes(DistillConfig(teacher=teacher, method="logit"), reordered)
+    # From the CLI: a student dataset whose classes are named otherwise never starts training.
+    annotations = _renamed_dataset(data, tmp_path / "renamed", lambda ns: [f"other-{n}" for n in ns])
+    doc = tiny_recipe(data, tmp_path / "student", 128, epochs=1, batch_size=16)
+    doc["data"]["train_annotations"] = str(annotations)
+    code, _, err = run_cli(["train", str(write_recipe(tmp_path / "s.yaml", doc)), "--teacher", teacher, "--quiet"])
+    assert code == 2 and "the teacher was trained on other classes" in one_error_line(err), err
+    assert not (tmp_path / "student" / "last.pt").exists()
+
+
 # ------------------------------------------------------------------ 6, 19: decoding, EXIF, suffixes
 
 

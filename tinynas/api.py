@@ -69,9 +69,13 @@ def train_detector(recipe: TrainRecipe, resume: bool = False, stop_after: int | 
                    source: str = "<recipe>") -> TrainResult:
     """Train (or resume) ``recipe`` into its run folder; a recipe whose ``distill.teacher`` names a
     checkpoint distils from that teacher (the term comes from ``tinynas.distill``)."""
-    from .distill.term import distillation_term
+    from .distill.term import check_teacher_classes, distillation_term
     from .train.trainer import train
 
+    if recipe.distill.teacher:
+        from .data.coco import CocoDataset
+
+        check_teacher_classes(recipe.distill, CocoDataset(recipe.data.train_annotations, recipe.data.train_images).names)
     return train(recipe, resume=resume, stop_after=stop_after, progress=progress, source=source,
                  extra_loss=distillation_term(recipe.distill))
 

@@ -11,6 +11,8 @@ and ``distill_auto_weight``.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import nn
 
@@ -28,6 +30,24 @@ from .schedule import distill_weight
 def distillation_term(config: DistillConfig) -> DistillationTerm | None:
     """The term for a recipe's ``distill`` section; None when it names no teacher."""
     return DistillationTerm(config) if config.teacher else None
+
+
+def check_teacher_classes(config: DistillConfig, class_names: Sequence[str]) -> None:
+    """A teacher of other classes is refused in one line; the same classes in another order
+    are refused for head methods, which compare class scores one by one (features carry no
+    class order, so feature methods take such a teacher)."""
+    theirs, mine = list(load_checkpoint(config.teacher).class_names), list(class_names)
+    if theirs == mine:
+        return
+    if sorted(theirs) != sorted(mine):
+        extra = sorted(set(theirs) - set(mine))[:3] or sorted(set(mine) - set(theirs))[:3]
+        raise UserError(config.teacher, "class_names", f"the teacher was trained on other classes than the "
+                        f"dataset's ({len(theirs)} against {len(mine)}, e.g. {', '.join(map(repr, extra))} in one "
+                        "only): distil from a teacher of the same classes")
+    if config.method in HEAD_METHODS:
+        raise UserError(config.teacher, "class_names", f"the teacher has the dataset's classes in another order "
+                        f"({', '.join(theirs[:4])}{', ...' if len(theirs) > 4 else ''}), and {config.method} "
+                        "distillation compares class scores one by one; use a feature method (cwd, mimic, mgd)")
 
 
 class DistillationTerm:
