@@ -60,6 +60,66 @@ def test_metrics_equal_pycocotools(files):
     assert set(ours["per_class"]) == {"red", "green", "blue"}
 
 
+def _crowded_scene(rng, images: int) -> tuple[dict, list[dict]]:
+    """Dense boxes of every COCO area range, crowds, exact duplicate boxes (tied IoUs), and
+    clusters of detections around them with many ties in score: every branch of the matching."""
+    doc = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]}
+    results = []
+    for image_id in range(1, images + 1):
+        doc["images"].append({"id": image_id, "file_name": f"{image_id}.png", "width": 400, "height": 400})
+        boxes = []
+        for _ in range(int(rng.integers(0, 40))):
+            w, h = np.exp(rng.uniform(np.log(4), np.log(200), 2))
+            boxes.append([float(rng.uniform(0, 400 - w)), float(rng.uniform(0, 400 - h)), float(w), float(h)])
+        boxes += boxes[: len(boxes) // 8]  # duplicates
+        for box in boxes:
+            doc["annotations"].append({"id": len(doc["annotations"]) + 1, "image_id": image_id,
+                                       "category_id": int(rng.integers(1, 3)), "bbox": box, "area": box[2] * box[3],
+                                       "iscrowd": int(rng.random() < 0.08)})
+        for _ in range(int(rng.integers(0, 140))):
+            x, y, w, h = boxes[int(rng.integers(len(boxes)))] if boxes and rng.random() < 0.8 else [50.0, 50.0, 30.0, 30.0]
+            jitter = rng.normal(0, 0.15 * min(w, h) + 1, 4)
+            results.append({"image_id": image_id, "category_id": int(rng.integers(1, 3)),
+                            "bbox": [float(x + jitter[0]), float(y + jitter[1]), float(abs(w + jitter[2]) + 1),
+                                     float(abs(h + jitter[3]) + 1)],
+                            "score": float(np.round(rng.random(), 1 if rng.random() < 0.3 else 6))})
+    return doc, results
+
+
+def test_the_vectorised_matching_equals_pycocotools_entry_for_entry(tmp_path):
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from tinynas.train.coco_matching import MatchedCOCOeval
+
+    rng = np.random.default_rng(7)
+    for scene in range(3):
+        doc, results = _crowded_scene(rng, images=6)
+        path = tmp_path / f"gt{scene}.json"
+        path.write_text(json.dumps(doc))
+        runs = []
+        for evaluator in (COCOeval, MatchedCOCOeval):
+            with contextlib.redirect_stdout(io.StringIO()):
+                gt = COCO(str(path))
+                ev = evaluator(gt, gt.loadRes(results), "bbox")
+                ev.params.useCats = scene != 2  # class-agnostic matching too
+                ev.evaluate()
+                ev.accumulate()
+                ev.summarize()
+            runs.append(ev)
+        theirs, ours = runs
+        assert len(ours.evalImgs) == len(theirs.evalImgs)
+        for a, b in zip(theirs.evalImgs, ours.evalImgs):
+            assert (a is None) == (b is None)
+            if a is not None:
+                assert a.keys() == b.keys()
+                for key in a:
+                    assert np.array_equal(np.asarray(a[key]), np.asarray(b[key])), key
+        assert np.array_equal(ours.stats, theirs.stats)
+        assert np.array_equal(ours.eval["precision"], theirs.eval["precision"])
+        assert theirs.stats[1] > 0.1  # matches were made: the scenes test something
+
+
 def test_empty_results_score_zero(files):
     gt_path, _ = files
     assert coco_metrics(gt_path, [])["AP"] == 0.0
