@@ -363,6 +363,17 @@ def prepare(name: str, args) -> dict:
     return plan
 
 
+def selected(plan: dict, args) -> list[dict]:
+    """The plan's models that ``--only`` names (all of them without it)."""
+    if not args.only:
+        return plan["entries"]
+    unknown = set(args.only) - {e["name"] for e in plan["entries"]}
+    if unknown:
+        raise SystemExit(f"pareto: --only: {', '.join(sorted(unknown))} not in {plan['dataset']}'s plan "
+                         f"({', '.join(e['name'] for e in plan['entries'])})")
+    return [e for e in plan["entries"] if e["name"] in args.only]
+
+
 def run_folder(args, plan: dict, entry: dict, seed: int) -> Path:
     stem = entry["name"].replace("tinynas@", "ladder-") if entry["role"] == "rung" else Path(entry["model"]).stem
     return args.out / plan["base"] / f"{stem}-s{seed}"
@@ -377,7 +388,7 @@ def train_all(plans: list[dict], args) -> None:
         for seed in args.seeds:
             for plan in plans:
                 dataset = datasets[plan["dataset"]]
-                for entry in plan["entries"]:
+                for entry in selected(plan, args):
                     folder = run_folder(args, plan, entry, seed)
                     if entry["tool"] == "ultralytics":
                         jobs.append(pool.submit(peer_train, dataset, folder, entry["model"], seed, args))
@@ -395,10 +406,11 @@ def report(plan: dict, args) -> dict:
 
     dataset = build(plan["dataset"], args.out / "data", args.out / "wheels")
     base = args.out / plan["base"]
-    timing = time_side_by_side([args.out / e["onnx"] for e in plan["entries"]], args.size, db=args.db,
-                               rounds=args.rounds, runs=args.runs, names=[e["name"] for e in plan["entries"]])
+    entries = selected(plan, args)
+    timing = time_side_by_side([args.out / e["onnx"] for e in entries], args.size, db=args.db,
+                               rounds=args.rounds, runs=args.runs, names=[e["name"] for e in entries])
     models = []
-    for entry in plan["entries"]:
+    for entry in entries:
         rows = []
         for seed in args.seeds:
             folder = run_folder(args, plan, entry, seed)
@@ -453,6 +465,8 @@ def main() -> None:
                         help="prepare (peers timed, the search), train (every run; can run on another machine "
                              "with --device cuda, from a copy of --out), report (AP and the final timing)")
     parser.add_argument("--device", default="cpu", help="where the trainings run (cpu or cuda)")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="train and report only these models of the "
+                        "plan (e.g. yolo11n tinynas@19.01ms)")
     args = parser.parse_args()
     if args.phase in ("all", "prepare"):
         plans = [prepare(name, args) for name in args.datasets]
