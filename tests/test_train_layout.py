@@ -80,3 +80,31 @@ def test_the_trainer_feeds_cpu_steps_channels_last(tmp_path):
     train(parse_train_recipe(tiny_recipe(data, tmp_path / "run", 64, epochs=1, batch_size=4)), progress=False,
           extra_loss=probe)
     assert probe.channels_last == [True, True]
+
+
+def test_evaluation_and_prediction_feed_the_same_cpu_layout(tmp_path):
+    """The same batch must give the same scores in eval and predict: both enter the model NHWC."""
+    from torch import nn
+
+    from tinynas.data import CocoDataset, DetectionDataset
+    from tinynas.detect.predict import detect_batch
+    from tinynas.train.evaluate import predict_split
+
+    data = synthetic(tmp_path, images=1, val_images=4, size=64)
+    torch.manual_seed(0)
+    detector = Detector(parse_train_recipe(tiny_recipe(data, tmp_path / "run", 64, epochs=1)).model).eval()
+    seen = []
+
+    class Recorder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.detector = detector
+
+        def forward(self, images):
+            seen.append(images.is_contiguous(memory_format=torch.channels_last))
+            return self.detector(images)
+
+    val = DetectionDataset(CocoDataset(data.val_annotations, data.val_images), 64, train=False)
+    predict_split(Recorder(), val, batch_size=2)
+    detect_batch(Recorder(), [val.sample(0)[0].image], size=64)
+    assert seen == [True, True, True]  # two eval batches of two, one predict batch

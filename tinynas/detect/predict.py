@@ -37,6 +37,7 @@ from .detector import Detector
 from ..data.pipeline import to_tensor
 from ..data.sample import EMPTY_BOXES, EMPTY_LABELS, Sample
 from ..data.transforms import letterbox
+from .input_layout import to_model_input
 from .nms import Detections, multiclass_nms
 from .model_recipe import check_input_size
 
@@ -132,7 +133,7 @@ def detect_batch(model: torch.nn.Module, images: Sequence[np.ndarray], size: int
         placed.append(to_tensor(sample.image))
         placements.append(placement if original_sizes is None else placement.against(*original_sizes[i], size))
     device = next(model.parameters()).device
-    scores, boxes = model(torch.stack(placed).to(device))
+    scores, boxes = model(to_model_input(torch.stack(placed), device))
     found = []
     for i, placement in enumerate(placements):
         kept = multiclass_nms(scores[i].float(), boxes[i].float(), conf_threshold, iou_threshold, max_detections)

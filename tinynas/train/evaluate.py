@@ -10,6 +10,7 @@ from tqdm import tqdm
 from ..data.collate import make_loader
 from ..data.pipeline import DetectionDataset
 from ..data.transforms import Placement
+from ..detect.input_layout import to_model_input
 from ..detect.nms import multiclass_nms
 from .coco_eval import coco_metrics
 
@@ -25,7 +26,7 @@ def predict_split(model: nn.Module, dataset: DetectionDataset, batch_size: int =
     category_ids = dataset.coco.category_ids
     results: list[dict] = []
     for images, targets in tqdm(loader, desc="eval", leave=False, disable=not progress):
-        scores, boxes = model(images.to(device))
+        scores, boxes = model(to_model_input(images, device))
         for i, target in enumerate(targets):
             det = multiclass_nms(scores[i].float(), boxes[i].float(), conf_threshold, iou_threshold, max_detections)
             if det.boxes.numel() == 0:
