@@ -1,52 +1,46 @@
-"""The CPU training step runs channels-last (NHWC): faster on oneDNN, the same step up to rounding."""
+"""Memory layouts: training steps run NCHW (an NHWC weight gradient of torch 2.13's CPU build
+corrupts the heap), evaluation and prediction NHWC, one rule for both."""
 
 import torch
 
-from tinynas.detect.anchors import anchor_points
 from tinynas.detect.detector import Detector
-from tinynas.train.losses import DetectionLoss
 from tinynas.train.recipe import parse_train_recipe
 from tinynas.train.trainer import train
 
 from train_helpers import synthetic, tiny_recipe
 
 
-def _step(model: Detector, images: torch.Tensor, targets: list[dict]) -> tuple[float, list[torch.Tensor]]:
-    model.zero_grad(set_to_none=True)
-    feats = model.features(images)
-    cls_logits, reg_logits = model.head(feats)
-    points, strides = anchor_points([f.shape[-2:] for f in feats], model.head.strides, dtype=images.dtype)
-    loss = DetectionLoss(model.num_classes, model.head.reg_max)(cls_logits, reg_logits, points, strides,
-                                                               targets)["loss"]
-    loss.backward()
-    return float(loss.detach()), [p.grad.double() for p in model.parameters()]
+# One training step of a unit whose RepConv point branch is a 1x1 stride-2 conv of 8 channels at
+# 160x160 (a searched k1kx block with btn 8 behind the Focus stem of a 320 image), in its own
+# process: in NHWC, torch 2.13's CPU weight gradient of that conv corrupts the heap (SIGSEGV).
+STRIDED_POINT_STEP = """
+import torch
+from tinynas.detect.detector import Detector
+from tinynas.detect.model_recipe import parse_model_recipe
+recipe = parse_model_recipe({"backbone": {"arch": [
+    {"class": "ConvKXBNRELU", "in": 12, "out": 16, "s": 1, "k": 3},
+    {"class": "SuperResK1KX", "in": 16, "out": 24, "s": 2, "k": 3, "L": 1, "btn": 8},
+    {"class": "SuperResK1KX", "in": 24, "out": 32, "s": 2, "k": 3, "L": 1, "btn": 8},
+    {"class": "SuperResK1KX", "in": 32, "out": 48, "s": 2, "k": 3, "L": 1, "btn": 16},
+    {"class": "SuperResK1KX", "in": 48, "out": 64, "s": 2, "k": 3, "L": 1, "btn": 16}],
+    "wrap": "res", "out_indices": [2, 3, 4], "focus": True, "act": "relu", "reparam": True},
+    "neck": {"out_channels": [16, 24, 32]}, "head": {"num_classes": 1}}, "<strided point>")
+model = Detector(recipe).train()
+images = torch.rand(16, 3, 320, 320)
+from tinynas.detect.input_layout import to_training_input
+cls_logits, reg_logits = model.head(model.features(to_training_input(images, "cpu")))
+(cls_logits.float().pow(2).mean() + reg_logits.float().pow(2).mean()).backward()
+print("step done")
+"""
 
 
-def _error(grads: list[torch.Tensor], exact: list[torch.Tensor]) -> list[float]:
-    return [float((g - e).norm() / e.norm().clamp(min=1e-30)) for g, e in zip(grads, exact)]
+def test_a_training_step_through_a_strided_1x1_conv_of_few_channels_does_not_crash():
+    import subprocess
+    import sys
 
-
-def test_an_nhwc_step_is_as_exact_as_the_nchw_step(tmp_path):
-    """Loss and every gradient of one training step (tiny detector, assigner and losses included)
-    against the same step in float64: NHWC's float32 rounding is no larger than NCHW's."""
-    data = synthetic(tmp_path, images=1, val_images=1, size=96)
-    recipe = parse_train_recipe(tiny_recipe(data, tmp_path / "run", 96, epochs=1)).model
-    torch.manual_seed(0)
-    model = Detector(recipe).train()
-    images = torch.rand(4, 3, 96, 96)
-    targets = [{"boxes": torch.tensor([[8.0 + 5 * i, 10.0, 50.0, 60.0 + 4 * i], [60.0, 40.0, 90.0, 88.0]]),
-                "labels": torch.tensor([0, len(data.classes) - 1])} for i in range(4)]
-    state = {k: v.clone() for k, v in model.state_dict().items()}  # BN running stats move in each step
-    nchw_loss, nchw_grads = _step(model, images, targets)
-    model.load_state_dict(state)
-    nhwc_loss, nhwc_grads = _step(model, images.contiguous(memory_format=torch.channels_last), targets)
-    model.load_state_dict(state)
-    exact_loss, exact_grads = _step(model.double(), images.double(),
-                                    [{**t, "boxes": t["boxes"].double()} for t in targets])
-    nchw_error, nhwc_error = _error(nchw_grads, exact_grads), _error(nhwc_grads, exact_grads)
-    assert abs(nhwc_loss - exact_loss) <= 1e-5 * exact_loss and abs(nchw_loss - exact_loss) <= 1e-5 * exact_loss
-    assert max(nhwc_error) <= 1.5 * max(nchw_error)
-    assert max(nhwc_error) < 1e-2  # a layout mistake (a view over NHWC memory) is off by O(1)
+    proc = subprocess.run([sys.executable, "-c", STRIDED_POINT_STEP], capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0 and "step done" in proc.stdout, (proc.returncode, proc.stderr[-800:])
 
 
 class LayoutProbe:
@@ -74,12 +68,12 @@ class LayoutProbe:
         pass
 
 
-def test_the_trainer_feeds_cpu_steps_channels_last(tmp_path):
+def test_the_trainer_feeds_cpu_steps_nchw(tmp_path):
     data = synthetic(tmp_path, images=8, val_images=2, size=64)
     probe = LayoutProbe()
     train(parse_train_recipe(tiny_recipe(data, tmp_path / "run", 64, epochs=1, batch_size=4)), progress=False,
           extra_loss=probe)
-    assert probe.channels_last == [True, True]
+    assert probe.channels_last == [False, False]
 
 
 def test_evaluation_and_prediction_feed_the_same_cpu_layout(tmp_path):

@@ -38,7 +38,7 @@ from ..data.collate import make_loader, set_loader_epoch
 from ..data.pipeline import DetectionDataset
 from ..detect.anchors import anchor_points
 from ..detect.detector import Detector
-from ..detect.input_layout import to_model_input
+from ..detect.input_layout import to_training_input
 from ..errors import UserError
 from ..detect.footprint import check_detector_fits
 from ..runfolder import owned_folder
@@ -269,7 +269,7 @@ def _train(recipe: TrainRecipe, resume: bool, stop_after: int | None, progress: 
             bias_lr = bias_learning_rate(it, lr, warmup_iters, cfg.warmup_bias_lr)
             for group in optimizer.param_groups:
                 group["lr"] = bias_lr if group.get("kind") == "bias" else lr
-            images = to_model_input(images, device, non_blocking=True)  # NHWC on the CPU: faster steps
+            images = to_training_input(images, device, non_blocking=True)
             targets = [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
             with torch.autocast(device.type, enabled=amp):
                 feats, cls_logits, reg_logits, extra = train_step(images, it)
