@@ -289,6 +289,28 @@ def test_a_failed_write_names_the_users_file_not_the_temporary(tmp_path, capsys,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cpu-fp32.csv", "cpu-fp32.json"]  # no temporary left
 
 
+def test_a_table_row_that_cannot_be_written_names_the_table(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    import tinynas.latency.table as table_module
+
+    table = tmp_path / "t.csv"
+    table.write_text("header\n")
+
+    def full_disk(fd, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as os.write raises it: no file name
+
+    monkeypatch.setattr(table_module.os, "write", full_disk)
+    with pytest.raises(OSError) as caught:
+        table_module.append_row(table, "a,b\n")
+    assert caught.value.filename == str(table) and caught.value.errno == errno.ENOSPC
+    monkeypatch.setattr(table_module.os, "write", lambda fd, data: len(data) // 2)  # a short write
+    with pytest.raises(OSError, match="No space left") as caught:
+        table_module.append_row(table, "a,b\n")
+    assert caught.value.filename == str(table)
+
+
 # ---------------------------------------------------------------------------- 9: classes by name
 def test_eval_scores_classes_by_name_and_refuses_other_names(tiny_data, tmp_path, capsys):
     recipe = _recipe_file(tiny_data, tmp_path)

@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import math
+import errno
 import os
 import re
 from dataclasses import dataclass, field
@@ -436,8 +437,13 @@ def append_row(path: str | os.PathLike, line: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_APPEND)
     try:
         boundary(path, "before")
-        os.write(fd, line.encode("utf-8"))
+        data = line.encode("utf-8")
+        if os.write(fd, data) != len(data):  # a short write: the disk filled up mid-row
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         os.fsync(fd)
+    except OSError as err:
+        # os.write names no file; a full disk must say which table it could not extend.
+        raise OSError(err.errno, err.strerror, str(path)) from None
     finally:
         os.close(fd)
     boundary(path, "after")
