@@ -57,7 +57,6 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -168,7 +167,7 @@ def search_ladder(dataset, args, limits_ms: list[float], folder: Path) -> list[d
     spec = check_spec(DesignSpec(data=str(data_yaml), budget=f"latency={low:.4f}ms", db=args.db, model=args.model,
                                  space=args.space, teacher_factors=factors, candidates=args.candidates,
                                  seed=args.search_seed, size=args.size))
-    record = search_stage.run(replace(spec), len(dataset.classes), folder / "search", progress=False)
+    record = search_stage.run(spec, len(dataset.classes), folder / "search", progress=False)
     record_path.write_text(json.dumps(record, indent=2) + "\n")
     return record["rungs"]
 
@@ -197,15 +196,11 @@ def reachable(dataset, args, data_yaml: Path, limit_ms: float, step: float = 1.0
 def anchor(args, num_classes: int, base: Path) -> tuple[Path, float]:
     """``--model`` as shipped (untrained: weights do not change a dense network's time), exported,
     and the latency the table predicts for it."""
-    from tinynas.detect.detector import Detector
     from tinynas.detect.model_recipe import load_model_recipe
     from tinynas.latency.detector_model import DetectorLatencyModel
 
     recipe = load_model_recipe(args.model).with_num_classes(num_classes)
-    path = base / "anchor.onnx"
-    if not path.is_file():
-        base.mkdir(parents=True, exist_ok=True)
-        export_onnx(Detector(recipe).eval(), path, size=args.size)
+    path = export_untrained(args.model, num_classes, args.size, base / "anchor.onnx")
     return path, DetectorLatencyModel(args.db, recipe).predict_detector_ms(recipe.backbone.arch, args.size)
 
 
