@@ -304,6 +304,30 @@ def test_a_resume_rebuilds_a_lost_best_pt_of_its_own_epoch_and_refuses_an_older_
     assert not (run / "best.pt").exists()
 
 
+def test_a_chain_skipping_a_finished_stage_rebuilds_its_lost_best_pt_first(tmp_path):
+    from tinynas.checkpoint import load_checkpoint
+    from tinynas.cli import main
+
+    data = synthetic(tmp_path / "data", 8, 4, 64)
+    stage = tiny_recipe(data, tmp_path / "unused", 64, 1, eval_interval=1, batch_size=8)
+    stage.pop("out")
+    write_recipe(tmp_path / "stage.yaml", stage)
+    chain = tmp_path / "chain.yaml"
+    chain.write_text(yaml.safe_dump({"name": "one", "out": str(tmp_path / "chain"),
+                                     "stages": [{"name": "only", "recipe": "stage.yaml"}]}))
+    assert main(["distill-chain", str(chain), "--quiet"]) == 0
+    run = tmp_path / "chain" / "only"
+    best = load_checkpoint(run / "best.pt")
+    # What a kill between last.pt and best.pt left, when an older tinynas wrote last.pt first.
+    (run / "best.pt").unlink()
+    (run / "results.png").unlink()
+    assert main(["distill-chain", str(chain), "--quiet"]) == 0
+    rebuilt = load_checkpoint(run / "best.pt")
+    assert rebuilt.extra == best.extra
+    _same_values(rebuilt.state_dict, best.state_dict, "best.pt")
+    _valid_png(run / "results.png")
+
+
 def test_a_search_log_without_a_checkpoint_is_started_again(tmp_path):
     from tinynas.cli import main
 

@@ -365,3 +365,39 @@ def test_renumbered_classes_are_mapped_by_name():
     with pytest.raises(UserError, match=r"^w.pt: class_names: the checkpoint's 2 classes are not val.json's 2 "
                                         r"\(\['dog'\] only in the checkpoint, \['owl'\] only in the dataset\)$"):
         class_order(["cat", "dog"], ["cat", "owl"], "w.pt", "val.json")
+
+
+# ---------------------------------------------------------------------------- what the first pass left
+def test_eval_checks_its_val_set_as_training_does(tiny_data, tmp_path, capsys):
+    recipe = _recipe_file(tiny_data, tmp_path)
+    assert main(["train", str(recipe), "--quiet"]) == 0
+    weights = tmp_path / "run" / "last.pt"
+    doc = json.loads(Path(tiny_data.val_annotations).read_text())
+    doc["images"][1]["file_name"] = "gone.png"
+    missing = tmp_path / "missing-image.json"
+    missing.write_text(json.dumps(doc))
+    capsys.readouterr()
+    assert main(["eval", str(recipe), "--weights", str(weights), f"data.val_annotations={missing}"]) == 2
+    err = capsys.readouterr().err
+    gone = Path(tiny_data.val_images) / "gone.png"
+    assert err == f"tinynas: error: {gone}: image {doc['images'][1]['id']}: image file missing\n", err
+
+    doc = json.loads(Path(tiny_data.val_annotations).read_text())
+    doc["annotations"] = []
+    empty = tmp_path / "no-boxes.json"
+    empty.write_text(json.dumps(doc))
+    assert main(["eval", str(recipe), "--weights", str(weights), f"data.val_annotations={empty}"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"tinynas: error: {empty}: annotations: no annotations: the val set needs at least one box\n", err
+
+
+def test_runtime_names_are_lower_cased_from_the_cli_and_the_api(tmp_path, capsys):
+    from tinynas.latency.runtimes import load_runtime
+
+    assert load_runtime(" ONNXRuntime", "cpu", "fp32", 1).name == "onnxruntime"
+    assert load_runtime("Torch", "cpu", "fp32", 1) is None
+    table = tmp_path / "t.csv"
+    assert main(["latency", "build", "--space", "k1kx", "--resolution", "32", "--channel-step", "256", "--runs", "1",
+                 "--warmup", "1", "--no-calibrate", "--max-ops", "2", "--runtime", "OnnxRuntime",
+                 "--out", str(table)]) == 0
+    assert json.loads(table.with_suffix(".json").read_text())["runtime"] == "onnxruntime"

@@ -22,7 +22,7 @@ def register(sub) -> None:
                                                 "val_annotations (COCO JSON), or a train recipe with a data section")
     p.add_argument("--budget", required=True, metavar="latency=MS", help="the deployed detector's latency, e.g. latency=8ms, or latency=match:FILE.onnx: "
                         "the latency that model measures in --runtime (time it, then search at it)")
-    p.add_argument("--runtime", default="onnxruntime", help="runtime the model deploys in: onnxruntime, openvino, tensorrt or torch "
+    p.add_argument("--runtime", default="onnxruntime", type=str.lower, help="runtime the model deploys in: onnxruntime, openvino, tensorrt or torch "
                                                        "(checked with its provider before the search starts)")
     p.add_argument("--db", default="", metavar="TABLE", help="latency table measured in that runtime "
                                                           "(default: the shipped one for the runtime)")

@@ -66,7 +66,7 @@ def register(sub) -> None:
     b.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default %(default)s)")
     b.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16", "int8"],
                    help="default %(default)s (int8: TensorRT only)")
-    b.add_argument("--runtime", default="torch",
+    b.add_argument("--runtime", default="torch", type=str.lower,
                    help="what times each op: torch (eager), or the deployment runtime the model will run in "
                         "(onnxruntime, openvino, tensorrt), timing each op as a static-shape ONNX graph "
                         "(default %(default)s)")
@@ -142,7 +142,7 @@ def register(sub) -> None:
                         "empty, or an earlier validate's to resume it")
     v.add_argument("--force", action="store_true", help="write into an --out folder that holds other files")
     v.add_argument("--no-update", action="store_true", help="do not store the fit in the table's sidecar")
-    v.add_argument("--runtime", default=None,
+    v.add_argument("--runtime", default=None, type=str.lower,
                    help="time the networks in this runtime (default: the table's); another runtime than the "
                         "table's measures how well its ops predict there, and leaves the sidecar alone")
     v.set_defaults(func=run_validate)

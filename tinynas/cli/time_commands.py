@@ -23,7 +23,7 @@ def register(lsub) -> None:
     t.add_argument("--size", type=positive_int, default=320, help="image side timed (default %(default)s)")
     t.add_argument("--db", default="", metavar="TABLE",
                    help="take runtime, device, threads and clock from this latency table's sidecar")
-    t.add_argument("--runtime", default=None, help="onnxruntime (default), openvino or tensorrt")
+    t.add_argument("--runtime", default=None, type=str.lower, help="onnxruntime (default), openvino or tensorrt")
     t.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: the table's, or 1)")
     t.add_argument("--rounds", type=positive_int, default=11, help="interleaved rounds (default %(default)s)")
     t.add_argument("--runs", type=positive_int, default=30, help="timed runs per model per round (default %(default)s)")

@@ -85,6 +85,7 @@ def run_distill_chain(args) -> int:
 
 def run_eval(args) -> int:
     from ..checkpoint import load_detector
+    from ..data.check import ensure_trainable, print_warnings, require_boxes
     from ..data.coco import CocoDataset
     from ..data.pipeline import DetectionDataset
     from ..train.class_order import ReorderedClasses, class_order
@@ -95,7 +96,11 @@ def run_eval(args) -> int:
     weights = args.weights or (Path(args.recipe) / "best.pt" if Path(args.recipe).is_dir() else None)
     if weights is None:
         raise UserError(source, "--weights", "give the checkpoint to evaluate")
+    # The checks training runs: a missing or unreadable val image is one line, not a traceback
+    # mid-evaluation; a val set without a box scores nothing.
+    print_warnings(ensure_trainable(recipe.data.val_annotations, recipe.data.val_images))
     val = CocoDataset(recipe.data.val_annotations, recipe.data.val_images)
+    require_boxes(val, "val")
     recipe = resolve_model(recipe, val.num_classes, source)
     model, names = load_detector(weights, recipe.model)
     if len(names) != val.num_classes:

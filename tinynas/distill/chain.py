@@ -25,7 +25,7 @@ from ..fileio import read_yaml
 from ..runfolder import lock_folder, plain_name, run_dir_for
 from ..train.recipe import TrainRecipe, parse_train_recipe
 from ..train.run import TrainRun
-from ..train.trainer import train
+from ..train.trainer import settle_finished_run, train
 from .term import distillation_term
 
 CHAIN_KEYS = {"name", "out", "common", "stages", "distill", "baseline", "latency_db"}
@@ -128,6 +128,7 @@ def _run(recipe: TrainRecipe, progress: bool, log) -> TrainRun:
     run = TrainRun(recipe.run_dir)
     # The stage's epochs, not the run's own recipe's: a chain edited to train longer resumes.
     if run.finished(recipe.train.epochs):
+        settle_finished_run(run)
         log(f"{recipe.run_dir}: finished earlier, skipped")
         return run
     resume = run.last_checkpoint() is not None

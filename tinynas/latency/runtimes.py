@@ -89,6 +89,7 @@ class Runtime:
 def load_runtime(name: str, device: str, dtype: str, threads: int, cache_dir: str | os.PathLike | None = None
                  ) -> Runtime | None:
     """The runtime ``name`` (``None`` for torch), or a one-line error naming the extra to install."""
+    name = str(name).strip().lower()  # "ONNXRuntime" as the runtime spells itself
     if name not in RUNTIMES:
         raise UserError("--runtime", "", f"unknown runtime {name!r} (known: {', '.join(RUNTIMES)})")
     if name == "torch":

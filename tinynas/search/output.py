@@ -39,8 +39,10 @@ class CandidateLog:
         self.path = Path(path)
         if resume_bytes is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            boundary(self.path, "before")
             with open(self.path, "wb") as handle:
                 handle.write((",".join(COLUMNS) + "\n").encode())
+            boundary(self.path, "after")
         else:
             size = self.path.stat().st_size if self.path.is_file() else -1
             if size < resume_bytes:

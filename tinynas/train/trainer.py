@@ -30,7 +30,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..checkpoint import load_checkpoint, load_detector_checkpoint, save_checkpoint
 from ..data.cache import cache_datasets
 from ..data.check import ensure_trainable, print_warnings, require_boxes
 from ..data.coco import CocoDataset
@@ -404,6 +404,16 @@ def _match_last(run: TrainRun, log: MetricsLog, epoch: int, best_ap: float, ema_
     if not run.plot_path.is_file():
         plot_metrics(run.metrics_path, run.plot_path)
     return best_epoch
+
+
+def settle_finished_run(run: TrainRun) -> None:
+    """Make a finished run's files agree with its ``last.pt``, as a resume does before its first
+    epoch: a chain that skips a stage trained earlier (perhaps by a tinynas that wrote best.pt
+    after last.pt) must not distil from, or report, weights a kill left behind."""
+    detector, ckpt = load_detector_checkpoint(run.last_path)
+    extra = ckpt.extra
+    _match_last(run, MetricsLog(run.metrics_path), int(extra.get("epoch", 0)), float(extra.get("best_ap", -1.0)),
+                detector, ckpt.class_names, ckpt.category_ids)
 
 
 def _best_ap(path: Path) -> float | None:
