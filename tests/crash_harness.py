@@ -57,6 +57,21 @@ class Jobs:
             raise RuntimeError("the crash-harness helper died")
         return int(json.loads(reply)["status"])
 
+    def run_many(self, jobs: list[dict]) -> list[int]:
+        """Run several jobs at once, one child each (keys as :meth:`run`'s arguments); their statuses.
+
+        Each child runs with one thread, so two of them use two cores the way the suite's
+        one-at-a-time tests leave one idle."""
+        requests = [{"argv": j["argv"], "cwd": str(j["cwd"]), "crash_at": j.get("crash_at"),
+                     "log": str(j["log"]) if j.get("log") else None,
+                     "output": str(j.get("output") or Path(j["cwd"]) / "job.log")} for j in jobs]
+        self._helper.stdin.write(json.dumps(requests) + "\n")
+        self._helper.stdin.flush()
+        reply = self._helper.stdout.readline()
+        if not reply:
+            raise RuntimeError("the crash-harness helper died")
+        return [int(code) for code in json.loads(reply)["statuses"]]
+
     def boundaries(self, argv: list[str], cwd: Path, log: Path) -> list[Boundary]:
         """Run ``argv`` uninterrupted, recording the durable writes it passes."""
         log.unlink(missing_ok=True)
@@ -72,16 +87,6 @@ class Jobs:
     def close(self) -> None:
         self._helper.stdin.close()
         self._helper.wait(timeout=60)
-
-
-def first_of_each_kind(boundaries: list[Boundary], root: Path, also_last: bool = False) -> list[Boundary]:
-    """One boundary per distinct file written (its first write; and its last, with ``also_last``)."""
-    chosen: dict[tuple[str, str], Boundary] = {}
-    for b in boundaries:
-        chosen.setdefault((b.kind(root), "first"), b)
-        if also_last:
-            chosen[(b.kind(root), "last")] = b
-    return sorted(set(chosen.values()), key=lambda b: b.index)
 
 
 # ---------------------------------------------------------------------------- the helper process
@@ -132,12 +137,19 @@ def _serve() -> None:
 
     for line in sys.stdin:
         request = json.loads(line)
-        pid = os.fork()
-        if pid == 0:
-            _child(request)
-        _, status = os.waitpid(pid, 0)
-        code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-        sys.stdout.write(json.dumps({"status": code}) + "\n")
+        together = request if isinstance(request, list) else [request]
+        children = []
+        for one in together:
+            pid = os.fork()
+            if pid == 0:
+                _child(one)
+            children.append(pid)
+        codes = []
+        for pid in children:
+            _, status = os.waitpid(pid, 0)
+            codes.append(-os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
+        reply = {"statuses": codes} if isinstance(request, list) else {"status": codes[0]}
+        sys.stdout.write(json.dumps(reply) + "\n")
         sys.stdout.flush()
 
 
