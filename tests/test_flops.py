@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from conftest import SPACE_NAMES, space_path
+from tinynas.nn.point_conv import SubsampledPointConv
 from tinynas.nn.reparam import reparameterize
 from tinynas.detect import build_detector, load_model_recipe, parse_model_recipe
 from tinynas.detect.conv_ops import detector_op_counts
@@ -32,6 +33,8 @@ def thop_parts(model, size: int, custom_ops=None) -> list[int]:
     with torch.no_grad():
         feats = model.backbone(images)
         neck_out = model.neck(feats)
+    # thop prices modules by exact type: the strided 1x1 conv's subsampled form is a Conv2d to it.
+    custom_ops = {SubsampledPointConv: thop.vision.basic_hooks.count_convNd, **(custom_ops or {})}
     counts = []
     for part, inputs in ((model.backbone, images), (model.neck, feats), (model.head, list(neck_out))):
         with contextlib.redirect_stdout(io.StringIO()):

@@ -1,6 +1,6 @@
-"""The memory layout a batch of images enters a detector in for inference: one rule for
-evaluation and prediction, so that the same batch gives the same scores in both. Training feeds
-NCHW (see the trainer: an NHWC weight gradient of torch 2.13's CPU build corrupts the heap)."""
+"""The memory layout a batch of images enters a detector in: channels-last (NHWC) on the CPU,
+one rule for evaluation and prediction, so that the same batch gives the same scores in both,
+and for training steps."""
 
 from __future__ import annotations
 
@@ -20,12 +20,13 @@ def to_model_input(images: torch.Tensor, device: torch.device | str, non_blockin
 
 
 def to_training_input(images: torch.Tensor, device: torch.device | str, non_blocking: bool = False) -> torch.Tensor:
-    """``images [N, 3, H, W]`` on ``device`` for a training step: NCHW.
+    """``images [N, 3, H, W]`` on ``device`` for a training step: NHWC on the CPU, ~25% less CPU
+    per step than NCHW.
 
-    NHWC would take ~25% less CPU per step, but in torch 2.13's CPU build the weight gradient of
-    a 1x1 stride-2 conv with fewer than 16 input channels at 160x160 and beyond corrupts the heap
-    in NHWC (a RepConv's point branch in a searched backbone with btn 8 behind the Focus stem of
-    a 320 image; tests/test_train_layout.py runs that step), and no narrower way round it is
-    proven safe for every op a search space can produce.
+    torch 2.13's CPU build corrupts the heap computing the NHWC weight gradient of a strided 1x1
+    conv with few input channels; every such conv of a tinynas model is built as the stride-1
+    conv of its subsampled input (``tinynas/nn/point_conv.py``), which has no such fault
+    (``benchmarks/nhwc_weight_grad.py`` sweeps the conv shapes; ``tests/test_train_layout.py``
+    runs a step through the faulting shape).
     """
-    return images.to(device, non_blocking=non_blocking, memory_format=torch.contiguous_format)
+    return to_model_input(images, device, non_blocking)

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .activation import get_activation
+from .point_conv import conv2d
 
 
 class ConvBNAct(nn.Module):
@@ -19,8 +20,7 @@ class ConvBNAct(nn.Module):
                  groups: int = 1, act: str | None = "relu", bn_eps: float = 1e-5,
                  bn_momentum: float = 0.1):
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2,
-                              groups=groups, bias=False)
+        self.conv = conv2d(in_channels, out_channels, kernel, stride, kernel // 2, groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum)
         self.act = get_activation(act) if act is not None else nn.Identity()
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .activation import get_activation
+from .point_conv import conv2d
 
 
 def _fold_bn(weight: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,8 +47,8 @@ class RepConv(nn.Module):
 
     def _branch(self, kernel: int) -> nn.Sequential:
         return nn.Sequential(
-            nn.Conv2d(self.in_channels, self.out_channels, kernel, self.stride, kernel // 2,
-                      groups=self.groups, bias=False),
+            conv2d(self.in_channels, self.out_channels, kernel, self.stride, kernel // 2, groups=self.groups,
+                   bias=False),
             nn.BatchNorm2d(self.out_channels),
         )
 
