@@ -12,7 +12,7 @@ from tinynas.cli import main
 from tinynas.errors import UserError
 from tinynas.latency import build_table, load_table, merge_shards, rehash_table, space_grid, split_ops
 from tinynas.latency import calibrate, measure
-from tinynas.latency.fleet import op_cost, ops_sha256
+from tinynas.latency.shards import op_cost, ops_sha256
 from tinynas.latency.grid import grid_ops, merge_groups, space_groups
 from tinynas.latency.measure import Timing
 from tinynas.latency.table import KEY_COLUMNS, format_row, read_meta, sidecar_path, table_lock

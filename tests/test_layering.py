@@ -6,7 +6,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "tinynas"
 FLOORS = [
-    {"errors", "crashpoints", "atomic", "resources", "fileio", "bounds", "config", "runfolder"},
+    {"version", "errors", "crashpoints", "atomic", "resources", "fileio", "bounds", "config", "runfolder"},
     {"arch", "archio", "layout", "ops", "costs", "space", "plan", "neck_plan", "memory"},
     {"scores", "nn", "data"},
     {"detect", "checkpoint", "deploy"},
@@ -49,3 +49,91 @@ def test_no_import_runs_up_a_floor():
 
 def test_train_knows_nothing_of_distillation():
     assert not [path for unit, name, path in imports() if unit == "train" and name == "distill"]
+
+
+# ---------------------------------------------------------------------------- cycles
+def _modules() -> dict[str, Path]:
+    """Every tinynas module by dotted name inside the package ("" is the package itself)."""
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def module_imports() -> dict[str, set[str]]:
+    """Module -> the tinynas modules it imports, at the top or inside a function alike (an import
+    in a function only defers a cycle to the first call)."""
+    modules = _modules()
+    graph = {name: set() for name in modules}
+    for name, path in modules.items():
+        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        if name == "":
+            package = []
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if node.level:
+                base = package[:len(package) - (node.level - 1)]
+                target = base + (node.module.split(".") if node.module else [])
+            elif node.module and node.module.split(".")[0] == "tinynas":
+                target = node.module.split(".")[1:]
+            else:
+                continue
+            for alias in node.names:  # `from . import x` imports the module x, `from .x import y` x
+                submodule = ".".join([*target, alias.name])
+                imported = submodule if submodule in modules else ".".join(target)
+                if imported in modules and imported != name:
+                    graph[name].add(imported)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm, iterative)."""
+    index, low, on_stack, stack, found = {}, {}, set(), [], []
+    counter = 0
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = counter
+                    counter += 1
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def test_the_cycle_finder_finds_a_cycle_through_three_modules():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set(), "e": {"e"}}
+    assert cycles(graph) == [["a", "b", "c"]]
+
+
+def test_no_module_imports_itself_back():
+    found = [[name or "tinynas" for name in cycle] for cycle in cycles(module_imports())]
+    assert found == [], f"import cycles (in-function imports included): {found}"

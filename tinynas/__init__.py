@@ -6,8 +6,7 @@ from .costs import Costs, arch_costs, costs_by_block
 from .errors import UserError
 from .ops import ConvOp, conv_op_counts, conv_ops
 from .search import search
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "Arch", "BlockSpec", "ConvOp", "Costs", "UserError", "arch_costs", "arch_from_dicts",

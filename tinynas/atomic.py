@@ -51,6 +51,13 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def atomic_write_yaml(path: str | os.PathLike, doc) -> None:
+    """``doc`` as YAML, keys in the order given (recipes read top-down)."""
+    import yaml
+
+    atomic_write_text(path, yaml.safe_dump(doc, sort_keys=False))
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

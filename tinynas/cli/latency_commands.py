@@ -182,7 +182,7 @@ def run_build(args) -> int:
     models = [_model_recipe(text) for text in args.model]
     if args.dry_run:
         from ..latency.build import build_grid
-        from ..latency.fleet import op_cost, parse_shard, split_ops
+        from ..latency.shards import op_cost, parse_shard, split_ops
         from ..latency.grid import GroupKey
         ops = build_grid(spaces, models, args.resolution, args.channel_step, args.model_size)[0]
         line = f"{len(ops)} ops in {len({GroupKey.of(op) for op in ops})} groups"

@@ -16,9 +16,8 @@ import math
 from pathlib import Path
 from typing import Callable
 
-import yaml
 
-from ..atomic import atomic_write_bytes, atomic_write_text
+from ..atomic import atomic_write_bytes, atomic_write_text, atomic_write_yaml
 from ..checkpoint import load_checkpoint
 from ..detect.costs import recipe_costs
 from ..train.run import TrainRun
@@ -161,7 +160,7 @@ def deploy(out: Path, chosen: dict, classes: list[str]) -> None:
     folder.mkdir(exist_ok=True)
     atomic_write_bytes(folder / "model.onnx", Path(chosen["onnx"]).read_bytes())
     recipe = load_checkpoint(TrainRun(chosen["run"]).best_checkpoint()).recipe
-    atomic_write_text(folder / "recipe.yaml", yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    atomic_write_yaml(folder / "recipe.yaml", recipe.to_dict())
     atomic_write_text(folder / "classes.json", json.dumps(classes, indent=2) + "\n")
 
 

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import yaml
 
 from ..atomic import atomic_write_text
 from ..fileio import json_text
 from ..errors import UserError
 from ..runfolder import LOCK_NAME, check_new_folder, owned_folder
+from . import measure, report, search_stage, train
 from .outputs import missing_output
 from .match import MATCH_NAME, match_target, matched_latency, store_match
 from .spec import SPEC_NAME, DesignSpec, check_spec, dataset_classes, read_data_section, spec_change, store_spec
@@ -92,8 +92,6 @@ def design(spec: DesignSpec, out: str | Path, progress: bool = True, log: Callab
     if not (out / RECORD_NAME).is_file() and not (out / SPEC_NAME).is_file():
         check_new_folder(out, "--out", force=force)
     with owned_folder(out, "design folder"):
-        from . import measure, report, train, search_stage
-
         started = _started(out)
         change = spec_change(out, spec, started, force)
         if change != "same" or "search" not in _record(out):
@@ -125,6 +123,3 @@ def design(spec: DesignSpec, out: str | Path, progress: bool = True, log: Callab
         return DesignResult(out, final["models"], final.get("chosen"), out / final["report"])
 
 
-def write_yaml(path: Path, doc: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, yaml.safe_dump(doc, sort_keys=False))

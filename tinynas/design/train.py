@@ -12,9 +12,9 @@ from typing import Callable
 
 from ..detect.model_recipe import resolve_model_path
 from ..distill.chain import load_chain, run_chain
+from ..atomic import atomic_write_yaml
 from ..fileio import read_yaml
 from .spec import DesignSpec
-from .stages import write_yaml
 
 
 def stage_name(label: str) -> str:
@@ -39,10 +39,10 @@ def run(spec: DesignSpec, data: dict, num_classes: int, folder: Path, searched: 
     for rung in rungs:
         name = stage_name(rung["label"])
         recipe = folder / "recipes" / f"{name}.yaml"
-        write_yaml(recipe, _recipe_doc(spec, data, num_classes, rung["arch"], name))
+        atomic_write_yaml(recipe, _recipe_doc(spec, data, num_classes, rung["arch"], name))
         stages.append({"name": name, "recipe": str(recipe.resolve())})
     chain_file = folder / "chain.yaml"
-    write_yaml(chain_file, {"name": "design", "out": str(folder.resolve()), "baseline": spec.baselines,
+    atomic_write_yaml(chain_file, {"name": "design", "out": str(folder.resolve()), "baseline": spec.baselines,
                             "stages": stages})
     rows = run_chain(load_chain(chain_file), progress=progress, log=log)
     models = []

@@ -17,7 +17,8 @@
 """
 
 from .build import build_table
-from .fleet import run_shards_with_ray, split_ops
+from .fleet import run_shards_with_ray
+from .shards import split_ops
 from .grid import covered, space_grid, space_groups
 from .merge import merge_shards
 from .predictor import LatencyPredictor, load_predictor

@@ -19,7 +19,7 @@ from ..errors import UserError
 from ..memory import check_fits
 from ..space import SearchSpace
 from . import measure
-from .fleet import parse_shard, shard_record
+from .shards import parse_shard, shard_record
 from .grid import detector_groups, grid_ops, merge_groups, space_groups
 from .table import (HEADER, LatencyTable, append_row, base_meta, check_sha256, format_row, load_table,
                     read_csv_bytes, read_meta, seal_meta, sidecar_path, start_rows_file, table_lock, write_meta)
@@ -86,7 +86,7 @@ def build_table(spaces: Sequence[SearchSpace], out: str | os.PathLike, device: s
     measuring that many new ops, leaving a resumable partial table. ``calibrate`` (default:
     on for CPU) reports every op at the machine's nominal speed (see ``calibrate.py``); a
     resumed build keeps the nominal speed the table started with. ``shard`` (``"2/4"`` or
-    ``(2, 4)``) measures that part of the grid only (``fleet.split_ops``). ``runtime``: ``torch``
+    ``(2, 4)``) measures that part of the grid only (``shards.split_ops``). ``runtime``: ``torch``
     (eager), or ``onnxruntime`` / ``openvino`` / ``tensorrt``, which time each op as an ONNX graph
     in that runtime (see ``runtimes.py``). ``models``: detector recipes (``ModelRecipe``) whose
     every convolution at ``model_size`` joins the grid, so whole detectors can be priced; with

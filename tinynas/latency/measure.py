@@ -41,7 +41,7 @@ from torch import nn
 
 from ..arch import Arch
 from ..errors import UserError
-from ..nn import Backbone, fuse_model, get_activation
+from ..nn import deployed_backbone, get_activation
 from ..ops import DEPTHWISE, ConvOp
 from . import onnx_graphs, runtimes
 from .calibrate import SpeedReference, thread_or_wall_clock
@@ -274,12 +274,6 @@ def profiled_runs(run, setup: DeviceSetup, warmup: int, runs: int) -> list[float
         return times
     factor = setup.reference.factor(before, setup.reference.sample())
     return [t * factor for t in times]
-
-
-def deployed_backbone(arch: Arch) -> nn.Module:
-    """The backbone as deployed: BatchNorm folded into every conv, eval mode."""
-    model = Backbone(arch).eval()
-    return fuse_model(model, inplace=True)
 
 
 def measure_network(arch: Arch, resolution: int, setup: DeviceSetup, batch: int = 1,

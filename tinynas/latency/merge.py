@@ -36,7 +36,7 @@ import pandas as pd
 
 from ..errors import UserError
 from ..runfolder import check_new_file
-from .fleet import SPLIT, ops_sha256
+from .shards import SPLIT, ops_sha256
 from .table import (KEY_COLUMNS, SHA256, LatencyTable, base_meta, csv_sha256, device_type, op_from_row,
                     op_text, read_table_files, sidecar_path, save_table)
 

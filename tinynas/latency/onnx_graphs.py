@@ -15,6 +15,7 @@ import torch
 
 from ..arch import Arch
 from ..errors import UserError
+from ..nn import deployed_backbone
 from ..ops import DEPTHWISE, REGULAR, ConvOp
 from .netops import AVGPOOL
 from .runtimes import OP_NODE_PREFIX
@@ -148,7 +149,6 @@ def network_graph(arch: Arch, resolution: int, batch: int, seed: int = 0) -> tup
 
 def seeded_backbone(arch: Arch, seed: int = 0):
     """The deployed backbone with weights drawn from ``seed`` (the global generator is left alone)."""
-    from .measure import deployed_backbone
     return _seeded(lambda: deployed_backbone(arch), seed)
 
 

@@ -1,7 +1,7 @@
 """Torch building blocks, built from architecture data only when something must run."""
 
 from .activation import get_activation
-from .backbone import Backbone, build_backbone
+from .backbone import Backbone, build_backbone, deployed_backbone
 from .blocks import BLOCK_BUILDERS, ResidualUnit, SuperBlock, create_block, register_block
 from .conv_bn_act import ConvBNAct
 from .focus import Focus
@@ -13,6 +13,6 @@ from .wrap_res import ResBackbone
 
 __all__ = [
     "BLOCK_BUILDERS", "Backbone", "CSPBackbone", "ConvBNAct", "Focus", "RepConv", "ResBackbone",
-    "ResidualUnit", "SPPBottleneck", "SuperBlock", "build_backbone", "create_block", "fuse_model",
+    "ResidualUnit", "SPPBottleneck", "SuperBlock", "build_backbone", "create_block", "deployed_backbone", "fuse_model",
     "get_activation", "register_block",
 ]

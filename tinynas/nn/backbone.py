@@ -9,6 +9,7 @@ from torch import nn
 
 from ..arch import Arch
 from .blocks import create_block
+from .fuse import fuse_model
 
 
 class Backbone(nn.Module):
@@ -39,3 +40,8 @@ class Backbone(nn.Module):
 
 def build_backbone(arch: Arch, out_stages: Sequence[int] | None = None) -> Backbone:
     return Backbone(arch, out_stages)
+
+
+def deployed_backbone(arch: Arch) -> nn.Module:
+    """The backbone as deployed: BatchNorm folded into every conv, eval mode."""
+    return fuse_model(Backbone(arch).eval(), inplace=True)

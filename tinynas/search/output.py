@@ -96,7 +96,7 @@ def write_summary(run_dir: Path, summary: dict) -> None:
 
 def environment() -> dict:
     """Versions and device, recorded next to the results."""
-    from .. import __version__
+    from ..version import __version__
     versions = {"tinynas": __version__, "python": platform.python_version()}
     for name in ("numpy", "joblib", "torch", "scipy"):
         module = sys.modules.get(name)

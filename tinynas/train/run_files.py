@@ -7,9 +7,8 @@ import io
 import os
 from pathlib import Path
 
-import yaml
 
-from ..atomic import atomic_write_bytes, atomic_write_text
+from ..atomic import atomic_write_bytes, atomic_write_text, atomic_write_yaml
 from .box_losses import BOX_LOSSES
 from .cls_losses import CLS_LOSSES
 
@@ -20,7 +19,7 @@ LOSS_COLUMNS = ("loss", *CLS_LOSSES, *BOX_LOSSES, "dfl", "distill")
 
 def write_recipe(path: Path, recipe) -> None:
     """The resolved, self-contained recipe (what ``--resume`` and checkpoints rebuild from)."""
-    atomic_write_text(path, yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    atomic_write_yaml(path, recipe.to_dict())
 
 
 class MetricsLog:
