@@ -17,22 +17,30 @@ FLOORS = [
 FLOOR = {unit: level for level, units in enumerate(FLOORS) for unit in units}
 
 
+def imported_from(path: Path) -> list[tuple[list[str], list[str]]]:
+    """(the package path imported from, the names imported) for each tinynas ``from`` import
+    in ``path``, at the top or inside a function alike (an import in a function only defers a
+    cycle to the first call)."""
+    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    package = parts[:-1]  # what a relative import starts from, for a module and an __init__ alike
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        if node.level:
+            base = package[:len(package) - (node.level - 1)]
+            found.append((base + (node.module.split(".") if node.module else []), [a.name for a in node.names]))
+        elif node.module and node.module.split(".")[0] == "tinynas":
+            found.append((node.module.split(".")[1:], [a.name for a in node.names]))
+    return found
+
+
 def imports():
     """(importing unit, imported unit, file) for every import of one tinynas unit by another."""
     for path in PACKAGE.rglob("*.py"):
-        parts = path.relative_to(PACKAGE).with_suffix("").parts
-        package, unit = list(parts[:-1]), parts[0]
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if not isinstance(node, ast.ImportFrom):
-                continue
-            if node.level:
-                base = package[:len(package) - (node.level - 1)]
-                target = base + (node.module.split(".") if node.module else [])
-            elif node.module and node.module.startswith("tinynas"):
-                target = node.module.split(".")[1:]
-            else:
-                continue
-            for name in ([target[0]] if target else [alias.name for alias in node.names]):
+        unit = path.relative_to(PACKAGE).with_suffix("").parts[0]
+        for target, names in imported_from(path):
+            for name in ([target[0]] if target else names):
                 if name != unit and name != "__version__":
                     yield unit, name, path.relative_to(PACKAGE)
 
@@ -62,26 +70,13 @@ def _modules() -> dict[str, Path]:
 
 
 def module_imports() -> dict[str, set[str]]:
-    """Module -> the tinynas modules it imports, at the top or inside a function alike (an import
-    in a function only defers a cycle to the first call)."""
+    """Module -> the tinynas modules it imports."""
     modules = _modules()
     graph = {name: set() for name in modules}
     for name, path in modules.items():
-        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
-        if name == "":
-            package = []
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if not isinstance(node, ast.ImportFrom):
-                continue
-            if node.level:
-                base = package[:len(package) - (node.level - 1)]
-                target = base + (node.module.split(".") if node.module else [])
-            elif node.module and node.module.split(".")[0] == "tinynas":
-                target = node.module.split(".")[1:]
-            else:
-                continue
-            for alias in node.names:  # `from . import x` imports the module x, `from .x import y` x
-                submodule = ".".join([*target, alias.name])
+        for target, names in imported_from(path):
+            for alias in names:  # `from . import x` imports the module x, `from .x import y` x
+                submodule = ".".join([*target, alias])
                 imported = submodule if submodule in modules else ".".join(target)
                 if imported in modules and imported != name:
                     graph[name].add(imported)
