@@ -439,7 +439,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--peer-python", required=True, help="Python of a venv with ultralytics and onnx")
     parser.add_argument("--peer-model", nargs="+", default=["yolov8n.yaml", "yolo11n.yaml", "yolo26n.yaml"])
-    parser.add_argument("--datasets", nargs="+", default=["trees", "nuclei"])
+    parser.add_argument("--datasets", nargs="+", default=["trees", "nuclei", "pedestrians"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--size", type=int, default=320)

