@@ -12,6 +12,7 @@ import torch
 from tinynas.data import (AugmentConfig, CocoDataset, DetectionDataset, EpochIndex, cache_datasets, load_rgb,
                           make_loader, make_synthetic_dataset, set_loader_epoch)
 from tinynas.data import cache as cache_module
+from tinynas.data.transforms import shrink_to_fit
 from tinynas.errors import UserError
 from tinynas.train.recipe import parse_train_recipe
 
@@ -106,7 +107,11 @@ def test_cached_images_equal_a_fresh_decode_and_stay_unchanged(made, tmp_path):
     root = tmp_path / "copy"
     shutil.copytree(made.train_images, root)
     coco = CocoDataset(made.train_annotations, root)
-    fresh = {(i, side): load_rgb(coco.image_path(i), side) for i in range(len(coco)) for side in (None, 32)}
+    # With a size, the cache keeps each image as letterboxes and mosaic tiles of that size use it.
+    fresh = {(i, side): load_rgb(coco.image_path(i), side) if side is None
+             else shrink_to_fit(load_rgb(coco.image_path(i), side), side)
+             for i in range(len(coco)) for side in (None, 32)}
+    assert max(fresh[0, 32].shape[:2]) == 32 < max(fresh[0, None].shape[:2])
     assert coco.decoded_bytes(32) == sum(fresh[i, 32].nbytes for i in range(len(coco)))
     assert cache_datasets("ram", [coco], 32) == [True]
     coco.cache_decoded(None)
@@ -147,3 +152,21 @@ def test_data_cache_option_is_checked():
             parse_train_recipe(doc, "r.yaml")
         assert err.value.field == "data.cache" and str(err.value).startswith("r.yaml: data.cache: ")
         assert reason in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_cache_of_shrunk_images_feeds_the_pipeline_what_decoding_does(made, tmp_path):
+    """Letterboxed and mosaic samples (pixels exactly, boxes to float rounding), and the
+    placements that map predictions back, whether the images come from the cache or the files."""
+    size = 40  # below the synthetic images' side: every use shrinks them
+    plain, cached = (CocoDataset(made.train_annotations, made.train_images) for _ in range(2))
+    cached.cache_decoded(size)
+    for train in (True, False):
+        a = DetectionDataset(plain, size, train=train, augment=AugmentConfig(mosaic_prob=0.5), seed=1, epochs=EPOCHS)
+        b = DetectionDataset(cached, size, train=train, augment=AugmentConfig(mosaic_prob=0.5), seed=1, epochs=EPOCHS)
+        for epoch in (0, 3):  # the last epoch has no mosaic (no_aug_epochs)
+            for index in range(len(plain)):
+                (want, want_place), (got, got_place) = a.sample(index, epoch), b.sample(index, epoch)
+                assert np.array_equal(got.image, want.image), (train, epoch, index)
+                np.testing.assert_allclose(got.boxes, want.boxes, rtol=1e-6, atol=1e-4)
+                assert np.array_equal(got.labels, want.labels)
+                assert got_place == want_place

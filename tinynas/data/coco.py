@@ -26,6 +26,7 @@ from ..errors import UserError
 from ..memory import open_image, rgb_image
 from ..fileio import read_json
 from .sample import EMPTY_BOXES, EMPTY_LABELS, Sample
+from .transforms import fitted_size, shrink_to_fit
 
 
 def read_coco_json(path: str | os.PathLike) -> dict:
@@ -190,17 +191,26 @@ class CocoDataset:
         return self.load(index)
 
     def decoded_bytes(self, max_side: int | None = None) -> int:
-        """How much memory every image decoded as ``load(i, max_side)`` takes, estimated from
-        the recorded sizes without reading a file."""
-        return sum(3 * math.prod(decoded_shape(r.width, r.height, r.file_name, max_side)) for r in self.records)
+        """How much memory ``cache_decoded(max_side)`` takes, estimated from the recorded sizes
+        without reading a file."""
+        return sum(3 * math.prod(cached_shape(r.width, r.height, r.file_name, max_side)) for r in self.records)
 
     def cache_decoded(self, max_side: int | None = None, progress: bool = False) -> None:
         """Decode every image once and keep the pixels, so ``load(i, max_side)`` stops reading
-        files. Fill it before DataLoader workers start, so forked workers share it."""
+        files. Fill it before DataLoader workers start, so forked workers share it.
+
+        With ``max_side``, an image whose long side is longer is kept shrunk to it, as every
+        letterbox and mosaic tile of that size would shrink it (the same pixels: the resize is
+        done once, not at each use; ~8% of a small set's epoch)."""
         todo = [i for i in range(len(self)) if (i, max_side) not in self._decoded]
-        # Pillow decodes without holding the GIL, so threads overlap the files.
+
+        def decode(index: int) -> np.ndarray:
+            image = load_rgb(self.image_path(index), max_side)
+            return image if max_side is None else shrink_to_fit(image, max_side)
+
+        # Pillow decodes and resizes without holding the GIL, so threads overlap the files.
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-            images = pool.map(lambda i: load_rgb(self.image_path(i), max_side), todo)
+            images = pool.map(decode, todo)
             for index, image in zip(todo, tqdm(images, total=len(todo), desc="caching images", leave=False,
                                                disable=not progress)):
                 image.flags.writeable = False
@@ -208,8 +218,9 @@ class CocoDataset:
 
     def load(self, index: int, max_side: int | None = None) -> Sample:
         """The raw example; with ``max_side``, a JPEG may be decoded at a reduced scale whose long
-        side is still at least ``max_side`` (much faster when the pipeline shrinks it anyway).
-        The pixels are the caller's to change, cached or not."""
+        side is still at least ``max_side`` (much faster when the pipeline shrinks it anyway),
+        and a cached image comes shrunk to exactly ``max_side`` (``cache_decoded``). Boxes follow
+        the pixels. The pixels are the caller's to change, cached or not."""
         record = self.records[index]
         cached = self._decoded.get((index, max_side))
         image = cached.copy() if cached is not None else load_rgb(self.image_path(index), max_side)
@@ -221,6 +232,12 @@ class CocoDataset:
             boxes, ignore = boxes * factor, ignore * factor
         return Sample(image=image, boxes=boxes.copy(), labels=record.labels.copy(), ignore=ignore.copy(),
                       image_id=record.image_id)
+
+
+def cached_shape(width: int, height: int, file_name: str, max_side: int | None = None) -> tuple[int, int]:
+    """``(width, height)`` that ``cache_decoded(max_side)`` keeps of a ``width x height`` file."""
+    w, h = decoded_shape(width, height, file_name, max_side)
+    return (w, h) if max_side is None or max(w, h) <= max_side else fitted_size(w, h, max_side)
 
 
 def decoded_shape(width: int, height: int, file_name: str, max_side: int | None = None) -> tuple[int, int]:

@@ -55,7 +55,7 @@ def letterbox(sample: Sample, size: int) -> tuple[Sample, Placement]:
     """Resize keeping the aspect ratio so the long side is ``size``, centre on a grey square."""
     h, w = sample.height, sample.width
     scale = min(size / w, size / h)
-    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    new_w, new_h = fitted_size(w, h, size)
     pad_x, pad_y = (size - new_w) // 2, (size - new_h) // 2
     resized = Image.fromarray(sample.image).resize((new_w, new_h), Image.BILINEAR)
     canvas = Image.new("RGB", (size, size), FILL)
@@ -71,11 +71,25 @@ def letterbox(sample: Sample, size: int) -> tuple[Sample, Placement]:
     return out, Placement(scale, pad_x, pad_y, w, h)
 
 
+def fitted_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """``(width, height)`` scaled so the long side is ``size``: a letterbox's and a mosaic tile's."""
+    scale = size / max(height, width)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def shrink_to_fit(image: np.ndarray, size: int) -> np.ndarray:
+    """``image`` resized (bilinear) so its long side is ``size`` if it is longer, else itself:
+    the pixels a letterbox or a mosaic tile makes of it, so a cache can keep these instead."""
+    h, w = image.shape[:2]
+    if max(h, w) <= size:
+        return image
+    return np.asarray(Image.fromarray(image).resize(fitted_size(w, h, size), Image.BILINEAR), dtype=np.uint8)
+
+
 def resize_to_fit(sample: Sample, size: int) -> Sample:
     """Scale so the long side is ``size`` (no padding): how mosaic tiles are prepared."""
     h, w = sample.height, sample.width
-    scale = size / max(h, w)
-    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    new_w, new_h = fitted_size(w, h, size)
     if (new_w, new_h) == (w, h):
         return sample
     image = np.asarray(Image.fromarray(sample.image).resize((new_w, new_h), Image.BILINEAR), dtype=np.uint8)
