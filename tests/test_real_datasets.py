@@ -21,6 +21,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import real_datasets  # noqa: E402
 from real_datasets import Tile, build, shared_regions  # noqa: E402
 
+from tinynas.data.coco import CocoDataset  # noqa: E402
+
 
 def _voc(boxes):
     objects = "".join(f"<object><name>Tree</name><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin>"
@@ -52,9 +54,10 @@ def _encode(array: np.ndarray, fmt: str) -> bytes:
     return out.getvalue()
 
 
-def _read_split(dataset, split):
-    """{file_name: sorted (class index, x0, y0, x1, y1)} from the COCO JSON and from the YOLO txt
-    files (in pixels)."""
+def _read_split(dataset, split, crowd=False):
+    """{file_name: sorted (class index, x0, y0, x1, y1)} of the boxes from the COCO JSON and from
+    the YOLO txt files (in pixels); with ``crowd``, the COCO JSON's crowd regions instead of its
+    boxes."""
     doc = json.loads((dataset.root / "annotations" / f"{split}.json").read_text())
     assert [c["name"] for c in doc["categories"]] == list(dataset.classes)
     sizes = {im["id"]: (im["file_name"], im["width"], im["height"]) for im in doc["images"]}
@@ -62,7 +65,9 @@ def _read_split(dataset, split):
     for ann in doc["annotations"]:
         x, y, w, h = ann["bbox"]
         assert 1 <= ann["category_id"] <= len(dataset.classes) and ann["area"] == pytest.approx(w * h)
-        coco[sizes[ann["image_id"]][0]].append((ann["category_id"] - 1, x, y, x + w, y + h))
+        assert ann["iscrowd"] in (0, 1)
+        if ann["iscrowd"] == crowd:
+            coco[sizes[ann["image_id"]][0]].append((ann["category_id"] - 1, x, y, x + w, y + h))
     yolo = {}
     for name, width, height in sizes.values():
         with Image.open(dataset.root / "images" / split / name) as image:
@@ -92,10 +97,12 @@ def _assert_coco_matches_yolo(dataset):
 
 
 def _counts(dataset):
+    """{split: (images, boxes, crowd regions)} of the COCO JSON."""
     out = {}
     for split in ("train", "val"):
         doc = json.loads((dataset.root / "annotations" / f"{split}.json").read_text())
-        out[split] = (len(doc["images"]), len(doc["annotations"]))
+        crowd = sum(ann["iscrowd"] for ann in doc["annotations"])
+        out[split] = (len(doc["images"]), len(doc["annotations"]) - crowd, crowd)
     return out
 
 
@@ -152,7 +159,7 @@ def test_trees_splits_by_source_image_with_known_box_counts(tmp_path):
     #   box 2 (320..360): x inside both columns, y inside both rows    -> 4
     #   box 3 (650..690, 450..490): x only in column 300, y only in row 100 -> 1
     # plus SOAP_061 as one 400x400 tile with its 2 boxes
-    assert _counts(dataset) == {"train": (4 + 1, 1 + 4 + 1 + 2), "val": (1 + 1, 1 + 3)}
+    assert _counts(dataset) == {"train": (4 + 1, 1 + 4 + 1 + 2, 0), "val": (1 + 1, 1 + 3, 0)}
     def source_of(file_name):
         return next(stem for stem in sources if file_name == stem + ".png" or file_name.startswith(stem + "_"))
 
@@ -182,7 +189,7 @@ def test_nuclei_split_by_rows_keeps_pixels_disjoint_and_counts_a_cut_nucleus_onc
 
     dataset = build("nuclei", tmp_path / "data", tmp_path / "wheels")
 
-    assert _counts(dataset) == {"train": (12, 4), "val": (4, 2)}
+    assert _counts(dataset) == {"train": (12, 4, 0), "val": (4, 2, 0)}
     coco_train, _ = _read_split(dataset, "train")
     coco_val, _ = _read_split(dataset, "val")
     assert coco_train["nuclei_00256_00128.png"] == [(0, 12.0, 114.0, 32.0, 128.0)]  # nucleus 4, clipped at the border
@@ -194,22 +201,32 @@ def test_nuclei_split_by_rows_keeps_pixels_disjoint_and_counts_a_cut_nucleus_onc
 
 
 def _mot_rows(rows):
-    """gt.txt text from (frame, track, left, top, width, height, evaluated flag, class id, visibility)."""
+    """gt.txt text from (frame, track, bb_left, bb_top, bb_width, bb_height, consider flag, class
+    id, visibility), bb_left and bb_top 1-based as in MOT."""
     return "".join(",".join(str(v) for v in row) + "\n" for row in rows).encode()
 
 
-def test_pedestrians_split_by_sequence_keeps_the_classes_its_boxes_use(tmp_path):
+def test_pedestrians_keeps_pedestrians_as_boxes_and_mot_dont_care_rows_as_crowd_regions(tmp_path):
     rng = np.random.default_rng(2)
     base = "boxmot-23.0.0/assets/MOT17-mini/train/"
-    train_rows = [(1, 1, 100, 100, 50, 100, 1, 1, 1.0),   # Pedestrian, left tile
-                  (1, 2, 620, 200, 40, 80, 1, 1, 0.5),    # Pedestrian, half in each tile: kept in both
-                  (1, 3, -30, 300, 40, 40, 0, 10, 1.0),   # Occluder on the ground, 25% in the frame: dropped
-                  (1, 4, 900, 50, 60, 60, 0, 3, 1.0),     # Car, right tile
-                  (2, 1, 105, 100, 50, 100, 1, 1, 1.0),   # Pedestrian, left tile
-                  (2, 5, 700, 400, 30, 60, 1, 4, 1.0)]    # Bicycle, right tile
-    val_rows = [(1, 1, 10, 10, 20, 40, 1, 7, 1.0),        # Static person
-                (1, 2, 300, 200, 50, 100, 1, 1, 0.9),     # Pedestrian
-                (1, 3, 400, 100, 30, 30, 0, 8, 1.0)]      # Distractor
+    # Box comments give the 0-based pixel box x0..x1, y0..y1 (MOT's bb_left 1 is pixel column 0).
+    train_rows = [(1, 1, 101, 101, 50, 100, 1, 1, 1.0),   # Pedestrian 100..150: left tile
+                  (1, 2, 621, 201, 40, 80, 1, 1, 0.5),    # Pedestrian 620..660: half in each tile, kept in both
+                  (1, 3, 301, 301, 20, 40, 0, 1, 1.0),    # Pedestrian, consider flag 0: crowd, left tile
+                  (1, 4, 901, 51, 60, 60, 0, 3, 1.0),     # Car: dropped
+                  (1, 5, 631, 401, 100, 50, 0, 7, 1.0),   # Static person 630..730: crowd in both tiles (10% left)
+                  (1, 6, -29, 301, 40, 40, 1, 1, 1.0),    # Pedestrian -30..10, 25% in the frame: dropped
+                  (2, 1, 106, 101, 50, 100, 1, 1, 1.0),   # Pedestrian 105..155: left tile
+                  (2, 7, 701, 401, 30, 60, 0, 4, 1.0),    # Bicycle: dropped
+                  (2, 8, 1001, 101, 30, 60, 0, 12, 1.0),  # Reflection 1000..1030: crowd, right tile
+                  (2, 9, 1271, 1, 20, 20, 0, 8, 1.0)]     # Distractor 1270..1290: crowd clipped at the image border
+    val_rows = [(1, 1, 11, 11, 20, 40, 0, 7, 1.0),        # Static person: crowd
+                (1, 2, 301, 201, 50, 100, 1, 1, 0.9),     # Pedestrian
+                (1, 3, 401, 101, 30, 30, 0, 8, 1.0),      # Distractor: crowd
+                (1, 4, 501, 301, 20, 50, 0, 2, 1.0),      # Person on vehicle: crowd
+                (1, 5, 101, 401, 40, 40, 0, 9, 1.0),      # Occluder: dropped
+                (1, 6, 201, 1, 30, 60, 0, 11, 1.0),       # Occluder full: dropped
+                (1, 7, 1, 1, 10, 20, 1, 1, 1.0)]          # Pedestrian at the first pixel: 0..10, 0..20
     members = {base + "MOT17-04-FRCNN/gt/gt.txt": _mot_rows(train_rows),
                base + "MOT17-02-FRCNN/gt/gt.txt": _mot_rows(val_rows),
                base + "MOT17-02-FRCNN/img1/000001.jpg": _encode(rng.integers(0, 256, (480, 640, 3), np.uint8), "JPEG")}
@@ -220,22 +237,33 @@ def test_pedestrians_split_by_sequence_keeps_the_classes_its_boxes_use(tmp_path)
 
     dataset = build("pedestrians", tmp_path / "data", tmp_path / "wheels")
 
-    assert _counts(dataset) == {"train": (4, 4 + 2), "val": (1, 3)}
-    # MOT ids 1, 3, 4, 7, 8 are used (10 only by the dropped box), in MOT's order
-    assert dataset.classes == ("Pedestrian", "Car", "Bicycle", "Static person", "Distractor")
+    # train boxes: frame 1 left 2, right 1; frame 2 left 1. crowd: frame 1 left 2, right 1; frame 2 right 2
+    assert _counts(dataset) == {"train": (4, 2 + 1 + 1, 2 + 1 + 2), "val": (1, 2, 3)}
+    assert dataset.classes == ("Pedestrian",)
     coco_train, _ = _read_split(dataset, "train")
-    coco_val, _ = _read_split(dataset, "val")
-    assert coco_train["MOT17-04-FRCNN_000001_00000_00000.png"] == [(0, 100.0, 100.0, 150.0, 200.0),
-                                                                   (0, 620.0, 200.0, 640.0, 280.0)]
-    assert coco_train["MOT17-04-FRCNN_000001_00000_00640.png"] == [(0, 0.0, 200.0, 20.0, 280.0),
-                                                                   (1, 260.0, 50.0, 320.0, 110.0)]
-    assert coco_train["MOT17-04-FRCNN_000002_00000_00640.png"] == [(2, 60.0, 400.0, 90.0, 460.0)]
-    assert coco_val == {"MOT17-02-FRCNN_000001.png": [(0, 300.0, 200.0, 350.0, 300.0), (3, 10.0, 10.0, 30.0, 50.0),
-                                                      (4, 400.0, 100.0, 430.0, 130.0)]}
+    crowd_train, _ = _read_split(dataset, "train", crowd=True)
+    left, right = "MOT17-04-FRCNN_000001_00000_00000.png", "MOT17-04-FRCNN_000001_00000_00640.png"
+    left2, right2 = "MOT17-04-FRCNN_000002_00000_00000.png", "MOT17-04-FRCNN_000002_00000_00640.png"
+    assert coco_train == {left: [(0, 100.0, 100.0, 150.0, 200.0), (0, 620.0, 200.0, 640.0, 280.0)],
+                          right: [(0, 0.0, 200.0, 20.0, 280.0)],
+                          left2: [(0, 105.0, 100.0, 155.0, 200.0)], right2: []}
+    assert crowd_train == {left: [(0, 300.0, 300.0, 320.0, 340.0), (0, 630.0, 400.0, 640.0, 450.0)],
+                           right: [(0, 0.0, 400.0, 90.0, 450.0)], left2: [],
+                           right2: [(0, 360.0, 100.0, 390.0, 160.0), (0, 630.0, 0.0, 640.0, 20.0)]}
+    coco_val, yolo_val = _read_split(dataset, "val")
+    crowd_val, _ = _read_split(dataset, "val", crowd=True)
+    assert coco_val == {"MOT17-02-FRCNN_000001.png": [(0, 0.0, 0.0, 10.0, 20.0), (0, 300.0, 200.0, 350.0, 300.0)]}
+    assert crowd_val == {"MOT17-02-FRCNN_000001.png": [(0, 10.0, 10.0, 30.0, 50.0), (0, 400.0, 100.0, 430.0, 130.0),
+                                                       (0, 500.0, 300.0, 520.0, 350.0)]}
+    assert len(yolo_val["MOT17-02-FRCNN_000001.png"]) == 2  # YOLO has no ignore regions: the boxes only
+    _assert_coco_matches_yolo(dataset)  # and so for every tile of both splits
+    # tinynas reads the crowd regions as ignore boxes, not targets
+    train = CocoDataset(dataset.train_annotations, dataset.train_images)
+    assert (sum(len(r.boxes) for r in train.records), sum(len(r.ignore) for r in train.records)) == (4, 5)
     assert all(p.name.startswith("MOT17-04-FRCNN_") for p in dataset.train_images.iterdir())
-    _assert_coco_matches_yolo(dataset)
-    assert "names:\n  0: Pedestrian\n  1: Car\n  2: Bicycle\n  3: Static person\n  4: Distractor\n" \
-        in dataset.yolo_yaml.read_text()
+    assert "names:\n  0: Pedestrian\n" in dataset.yolo_yaml.read_text()
+    assert dataset.summary() == ("pedestrians: train 4 images / 4 boxes + 5 crowd regions, "
+                                 "val 1 images / 2 boxes + 3 crowd regions")
     assert build("pedestrians", tmp_path / "data", tmp_path / "wheels").classes == dataset.classes  # read back
 
 
@@ -250,11 +278,10 @@ def test_build_refuses_splits_that_share_pixels(tmp_path, monkeypatch):
 
 
 # The sizes written in the module docstring; checked when the pinned archives are already cached.
-REAL_COUNTS = {"trees": {"train": (43, 716), "val": (13, 461)}, "nuclei": {"train": (12, 91), "val": (4, 33)},
-               "pedestrians": {"train": (48, 859), "val": (24, 304)}}
-REAL_CLASSES = {"trees": ("Tree",), "nuclei": ("Nucleus",),
-                "pedestrians": ("Pedestrian", "Person on vehicle", "Car", "Bicycle", "Motorbike", "Static person",
-                                "Distractor", "Occluder", "Occluder on the ground", "Occluder full")}
+REAL_COUNTS = {"trees": {"train": (43, 716, 0), "val": (13, 461, 0)},
+               "nuclei": {"train": (12, 91, 0), "val": (4, 33, 0)},
+               "pedestrians": {"train": (48, 336, 40), "val": (24, 172, 96)}}
+REAL_CLASSES = {"trees": ("Tree",), "nuclei": ("Nucleus",), "pedestrians": ("Pedestrian",)}
 
 
 @pytest.mark.parametrize("name", sorted(REAL_COUNTS))
