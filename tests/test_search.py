@@ -184,3 +184,16 @@ def test_packed_architectures_cross_to_workers_unchanged(space, rng):
         back = unpack(pack(arch))
         assert back == arch and back.key == arch.key and candidate_hash(back) == candidate_hash(arch)
         assert arch_costs(back, 320) == arch_costs(arch, 320)
+
+
+def test_the_search_package_is_not_shadowed_and_calling_it_searches():
+    import sys
+
+    import tinynas
+    import tinynas.search
+
+    assert tinynas.search is sys.modules["tinynas.search"]  # the package, not a function bound over it
+    assert tinynas.search.resume is tinynas.search.evolution.resume
+    called = tinynas.search("k1kx", ["layers=20"], candidates=60, population=16, seed=1)
+    direct = tinynas.search.search("k1kx", ["layers=20"], candidates=60, population=16, seed=1)
+    assert called.best.arch == direct.best.arch and called.best.score == direct.best.score

@@ -5,7 +5,7 @@ from .archio import format_structure_text, load_arch, parse_arch, save_arch
 from .costs import Costs, arch_costs, costs_by_block
 from .errors import UserError
 from .ops import ConvOp, conv_op_counts, conv_ops
-from .search import search
+from . import search  # the package, callable as the search itself (search/__init__.py)
 from .version import __version__
 
 __all__ = [

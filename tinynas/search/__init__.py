@@ -5,6 +5,9 @@
 (``Evolution``) and its ``Evaluator``, for a loop of your own.
 """
 
+import sys
+import types
+
 from .budgets import Budget, parse_budget, parse_ladder
 from .judge import Evaluation, Evaluator, candidate_hash
 from .evolution import RungResult, SearchResult, create_evolution, resume, search
@@ -14,3 +17,14 @@ from .strategy import Candidate, Evolution
 __all__ = ["Budget", "Candidate", "Evaluation", "Evaluator", "Evolution", "Member", "Population", "RungResult",
            "SearchResult", "candidate_hash", "create_evolution", "parse_budget", "parse_ladder", "resume",
            "search"]
+
+
+class _SearchPackage(types.ModuleType):
+    """``tinynas.search`` is this package, so ``tinynas.search.resume`` and the rest resolve;
+    calling the package runs :func:`search`, as ``tinynas.search(...)`` always has."""
+
+    def __call__(self, *args, **kwargs) -> SearchResult:
+        return search(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _SearchPackage
