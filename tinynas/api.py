@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from .arch import Arch
@@ -15,6 +16,9 @@ from .scores import DEFAULT_STAGE_WEIGHTS, create_scorer
 from .scores.madnas import MadnasScore, block_log_std
 
 if TYPE_CHECKING:  # training pulls in torch; `tinynas --help` imports this module and should not wait
+    from .deploy.onnx_export import ExportCheck
+    from .detect.model_recipe import ModelRecipe
+    from .detect.predict import ImageResult
     from .train.recipe import TrainRecipe
     from .train.trainer import TrainResult
 
@@ -91,3 +95,93 @@ def resume_training(run_dir: str | os.PathLike, stop_after: int | None = None, p
     if teacher:
         recipe = replace(recipe, distill=replace(recipe.distill, teacher=teacher))
     return train_detector(recipe, resume=True, stop_after=stop_after, progress=progress, source=str(run.recipe_path))
+
+
+def _onnx_weights(weights: str | os.PathLike) -> bool:
+    return str(weights).lower().endswith(".onnx")
+
+
+def predict_images(weights: str | os.PathLike, source: str | os.PathLike, out_dir: str | os.PathLike,
+                   size: int | None = None, conf_threshold: float = 0.25, iou_threshold: float = 0.7,
+                   max_detections: int = 100, draw: bool = True, progress: bool = True, force: bool = False,
+                   annotations: str | os.PathLike | None = None, batch_size: int = 8,
+                   recipe: ModelRecipe | None = None) -> list[ImageResult]:
+    """``tinynas predict``: detect with a checkpoint, or with an exported ``.onnx`` file (run by
+    onnxruntime as its metadata describes it), on the images of ``source``
+    (``detect.predict.predict`` writes the outputs). ``size`` defaults to the size the checkpoint
+    was trained at (an old checkpoint without one: 640), an export's to the size it takes;
+    ``recipe`` only checks the class count."""
+    from .checkpoint import load_detector_checkpoint, resolve_size
+    from .detect.predict import predict
+
+    if _onnx_weights(weights):
+        from .deploy.onnx_model import OnnxDetector
+
+        model = OnnxDetector(weights)
+        if recipe is not None and recipe.head.num_classes != len(model.class_names):
+            raise UserError(str(weights), "class_names", f"the export has {len(model.class_names)} classes but the "
+                            f"recipe has {recipe.head.num_classes}")
+        names, ids, run_size = model.class_names, model.category_ids, model.size if size is None else size
+    else:
+        model, ckpt = load_detector_checkpoint(weights, recipe)
+        names, ids, run_size = ckpt.class_names, ckpt.category_ids, resolve_size(ckpt.size, size, str(weights))
+    return predict(model, names, source, out_dir, run_size, conf_threshold, iou_threshold, max_detections,
+                   draw=draw, progress=progress, force=force, annotations=annotations, category_ids=ids,
+                   batch_size=batch_size)
+
+
+def export_checkpoint(weights: str | os.PathLike, out: str | os.PathLike | None = None, size: int | None = None,
+                      nms: bool = False, conf_threshold: float = 0.05, iou_threshold: float = 0.7,
+                      max_detections: int = 100, force: bool = False, check: bool = False,
+                      check_image: str | os.PathLike | None = None) -> tuple[Path, ExportCheck | None]:
+    """``tinynas export``: the checkpoint as ONNX (default: its name with ``.onnx``), at the size it
+    was trained at unless ``size``; its class names, ids and sizes go into the file's metadata.
+    With ``check`` (or a ``check_image``), onnxruntime's outputs are compared with torch's on a
+    real-range input (``deploy.onnx_export.check_export``); the comparison is returned, pass or fail."""
+    from .checkpoint import load_detector_checkpoint, resolve_size
+    from .deploy.onnx_export import check_export, export_onnx
+
+    model, ckpt = load_detector_checkpoint(weights)
+    path = Path(out) if out is not None else Path(weights).with_suffix(".onnx")
+    if path.resolve() == Path(weights).resolve():
+        raise UserError(str(path), "", "the export would overwrite the checkpoint")
+    run_size = resolve_size(ckpt.size, size, str(weights))
+    export_onnx(model, path, run_size, nms=nms, conf_threshold=conf_threshold, iou_threshold=iou_threshold,
+                max_detections=max_detections, force=force, class_names=ckpt.class_names, trained_size=ckpt.size,
+                category_ids=ckpt.category_ids)
+    if not (check or check_image is not None):
+        return path, None
+    return path, check_export(path, model, run_size, nms, conf_threshold, iou_threshold, max_detections,
+                              image=check_image)
+
+
+def evaluate_checkpoint(recipe: TrainRecipe, weights: str | os.PathLike, size: int | None = None,
+                        source: str = "<recipe>", progress: bool = True) -> dict:
+    """``tinynas eval``: COCO metrics of ``weights`` on the recipe's val split, at the size the
+    checkpoint was trained at unless ``size`` (an old checkpoint without one: the recipe's
+    ``data.size``). The checks training runs come first: a missing val image is one line."""
+    from .checkpoint import load_detector_checkpoint, resolve_size
+    from .data.check import ensure_trainable, print_warnings, require_boxes
+    from .data.coco import CocoDataset
+    from .data.pipeline import DetectionDataset
+    from .detect.model_recipe import check_input_size
+    from .train.class_order import ReorderedClasses, class_order
+    from .train.evaluate import evaluate
+    from .train.trainer import resolve_model
+
+    print_warnings(ensure_trainable(recipe.data.val_annotations, recipe.data.val_images))
+    val = CocoDataset(recipe.data.val_annotations, recipe.data.val_images)
+    require_boxes(val, "val")
+    recipe = resolve_model(recipe, val.num_classes, source)
+    model, ckpt = load_detector_checkpoint(weights, recipe.model)
+    names = ckpt.class_names
+    if len(names) != val.num_classes:
+        raise UserError(str(weights), "class_names", f"{len(names)} classes, the val set has {val.num_classes}")
+    run_size = resolve_size(ckpt.size, size, str(weights), default=recipe.data.size)
+    check_input_size(model.recipe, run_size, "--size", "")
+    order = class_order(names, val.names, str(weights), str(recipe.data.val_annotations))
+    if order is not None:  # the same classes, renumbered: scored by name
+        model = ReorderedClasses(model, order)
+    e = recipe.eval
+    return evaluate(model, DetectionDataset(val, run_size), batch_size=e.batch_size, conf_threshold=e.conf_threshold,
+                    iou_threshold=e.iou_threshold, max_detections=e.max_detections, progress=progress)

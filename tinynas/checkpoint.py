@@ -4,8 +4,10 @@ A checkpoint is a plain dict saved with ``torch.save`` and read with
 ``torch.load(weights_only=True)``, so loading one never runs code. It holds the *resolved*
 recipe (architecture inline), the class names and the category ids of the dataset they came
 from (``category_ids``; checkpoints written before it was kept have none), whether the weights are in the fused
-(re-parameterised) form, the state dict, and an optional ``extra`` dict for trainers
-(epoch, optimiser state, EMA...) made of tensors and plain Python values.
+(re-parameterised) form, the state dict, the square input size it was trained at (``size``,
+the recipe's ``data.size``; checkpoints written before it was kept have none, and predict and
+export then take ``DEFAULT_SIZE``), and an optional ``extra`` dict for trainers (epoch,
+optimiser state, EMA...) made of tensors and plain Python values.
 
 torch's zip reader does not check the records' CRCs, so flipped bytes inside tensor data
 load silently. Each checkpoint therefore carries ``sha256``: a hash of its own content (every
@@ -18,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -33,7 +36,8 @@ FORMAT = "tinynas-detector"
 VERSION = 1
 HASH_KEY = "sha256"
 KNOWN_KEYS = {"format", "version", "recipe", "class_names", "category_ids", "fused", "state_dict", "extra", "bn_eps",
-              HASH_KEY}
+              "size", HASH_KEY}
+DEFAULT_SIZE = 640  # the input size of a checkpoint that does not record its own (what predict and export always took)
 
 
 def default_class_names(num_classes: int) -> list[str]:
@@ -52,6 +56,7 @@ class Checkpoint:
     extra: dict = field(default_factory=dict)
     bn_eps: float | None = None  # None: PyTorch's default (checkpoints written before it was kept)
     category_ids: list[int] | None = None  # the training set's id of each class; None when not kept
+    size: int | None = None  # the square input size it was trained at; None when not kept
 
     def build(self) -> Detector:
         """The detector with these weights, in eval mode."""
@@ -130,9 +135,11 @@ def _feed(digest, value: object) -> None:
 
 
 def save_checkpoint(path: str | os.PathLike, model: Detector, class_names: Sequence[str] | None = None,
-                    extra: dict | None = None, category_ids: Sequence[int] | None = None) -> None:
+                    extra: dict | None = None, category_ids: Sequence[int] | None = None,
+                    size: int | None = None) -> None:
     """Write ``model`` (fused or not) atomically; ``class_names`` default to COCO's for 80 classes.
-    ``category_ids``: the dataset's id of each class, what a COCO results file names it by."""
+    ``category_ids``: the dataset's id of each class, what a COCO results file names it by;
+    ``size``: the square input size it was trained at, what predict, export and eval then use."""
     names = list(class_names) if class_names is not None else default_class_names(model.num_classes)
     if len(names) != model.num_classes:
         raise ValueError(f"{len(names)} class names for a {model.num_classes}-class model")
@@ -146,6 +153,10 @@ def save_checkpoint(path: str | os.PathLike, model: Detector, class_names: Seque
         if len(ids) != len(names) or len(set(ids)) != len(ids):
             raise ValueError(f"{len(ids)} category ids for {len(names)} classes, or repeated ids: {ids}")
         doc["category_ids"] = ids
+    if size is not None:
+        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+            raise ValueError(f"the trained size must be a positive integer, got {size!r}")
+        doc["size"] = size
     eps = _bn_eps(model)
     if eps is not None:
         doc["bn_eps"] = eps
@@ -187,8 +198,22 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if ids is not None and (not isinstance(ids, list) or len(ids) != len(names) or len(set(ids)) != len(ids)
                             or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)):
         raise UserError(source, "category_ids", f"expected {len(names)} distinct integer category ids")
+    size = doc.get("size")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
+        raise UserError(source, "size", f"expected a positive integer input size, got {size!r}")
     return Checkpoint(recipe, [str(n) for n in names], doc["state_dict"], bool(doc.get("fused", False)),
-                      doc.get("extra") or {}, None if eps is None else float(eps), ids)
+                      doc.get("extra") or {}, None if eps is None else float(eps), ids, size)
+
+
+def resolve_size(trained: int | None, given: int | None, source: str, default: int = DEFAULT_SIZE) -> int:
+    """The input size to run a model at: ``given`` when the user gave one, else the size it was
+    ``trained`` at, else ``default``. A given size that differs from the trained one is allowed
+    (a model often runs well a little larger) but said in one line on stderr, naming ``source``."""
+    if given is None:
+        return default if trained is None else trained
+    if trained is not None and given != trained:
+        print(f"note: {source} was trained at {trained} px; running at --size {given}", file=sys.stderr)
+    return given
 
 
 def _verify(doc: dict, source: str) -> None:

@@ -32,14 +32,16 @@ def register(sub) -> None:
     info.set_defaults(func=run_model_info)
 
     p = sub.add_parser("predict", help="detect objects in images; write drawn images and COCO-results JSON")
-    p.add_argument("--weights", required=True, metavar="CKPT", help="tinynas detector checkpoint")
+    p.add_argument("--weights", required=True, metavar="CKPT",
+                   help="tinynas detector checkpoint, or a model exported by `tinynas export` (.onnx)")
     p.add_argument("--source", required=True, metavar="IMAGE_OR_DIR", help="an image or a folder of images")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--recipe", default=None, help="check the checkpoint against this recipe's class count")
     p.add_argument("--annotations", default=None, metavar="COCO_JSON",
                    help="a COCO file of the --source folder's images: predict the images it lists and write "
                         "its image and category ids (so pycocotools scores predictions.json as `eval` does)")
-    p.add_argument("--size", type=positive_int, default=640, help="letterbox size (default %(default)s)")
+    p.add_argument("--size", type=positive_int, default=None,
+                   help="letterbox size (default: the size the checkpoint was trained at, else 640; an export's own)")
     p.add_argument("--conf", type=fraction, default=0.25, help="score threshold (default %(default)s)")
     p.add_argument("--iou", type=fraction, default=0.7, help="NMS IoU threshold (default %(default)s)")
     p.add_argument("--max-det", type=positive_int, default=100, help="detections kept per image (default %(default)s)")
@@ -54,12 +56,17 @@ def register(sub) -> None:
     p.add_argument("--weights", required=True, metavar="CKPT", help="tinynas detector checkpoint")
     p.add_argument("--format", choices=["onnx"], default="onnx", help="export format (default %(default)s)")
     p.add_argument("--out", default=None, help="output file (default: the checkpoint name with .onnx)")
-    p.add_argument("--size", type=positive_int, default=640, help="square input size (default %(default)s)")
+    p.add_argument("--size", type=positive_int, default=None,
+                   help="square input size (default: the size the checkpoint was trained at, else 640)")
     p.add_argument("--nms", action="store_true", help="put multi-class NMS in the graph (output detections [K, 7])")
     p.add_argument("--conf", type=fraction, default=0.05, help="NMS score threshold (default %(default)s)")
     p.add_argument("--iou", type=fraction, default=0.7, help="NMS IoU threshold (default %(default)s)")
     p.add_argument("--max-det", type=positive_int, default=100, help="NMS boxes kept per class (default %(default)s)")
-    p.add_argument("--check", action="store_true", help="run the export in onnxruntime and compare with torch")
+    p.add_argument("--check", action="store_true",
+                   help="run the export in onnxruntime and compare with torch on a random image in [0, 1]; "
+                        "exit 1 when they differ beyond the tolerance")
+    p.add_argument("--check-image", metavar="IMAGE", default=None,
+                   help="check (as --check) on this image, letterboxed as predict prepares it")
     p.add_argument("--force", action="store_true", help="replace the output file if it exists")
     p.set_defaults(func=run_export)
 
@@ -109,15 +116,14 @@ def describe_parts(recipe) -> str:
 
 
 def run_predict(args) -> int:
-    from ..checkpoint import load_detector_checkpoint
-    from ..detect.predict import RESULTS_NAME, predict, skipped_files
+    from ..api import predict_images
     from ..detect.model_recipe import load_model_recipe
+    from ..detect.predict import RESULTS_NAME, skipped_files
 
     recipe = load_model_recipe(args.recipe) if args.recipe else None
-    model, ckpt = load_detector_checkpoint(args.weights, recipe)
-    results = predict(model, ckpt.class_names, args.source, args.out, args.size, args.conf, args.iou, args.max_det,
-                      draw=not args.no_draw, force=args.force, annotations=args.annotations,
-                      category_ids=ckpt.category_ids, batch_size=args.batch)
+    results = predict_images(args.weights, args.source, args.out, args.size, args.conf, args.iou, args.max_det,
+                             draw=not args.no_draw, force=args.force, annotations=args.annotations,
+                             batch_size=args.batch, recipe=recipe)
     boxes = sum(len(r.detections) for r in results)
     if args.annotations is None:
         skipped = skipped_files(args.source)
@@ -129,19 +135,20 @@ def run_predict(args) -> int:
 
 
 def run_export(args) -> int:
-    from ..checkpoint import load_detector
-    from ..deploy.onnx_export import export_onnx
+    import sys
 
-    model, _ = load_detector(args.weights)
-    out = Path(args.out) if args.out else Path(args.weights).with_suffix(".onnx")
-    if out.resolve() == Path(args.weights).resolve():
-        raise UserError(str(out), "", "the export would overwrite the checkpoint")
-    export_onnx(model, out, args.size, nms=args.nms, conf_threshold=args.conf, iou_threshold=args.iou,
-                max_detections=args.max_det, force=args.force)
+    from ..api import export_checkpoint
+
+    out, check = export_checkpoint(args.weights, args.out, args.size, nms=args.nms, conf_threshold=args.conf,
+                                   iou_threshold=args.iou, max_detections=args.max_det, force=args.force,
+                                   check=args.check, check_image=args.check_image)
     print(f"wrote {out}")
-    if args.check:
-        from ..deploy.onnx_export import compare_with_torch
-        error = compare_with_torch(out, model, args.size, nms=args.nms, conf_threshold=args.conf,
-                                   iou_threshold=args.iou, max_detections=args.max_det)
-        print(f"onnxruntime vs torch: max relative difference {error:.2e}")
+    if check is None:
+        return 0
+    text = (f"onnxruntime vs torch on {check.input}: max relative difference {check.error:.2e} "
+            f"(tolerance {check.tolerance:.0e})")
+    if not check.passed:
+        print(f"FAIL {text}", file=sys.stderr)
+        return 1
+    print(f"ok {text}")
     return 0

@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..errors import UserError
+from .argtypes import positive_int
 from .format import table
 
 # Library imports live inside the commands: they pull in torch, and `tinynas --help` should not wait.
@@ -35,6 +36,9 @@ def register(sub) -> None:
     p.add_argument("recipe", metavar="RECIPE", help="training recipe (YAML) or a run folder")
     p.add_argument("overrides", metavar="KEY=VALUE", nargs="*", help="recipe overrides, e.g. data.size=320")
     p.add_argument("--weights", metavar="CKPT", help="checkpoint (default: the run folder's best.pt)")
+    p.add_argument("--size", type=positive_int, default=None,
+                   help="square input size (default: the size the checkpoint was trained at, else the recipe's "
+                        "data.size; a data.size=N override counts as --size N)")
     p.set_defaults(func=run_eval)
 
 
@@ -84,34 +88,16 @@ def run_distill_chain(args) -> int:
 
 
 def run_eval(args) -> int:
-    from ..checkpoint import load_detector
-    from ..data.check import ensure_trainable, print_warnings, require_boxes
-    from ..data.coco import CocoDataset
-    from ..data.pipeline import DetectionDataset
-    from ..train.class_order import ReorderedClasses, class_order
-    from ..train.evaluate import evaluate
-    from ..train.trainer import resolve_model
+    from ..api import evaluate_checkpoint
 
     recipe, source = _recipe(args.recipe, args.overrides)
     weights = args.weights or (Path(args.recipe) / "best.pt" if Path(args.recipe).is_dir() else None)
     if weights is None:
         raise UserError(source, "--weights", "give the checkpoint to evaluate")
-    # The checks training runs: a missing or unreadable val image is one line, not a traceback
-    # mid-evaluation; a val set without a box scores nothing.
-    print_warnings(ensure_trainable(recipe.data.val_annotations, recipe.data.val_images))
-    val = CocoDataset(recipe.data.val_annotations, recipe.data.val_images)
-    require_boxes(val, "val")
-    recipe = resolve_model(recipe, val.num_classes, source)
-    model, names = load_detector(weights, recipe.model)
-    if len(names) != val.num_classes:
-        raise UserError(str(weights), "class_names", f"{len(names)} classes, the val set has {val.num_classes}")
-    order = class_order(names, val.names, str(weights), str(recipe.data.val_annotations))
-    if order is not None:  # the same classes, renumbered: scored by name
-        model = ReorderedClasses(model, order)
-    e = recipe.eval
-    metrics = evaluate(model, DetectionDataset(val, recipe.data.size), batch_size=e.batch_size,
-                       conf_threshold=e.conf_threshold, iou_threshold=e.iou_threshold,
-                       max_detections=e.max_detections, progress=True)
+    size = args.size
+    if size is None and any(o.split("=", 1)[0].strip() == "data.size" for o in args.overrides or []):
+        size = recipe.data.size
+    metrics = evaluate_checkpoint(recipe, weights, size, source)
     print(table(["AP", "AP50", "AP75", "APs", "APm", "APl"],
                 [[f"{metrics[k]:.4f}" for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")]]))
     print()

@@ -9,17 +9,21 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..atomic import atomic_write_bytes
+from ..checkpoint import default_class_names
 from ..detect.detector import Detector
 from ..detect.model_recipe import check_input_size
 from ..errors import UserError
 from ..detect.footprint import check_detector_fits
 from ..runfolder import check_new_file
+from .metadata import build_metadata
 from .onnx_trace import INSTALL_HINT, OPSET, module_to_onnx, require_exporter
 from ..nn.reparam import reparameterize
 
@@ -84,12 +88,16 @@ class DetectorWithNMS(nn.Module):
 
 def export_onnx(model: Detector, path: str | os.PathLike, size: int = 640, nms: bool = False,
                 conf_threshold: float = 0.05, iou_threshold: float = 0.7, max_detections: int = 100,
-                batch: int = 1, force: bool = False) -> None:
+                batch: int = 1, force: bool = False, class_names: Sequence[str] | None = None,
+                trained_size: int | None = None, category_ids: Sequence[int] | None = None) -> None:
     """Fuse a copy of ``model`` and write it as ONNX to ``path`` (atomically).
 
     Without ``nms`` the graph outputs ``scores [N, A, C]`` and ``boxes [N, A, 4]``; with it,
     one ``detections [K, 7]`` tensor (``max_detections`` is then a per-class limit, as in
-    ONNX's operator). An existing ``path`` is replaced only with ``force``.
+    ONNX's operator). The file's ``metadata_props`` name the classes (``class_names``, default
+    ``class0``...; COCO's for 80 classes) and their dataset ids (``category_ids``), the sizes (``trained_size``: the checkpoint's), the
+    pre-processing and the outputs (``deploy.metadata``). An existing ``path`` is replaced
+    only with ``force``.
     """
     check_input_size(model.recipe, size)
     check_new_file(path, "--out", force)
@@ -102,7 +110,12 @@ def export_onnx(model: Detector, path: str | os.PathLike, size: int = 640, nms: 
     module.eval()
     dummy = torch.zeros(batch, 3, size, size)
     outputs = ["detections"] if nms else ["scores", "boxes"]
-    graph = module_to_onnx(module, (dummy,), ["images"], outputs, _onnx_translations() if nms else None)
+    names = list(class_names) if class_names is not None else default_class_names(model.num_classes)
+    if len(names) != model.num_classes:
+        raise ValueError(f"{len(names)} class names for a {model.num_classes}-class model")
+    metadata = build_metadata(names, size, model.recipe.head.strides, batch, nms, conf_threshold, iou_threshold,
+                              max_detections, trained_size, category_ids)
+    graph = module_to_onnx(module, (dummy,), ["images"], outputs, _onnx_translations() if nms else None, metadata)
     atomic_write_bytes(path, graph)
 
 
@@ -129,11 +142,12 @@ def compare_with_torch(path: str | os.PathLike, model: Detector, size: int = 640
                        conf_threshold: float = 0.05, iou_threshold: float = 0.7, max_detections: int = 100,
                        images: torch.Tensor | None = None, seed: int = 0) -> float:
     """Largest |onnxruntime - torch| relative to the largest torch output, on ``images``
-    (default: one random image). With ``nms`` the detections are compared as sorted rows,
-    and a different number of detections counts as an infinite difference."""
+    (default: one random image in [0, 1], the range of a prepared image). With ``nms`` the
+    detections are compared as sorted rows, and a different number of detections counts as an
+    infinite difference."""
     if images is None:
         check_input_size(model.recipe, size)
-        images = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(seed)) * 255
+        images = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(seed))
     reference: nn.Module = reparameterize(model)
     if nms:
         reference = DetectorWithNMS(reference, conf_threshold, iou_threshold, max_detections).eval()
@@ -151,3 +165,33 @@ def compare_with_torch(path: str | os.PathLike, model: Detector, size: int = 640
         if ref_np.size:
             worst = max(worst, float(np.abs(ref_np - out).max()) / scale)
     return worst
+
+
+# float32 convolutions in two runtimes (oneDNN under torch and under onnxruntime) agree to a
+# few 1e-6 of the largest output; a wrong weight, or a wrong graph, moves outputs by percents.
+CHECK_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class ExportCheck:
+    error: float  # largest |onnxruntime - torch| relative to the largest torch output
+    tolerance: float
+    input: str  # what was fed: an image file, or the seeded random image
+
+    @property
+    def passed(self) -> bool:
+        return self.error <= self.tolerance
+
+
+def check_export(path: str | os.PathLike, model: Detector, size: int = 640, nms: bool = False,
+                 conf_threshold: float = 0.05, iou_threshold: float = 0.7, max_detections: int = 100,
+                 image: str | os.PathLike | None = None, tolerance: float = CHECK_TOLERANCE) -> ExportCheck:
+    """Run the export and ``model`` on one input of the range they take: ``image`` letterboxed
+    as predict prepares it, else a seeded random image in [0, 1]; compare (``compare_with_torch``)."""
+    if image is not None:
+        from ..detect.predict import prepared_input
+        images, fed = prepared_input(image, size), str(image)
+    else:
+        images, fed = None, "a random image in [0, 1] (seed 0)"
+    error = compare_with_torch(path, model, size, nms, conf_threshold, iou_threshold, max_detections, images=images)
+    return ExportCheck(error, tolerance, fed)

@@ -50,10 +50,12 @@ def _quiet_exporter():
 
 
 def module_to_onnx(module: torch.nn.Module, inputs: tuple, input_names: list[str],
-                   output_names: list[str] | None = None, translations: dict | None = None) -> bytes:
+                   output_names: list[str] | None = None, translations: dict | None = None,
+                   metadata: dict[str, str] | None = None) -> bytes:
     """``module`` exported at the shapes of ``inputs`` as a serialised ONNX model.
 
-    ``translations`` maps custom torch operators to onnxscript functions that write them.
+    ``translations`` maps custom torch operators to onnxscript functions that write them;
+    ``metadata`` goes into the model's ``metadata_props``.
     """
     import onnx
 
@@ -63,5 +65,8 @@ def module_to_onnx(module: torch.nn.Module, inputs: tuple, input_names: list[str
                                     custom_translation_table=translations, verbose=False)
     proto = program.model_proto
     proto.ir_version = IR_VERSION
+    for key, value in (metadata or {}).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
     onnx.checker.check_model(proto)
     return proto.SerializeToString()

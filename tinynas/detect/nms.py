@@ -7,6 +7,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+# What ``tinynas predict`` keeps by default; a deployed model's metadata names them too, so a
+# runtime outside tinynas (deploy/infer.py) post-processes as predict does.
+PREDICT_CONF = 0.25
+PREDICT_IOU = 0.7
+PREDICT_MAX_DETECTIONS = 100
+PRE_NMS_TOP_K = 3000
+
 
 def box_area(boxes: torch.Tensor) -> torch.Tensor:
     return (boxes[..., 2] - boxes[..., 0]).clamp(min=0) * (boxes[..., 3] - boxes[..., 1]).clamp(min=0)
@@ -85,7 +92,7 @@ class Detections:
 
 def multiclass_nms(scores: torch.Tensor, boxes: torch.Tensor, conf_threshold: float = 0.05,
                    iou_threshold: float = 0.7, max_detections: int = 100,
-                   pre_nms_top_k: int = 3000) -> Detections:
+                   pre_nms_top_k: int = PRE_NMS_TOP_K) -> Detections:
     """One image: ``scores [A, C]``, ``boxes [A, 4]`` -> the kept detections, best first.
 
     Every (anchor, class) pair above ``conf_threshold`` is a candidate, so one anchor may

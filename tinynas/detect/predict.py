@@ -38,8 +38,9 @@ from ..data.pipeline import to_tensor
 from ..data.sample import EMPTY_BOXES, EMPTY_LABELS, Sample
 from ..data.transforms import letterbox
 from .input_layout import to_model_input
-from .nms import Detections, multiclass_nms
+from .nms import PREDICT_CONF, PREDICT_IOU, PREDICT_MAX_DETECTIONS, Detections, multiclass_nms
 from .model_recipe import check_input_size
+from ..deploy.onnx_model import OnnxDetector
 
 DRAWN_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")  # others are drawn as PNG
 RESULTS_NAME = "predictions.json"
@@ -119,12 +120,19 @@ def detect_image(model: torch.nn.Module, image: Image.Image, size: int = 640, co
     return detect_batch(model, [pixels], size, conf_threshold, iou_threshold, max_detections)[0]
 
 
+def prepared_input(path: str | os.PathLike, size: int) -> torch.Tensor:
+    """``[1, 3, size, size]`` in [0, 1]: the image file as predict feeds it to a model."""
+    sample, _ = letterbox(Sample(load_rgb(path, size), EMPTY_BOXES, EMPTY_LABELS), size)
+    return to_tensor(sample.image)[None]
+
+
 @torch.no_grad()
-def detect_batch(model: torch.nn.Module, images: Sequence[np.ndarray], size: int = 640, conf_threshold: float = 0.25,
+def detect_batch(model: torch.nn.Module | OnnxDetector, images: Sequence[np.ndarray], size: int = 640, conf_threshold: float = 0.25,
                  iou_threshold: float = 0.7, max_detections: int = 100,
                  original_sizes: Sequence[tuple[int, int]] | None = None) -> list[Detections]:
     """Detections of ``uint8 [H, W, 3]`` RGB images in one forward pass, boxes in each image's
     pixels, or in its ``original_sizes`` (width, height) when it was decoded at a reduced scale.
+    ``model`` is a detector module, or an exported ONNX one (``deploy.onnx_model``).
     (Batched convolutions round differently from single ones: the same batches as evaluation's
     give the same scores.)"""
     placed, placements = [], []
@@ -132,11 +140,14 @@ def detect_batch(model: torch.nn.Module, images: Sequence[np.ndarray], size: int
         sample, placement = letterbox(Sample(pixels, EMPTY_BOXES, EMPTY_LABELS), size)
         placed.append(to_tensor(sample.image))
         placements.append(placement if original_sizes is None else placement.against(*original_sizes[i], size))
-    device = next(model.parameters()).device
-    scores, boxes = model(to_model_input(torch.stack(placed), device))
+    if isinstance(model, OnnxDetector):
+        kept_all = model.detect(torch.stack(placed), conf_threshold, iou_threshold, max_detections)
+    else:
+        scores, boxes = model(to_model_input(torch.stack(placed), next(model.parameters()).device))
+        kept_all = [multiclass_nms(scores[i].float(), boxes[i].float(), conf_threshold, iou_threshold, max_detections)
+                    for i in range(len(placed))]
     found = []
-    for i, placement in enumerate(placements):
-        kept = multiclass_nms(scores[i].float(), boxes[i].float(), conf_threshold, iou_threshold, max_detections)
+    for kept, placement in zip(kept_all, placements):
         original = torch.from_numpy(placement.to_original(kept.boxes.cpu().numpy()))
         found.append(Detections(original, kept.scores.cpu(), kept.classes.cpu()))
     return found
@@ -216,9 +227,9 @@ def _check_outputs(images: Sequence[Path], out: Path, draw: bool, force: bool) -
         check_new_file(out / name, "--out", force)
 
 
-def predict(model: Detector, class_names: Sequence[str], source: str | os.PathLike,
-            out_dir: str | os.PathLike, size: int = 640, conf_threshold: float = 0.25,
-            iou_threshold: float = 0.7, max_detections: int = 100, draw: bool = True,
+def predict(model: Detector | OnnxDetector, class_names: Sequence[str], source: str | os.PathLike,
+            out_dir: str | os.PathLike, size: int = 640, conf_threshold: float = PREDICT_CONF,
+            iou_threshold: float = PREDICT_IOU, max_detections: int = PREDICT_MAX_DETECTIONS, draw: bool = True,
             progress: bool = True, force: bool = False, annotations: str | os.PathLike | None = None,
             category_ids: Sequence[int] | None = None, batch_size: int = 8) -> list[ImageResult]:
     """Detect on every image of ``source``; write drawn images and ``predictions.json`` to ``out_dir``.
@@ -229,10 +240,17 @@ def predict(model: Detector, class_names: Sequence[str], source: str | os.PathLi
     docstring for the fallbacks. ``batch_size`` images go through the model at once; with
     evaluation's batch size (``eval.batch_size``, 8 by default) the results are exactly
     evaluation's. Existing output files are replaced only with ``force``.
+    ``model`` may be an exported ONNX detector (``OnnxDetector``): it runs at the size it was
+    exported at, one image at a time.
     Everything that can be checked (size, images, outputs, memory) is checked before the
     first image is decoded.
     """
-    check_input_size(model.recipe, size)
+    if isinstance(model, OnnxDetector):
+        if size != model.size:
+            raise UserError(model.source, "--size", f"this export takes {model.size} px inputs, not {size}; "
+                            "export the checkpoint again at that size")
+    else:
+        check_input_size(model.recipe, size)
     if annotations is not None:
         if not Path(source).is_dir():
             raise UserError(str(source), "--source", "with --annotations, give the folder of the file's images")
@@ -250,10 +268,11 @@ def predict(model: Detector, class_names: Sequence[str], source: str | os.PathLi
         classes = results_category_ids(class_names, category_ids)
     out = Path(out_dir)
     _check_outputs(images, out, draw, force)
-    device = next(model.parameters()).device
-    check_detector_fits(model.recipe, size, batch_size, fused=model.is_fused, device=device, source="--size",
-                        field="", hint="choose a smaller --size or --batch")
-    model.eval()
+    if not isinstance(model, OnnxDetector):
+        device = next(model.parameters()).device
+        check_detector_fits(model.recipe, size, batch_size, fused=model.is_fused, device=device, source="--size",
+                            field="", hint="choose a smaller --size or --batch")
+        model.eval()
     # The batches evaluation forms over the same images (in order; a last single image joins the one before).
     batches = [[item.index for item in batch]
                for batch in EpochBatchSampler(EpochSampler(len(images), shuffle=False), batch_size)]

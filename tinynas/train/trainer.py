@@ -244,7 +244,7 @@ def _train(recipe: TrainRecipe, resume: bool, stop_after: int | None, progress: 
         start_epoch, best_ap = _restore(last_path, model, ema, optimizer, scaler, extra_loss)
         if main_process:
             best_epoch = _match_last(run, log, start_epoch, best_ap, ema.module, train_coco.names,
-                                     train_coco.category_ids)
+                                     train_coco.category_ids, recipe.data.size)
     elif main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_recipe(run.recipe_path, recipe)
@@ -327,7 +327,7 @@ def _train(recipe: TrainRecipe, resume: bool, stop_after: int | None, progress: 
             if improved:
                 best_epoch = done
                 save_checkpoint(run.best_path, ema.module, train_coco.names, extra={"epoch": done, "AP": ap},
-                                category_ids=train_coco.category_ids)
+                                category_ids=train_coco.category_ids, size=recipe.data.size)
             row = {"epoch": done, "lr": lr, **epoch_losses,
                    **{k: v for k, v in metrics.items() if isinstance(v, float)}, "seconds": time.time() - started}
             log.append(row)
@@ -336,7 +336,7 @@ def _train(recipe: TrainRecipe, resume: bool, stop_after: int | None, progress: 
                 last_plotted = time.monotonic()
             if final or done == start_epoch + 1 or time.monotonic() - last_saved >= RESUME_SAVE_SECONDS:
                 state = _resume_state(done, best_ap, best_epoch, model, ema, optimizer, scaler, extra_loss)
-                save_checkpoint(last_path, ema.module, train_coco.names, extra=state, category_ids=train_coco.category_ids)
+                save_checkpoint(last_path, ema.module, train_coco.names, extra=state, category_ids=train_coco.category_ids, size=recipe.data.size)
                 last_saved = time.monotonic()
             last_metrics = row
             if progress:
@@ -384,7 +384,7 @@ def _resume_state(epoch: int, best_ap: float, best_epoch: int, model: nn.Module,
 
 
 def _match_last(run: TrainRun, log: MetricsLog, epoch: int, best_ap: float, ema_module: nn.Module,
-                names: list[str], category_ids: list[int]) -> int:
+                names: list[str], category_ids: list[int], size: int | None) -> int:
     """Make the run's files agree with ``last.pt`` (epoch ``epoch`` done); the best epoch.
 
     Rows past that epoch came from epochs the resume redoes identically: they go. A best.pt
@@ -400,7 +400,7 @@ def _match_last(run: TrainRun, log: MetricsLog, epoch: int, best_ap: float, ema_
             raise UserError(str(run.best_path), "", f"missing or not the best weights (last.pt records AP "
                             f"{best_ap:.4g} at epoch {best_epoch}); restore it, or start the run again")
         save_checkpoint(run.best_path, ema_module, names, extra={"epoch": epoch, "AP": best_ap},
-                        category_ids=category_ids)
+                        category_ids=category_ids, size=size)
     if not run.plot_path.is_file():
         plot_metrics(run.metrics_path, run.plot_path)
     return best_epoch
@@ -413,7 +413,7 @@ def settle_finished_run(run: TrainRun) -> None:
     detector, ckpt = load_detector_checkpoint(run.last_path)
     extra = ckpt.extra
     _match_last(run, MetricsLog(run.metrics_path), int(extra.get("epoch", 0)), float(extra.get("best_ap", -1.0)),
-                detector, ckpt.class_names, ckpt.category_ids)
+                detector, ckpt.class_names, ckpt.category_ids, ckpt.size)
 
 
 def _best_ap(path: Path) -> float | None:
