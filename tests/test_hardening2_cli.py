@@ -403,3 +403,13 @@ def test_runtime_names_are_lower_cased_from_the_cli_and_the_api(tmp_path, capsys
                  "--warmup", "1", "--no-calibrate", "--max-ops", "2", "--runtime", "OnnxRuntime",
                  "--out", str(table)]) == 0
     assert json.loads(table.with_suffix(".json").read_text())["runtime"] == "onnxruntime"
+
+
+def test_an_unknown_block_class_is_one_line_naming_the_known_ones():
+    from tinynas.arch import BlockSpec
+    from tinynas.nn.blocks import create_block
+
+    with pytest.raises(UserError) as caught:
+        create_block(BlockSpec("SuperResK1KXX", 8, 8, 1, 3))
+    assert caught.value.field == "class" and "'SuperResK1KXX'" in caught.value.reason
+    assert "SuperResK1KX," in caught.value.reason and "register_block" in caught.value.reason

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..arch import CONV, K1DWK1, K1KX, K1KXK1, KXKX, BlockSpec
+from ..errors import UserError
 from ..layout import InnerBlock, block_layout
 from .activation import get_activation
 from .conv_bn_act import ConvBNAct
@@ -72,4 +73,8 @@ def register_block(cls: str, builder: Callable[[BlockSpec], nn.Module]) -> None:
 
 
 def create_block(spec: BlockSpec) -> nn.Module:
-    return BLOCK_BUILDERS[spec.cls](spec)
+    builder = BLOCK_BUILDERS.get(spec.cls)
+    if builder is None:  # a spec built by hand; files are checked when they are read
+        raise UserError("arch", "class", f"unknown block class {spec.cls!r} (known: {', '.join(sorted(BLOCK_BUILDERS))}; "
+                        "add one with tinynas.nn.register_block)")
+    return builder(spec)
