@@ -48,14 +48,7 @@ class Jobs:
     def run(self, argv: list[str], cwd: Path, crash_at: str | None = None, log: Path | None = None,
             output: Path | None = None) -> int:
         """The exit status of ``tinynas <argv>`` run in ``cwd`` (``KILLED`` when the crash point hit)."""
-        request = {"argv": argv, "cwd": str(cwd), "crash_at": crash_at, "log": str(log) if log else None,
-                   "output": str(output or Path(cwd) / "job.log")}
-        self._helper.stdin.write(json.dumps(request) + "\n")
-        self._helper.stdin.flush()
-        reply = self._helper.stdout.readline()
-        if not reply:
-            raise RuntimeError("the crash-harness helper died")
-        return int(json.loads(reply)["status"])
+        return self.run_many([{"argv": argv, "cwd": cwd, "crash_at": crash_at, "log": log, "output": output}])[0]
 
     def run_many(self, jobs: list[dict]) -> list[int]:
         """Run several jobs at once, one child each (keys as :meth:`run`'s arguments); their statuses.
@@ -136,10 +129,8 @@ def _serve() -> None:
             pass
 
     for line in sys.stdin:
-        request = json.loads(line)
-        together = request if isinstance(request, list) else [request]
         children = []
-        for one in together:
+        for one in json.loads(line):  # the jobs to run at once
             pid = os.fork()
             if pid == 0:
                 _child(one)
@@ -148,8 +139,7 @@ def _serve() -> None:
         for pid in children:
             _, status = os.waitpid(pid, 0)
             codes.append(-os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
-        reply = {"statuses": codes} if isinstance(request, list) else {"status": codes[0]}
-        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.write(json.dumps({"statuses": codes}) + "\n")
         sys.stdout.flush()
 
 
