@@ -37,7 +37,9 @@ evaluator, every file timed again, interleaved in the same rounds, the table and
 dense network's time does not depend on its weights, so the files timed are untrained exports
 of each architecture for the dataset's classes, ours and the peers' alike. A peer rung below
 what the ``--model`` family reaches (its neck and head are fixed) is moved up in 2% steps to
-the first reachable limit, and the table says whether that model still measures under the peer.
+the first reachable limit, and the table says whether that model still measures under the peer;
+``--floor-model`` (default tinynas-p, a shallower neck) then gets a search of its own with a
+rung at each such peer's limit itself (``tinynas-p@...`` in the tables).
 
 Trainings run ``--jobs`` at a time, each process on one thread (``OMP_NUM_THREADS=1``: OpenMP
 spin-waiting otherwise slows both ~10x); CPU seconds are each training process's own (and its
@@ -148,23 +150,29 @@ def rung_model(base_model: str, arch: str, folder: Path, label: str) -> Path:
     return path
 
 
-def search_ladder(dataset, args, limits_ms: list[float], folder: Path) -> list[dict]:
-    """One shared search, a rung at each limit; returns each rung's arch file and prediction."""
-    from tinynas.design import search_stage
-
+def ladder_data(dataset, folder: Path) -> Path:
+    """The dataset as ``tinynas design`` reads it (the search takes its class count)."""
     data_yaml = folder / "data.yaml"
     folder.mkdir(parents=True, exist_ok=True)
     data_yaml.write_text(yaml.safe_dump({"train_images": str(dataset.train_images),
                                          "train_annotations": str(dataset.train_annotations),
                                          "val_images": str(dataset.val_images),
                                          "val_annotations": str(dataset.val_annotations)}))
+    return data_yaml
+
+
+def search_ladder(dataset, args, model: str, limits_ms: list[float], folder: Path) -> list[dict]:
+    """One shared search inside ``model``'s wrap, neck and head, a rung at each (reachable)
+    limit; returns each rung's arch file and prediction."""
+    from tinynas.design import search_stage
+
+    data_yaml = ladder_data(dataset, folder)
     record_path = folder / "search.json"
     if record_path.is_file():
         return json.loads(record_path.read_text())["rungs"]
-    limits_ms = [reachable(dataset, args, data_yaml, limit) for limit in limits_ms]
     low = min(limits_ms)
     factors = tuple(sorted({round(limit / low, 6) for limit in limits_ms if limit > low * 1.0005})) or (1.5,)
-    spec = check_spec(DesignSpec(data=str(data_yaml), budget=f"latency={low:.4f}ms", db=args.db, model=args.model,
+    spec = check_spec(DesignSpec(data=str(data_yaml), budget=f"latency={low:.4f}ms", db=args.db, model=model,
                                  space=args.space, teacher_factors=factors, candidates=args.candidates,
                                  seed=args.search_seed, size=args.size))
     record = search_stage.run(spec, len(dataset.classes), folder / "search", progress=False)
@@ -172,14 +180,15 @@ def search_ladder(dataset, args, limits_ms: list[float], folder: Path) -> list[d
     return record["rungs"]
 
 
-def reachable(dataset, args, data_yaml: Path, limit_ms: float, step: float = 1.02, tries: int = 10) -> float:
+def reachable(dataset, args, model: str, data_yaml: Path, limit_ms: float, step: float = 1.02,
+              tries: int = 10) -> float:
     """``limit_ms``, or the first limit 2% steps above it that the space can reach inside the
     model recipe (its neck and head are fixed, so the family has a floor)."""
     from tinynas.design import search_stage
     from tinynas.errors import UserError
 
     for _ in range(tries):
-        spec = DesignSpec(data=str(data_yaml), budget=f"latency={limit_ms:.4f}ms", db=args.db, model=args.model,
+        spec = DesignSpec(data=str(data_yaml), budget=f"latency={limit_ms:.4f}ms", db=args.db, model=model,
                           space=args.space, seed=args.search_seed, size=args.size)
         try:
             search_stage.check(check_spec(spec), len(dataset.classes))
@@ -187,10 +196,28 @@ def reachable(dataset, args, data_yaml: Path, limit_ms: float, step: float = 1.0
         except UserError as err:
             if "impossible budget" not in err.reason:
                 raise
-            print(f"latency={limit_ms:.2f}ms (table) is below what {args.model} reaches; trying {limit_ms * step:.2f}",
+            print(f"latency={limit_ms:.2f}ms (table) is below what {model} reaches; trying {limit_ms * step:.2f}",
                   flush=True)
             limit_ms *= step
     raise RuntimeError(f"no rung reachable up to {limit_ms:.2f} table ms")
+
+
+def family_ladders(dataset, args, limits: list[float], base: Path) -> list[tuple[str, str, dict]]:
+    """The rungs of ``--model``'s family (a limit under its floor moves up to the floor), then, for
+    every limit that had to move, a rung of ``--floor-model``'s family at the limit itself:
+    (model, folder name, rung) each."""
+    data_yaml = ladder_data(dataset, base / "ladder")
+    moved = [reachable(dataset, args, args.model, data_yaml, limit) for limit in limits]
+    ladders = [(args.model, "ladder", rung) for rung in search_ladder(dataset, args, args.model, moved, base / "ladder")]
+    below = [limit for limit, limit_moved in zip(limits, moved) if limit_moved > limit]
+    if below and args.floor_model:
+        name = f"ladder-{Path(args.floor_model).stem}"
+        floor_limits = [reachable(dataset, args, args.floor_model, data_yaml, limit) for limit in below]
+        rungs = search_ladder(dataset, args, args.floor_model, floor_limits, base / name)
+        # A lone limit searches with a spare 1.5x rung (a design ladder has two at least): not asked for.
+        ladders += [(args.floor_model, name, rung) for rung in rungs
+                    if any(abs(rung["limit_ms"] / limit - 1) < 1e-4 for limit in floor_limits)]
+    return ladders
 
 
 def anchor(args, num_classes: int, base: Path) -> tuple[Path, float]:
@@ -340,16 +367,17 @@ def prepare(name: str, args) -> dict:
           f"{first.by_name('anchor').median_ms:.2f} ms (table ms / measured ms {scale:.3f}); peers measured: "
           + ", ".join(f"{n} {first.by_name(n).median_ms:.2f} ms (rung at {ms:.2f} table ms)"
                       for n, ms in zip(peers, limits)), flush=True)
-    rungs = search_ladder(dataset, args, limits, base / "ladder")
     entries = [{"name": n, "tool": "ultralytics", "role": "peer", "model": m, "onnx": str(peers[n].relative_to(args.out))}
                for n, m in zip(peers, args.peer_model)]
     entries.append({"name": Path(args.model).stem, "tool": "tinynas", "role": "shipped", "model": args.model,
                     "onnx": str(anchor_onnx.relative_to(args.out))})
-    for rung in rungs:
+    for family, ladder, rung in family_ladders(dataset, args, limits, base):
         label = f"{rung['limit_ms'] / scale:.2f}ms"
-        model = rung_model(args.model, rung["arch"], base / "ladder" / "models", label)
-        onnx_path = export_untrained(str(model), classes, args.size, base / "ladder" / f"{model.stem}.onnx")
-        entries.append({"name": f"tinynas@{label}", "tool": "tinynas", "role": "rung",
+        model = rung_model(family, rung["arch"], base / ladder / "models", label)
+        onnx_path = export_untrained(str(model), classes, args.size, base / ladder / f"{model.stem}.onnx")
+        # The --model family's rungs keep their first names (tinynas@...), so earlier runs still resolve.
+        name = f"tinynas@{label}" if family == args.model else f"{Path(family).stem}@{label}"
+        entries.append({"name": name, "tool": "tinynas", "role": "rung", "family": Path(family).stem,
                         "model": str(model.relative_to(args.out)), "onnx": str(onnx_path.relative_to(args.out)),
                         "predicted_ms": rung["predicted_ms"] / scale})
     plan = {"dataset": name, "base": str(base.relative_to(args.out)), "classes": classes, "table_scale": scale,
@@ -370,7 +398,12 @@ def selected(plan: dict, args) -> list[dict]:
 
 
 def run_folder(args, plan: dict, entry: dict, seed: int) -> Path:
-    stem = entry["name"].replace("tinynas@", "ladder-") if entry["role"] == "rung" else Path(entry["model"]).stem
+    if entry["role"] != "rung":
+        stem = Path(entry["model"]).stem
+    elif entry["name"].startswith("tinynas@"):
+        stem = entry["name"].replace("tinynas@", "ladder-")
+    else:  # a --floor-model rung: tinynas-p@15.00ms -> tinynas-p-ladder-15.00ms
+        stem = entry["name"].replace("@", "-ladder-")
     return args.out / plan["base"] / f"{stem}-s{seed}"
 
 
@@ -445,6 +478,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=320)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--model", default="tinynas-n", help="model recipe whose wrap, neck and head the ladder keeps")
+    parser.add_argument("--floor-model", default="tinynas-p", help="model recipe whose family takes the rungs "
+                        "under --model's floor (default tinynas-p, its neck shallower); '' to move them up instead")
     parser.add_argument("--space", default="k1kx")
     parser.add_argument("--db", default="cpu-ort-fp32-tinynas-n", help="latency table the search prices with; "
                         "its runtime, device and threads time every model")

@@ -105,7 +105,8 @@ def test_the_model_refuses_candidates_the_recipe_cannot_wrap(detector_table):
         model.predict_ms(three_stages, IMAGE // 2)
 
 
-@pytest.mark.parametrize("space_name, model_name", [("k1kx", "tinynas-n"), ("kxkx", "damoyolo-m")])
+@pytest.mark.parametrize("space_name, model_name", [("k1kx", "tinynas-n"), ("k1kx", "tinynas-p"),
+                                                     ("kxkx", "damoyolo-m")])
 def test_shipped_spaces_detector_grids_cover_their_random_detectors(space_name, model_name):
     space, recipe = load_space(resolve_space_path(space_name)), load_model_recipe(model_name)
     groups = detector_groups(space, recipe, 320, channel_step=64)
@@ -246,3 +247,29 @@ def test_a_wrap_the_plan_does_not_state_is_refused_in_one_line():
     doc["head"] = {"type": "effidehead", "num_classes": 3}
     with pytest.raises(UserError, match=r"backbone.wrap: a search candidate is priced in the res or csp wrap"):
         DetectorLatencyModel("unused.csv", parse_model_recipe(doc, "v6"))
+
+
+@pytest.mark.parametrize("model_name", ["tinynas-n", "tinynas-p"])
+def test_the_shipped_onnxruntime_table_prices_every_k1kx_detector_of_both_small_recipes(model_name):
+    # design's default onnxruntime table: a k1kx search inside either recipe is priced from
+    # measured rows (no op outside the table's grid), for one class and for COCO's 80.
+    predictor = load_predictor("cpu-ort-fp32-tinynas-n")
+    for classes in (1, 80):
+        recipe = load_model_recipe(model_name).with_num_classes(classes)
+        model = DetectorLatencyModel(predictor, recipe)
+        for arch in random_archs(load_space(resolve_space_path("k1kx")), 6, seed=classes):
+            assert model.predict_ms(arch, 160) > 0
+
+
+def test_tinynas_p_is_tinynas_n_with_a_shallower_neck_and_reaches_under_its_floor():
+    n, p = load_model_recipe("tinynas-n"), load_model_recipe("tinynas-p")
+    assert replace(p, name=n.name, neck=n.neck) == n and p.neck == replace(n.neck, depth=0.5)
+    predictor = load_predictor("cpu-ort-fp32-tinynas-n")
+    n_model, p_model = (DetectorLatencyModel(predictor, r.with_num_classes(1)) for r in (n, p))
+    arch = n.backbone.arch
+    # Two blocks of each neck stage instead of three: ~3 of tinynas-n's ~23 table ms.
+    saved = n_model.predict_detector_ms(arch, 320) - p_model.predict_detector_ms(arch, 320)
+    assert 2.0 < saved < 4.5
+    # The same holds around the k1kx space's initial backbone, where a search starts.
+    initial = load_space(resolve_space_path("k1kx")).initial
+    assert p_model.predict_ms(initial, 160) < 0.9 * n_model.predict_ms(initial, 160)

@@ -13,7 +13,7 @@ import yaml
 
 from tinynas.cli import main
 from tinynas.data.synthetic import make_synthetic_dataset
-from tinynas.design import DesignSpec, design
+from tinynas.design import DesignSpec, design, search_stage
 from tinynas.design.spec import check_spec
 from tinynas.errors import UserError
 
@@ -105,6 +105,18 @@ def test_the_same_settings_with_force_resume_instead_of_deleting(data_yaml, tmp_
         design(spec, out, progress=False, log=stop_at_training, force=True)
     assert logged[0] == "search: finished earlier, skipped"
     assert (out / "search" / "candidates.csv").is_file()
+
+
+def test_a_budget_under_tinynas_n_s_floor_names_tinynas_p_which_reaches_it(data_yaml, tmp_path, capsys):
+    # At 320 px in the shipped onnxruntime table no k1kx backbone gets tinynas-n under ~18.8 ms.
+    flags = ("--budget", "latency=17ms", "--runtime", "onnxruntime", "--size", "320")
+    code, err = _design_cli(capsys, data_yaml, tmp_path / "n", *flags)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "impossible budget (latency=17ms)" in err and err.rstrip().endswith(
+        "tinynas-n's neck and head set that floor: --model tinynas-p (a shallower neck) reaches lower")
+    assert not (tmp_path / "n").exists()
+    spec = check_spec(DesignSpec(str(data_yaml), "latency=17ms", runtime="onnxruntime", size=320, model="tinynas-p"))
+    search_stage.check(spec, 3)  # the same budget inside tinynas-p: a search can start
 
 
 # ---------------------------------------------------------------------------- 15, 16: runtimes

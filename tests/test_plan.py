@@ -21,7 +21,7 @@ from tinynas.resources import resolve_space_path
 from tinynas.space import load_space
 
 SPACES = ("k1kx", "kxkx", "k1kxk1", "k1dwk1")
-SHIPPED_MODELS = ("damoyolo-t", "damoyolo-s", "damoyolo-m", "damoyolo-l", "tinynas-n")
+SHIPPED_MODELS = ("damoyolo-t", "damoyolo-s", "damoyolo-m", "damoyolo-l", "tinynas-n", "tinynas-p")
 SIZE = 320
 
 

@@ -10,10 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import UserError
 from ..search import resume, search
 from ..search.budgets import Budget, rung_label
 from ..search.output import CANDIDATES_NAME
 from .spec import DesignSpec
+
+# A shipped model recipe -> the shipped one of the same wrap whose lighter neck reaches under its
+# latency floor (the design's first rung is the budget, and no backbone gets below the neck).
+SMALLER_FAMILY = {"tinynas-n": "tinynas-p"}
 
 
 def latency_model(spec: DesignSpec, num_classes: int):
@@ -47,7 +52,15 @@ def check(spec: DesignSpec, num_classes: int) -> None:
     evolution, evaluator = create_evolution(spec.space, spec.budgets, ladder=spec.search_ladder_text(), latency=spec.db,
                                             detector=model.recipe, seed=spec.seed,
                                             resolution=search_resolution(spec, model))
-    evolution.start(evaluator)
+    try:
+        evolution.start(evaluator)
+    except UserError as err:
+        smaller = SMALLER_FAMILY.get(spec.model)
+        if smaller is None or "impossible budget" not in err.reason:
+            raise
+        # The recipe's neck and head are fixed, so its family has a floor; say where to go below it.
+        raise UserError(err.source, err.field, f"{err.reason}; {spec.model}'s neck and head set that floor: "
+                        f"--model {smaller} (a shallower neck) reaches lower") from None
 
 
 def run(spec: DesignSpec, num_classes: int, folder: Path, progress: bool) -> dict:

@@ -23,7 +23,7 @@ from ..search.settings import AT_LEAST_ONE
 SPEC_NAME = "design.json"
 # The shipped table each runtime is priced with when no --db is given (built on this project's
 # reference CPU; a table of your own chip is better, see README "Latency database").
-# cpu-ort-fp32-tinynas-n holds every detector a k1kx search builds inside tinynas-n at 320.
+# cpu-ort-fp32-tinynas-n holds every detector a k1kx search builds inside tinynas-n or tinynas-p at 320.
 DEFAULT_TABLES = {"onnxruntime": "cpu-ort-fp32-tinynas-n", "torch": "cpu-fp32", "openvino": "cpu-ov-fp32",
                   "tensorrt": "v100-trt-fp16"}
 DATA_KEYS = ("train_images", "train_annotations", "val_images", "val_annotations")
