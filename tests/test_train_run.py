@@ -84,3 +84,30 @@ def test_a_broken_recipe_epochs_is_a_user_error(tmp_path):
     (tmp_path / "recipe.yaml").write_text("train: {epochs: many}\n")
     with pytest.raises(UserError, match=r"recipe\.yaml: train\.epochs: expected a whole number"):
         TrainRun(tmp_path).planned_epochs()
+
+
+def test_the_trainer_s_events_follow_its_phases_and_see_what_the_folder_gets(data, tmp_path):
+    from tinynas.train.trainer import EVENTS, Trainer
+
+    seen = []
+    record = {event: (lambda event: lambda trainer, *values: seen.append((event, trainer, values)))(event)
+              for event in EVENTS}
+    doc = tiny_recipe(data, tmp_path / "run", 64, epochs=3, batch_size=8)
+    callbacks = {event: [handler] for event, handler in record.items()}
+    first = train(parse_train_recipe(doc), stop_after=2, progress=False, callbacks=callbacks)
+    assert [event for event, _, _ in seen] == ["train_start", "epoch_end", "epoch_end", "train_end"]
+    trainer = seen[0][1]
+    assert isinstance(trainer, Trainer) and all(t is trainer for _, t, _ in seen)
+    # The epoch_end rows are metrics.csv's rows; train_end hands over what train returns.
+    written = [{k: float(v) for k, v in row.items() if v} for row in csv.DictReader(open(tmp_path / "run" / "metrics.csv"))]
+    rows = [values[0] for event, _, values in seen if event == "epoch_end"]
+    assert [row["epoch"] for row in rows] == [1, 2]
+    for got, want in zip(rows, written):
+        assert {k: v for k, v in got.items() if k != "seconds"} == pytest.approx(
+            {k: v for k, v in want.items() if k != "seconds"}, rel=1e-5)  # the csv keeps 6 digits
+    assert seen[-1][2] == (first,) and first.epochs_done == 2
+    # A resume starts at the restored epoch: its events begin after it.
+    seen.clear()
+    train(parse_train_recipe(doc), resume=True, progress=False, callbacks=callbacks)
+    assert [event for event, _, _ in seen] == ["train_start", "epoch_end", "train_end"]
+    assert seen[0][1].start_epoch == 2 and seen[1][2][0]["epoch"] == 3

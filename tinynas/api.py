@@ -70,9 +70,10 @@ def arch_report(arch: Arch, resolution: int, weights: Sequence[float] = DEFAULT_
 
 
 def train_detector(recipe: TrainRecipe, resume: bool = False, stop_after: int | None = None, progress: bool = True,
-                   source: str = "<recipe>") -> TrainResult:
+                   source: str = "<recipe>", callbacks=None) -> TrainResult:
     """Train (or resume) ``recipe`` into its run folder; a recipe whose ``distill.teacher`` names a
-    checkpoint distils from that teacher (the term comes from ``tinynas.distill``)."""
+    checkpoint distils from that teacher (the term comes from ``tinynas.distill``). ``callbacks``
+    maps the trainer's events (``tinynas.train.trainer.EVENTS``) to functions."""
     from .distill.term import check_teacher_classes, distillation_term
     from .train.trainer import train
 
@@ -81,7 +82,7 @@ def train_detector(recipe: TrainRecipe, resume: bool = False, stop_after: int | 
 
         check_teacher_classes(recipe.distill, CocoDataset(recipe.data.train_annotations, recipe.data.train_images).names)
     return train(recipe, resume=resume, stop_after=stop_after, progress=progress, source=source,
-                 extra_loss=distillation_term(recipe.distill))
+                 extra_loss=distillation_term(recipe.distill), callbacks=callbacks)
 
 
 def resume_training(run_dir: str | os.PathLike, stop_after: int | None = None, progress: bool = True,

@@ -22,6 +22,7 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -146,12 +147,14 @@ class _TrainStep(nn.Module):
 
 
 def train(recipe: TrainRecipe, resume: bool = False, stop_after: int | None = None, progress: bool = True,
-          source: str = "<recipe>", extra_loss: ExtraLoss | None = None) -> TrainResult:
+          source: str = "<recipe>", extra_loss: ExtraLoss | None = None,
+          callbacks: Mapping[str, Sequence[Callable]] | None = None) -> TrainResult:
     """Train (or resume) ``recipe``; ``stop_after`` ends this call after that many more epochs.
 
     ``extra_loss`` is added to the detection loss (see ``extra_loss.py``). A recipe that names a
     teacher needs the distillation term: ``tinynas.api.train_detector`` builds it, or
     ``tinynas.distill.distillation_term(recipe.distill)`` for a caller of this function.
+    ``callbacks`` maps events of ``EVENTS`` to functions (see ``Trainer``).
     """
     if recipe.distill.teacher and extra_loss is None:
         raise ValueError(f"the recipe names a teacher ({recipe.distill.teacher}) but no distillation term was "
@@ -161,188 +164,279 @@ def train(recipe: TrainRecipe, resume: bool = False, stop_after: int | None = No
     if own_group:
         dist.init_process_group("nccl" if torch.cuda.is_available() and recipe.train.device != "cpu" else "gloo")
     try:
+        trainer = Trainer(recipe, resume, stop_after, progress, source, extra_loss, rank, local_rank, world,
+                          callbacks)
         if rank != 0:
-            return _train(recipe, resume, stop_after, progress, source, extra_loss, rank, local_rank, world)
+            return trainer.run()
         with owned_folder(recipe.run_dir):  # one writer per run folder; other ranks write nothing
-            return _train(recipe, resume, stop_after, progress, source, extra_loss, rank, local_rank, world)
+            return trainer.run()
     finally:
         if own_group:
             dist.destroy_process_group()
 
 
-def _train(recipe: TrainRecipe, resume: bool, stop_after: int | None, progress: bool, source: str,
-           extra_loss: ExtraLoss | None, rank: int, local_rank: int, world: int) -> TrainResult:
-    device = _resolve_device(recipe.train.device, local_rank, source)
-    main_process = rank == 0
-    run_dir = recipe.run_dir
-    run = TrainRun(run_dir)
-    last_path = run.last_path
-    if resume and not last_path.is_file():
-        raise UserError(str(run_dir), "last.pt", "nothing to resume: the run stopped before its first epoch "
-                        f"ended (no checkpoint); start it again with: tinynas train {run.recipe_path} out={run_dir}")
-    if not resume and last_path.exists():
-        raise UserError(str(run_dir), "", "this run folder already holds a run; resume it with --resume "
-                        "or choose another name")
+# What a callback can follow: ``train_start`` (trainer: set up, restored, before the first epoch
+# of this call), ``epoch_end`` (trainer, the epoch's metrics row, after its files are written;
+# main process only) and ``train_end`` (trainer, the TrainResult).
+EVENTS = ("train_start", "epoch_end", "train_end")
 
-    train_coco, val_coco = _datasets(recipe, source)
-    recipe = resolve_model(recipe, train_coco.num_classes, source)
-    cfg = recipe.train
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
 
-    amp = cfg.amp and device.type == "cuda"
-    per_rank_batch = max(1, cfg.batch_size // world)
-    # Before anything is allocated: a batch or size beyond this device is one line, not an OOM.
-    check_detector_fits(recipe.model, recipe.data.size, per_rank_batch, training=True, amp=amp, device=device,
-                        source=source, field="train.batch_size")
-    model = Detector(recipe.model)
-    _set_bn(model, cfg.bn_eps, cfg.bn_momentum)
-    model.to(device)
-    # Here, before anything else draws from the torch RNG, so that a term's initial weights are
-    # the same in every run of this recipe.
-    extra_modules = extra_loss.attach(model, device, amp) if extra_loss is not None else None
+class Trainer:
+    """One call of ``train`` in one process, in named phases.
 
-    train_set = DetectionDataset(train_coco, recipe.data.size, train=True, augment=recipe.augment, seed=cfg.seed,
-                                 epochs=cfg.epochs)
-    val_set = DetectionDataset(val_coco, recipe.data.size, train=False)
-    # Before the loader's workers start, so that they share the cached pixels.
-    cache_datasets(recipe.data.cache, [train_coco, val_coco], recipe.data.size,
-                   processes=int(os.environ.get("LOCAL_WORLD_SIZE", world)), progress=progress and main_process)
-    # Every image every epoch: a last partial batch is kept (a single leftover image joins the
-    # batch before it), and EpochSampler pads the ranks to equal lengths for DDP.
-    loader = make_loader(train_set, per_rank_batch, shuffle=True, seed=cfg.seed, workers=recipe.data.workers,
-                         rank=rank, world_size=world)
-    iters_per_epoch = max(1, len(loader))
-    recipe, chosen = resolve_auto(recipe, len(train_set), iters_per_epoch, per_rank_batch * world)
-    cfg = recipe.train
-    train_set.augment = recipe.augment  # before the first batch starts the (persistent) workers
-    total_iters = cfg.epochs * iters_per_epoch
-    warmup_iters = int(round(cfg.warmup_epochs * iters_per_epoch))
-    no_aug_from = (cfg.epochs - recipe.augment.no_aug_epochs) * iters_per_epoch
-    base_lr = scaled_lr(cfg.lr_per_64, per_rank_batch * world)
-    if main_process and chosen:  # once, even under --quiet: these values decide the run
-        tqdm.write(f"{source}: {format_choices(chosen)}", file=sys.stderr)
-    if main_process and progress:
-        _warn_slow_ema(cfg.ema_decay, total_iters, source)
+    ``run`` calls them in turn: ``open_folder`` (fresh or resumable), ``set_up_data``,
+    ``set_up_model``, ``set_up_schedule`` (loader, iterations, the ``auto`` choices),
+    ``set_up_optimizer``, ``restore`` (a resume; a fresh run starts its files), then for each
+    epoch ``train_epoch`` and ``evaluate_and_save``. The phases run in this order because the
+    torch RNG is drawn in it: a resumed run equals an uninterrupted one only so. ``callbacks``
+    maps an event of ``EVENTS`` to functions; the epoch line printed with ``progress`` is one.
+    """
 
-    step_module = _TrainStep(model, extra_loss, extra_modules, total_iters, no_aug_from)
-    optimizer = build_optimizer(step_module, cfg.optimizer, base_lr, cfg.momentum, cfg.weight_decay)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    train_step: nn.Module = step_module
-    if world > 1:
-        if device.type == "cuda":  # SyncBatchNorm has no CPU kernels; CPU ranks keep per-rank BN
-            step_module = nn.SyncBatchNorm.convert_sync_batchnorm(step_module)
-        train_step = nn.parallel.DistributedDataParallel(
-            step_module, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=extra_loss is not None)  # a term may skip iterations
-    ema = ModelEMA(model, cfg.ema_decay, cfg.ema_ramp)
-    loss_fn = ComposedDetectionLoss(model.num_classes, model.head.reg_max, cfg.loss_options(model.head.reg_max))
-    log = MetricsLog(run.metrics_path)
+    def __init__(self, recipe: TrainRecipe, resume: bool = False, stop_after: int | None = None,
+                 progress: bool = True, source: str = "<recipe>", extra_loss: ExtraLoss | None = None,
+                 rank: int = 0, local_rank: int = 0, world: int = 1,
+                 callbacks: Mapping[str, Sequence[Callable]] | None = None):
+        self.recipe = recipe
+        self.resume = resume
+        self.stop_after = stop_after
+        self.progress = progress
+        self.source = source
+        self.extra_loss = extra_loss
+        self.rank, self.local_rank, self.world = rank, local_rank, world
+        self.callbacks = callbacks
 
-    start_epoch, best_ap, best_epoch = 0, -1.0, 0
-    if resume:
-        start_epoch, best_ap = _restore(last_path, model, ema, optimizer, scaler, extra_loss)
-        if main_process:
-            best_epoch = _match_last(run, log, start_epoch, best_ap, ema.module, train_coco.names,
-                                     train_coco.category_ids, recipe.data.size)
-    elif main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_recipe(run.recipe_path, recipe)
-        log.reset()
-        # A run killed in its first epoch may have left these before any last.pt: it starts over.
-        run.best_path.unlink(missing_ok=True)
-        run.plot_path.unlink(missing_ok=True)
+    def run(self) -> TrainResult:
+        self.open_folder()
+        self.set_up_data()
+        self.set_up_model()
+        self.set_up_schedule()
+        self.set_up_optimizer()
+        self.restore()
+        self.emit("train_start")
+        for epoch in range(self.start_epoch, self.end_epoch):
+            started = time.time()
+            losses, lr = self.train_epoch(epoch)
+            self.evaluate_and_save(epoch, losses, lr, started)
+        result = TrainResult(self.run_dir, self.end_epoch, self.best_ap, self.last_metrics, self.main_process)
+        self.emit("train_end", result)
+        return result
 
-    end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
-    last_metrics: dict = {}
-    last_saved = last_plotted = time.monotonic()
-    for epoch in range(start_epoch, end_epoch):
-        set_loader_epoch(loader, epoch)
-        train_step.train()
+    def emit(self, event: str, *values) -> None:
+        handlers = list((self.callbacks or {}).get(event, ()))
+        if event == "epoch_end" and self.progress:
+            handlers.insert(0, _print_epoch)
+        for handler in handlers:
+            handler(self, *values)
+
+    # -- phases ------------------------------------------------------------------------------
+    def open_folder(self) -> None:
+        """The run folder must hold a run to resume, or none to start."""
+        self.device = _resolve_device(self.recipe.train.device, self.local_rank, self.source)
+        self.main_process = self.rank == 0
+        self.run_dir = self.recipe.run_dir
+        self.run_files = run = TrainRun(self.run_dir)
+        if self.resume and not run.last_path.is_file():
+            raise UserError(str(self.run_dir), "last.pt", "nothing to resume: the run stopped before its first "
+                            "epoch ended (no checkpoint); start it again with: tinynas train "
+                            f"{run.recipe_path} out={self.run_dir}")
+        if not self.resume and run.last_path.exists():
+            raise UserError(str(self.run_dir), "", "this run folder already holds a run; resume it with --resume "
+                            "or choose another name")
+
+    def set_up_data(self) -> None:
+        """The checked COCO sets; the model takes their class count; the seeds are set."""
+        self.train_coco, self.val_coco = _datasets(self.recipe, self.source)
+        self.recipe = resolve_model(self.recipe, self.train_coco.num_classes, self.source)
+        torch.manual_seed(self.recipe.train.seed)
+        random.seed(self.recipe.train.seed)
+
+    def set_up_model(self) -> None:
+        recipe, cfg = self.recipe, self.recipe.train
+        self.amp = cfg.amp and self.device.type == "cuda"
+        self.per_rank_batch = max(1, cfg.batch_size // self.world)
+        # Before anything is allocated: a batch or size beyond this device is one line, not an OOM.
+        check_detector_fits(recipe.model, recipe.data.size, self.per_rank_batch, training=True, amp=self.amp,
+                            device=self.device, source=self.source, field="train.batch_size")
+        self.model = Detector(recipe.model)
+        _set_bn(self.model, cfg.bn_eps, cfg.bn_momentum)
+        self.model.to(self.device)
+        # Here, before anything else draws from the torch RNG, so that a term's initial weights are
+        # the same in every run of this recipe.
+        self.extra_modules = (self.extra_loss.attach(self.model, self.device, self.amp)
+                              if self.extra_loss is not None else None)
+
+    def set_up_schedule(self) -> None:
+        """Datasets, cache and loader; then the ``auto`` settings, which depend on its length."""
+        recipe, cfg = self.recipe, self.recipe.train
+        self.train_set = DetectionDataset(self.train_coco, recipe.data.size, train=True, augment=recipe.augment,
+                                          seed=cfg.seed, epochs=cfg.epochs)
+        self.val_set = DetectionDataset(self.val_coco, recipe.data.size, train=False)
+        # Before the loader's workers start, so that they share the cached pixels.
+        cache_datasets(recipe.data.cache, [self.train_coco, self.val_coco], recipe.data.size,
+                       processes=int(os.environ.get("LOCAL_WORLD_SIZE", self.world)),
+                       progress=self.progress and self.main_process)
+        # Every image every epoch: a last partial batch is kept (a single leftover image joins the
+        # batch before it), and EpochSampler pads the ranks to equal lengths for DDP.
+        self.loader = make_loader(self.train_set, self.per_rank_batch, shuffle=True, seed=cfg.seed,
+                                  workers=recipe.data.workers, rank=self.rank, world_size=self.world)
+        self.iters_per_epoch = iters = max(1, len(self.loader))
+        self.recipe, chosen = resolve_auto(recipe, len(self.train_set), iters, self.per_rank_batch * self.world)
+        cfg = self.recipe.train
+        self.train_set.augment = self.recipe.augment  # before the first batch starts the (persistent) workers
+        self.total_iters = cfg.epochs * iters
+        self.warmup_iters = int(round(cfg.warmup_epochs * iters))
+        self.no_aug_from = (cfg.epochs - self.recipe.augment.no_aug_epochs) * iters
+        self.base_lr = scaled_lr(cfg.lr_per_64, self.per_rank_batch * self.world)
+        if self.main_process and chosen:  # once, even under --quiet: these values decide the run
+            tqdm.write(f"{self.source}: {format_choices(chosen)}", file=sys.stderr)
+        if self.main_process and self.progress:
+            _warn_slow_ema(cfg.ema_decay, self.total_iters, self.source)
+
+    def set_up_optimizer(self) -> None:
+        """Optimiser, AMP scaler, DDP wrapper, EMA and the detection loss."""
+        cfg, model = self.recipe.train, self.model
+        self.step_module = _TrainStep(model, self.extra_loss, self.extra_modules, self.total_iters, self.no_aug_from)
+        self.optimizer = build_optimizer(self.step_module, cfg.optimizer, self.base_lr, cfg.momentum,
+                                         cfg.weight_decay)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.train_step: nn.Module = self.step_module
+        if self.world > 1:
+            if self.device.type == "cuda":  # SyncBatchNorm has no CPU kernels; CPU ranks keep per-rank BN
+                self.step_module = nn.SyncBatchNorm.convert_sync_batchnorm(self.step_module)
+            self.train_step = nn.parallel.DistributedDataParallel(
+                self.step_module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=self.extra_loss is not None)  # a term may skip iterations
+        self.ema = ModelEMA(model, cfg.ema_decay, cfg.ema_ramp)
+        self.loss_fn = ComposedDetectionLoss(model.num_classes, model.head.reg_max,
+                                             cfg.loss_options(model.head.reg_max))
+
+    def restore(self) -> None:
+        """A resume loads last.pt and makes the folder agree with it; a fresh run starts its files."""
+        run = self.run_files
+        self.log = MetricsLog(run.metrics_path)
+        self.start_epoch, self.best_ap, self.best_epoch = 0, -1.0, 0
+        if self.resume:
+            self.start_epoch, self.best_ap = _restore(run.last_path, self.model, self.ema, self.optimizer,
+                                                      self.scaler, self.extra_loss)
+            if self.main_process:
+                self.best_epoch = _match_last(run, self.log, self.start_epoch, self.best_ap, self.ema.module,
+                                              self.train_coco.names, self.train_coco.category_ids,
+                                              self.recipe.data.size)
+        elif self.main_process:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_recipe(run.recipe_path, self.recipe)
+            self.log.reset()
+            # A run killed in its first epoch may have left these before any last.pt: it starts over.
+            run.best_path.unlink(missing_ok=True)
+            run.plot_path.unlink(missing_ok=True)
+        epochs = self.recipe.train.epochs
+        self.end_epoch = epochs if self.stop_after is None else min(epochs, self.start_epoch + self.stop_after)
+        self.last_metrics: dict = {}
+        self.last_saved = self.last_plotted = time.monotonic()
+
+    def train_epoch(self, epoch: int) -> tuple[dict[str, float], float]:
+        """One pass over the loader; the epoch's mean losses and its last learning rate."""
+        cfg = self.recipe.train
+        set_loader_epoch(self.loader, epoch)
+        self.train_step.train()
         sums: dict[str, float] = {}
-        started = time.time()
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (progress and main_process),
-                   leave=False, dynamic_ncols=True)
+        lr = 0.0
+        bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not (self.progress and self.main_process), leave=False, dynamic_ncols=True)
         for step, (images, targets) in enumerate(bar):
-            it = epoch * iters_per_epoch + step
-            lr = learning_rate(it, total_iters, base_lr, warmup_iters, cfg.min_lr_ratio)
-            bias_lr = bias_learning_rate(it, lr, warmup_iters, cfg.warmup_bias_lr)
-            for group in optimizer.param_groups:
+            it = epoch * self.iters_per_epoch + step
+            lr = learning_rate(it, self.total_iters, self.base_lr, self.warmup_iters, cfg.min_lr_ratio)
+            bias_lr = bias_learning_rate(it, lr, self.warmup_iters, cfg.warmup_bias_lr)
+            for group in self.optimizer.param_groups:
                 group["lr"] = bias_lr if group.get("kind") == "bias" else lr
-            images = to_training_input(images, device, non_blocking=True)
-            targets = [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
-            with torch.autocast(device.type, enabled=amp):
-                feats, cls_logits, reg_logits, extra = train_step(images, it)
-            if not (torch.isfinite(cls_logits).all() and torch.isfinite(reg_logits).all()):
-                raise _diverged(run_dir, epoch, step, last_path)
-            points, strides = anchor_points([f.shape[-2:] for f in feats], model.head.strides,
-                                            dtype=torch.float32, device=device)
-            losses = loss_fn(cls_logits.float(), reg_logits.float(), points, strides, targets)
-            loss = losses["loss"]
-            step_context = step_module.step
-            if extra_loss is not None and extra_modules is None:
-                # A term without modules comes after the detection loss and sees the head outputs
-                # that loss used (under DDP, the forward's copies).
-                step_context = replace(step_context, cls_logits=cls_logits, reg_logits=reg_logits)
-                extra = extra_loss.loss(step_context)
-            weight = 0.0
-            if extra is not None:
-                weight = extra_loss.weight(step_context, extra, loss,
-                                           scaler.get_scale() if scaler.is_enabled() else 1.0)
-                losses[extra_loss.name] = extra.detach()
-                loss = loss + weight * extra
-            if not torch.isfinite(loss):
-                raise _diverged(run_dir, epoch, step, last_path)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(step_module.parameters(), cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            ema.update(model)
+            losses, weight = self.train_batch(images, targets, it, epoch, step)
             for key, value in losses.items():
                 if key != "num_pos":
                     sums[key] = sums.get(key, 0.0) + float(value.detach())
-            if extra_loss is not None:  # the effective weight, logged as the epoch's mean
-                key = f"{extra_loss.name}_weight"
+            if self.extra_loss is not None:  # the effective weight, logged as the epoch's mean
+                key = f"{self.extra_loss.name}_weight"
                 sums[key] = sums.get(key, 0.0) + weight
             bar.set_postfix({k: f"{v / (step + 1):.3f}" for k, v in sums.items()}, lr=f"{lr:.2e}")
         bar.close()
-        epoch_losses = {k: v / iters_per_epoch for k, v in sums.items()}
+        return {k: v / self.iters_per_epoch for k, v in sums.items()}, lr
+
+    def train_batch(self, images, targets, it: int, epoch: int, step: int) -> tuple[dict, float]:
+        """Forward, detection loss plus the extra term, one optimiser step and the EMA update."""
+        device, extra_loss, scaler = self.device, self.extra_loss, self.scaler
+        images = to_training_input(images, device, non_blocking=True)
+        targets = [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
+        with torch.autocast(device.type, enabled=self.amp):
+            feats, cls_logits, reg_logits, extra = self.train_step(images, it)
+        if not (torch.isfinite(cls_logits).all() and torch.isfinite(reg_logits).all()):
+            raise _diverged(self.run_dir, epoch, step, self.run_files.last_path)
+        points, strides = anchor_points([f.shape[-2:] for f in feats], self.model.head.strides,
+                                        dtype=torch.float32, device=device)
+        losses = self.loss_fn(cls_logits.float(), reg_logits.float(), points, strides, targets)
+        loss = losses["loss"]
+        step_context = self.step_module.step
+        if extra_loss is not None and self.extra_modules is None:
+            # A term without modules comes after the detection loss and sees the head outputs
+            # that loss used (under DDP, the forward's copies).
+            step_context = replace(step_context, cls_logits=cls_logits, reg_logits=reg_logits)
+            extra = extra_loss.loss(step_context)
+        weight = 0.0
+        if extra is not None:
+            weight = extra_loss.weight(step_context, extra, loss, scaler.get_scale() if scaler.is_enabled() else 1.0)
+            losses[extra_loss.name] = extra.detach()
+            loss = loss + weight * extra
+        if not torch.isfinite(loss):
+            raise _diverged(self.run_dir, epoch, step, self.run_files.last_path)
+        self.optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if self.recipe.train.grad_clip > 0:
+            scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.step_module.parameters(), self.recipe.train.grad_clip)
+        scaler.step(self.optimizer)
+        scaler.update()
+        self.ema.update(self.model)
+        return losses, weight
+
+    def evaluate_and_save(self, epoch: int, losses: dict[str, float], lr: float, started: float) -> None:
+        """Val AP when due; best.pt, the metrics row and the plot; last.pt last (the resume point)."""
+        recipe, done = self.recipe, epoch + 1
         metrics: dict = {}
-        done = epoch + 1
-        if main_process and (done % cfg.eval_interval == 0 or done == cfg.epochs):
-            metrics = evaluate(ema.module, val_set, batch_size=recipe.eval.batch_size,
-                               conf_threshold=recipe.eval.conf_threshold, iou_threshold=recipe.eval.iou_threshold,
-                               max_detections=recipe.eval.max_detections, device=device, progress=progress)
-        if main_process:
-            ap = metrics.get("AP", float("nan"))
-            improved = not math.isnan(ap) and ap > best_ap
-            best_ap = max(best_ap, ap) if not math.isnan(ap) else best_ap
-            final = done == end_epoch
-            # last.pt, the resume point, is the epoch's last durable write: a kill before it resumes
-            # from the previous one and redoes this epoch identically, so best.pt, the row and the
-            # plot are never skipped.
-            if improved:
-                best_epoch = done
-                save_checkpoint(run.best_path, ema.module, train_coco.names, extra={"epoch": done, "AP": ap},
-                                category_ids=train_coco.category_ids, size=recipe.data.size)
-            row = {"epoch": done, "lr": lr, **epoch_losses,
-                   **{k: v for k, v in metrics.items() if isinstance(v, float)}, "seconds": time.time() - started}
-            log.append(row)
-            if final or time.monotonic() - last_plotted >= RESUME_SAVE_SECONDS:
-                plot_metrics(run.metrics_path, run.plot_path)
-                last_plotted = time.monotonic()
-            if final or done == start_epoch + 1 or time.monotonic() - last_saved >= RESUME_SAVE_SECONDS:
-                state = _resume_state(done, best_ap, best_epoch, model, ema, optimizer, scaler, extra_loss)
-                save_checkpoint(last_path, ema.module, train_coco.names, extra=state, category_ids=train_coco.category_ids, size=recipe.data.size)
-                last_saved = time.monotonic()
-            last_metrics = row
-            if progress:
-                shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds"))
-                tqdm.write(f"epoch {done}/{cfg.epochs}: {shown}")
-    return TrainResult(run_dir, end_epoch, best_ap, last_metrics, main_process)
+        if self.main_process and (done % recipe.train.eval_interval == 0 or done == recipe.train.epochs):
+            e = recipe.eval
+            metrics = evaluate(self.ema.module, self.val_set, batch_size=e.batch_size, conf_threshold=e.conf_threshold,
+                               iou_threshold=e.iou_threshold, max_detections=e.max_detections, device=self.device,
+                               progress=self.progress)
+        if not self.main_process:
+            return
+        run, names, ids, size = self.run_files, self.train_coco.names, self.train_coco.category_ids, recipe.data.size
+        ap = metrics.get("AP", float("nan"))
+        improved = not math.isnan(ap) and ap > self.best_ap
+        self.best_ap = max(self.best_ap, ap) if not math.isnan(ap) else self.best_ap
+        final = done == self.end_epoch
+        # last.pt, the resume point, is the epoch's last durable write: a kill before it resumes
+        # from the previous one and redoes this epoch identically, so best.pt, the row and the
+        # plot are never skipped.
+        if improved:
+            self.best_epoch = done
+            save_checkpoint(run.best_path, self.ema.module, names, extra={"epoch": done, "AP": ap},
+                            category_ids=ids, size=size)
+        row = {"epoch": done, "lr": lr, **losses, **{k: v for k, v in metrics.items() if isinstance(v, float)},
+               "seconds": time.time() - started}
+        self.log.append(row)
+        if final or time.monotonic() - self.last_plotted >= RESUME_SAVE_SECONDS:
+            plot_metrics(run.metrics_path, run.plot_path)
+            self.last_plotted = time.monotonic()
+        if final or done == self.start_epoch + 1 or time.monotonic() - self.last_saved >= RESUME_SAVE_SECONDS:
+            state = _resume_state(done, self.best_ap, self.best_epoch, self.model, self.ema, self.optimizer,
+                                  self.scaler, self.extra_loss)
+            save_checkpoint(run.last_path, self.ema.module, names, extra=state, category_ids=ids, size=size)
+            self.last_saved = time.monotonic()
+        self.last_metrics = row
+        self.emit("epoch_end", row)
+
+
+def _print_epoch(trainer: Trainer, row: dict) -> None:
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds"))
+    tqdm.write(f"epoch {row['epoch']}/{trainer.recipe.train.epochs}: {shown}")
 
 
 def _warn_slow_ema(decay: float, total_iters: int, source: str) -> None:
