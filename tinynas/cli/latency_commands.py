@@ -48,7 +48,17 @@ def register(sub) -> None:
                                        "rehash, time")
     lsub = p.add_subparsers(dest="latency_command", metavar="ACTION")
     lsub.required = True
+    _register_build(lsub)
+    _register_merge(lsub)
+    _register_predict(lsub)
+    _register_validate(lsub)
+    _register_import(lsub)
+    _register_rehash(lsub)
+    from .time_commands import register as register_time
+    register_time(lsub)
 
+
+def _register_build(lsub) -> None:
     b = lsub.add_parser("build", help="measure a space's convolutions into a latency table",
                         description=BUILD_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     b.add_argument("--space", action="append", default=[],
@@ -95,6 +105,8 @@ def register(sub) -> None:
     b.add_argument("--note", default="", help="free text stored in the sidecar (e.g. how the machine was loaded)")
     b.set_defaults(func=run_build)
 
+
+def _register_merge(lsub) -> None:
     m = lsub.add_parser("merge", help="join shards built on identical boards into one table",
                         description=MERGE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     m.add_argument("shards", metavar="SHARD", nargs="+", help="shard tables (CSV; sidecars beside them)")
@@ -108,6 +120,8 @@ def register(sub) -> None:
                         "refused as not identical boards (default %(default)s)")
     m.set_defaults(func=run_merge)
 
+
+def _register_predict(lsub) -> None:
     pr = lsub.add_parser("predict", help="predicted latency of an architecture, per block and in total")
     pr.add_argument("arch", metavar="ARCH", help="architecture file or shipped name (e.g. damoyolo-t); with "
                                                  "--detector a model recipe, or a checkpoint (.pt)")
@@ -120,6 +134,8 @@ def register(sub) -> None:
                     help="override the stem's input channels (12 = the searched view of a Focus stem)")
     pr.set_defaults(func=run_predict)
 
+
+def _register_validate(lsub) -> None:
     v = lsub.add_parser("validate", help="measure random architectures end to end and score the table")
     v.add_argument("--db", default=DEFAULT_DB, help="latency table path or shipped name (default %(default)s)")
     v.add_argument("--space", help="search space file or shipped name (random backbones of it are timed)")
@@ -147,6 +163,8 @@ def register(sub) -> None:
                         "table's measures how well its ops predict there, and leaves the sidecar alone")
     v.set_defaults(func=run_validate)
 
+
+def _register_import(lsub) -> None:
     im = lsub.add_parser("import-tinynas", help="convert a TinyNAS op-profiler table (conv_data.out*)")
     im.add_argument("source", metavar="FILE", help="TinyNAS table, e.g. conv_data.out.fp16")
     im.add_argument("--out", required=True, help="table to write (CSV + .json sidecar)")
@@ -162,6 +180,8 @@ def register(sub) -> None:
                          "outside the measured shapes")
     im.set_defaults(func=run_import)
 
+
+def _register_rehash(lsub) -> None:
     rh = lsub.add_parser("rehash", help="accept a table's CSV after an edit made on purpose (checks rows, "
                                         "records its sha256)",
                          description=REHASH_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -170,9 +190,6 @@ def register(sub) -> None:
                     help="the CSV's row count, when an edit added or removed rows (a count other than the "
                          "sidecar's is refused without it: the CSV may be another table's)")
     rh.set_defaults(func=run_rehash)
-
-    from .time_commands import register as register_time
-    register_time(lsub)
 
 
 def run_build(args) -> int:

@@ -68,9 +68,27 @@ def check_dataset(annotations: str | os.PathLike, images_dir: str | os.PathLike,
     def report(file: str, image_id, reason: str, fatal: bool) -> None:
         problems.append(Problem(file, image_id, reason, fatal))
 
+    categories = _check_categories(data["categories"], ann_file, report)
+    if not data["images"]:
+        report(ann_file, None, "no images", True)
+    sizes, paths = _check_images(data["images"], images_dir, ann_file, decode, progress, report)
+    annotation_ids: set = set()
+    boxed: set = set()  # category ids with at least one box
+    for i, ann in enumerate(data["annotations"]):
+        category = _check_annotation(i, ann, ann_file, categories, sizes, paths, annotation_ids, report)
+        if category is not None:
+            boxed.add(category)
+    for cid in sorted(categories - boxed):
+        report(ann_file, None, f"category {cid} has no usable box (the detector cannot learn it from this "
+                               "set, and scores no AP for it)", False)
+    return problems
+
+
+def _check_categories(cats: list, ann_file: str, report) -> set:
+    """The usable category ids; duplicate ids and names, and nameless categories, reported."""
     categories: set = set()
     category_names: dict = {}  # name -> the first category id of that name
-    for i, cat in enumerate(data["categories"]):
+    for i, cat in enumerate(cats):
         cid = cat.get("id") if isinstance(cat, dict) else None
         if not _is_int(cid):
             report(ann_file, None, f"categories[{i}]: missing or non-integer category id", True)
@@ -86,16 +104,18 @@ def check_dataset(annotations: str | os.PathLike, images_dir: str | os.PathLike,
                                        f"{category_names[name]} (predictions of the two cannot be told apart)", False)
             else:
                 category_names[name] = cid
-    if not data["categories"]:
+    if not cats:
         report(ann_file, None, "no categories", True)
+    return categories
 
-    if not data["images"]:
-        report(ann_file, None, "no images", True)
 
-    sizes: dict = {}  # image id -> (width, height) as recorded, when usable
-    paths: dict = {}  # image id -> path shown in reports
+def _check_images(images: list, images_dir: Path, ann_file: str, decode: bool, progress: bool,
+                  report) -> tuple[dict, dict]:
+    """Image id -> recorded (width, height) when usable, and image id -> the path reports show."""
+    sizes: dict = {}
+    paths: dict = {}
     listed: dict = {}  # file name -> the first image id listing it
-    for i, img in enumerate(tqdm(data["images"], desc="images", unit="img", disable=None if progress else True)):
+    for i, img in enumerate(tqdm(images, desc="images", unit="img", disable=None if progress else True)):
         if not isinstance(img, dict):
             report(ann_file, None, f"images[{i}]: expected an object", True)
             continue
@@ -123,68 +143,72 @@ def check_dataset(annotations: str | os.PathLike, images_dir: str | os.PathLike,
         else:
             sizes[image_id] = (width, height)
         if isinstance(name, str):
-            problem, orientation = _image_problem(images_dir / name, (width, height) if recorded_ok else None,
-                                                  decode)
-            if problem:
-                report(path, image_id, problem, True)
-            elif orientation != 1:
-                report(path, image_id, f"EXIF orientation {orientation}: the image is turned upright before use, "
-                                       "so its boxes must describe the upright image", False)
+            _check_image_file(images_dir / name, (width, height) if recorded_ok else None, decode, path, image_id,
+                              report)
+    return sizes, paths
 
-    annotation_ids: set = set()
-    boxed: set = set()  # category ids with at least one box
-    for i, ann in enumerate(data["annotations"]):
-        if not isinstance(ann, dict):
-            report(ann_file, None, f"annotations[{i}]: expected an object", True)
-            continue
-        image_id = ann.get("image_id")
-        file = paths.get(image_id, ann_file) if _is_int(image_id) else ann_file
-        aid = ann.get("id")
-        label = f"annotation {aid}" if _is_int(aid) else f"annotations[{i}]"
-        shown_id = image_id if _is_int(image_id) else None
-        if not _is_int(aid):
-            report(file, shown_id, f"annotations[{i}]: missing or non-integer annotation id", True)
-        elif aid in annotation_ids:
-            report(file, shown_id, f"{label}: duplicate annotation id", True)
-        else:
-            annotation_ids.add(aid)
-        if not _is_int(image_id) or image_id not in paths:
-            report(ann_file, shown_id, f"{label}: unknown image id {image_id!r}", True)
-        category = ann.get("category_id")
-        if not _is_int(category) or category not in categories:
-            report(file, shown_id, f"{label}: unknown category id {category!r}", True)
-        if "iscrowd" not in ann:
-            report(file, shown_id, f"{label}: missing iscrowd (taken as 0)", False)
-        elif ann["iscrowd"] not in (0, 1) or isinstance(ann["iscrowd"], bool):
-            report(file, shown_id, f"{label}: iscrowd must be 0 or 1, got {ann['iscrowd']!r}", True)
-        bbox = ann.get("bbox")
-        if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
-            report(file, shown_id, f"{label}: bbox must be [x, y, width, height] numbers, got {bbox!r}", True)
-            continue
-        if not all(math.isfinite(v) for v in bbox):
-            report(file, shown_id, f"{label}: bbox must be finite numbers, got {bbox!r}", True)
-            continue
-        x, y, w, h = bbox
-        if w <= 0 or h <= 0:
-            report(file, shown_id, f"{label}: box of zero or negative size ({w:g} x {h:g}), dropped", False)
-            continue
-        size = sizes.get(image_id) if _is_int(image_id) else None
-        if size is not None:
-            width, height = size
-            t = OUTSIDE_TOLERANCE
-            if x < -t or y < -t or x + w > width + t or y + h > height + t:
-                fully_out = x >= width or y >= height or x + w <= 0 or y + h <= 0
-                what = "dropped" if fully_out else "clipped"
-                report(file, shown_id, f"{label}: box [{x:g}, {y:g}, {w:g}, {h:g}] outside the image "
-                                       f"({width} x {height}), {what}", False)
-                if fully_out:
-                    continue
-        if not ann.get("iscrowd") and _is_int(category):
-            boxed.add(category)
-    for cid in sorted(categories - boxed):
-        report(ann_file, None, f"category {cid} has no usable box (the detector cannot learn it from this "
-                               "set, and scores no AP for it)", False)
-    return problems
+
+def _check_image_file(file: Path, recorded, decode: bool, path: str, image_id, report) -> None:
+    problem, orientation = _image_problem(file, recorded, decode)
+    if problem:
+        report(path, image_id, problem, True)
+    elif orientation != 1:
+        report(path, image_id, f"EXIF orientation {orientation}: the image is turned upright before use, "
+                               "so its boxes must describe the upright image", False)
+
+
+def _check_annotation(i: int, ann, ann_file: str, categories: set, sizes: dict, paths: dict, annotation_ids: set,
+                      report):
+    """Report what is wrong with ``annotations[i]``; its category id when it is a usable box."""
+    if not isinstance(ann, dict):
+        report(ann_file, None, f"annotations[{i}]: expected an object", True)
+        return None
+    image_id = ann.get("image_id")
+    file = paths.get(image_id, ann_file) if _is_int(image_id) else ann_file
+    aid = ann.get("id")
+    label = f"annotation {aid}" if _is_int(aid) else f"annotations[{i}]"
+    shown_id = image_id if _is_int(image_id) else None
+    if not _is_int(aid):
+        report(file, shown_id, f"annotations[{i}]: missing or non-integer annotation id", True)
+    elif aid in annotation_ids:
+        report(file, shown_id, f"{label}: duplicate annotation id", True)
+    else:
+        annotation_ids.add(aid)
+    if not _is_int(image_id) or image_id not in paths:
+        report(ann_file, shown_id, f"{label}: unknown image id {image_id!r}", True)
+    category = ann.get("category_id")
+    if not _is_int(category) or category not in categories:
+        report(file, shown_id, f"{label}: unknown category id {category!r}", True)
+    if "iscrowd" not in ann:
+        report(file, shown_id, f"{label}: missing iscrowd (taken as 0)", False)
+    elif ann["iscrowd"] not in (0, 1) or isinstance(ann["iscrowd"], bool):
+        report(file, shown_id, f"{label}: iscrowd must be 0 or 1, got {ann['iscrowd']!r}", True)
+    usable = _check_box(ann.get("bbox"), sizes.get(image_id) if _is_int(image_id) else None,
+                        lambda reason, fatal: report(file, shown_id, f"{label}: {reason}", fatal))
+    return category if usable and not ann.get("iscrowd") and _is_int(category) else None
+
+
+def _check_box(bbox, size, report) -> bool:
+    """False for a box training drops (malformed, empty, wholly outside); clipped ones are reported."""
+    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
+        report(f"bbox must be [x, y, width, height] numbers, got {bbox!r}", True)
+        return False
+    if not all(math.isfinite(v) for v in bbox):
+        report(f"bbox must be finite numbers, got {bbox!r}", True)
+        return False
+    x, y, w, h = bbox
+    if w <= 0 or h <= 0:
+        report(f"box of zero or negative size ({w:g} x {h:g}), dropped", False)
+        return False
+    if size is not None:
+        width, height = size
+        t = OUTSIDE_TOLERANCE
+        if x < -t or y < -t or x + w > width + t or y + h > height + t:
+            fully_out = x >= width or y >= height or x + w <= 0 or y + h <= 0
+            report(f"box [{x:g}, {y:g}, {w:g}, {h:g}] outside the image ({width} x {height}), "
+                   f"{'dropped' if fully_out else 'clipped'}", False)
+            return not fully_out
+    return True
 
 
 def _image_problem(path: Path, recorded: tuple[int, int] | None, decode: bool) -> tuple[str | None, int]:

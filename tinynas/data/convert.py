@@ -104,6 +104,40 @@ def _float(node: ET.Element, path: str, source: str) -> float:
     return value
 
 
+def _parse_voc(file: Path, images_dir) -> tuple:
+    """(file name, width, height, objects, source) of one VOC XML; objects as (name, x, y, w, h,
+    crowd) in COCO's 0-based pixels (VOC's are 1-based and inclusive)."""
+    source = str(file)
+    try:
+        root = ET.parse(file).getroot()
+    except ET.ParseError as err:
+        raise UserError(source, f"line {err.position[0]}", "malformed XML") from None
+    file_name = _text(root, "filename", source)
+    size = root.find("size")
+    if size is not None and size.find("width") is not None:
+        width, height = int(_float(size, "width", source)), int(_float(size, "height", source))
+    elif images_dir is not None:
+        width, height = _image_size(Path(images_dir) / file_name, source)
+    else:
+        raise UserError(source, "size", "missing (pass the images folder to read it from the image)")
+    if width <= 0 or height <= 0:
+        raise UserError(source, "size", f"width and height must be positive, got {width} x {height}")
+    objects = []
+    for k, obj in enumerate(root.findall("object")):
+        name = _text(obj, "name", source)
+        box = obj.find("bndbox")
+        if box is None:
+            raise UserError(source, f"object[{k}].bndbox", "missing")
+        xmin, ymin, xmax, ymax = (_float(box, key, f"{source}: object[{k}]") for key in ("xmin", "ymin", "xmax", "ymax"))
+        if xmax < xmin or ymax < ymin:
+            raise UserError(source, f"object[{k}].bndbox", f"xmax/ymax below xmin/ymin ({xmin:g}, {ymin:g}, "
+                                                           f"{xmax:g}, {ymax:g})")
+        difficult = obj.find("difficult")
+        crowd = difficult is not None and (difficult.text or "0").strip() not in ("0", "")
+        objects.append((name, xmin - 1, ymin - 1, xmax - xmin + 1, ymax - ymin + 1, crowd))
+    return file_name, width, height, objects, source
+
+
 def voc_to_coco(xml_dir: str | os.PathLike, classes: str | Sequence[str] | None = None,
                 images_dir: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
                 progress: bool = False) -> dict:
@@ -118,37 +152,8 @@ def voc_to_coco(xml_dir: str | os.PathLike, classes: str | Sequence[str] | None 
     files = sorted(xml_dir.glob("*.xml"))
     if not files:
         raise UserError(str(xml_dir), "", "no .xml files")
-    parsed = []
-    for file in tqdm(files, desc="xml", unit="file", disable=None if progress else True):
-        source = str(file)
-        try:
-            root = ET.parse(file).getroot()
-        except ET.ParseError as err:
-            raise UserError(source, f"line {err.position[0]}", "malformed XML") from None
-        file_name = _text(root, "filename", source)
-        size = root.find("size")
-        if size is not None and size.find("width") is not None:
-            width, height = int(_float(size, "width", source)), int(_float(size, "height", source))
-        elif images_dir is not None:
-            width, height = _image_size(Path(images_dir) / file_name, source)
-        else:
-            raise UserError(source, "size", "missing (pass the images folder to read it from the image)")
-        if width <= 0 or height <= 0:
-            raise UserError(source, "size", f"width and height must be positive, got {width} x {height}")
-        objects = []
-        for k, obj in enumerate(root.findall("object")):
-            name = _text(obj, "name", source)
-            box = obj.find("bndbox")
-            if box is None:
-                raise UserError(source, f"object[{k}].bndbox", "missing")
-            xmin, ymin, xmax, ymax = (_float(box, key, f"{source}: object[{k}]") for key in ("xmin", "ymin", "xmax", "ymax"))
-            if xmax < xmin or ymax < ymin:
-                raise UserError(source, f"object[{k}].bndbox", f"xmax/ymax below xmin/ymin ({xmin:g}, {ymin:g}, "
-                                                               f"{xmax:g}, {ymax:g})")
-            difficult = obj.find("difficult")
-            crowd = difficult is not None and (difficult.text or "0").strip() not in ("0", "")
-            objects.append((name, xmin - 1, ymin - 1, xmax - xmin + 1, ymax - ymin + 1, crowd))
-        parsed.append((file_name, width, height, objects, source))
+    parsed = [_parse_voc(file, images_dir)
+              for file in tqdm(files, desc="xml", unit="file", disable=None if progress else True)]
 
     if classes is None:
         names = sorted({obj[0] for *_, objects, _ in parsed for obj in objects} if parsed else set())

@@ -227,6 +227,23 @@ def _check_outputs(images: Sequence[Path], out: Path, draw: bool, force: bool) -
         check_new_file(out / name, "--out", force)
 
 
+def _inputs(source, annotations, class_names: Sequence[str], category_ids) -> tuple[list, list, list, list]:
+    """The images to predict, their ids and (width, height), and the category id of each class:
+    from a COCO file over the folder ``source``, or from the images found at ``source``."""
+    if annotations is None:
+        images = list_images(source)
+        sizes = [image_size(path) for path in images]  # only headers are read
+        return images, image_ids(images), sizes, results_category_ids(class_names, category_ids)
+    if not Path(source).is_dir():
+        raise UserError(str(source), "--source", "with --annotations, give the folder of the file's images")
+    dataset = CocoDataset(annotations, source)
+    images = dataset_images(dataset)
+    for path in images:
+        image_size(path)
+    sizes = [(r.width, r.height) for r in dataset.records]  # what evaluation maps boxes back to
+    return images, [r.image_id for r in dataset.records], sizes, dataset_category_ids(class_names, dataset)
+
+
 def predict(model: Detector | OnnxDetector, class_names: Sequence[str], source: str | os.PathLike,
             out_dir: str | os.PathLike, size: int = 640, conf_threshold: float = PREDICT_CONF,
             iou_threshold: float = PREDICT_IOU, max_detections: int = PREDICT_MAX_DETECTIONS, draw: bool = True,
@@ -251,21 +268,7 @@ def predict(model: Detector | OnnxDetector, class_names: Sequence[str], source: 
                             "export the checkpoint again at that size")
     else:
         check_input_size(model.recipe, size)
-    if annotations is not None:
-        if not Path(source).is_dir():
-            raise UserError(str(source), "--source", "with --annotations, give the folder of the file's images")
-        dataset = CocoDataset(annotations, source)
-        images = dataset_images(dataset)
-        ids = [r.image_id for r in dataset.records]
-        sizes = [(r.width, r.height) for r in dataset.records]  # what evaluation maps boxes back to
-        classes = dataset_category_ids(class_names, dataset)
-        for path in images:
-            image_size(path)
-    else:
-        images = list_images(source)
-        ids = image_ids(images)
-        sizes = [image_size(path) for path in images]  # only headers are read
-        classes = results_category_ids(class_names, category_ids)
+    images, ids, sizes, classes = _inputs(source, annotations, class_names, category_ids)
     out = Path(out_dir)
     _check_outputs(images, out, draw, force)
     if not isinstance(model, OnnxDetector):

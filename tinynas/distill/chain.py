@@ -87,40 +87,47 @@ def load_chain(path: str | os.PathLike) -> Chain:
     stages: list[Stage] = []
     seen: set[str] = set()
     for i, raw in enumerate(stages_doc):
-        where = f"stages[{i}]"
-        if not isinstance(raw, dict):
-            raise UserError(source, where, "expected a mapping with name and recipe")
-        for key in raw:
-            if key not in STAGE_KEYS:
-                raise UserError(source, f"{where}.{key}", unknown_key("key", key, sorted(STAGE_KEYS)))
-        for key in ("name", "recipe"):
-            if not isinstance(raw.get(key), str) or not raw.get(key):
-                raise UserError(source, f"{where}.{key}", "missing")
-        plain_name(raw["name"], source, f"{where}.name")
-        if raw["name"] in seen:
-            raise UserError(source, f"{where}.name", f"duplicate stage name {raw['name']!r}")
-        teacher = raw.get("teacher", stages[-1].name if stages else None)
-        if teacher is not None and teacher not in seen:
-            raise UserError(source, f"{where}.teacher", f"{teacher!r} is not an earlier stage")
-        recipe_path = Path(raw["recipe"])
-        if not recipe_path.is_absolute():
-            recipe_path = path.parent / recipe_path
-        stage_doc = read_yaml(recipe_path, "stage recipe")
-        if not isinstance(stage_doc, dict):
-            raise UserError(str(recipe_path), "", "a recipe must be a YAML mapping")
-        overrides = raw.get("overrides") or {}
-        if not isinstance(overrides, dict):
-            raise UserError(source, f"{where}.overrides", "expected a mapping")
-        merged = _merge(_merge(stage_doc, common), overrides)
-        if teacher is not None:
-            merged["distill"] = _merge(merged.get("distill") or {}, distill)
-        merged["out"] = str(out / raw["name"])
-        merged.setdefault("name", raw["name"])
-        recipe = parse_train_recipe(merged, f"{source} ({where})", recipe_path.parent)
-        stages.append(Stage(raw["name"], recipe, teacher))
-        seen.add(raw["name"])
+        stages.append(_load_stage(raw, f"stages[{i}]", path, out, common, distill, stages, seen))
+        seen.add(stages[-1].name)
     latency_db = doc.get("latency_db")
     return Chain(name, out, tuple(stages), baseline, str(latency_db) if latency_db else None, source)
+
+
+def _load_stage(raw, where: str, path: Path, out: Path, common: dict, distill: dict, stages: list[Stage],
+                seen: set[str]) -> Stage:
+    """``stages[i]`` of the chain file ``path``: its recipe with the chain's common settings, its
+    overrides and (with a teacher, by default the stage before) the chain's distill section."""
+    source = str(path)
+    if not isinstance(raw, dict):
+        raise UserError(source, where, "expected a mapping with name and recipe")
+    for key in raw:
+        if key not in STAGE_KEYS:
+            raise UserError(source, f"{where}.{key}", unknown_key("key", key, sorted(STAGE_KEYS)))
+    for key in ("name", "recipe"):
+        if not isinstance(raw.get(key), str) or not raw.get(key):
+            raise UserError(source, f"{where}.{key}", "missing")
+    plain_name(raw["name"], source, f"{where}.name")
+    if raw["name"] in seen:
+        raise UserError(source, f"{where}.name", f"duplicate stage name {raw['name']!r}")
+    teacher = raw.get("teacher", stages[-1].name if stages else None)
+    if teacher is not None and teacher not in seen:
+        raise UserError(source, f"{where}.teacher", f"{teacher!r} is not an earlier stage")
+    recipe_path = Path(raw["recipe"])
+    if not recipe_path.is_absolute():
+        recipe_path = path.parent / recipe_path
+    stage_doc = read_yaml(recipe_path, "stage recipe")
+    if not isinstance(stage_doc, dict):
+        raise UserError(str(recipe_path), "", "a recipe must be a YAML mapping")
+    overrides = raw.get("overrides") or {}
+    if not isinstance(overrides, dict):
+        raise UserError(source, f"{where}.overrides", "expected a mapping")
+    merged = _merge(_merge(stage_doc, common), overrides)
+    if teacher is not None:
+        merged["distill"] = _merge(merged.get("distill") or {}, distill)
+    merged["out"] = str(out / raw["name"])
+    merged.setdefault("name", raw["name"])
+    recipe = parse_train_recipe(merged, f"{source} ({where})", recipe_path.parent)
+    return Stage(raw["name"], recipe, teacher)
 
 
 def _run(recipe: TrainRecipe, progress: bool, log) -> TrainRun:

@@ -114,85 +114,115 @@ def build_table(spaces: Sequence[SearchSpace], out: str | os.PathLike, device: s
         _check_largest_op_fits(ops, batch, dtype, device)
 
         record = setup.record()
-        settings = {"device": record["device"], "dtype": dtype, "batch": batch, "threads": setup.threads,
-                    "clock": setup.clock, "allocator": setup.allocator, "warmup": warmup, "runs": runs,
-                    "act": "relu", "calibrated": bool(calibrate), "shard": shard_entry,
-                    "runtime": record["runtime"], "runtime_version": record.get("runtime_version"),
-                    "provider": record.get("provider"), "op_timing": record.get("op_timing", "alone")}
+        settings = _settings(setup, record, dtype, batch, warmup, runs, bool(calibrate), shard_entry)
         model_names = grid_names if spaces and models else grid_names[len(spaces):]
         build_entry = {"spaces": [s.name for s in spaces], **({"models": model_names} if models else {}),
                        "resolution": grid_resolution, "channel_step": channel_step, "grid_ops": len(ops)}
-        done: set = set()
         if meta is not None:
-            for key in RESUME_KEYS:
-                if meta.get(key, RESUME_DEFAULTS.get(key)) != settings[key]:
-                    raise UserError(str(sidecar_path(out)), key, f"the existing table has {meta.get(key)!r}, this "
-                                    f"build {settings[key]!r}: use another --out or the same settings")
-            meta.setdefault("runtime", settings["runtime"])  # a table from before runtimes: say it is torch
-            # Before a torn last line is cut off: in a sealed table there is none, only an edit.
-            check_sha256(out, meta, read_csv_bytes(out))
-            start_rows_file(out)
-            done = set(load_table(out, allow_incomplete=True).ops())
+            done = _resume_table(out, meta, settings)
         else:
-            # Only the header (a build killed before its first sidecar) holds nothing to keep.
-            if out.exists() and out.read_bytes() not in (b"", HEADER.encode()):
-                raise UserError(str(out), "", "exists without its sidecar: refusing to overwrite it")
-            start_rows_file(out)
-            meta = base_meta(settings["device"], dtype, batch)
-            meta.update(settings)
-            meta.update({k: record[k] for k in ("device_name", "torch_version", "python_version",
-                                                "cudnn_benchmark", "date")})
-            if setup.runtime is None:
-                how = ("each op timed alone as deployed: conv with bias (BatchNorm folded), "
-                       "residual add on fused ops, ReLU; torch.no_grad; ")
-            elif setup.runtime.op_timing == "in-chain":
-                meta["dispatch_floor_ms"] = record["dispatch_floor_ms"]
-                how = (f"each op as a static-shape ONNX graph (Conv with the folded BatchNorm as bias, Add on fused "
-                       f"ops, Relu) between a 1x1 conv before and one after it, run in {setup.runtime.name} "
-                       f"{setup.runtime.version} ({setup.runtime.provider}, f32 inference, {setup.threads} "
-                       "thread(s)); the op's time is its own nodes' in the runtime's per-node performance "
-                       "counters (the neighbours and the layout conversions at the graph's ends are left out); ")
-            else:
-                meta["dispatch_floor_ms"] = record["dispatch_floor_ms"]
-                how = (f"each op as a static-shape ONNX graph (Conv with the folded BatchNorm as bias, Add on fused "
-                       f"ops, Relu) run in {setup.runtime.name} {setup.runtime.version} ({setup.runtime.provider}): "
-                       f"all graph optimisations, sequential, {setup.threads} intra-op thread(s), inputs and outputs "
-                       f"bound once; the per-call floor ({setup.dispatch_floor_ms:.4f} ms, an Identity graph) is "
-                       "taken off each op; ")
-            meta["method"] = (how + f"{warmup} warm-up runs then median (IQR as spread) of {runs} runs; "
-                              + {"cuda-events": "CUDA events after synchronize, cudnn.benchmark on",
-                                 "thread-cpu": "clock: the calling thread's CPU time (time.thread_time), "
-                                               "torch.set_num_threads(1)",
-                                 "wall": f"clock: time.perf_counter, torch.set_num_threads({setup.threads})",
-                                 }[setup.clock])
-            if setup.reference is not None:
-                meta["calibration"] = setup.reference.record()
-                meta["method"] += ("; each stretch of runs divided by a reference conv timed before and "
-                                   "after it, times its nominal_ms (see calibration)")
-            meta["builds"] = []
-        if note:
-            meta["note"] = note
-        meta["status"] = "incomplete"
-        # Rows are about to be appended: the old fingerprint and count stop being true, and a build
-        # killed before it rewrites them must leave a table that resumes, not one that reads damaged.
-        meta.pop("sha256", None)
-        meta.pop("rows", None)
-        if build_entry not in meta.get("builds", []):
-            meta.setdefault("builds", []).append(build_entry)
-        write_meta(out, meta)
-
+            done = set()
+            meta = _start_table(out, settings, setup, record, dtype, batch)
+        _mark_incomplete(out, meta, build_entry, note)
         todo = [op for op in ops if op not in done]
-        if max_ops is not None:
-            todo = todo[:max_ops]
-        bar = tqdm(todo, desc=f"latency {out.name}", unit="op", disable=not progress)
-        for op in bar:
-            timing = measure.measure_op(op, setup, batch, warmup, runs)
-            append_row(out, format_row(op, timing.median_ms, timing.spread_ms, timing.runs))
-        table = load_table(out, allow_incomplete=True)
-        measured = set(table.ops())
-        complete = all(op in measured for op in ops)
-        meta["status"] = "complete" if complete else "incomplete"
-        meta["rows"] = len(table)
-        write_meta(out, seal_meta(meta, out.read_bytes(), len(table)))
-        table.meta = meta
-        return table
+        return _measure_rows(out, meta, ops, todo[:max_ops] if max_ops is not None else todo, setup, batch,
+                             warmup, runs, progress)
+
+
+def _mark_incomplete(out: Path, meta: dict, build_entry: dict, note: str) -> None:
+    if note:
+        meta["note"] = note
+    meta["status"] = "incomplete"
+    # Rows are about to be appended: the old fingerprint and count stop being true, and a build
+    # killed before it rewrites them must leave a table that resumes, not one that reads damaged.
+    meta.pop("sha256", None)
+    meta.pop("rows", None)
+    if build_entry not in meta.get("builds", []):
+        meta.setdefault("builds", []).append(build_entry)
+    write_meta(out, meta)
+
+
+def _settings(setup, record: dict, dtype: str, batch: int, warmup: int, runs: int, calibrated: bool,
+              shard_entry) -> dict:
+    """What a table's rows depend on: all of it must agree for a build to resume the table."""
+    return {"device": record["device"], "dtype": dtype, "batch": batch, "threads": setup.threads,
+            "clock": setup.clock, "allocator": setup.allocator, "warmup": warmup, "runs": runs,
+            "act": "relu", "calibrated": calibrated, "shard": shard_entry,
+            "runtime": record["runtime"], "runtime_version": record.get("runtime_version"),
+            "provider": record.get("provider"), "op_timing": record.get("op_timing", "alone")}
+
+
+def _measure_rows(out: Path, meta: dict, ops: list, todo: list, setup, batch: int, warmup: int, runs: int,
+                  progress: bool) -> LatencyTable:
+    """Time ``todo``, appending a row as each is measured; then seal the table (complete when
+    every op of the grid ``ops`` has its row)."""
+    for op in tqdm(todo, desc=f"latency {out.name}", unit="op", disable=not progress):
+        timing = measure.measure_op(op, setup, batch, warmup, runs)
+        append_row(out, format_row(op, timing.median_ms, timing.spread_ms, timing.runs))
+    table = load_table(out, allow_incomplete=True)
+    measured = set(table.ops())
+    meta["status"] = "complete" if all(op in measured for op in ops) else "incomplete"
+    meta["rows"] = len(table)
+    write_meta(out, seal_meta(meta, out.read_bytes(), len(table)))
+    table.meta = meta
+    return table
+
+
+def _resume_table(out: Path, meta: dict, settings: dict) -> set:
+    """The ops an earlier build of ``out`` measured, once its settings are this build's."""
+    for key in RESUME_KEYS:
+        if meta.get(key, RESUME_DEFAULTS.get(key)) != settings[key]:
+            raise UserError(str(sidecar_path(out)), key, f"the existing table has {meta.get(key)!r}, this "
+                            f"build {settings[key]!r}: use another --out or the same settings")
+    meta.setdefault("runtime", settings["runtime"])  # a table from before runtimes: say it is torch
+    # Before a torn last line is cut off: in a sealed table there is none, only an edit.
+    check_sha256(out, meta, read_csv_bytes(out))
+    start_rows_file(out)
+    return set(load_table(out, allow_incomplete=True).ops())
+
+
+def _start_table(out: Path, settings: dict, setup, record: dict, dtype: str, batch: int) -> dict:
+    """A new table's rows file and sidecar, with how its ops are measured in words."""
+    # Only the header (a build killed before its first sidecar) holds nothing to keep.
+    if out.exists() and out.read_bytes() not in (b"", HEADER.encode()):
+        raise UserError(str(out), "", "exists without its sidecar: refusing to overwrite it")
+    start_rows_file(out)
+    meta = base_meta(settings["device"], dtype, batch)
+    meta.update(settings)
+    meta.update({k: record[k] for k in ("device_name", "torch_version", "python_version",
+                                        "cudnn_benchmark", "date")})
+    if setup.runtime is not None:
+        meta["dispatch_floor_ms"] = record["dispatch_floor_ms"]
+    meta["method"] = _method(setup, settings["warmup"], settings["runs"])
+    if setup.reference is not None:
+        meta["calibration"] = setup.reference.record()
+    meta["builds"] = []
+    return meta
+
+
+def _method(setup, warmup: int, runs: int) -> str:
+    if setup.runtime is None:
+        how = ("each op timed alone as deployed: conv with bias (BatchNorm folded), "
+               "residual add on fused ops, ReLU; torch.no_grad; ")
+    elif setup.runtime.op_timing == "in-chain":
+        how = (f"each op as a static-shape ONNX graph (Conv with the folded BatchNorm as bias, Add on fused "
+               f"ops, Relu) between a 1x1 conv before and one after it, run in {setup.runtime.name} "
+               f"{setup.runtime.version} ({setup.runtime.provider}, f32 inference, {setup.threads} "
+               "thread(s)); the op's time is its own nodes' in the runtime's per-node performance "
+               "counters (the neighbours and the layout conversions at the graph's ends are left out); ")
+    else:
+        how = (f"each op as a static-shape ONNX graph (Conv with the folded BatchNorm as bias, Add on fused "
+               f"ops, Relu) run in {setup.runtime.name} {setup.runtime.version} ({setup.runtime.provider}): "
+               f"all graph optimisations, sequential, {setup.threads} intra-op thread(s), inputs and outputs "
+               f"bound once; the per-call floor ({setup.dispatch_floor_ms:.4f} ms, an Identity graph) is "
+               "taken off each op; ")
+    method = (how + f"{warmup} warm-up runs then median (IQR as spread) of {runs} runs; "
+              + {"cuda-events": "CUDA events after synchronize, cudnn.benchmark on",
+                 "thread-cpu": "clock: the calling thread's CPU time (time.thread_time), "
+                               "torch.set_num_threads(1)",
+                 "wall": f"clock: time.perf_counter, torch.set_num_threads({setup.threads})",
+                 }[setup.clock])
+    if setup.reference is not None:
+        method += ("; each stretch of runs divided by a reference conv timed before and "
+                   "after it, times its nominal_ms (see calibration)")
+    return method

@@ -188,6 +188,24 @@ def _check_cover(shards: list[Shard], allow_partial: bool) -> tuple[list[int], l
     return missing, unfinished
 
 
+def _joined_rows(read: list, nominal: float | None) -> tuple[pd.DataFrame, list[dict]]:
+    """Every shard's rows (calibrated ones rescaled to the common ``nominal``), sorted, and
+    where each shard's came from."""
+    frames, provenance = [], []
+    for shard in read:
+        factor = nominal / _nominal(shard) if nominal is not None else 1.0
+        rows = shard.rows.copy()
+        if factor != 1.0:
+            rows[["latency_ms", "spread_ms"]] *= factor
+        frames.append(rows)
+        provenance.append({"file": shard.path.name, "index": shard.record["index"], "rows": len(shard.rows),
+                           "missing_ops": shard.record["ops"] - len(shard.rows),
+                           "status": shard.meta.get("status", "complete"), "sha256": shard.sha256,
+                           "date": shard.meta.get("date"), "python_version": shard.meta.get("python_version"),
+                           "nominal_ms": _nominal(shard), "scaled_by": factor})
+    return pd.concat(frames).sort_values(list(KEY_COLUMNS)).reset_index(drop=True), provenance
+
+
 def merge_shards(shards: Sequence[str | os.PathLike], out: str | os.PathLike, allow_partial: bool = False,
                  force: bool = False, max_nominal_ratio: float = MAX_NOMINAL_RATIO) -> LatencyTable:
     """Join the shard tables ``shards`` into ``out`` (CSV + sidecar, sealed, written under its lock).
@@ -212,19 +230,7 @@ def merge_shards(shards: Sequence[str | os.PathLike], out: str | os.PathLike, al
     first = read[0].meta
     nominals = [_nominal(s) for s in read if _nominal(s) is not None]
     nominal = statistics.median(nominals) if nominals else None
-    frames, provenance = [], []
-    for shard in read:
-        factor = nominal / _nominal(shard) if nominal is not None else 1.0
-        rows = shard.rows.copy()
-        if factor != 1.0:
-            rows[["latency_ms", "spread_ms"]] *= factor
-        frames.append(rows)
-        provenance.append({"file": shard.path.name, "index": shard.record["index"], "rows": len(shard.rows),
-                           "missing_ops": shard.record["ops"] - len(shard.rows),
-                           "status": shard.meta.get("status", "complete"), "sha256": shard.sha256,
-                           "date": shard.meta.get("date"), "python_version": shard.meta.get("python_version"),
-                           "nominal_ms": _nominal(shard), "scaled_by": factor})
-    rows = pd.concat(frames).sort_values(list(KEY_COLUMNS)).reset_index(drop=True)
+    rows, provenance = _joined_rows(read, nominal)
 
     record = read[0].record
     devices = {s.meta["device"] for s in read}

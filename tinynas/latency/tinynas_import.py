@@ -74,6 +74,18 @@ def parse_tinynas(path: str | os.PathLike) -> list[tuple]:
     return list(read_tinynas(path)[list(FIELDS)].itertuples(index=False, name=None))
 
 
+def _chosen_batch(batches: Counter, batch: int | None, source: str) -> int:
+    """``batch``, which the file must hold; without it, the file's only batch size."""
+    if batch is None:
+        if len(batches) > 1:
+            listing = ", ".join(f"{b} ({n} ops)" for b, n in sorted(batches.items()))
+            raise UserError(source, "batch", f"the file mixes batch sizes {listing}: choose one with --batch")
+        return next(iter(batches))
+    if batch not in batches:
+        raise UserError(source, "batch", f"no ops at batch {batch} (found {', '.join(map(str, sorted(batches)))})")
+    return batch
+
+
 def import_tinynas(path: str | os.PathLike, out: str | os.PathLike | None = None, batch: int | None = None,
                    dtype: str | None = None, device: str = "cuda", device_name: str = "NVIDIA V100",
                    runtime: str = "TensorRT", extrapolation: str = TINYNAS, note: str = "") -> LatencyTable:
@@ -106,20 +118,13 @@ def import_tinynas(path: str | os.PathLike, out: str | os.PathLike | None = None
     rows["batch"] = usable["batch"].to_numpy()
 
     batches = Counter(lines["batch"].tolist())
-    if batch is None:
-        if len(batches) > 1:
-            listing = ", ".join(f"{b} ({n} ops)" for b, n in sorted(batches.items()))
-            raise UserError(source, "batch", f"the file mixes batch sizes {listing}: choose one with --batch")
-        batch = next(iter(batches))
-    elif batch not in batches:
-        raise UserError(source, "batch", f"no ops at batch {batch} (found {', '.join(map(str, sorted(batches)))})")
+    batch = _chosen_batch(batches, batch, source)
     failed_here = int((failed & (lines["batch"] == batch)).sum())
     frame = rows[rows["batch"] == batch]
     if frame.empty:
         raise UserError(source, "batch", f"no usable op line at batch {batch}: all {failed_here} are failed "
                         f"measurements ({FAILED:g})")
-    if dtype is None:
-        dtype = "fp16" if "fp16" in Path(path).name.lower() else "fp32"
+    dtype = ("fp16" if "fp16" in Path(path).name.lower() else "fp32") if dtype is None else dtype
 
     keys = list(KEY_COLUMNS)
     merged = frame.groupby(keys, as_index=False, sort=True).agg(

@@ -143,64 +143,23 @@ def validate_table(table_path: str | os.PathLike, space: SearchSpace, n: int = 5
     with output_folder(out_dir, force) as out_dir:
         table = load_table(table_path)
         meta = table.meta
-        # Networks are timed exactly as the table's ops were: same device, threads and clock.
-        clock = meta.get("clock", "wall")
-        # A calibrated table's networks are put on its nominal speed with the same reference.
-        calibration = meta.get("calibration") or {}
         table_runtime = str(meta.get("runtime", "torch")).lower()  # imported tables say "TensorRT"
         runtime = runtime or table_runtime
         update = update and runtime == table_runtime  # a fit belongs to the runtime the table was timed in
-        setup = measure.setup_device(meta["device"], meta["dtype"], meta.get("threads"),
-                                     "auto" if clock == "cuda-events" else clock,
-                                     calibrate=bool(calibration), nominal_ms=calibration.get("nominal_ms"),
-                                     runtime=runtime)
+        setup = _setup_like_table(meta, runtime)
         resolution = resolution or space.resolution
         raw_predictor = LatencyPredictor(load_table(table_path))
         raw_predictor.table.meta.update(scale=1.0, overhead_ms=0.0)
         archs = random_archs(space, n, seed)
         raw = np.array([raw_predictor.predict_ms(a, resolution) for a in archs])  # fails fast on uncovered ops
 
-        cache: dict[str, tuple[float, float]] = {}
-        log = None
-        if out_dir is not None:
-            log = out_dir / "measurements.csv"
-            if not log.exists():
-                atomic_write_text(log, MEASUREMENT_HEADER)
-            cache = _read_measurements(log)
-        # Round robin: each network's runs are spread over ``rounds`` passes through the list,
-        # so a burst of load from other processes lands on many networks a little instead of
-        # on a few a lot; the statistic is the median of all of a network's runs.
+        log, cache = _open_measurements(out_dir)
         todo = [a for a in archs if a.digest() not in cache]
         rounds = max(1, min(rounds, runs))
-        samples: dict[str, list[float]] = {a.digest(): [] for a in todo}
-        # A runtime's network is exported and compiled once (an export takes seconds) and kept
-        # for every round; an eager network is rebuilt each round, so only one is held at a time.
-        compiled: dict[str, Runner] = {}
-        bar = tqdm(total=len(todo) * rounds, desc="validate", unit="net", disable=not progress)
-        for r in range(rounds):
-            share = runs // rounds + (1 if r < runs % rounds else 0)
-            for arch in todo:
-                digest = arch.digest()
-                run = compiled.get(digest) or measure.network_runner(arch, resolution, setup, table.batch)
-                if setup.runtime is not None:
-                    compiled[digest] = run
-                samples[digest] += measure.sample_runs(run, setup, warmup, share)
-                bar.update()
-        bar.close()
-        for arch in todo:
-            t = measure.summarize(samples[arch.digest()])
-            # Kept exactly as the log stores them, so a resumed run computes the same figures.
-            median, spread_ms = f"{t.median_ms:.6g}", f"{t.spread_ms:.6g}"
-            cache[arch.digest()] = (float(median), float(spread_ms))
-            if log is not None:
-                text = json.dumps(arch.to_dicts(), separators=(",", ":")).replace(",", ";")
-                append_row(log, f"{arch.digest()},{median},{spread_ms},{text}\n")
-        measured, spread = [], []
-        for arch in archs:
-            digest = arch.digest()
-            measured.append(cache[digest][0] / table.batch)
-            spread.append(cache[digest][1] / table.batch)
-        measured = np.array(measured)
+        samples = _time_round_robin(todo, rounds, runs, warmup, setup, resolution, table.batch, progress)
+        _keep_measurements(todo, samples, cache, log)
+        measured = np.array([cache[arch.digest()][0] / table.batch for arch in archs])
+        spread = np.array([cache[arch.digest()][1] / table.batch for arch in archs])
 
         scale, offset = fit_correction(raw, measured, fit)
         result = Validation(archs, measured, raw, scale, offset * table.batch, table.batch, fit)
@@ -212,7 +171,7 @@ def validate_table(table_path: str | os.PathLike, space: SearchSpace, n: int = 5
             "raw": error_metrics(raw, measured),
             "fitted_in_sample": error_metrics(result.predicted_ms, measured),
             "fitted_leave_one_out": error_metrics(loo, measured),
-            "median_relative_spread_pct": float(np.median(np.array(spread) / measured) * 100),
+            "median_relative_spread_pct": float(np.median(spread / measured) * 100),
             "measured_ms_range": [float(measured.min()), float(measured.max())],
             "device_name": meta.get("device_name"), "threads": setup.threads, "clock": setup.clock,
             "runtime": runtime, "table_runtime": table_runtime,
@@ -224,6 +183,62 @@ def validate_table(table_path: str | os.PathLike, space: SearchSpace, n: int = 5
         if update:
             update_meta(table.path, scale=scale, overhead_ms=result.overhead_ms, validation=result.metrics)
         return result
+
+
+def _open_measurements(out_dir: Path | None) -> tuple[Path | None, dict[str, tuple[float, float]]]:
+    """The folder's measurement log (started when new) and what an earlier run measured in it."""
+    if out_dir is None:
+        return None, {}
+    log = out_dir / "measurements.csv"
+    if not log.exists():
+        atomic_write_text(log, MEASUREMENT_HEADER)
+    return log, _read_measurements(log)
+
+
+def _setup_like_table(meta: dict, runtime: str):
+    """Networks are timed exactly as the table's ops were: same device, threads and clock; a
+    calibrated table's networks are put on its nominal speed with the same reference."""
+    clock = meta.get("clock", "wall")
+    calibration = meta.get("calibration") or {}
+    return measure.setup_device(meta["device"], meta["dtype"], meta.get("threads"),
+                                "auto" if clock == "cuda-events" else clock,
+                                calibrate=bool(calibration), nominal_ms=calibration.get("nominal_ms"),
+                                runtime=runtime)
+
+
+def _time_round_robin(todo: list, rounds: int, runs: int, warmup: int, setup, resolution: int, batch: int,
+                      progress: bool) -> dict[str, list[float]]:
+    """Each network's ``runs`` spread over ``rounds`` passes through the list, so a burst of load
+    from other processes lands on many networks a little instead of on a few a lot; the
+    statistic is the median of all of a network's runs."""
+    samples: dict[str, list[float]] = {a.digest(): [] for a in todo}
+    # A runtime's network is exported and compiled once (an export takes seconds) and kept
+    # for every round; an eager network is rebuilt each round, so only one is held at a time.
+    compiled: dict[str, Runner] = {}
+    bar = tqdm(total=len(todo) * rounds, desc="validate", unit="net", disable=not progress)
+    for r in range(rounds):
+        share = runs // rounds + (1 if r < runs % rounds else 0)
+        for arch in todo:
+            digest = arch.digest()
+            run = compiled.get(digest) or measure.network_runner(arch, resolution, setup, batch)
+            if setup.runtime is not None:
+                compiled[digest] = run
+            samples[digest] += measure.sample_runs(run, setup, warmup, share)
+            bar.update()
+    bar.close()
+    return samples
+
+
+def _keep_measurements(todo: list, samples: dict, cache: dict, log: Path | None) -> None:
+    """Each network's median and spread into ``cache`` and, with a log, appended to it."""
+    for arch in todo:
+        t = measure.summarize(samples[arch.digest()])
+        # Kept exactly as the log stores them, so a resumed run computes the same figures.
+        median, spread_ms = f"{t.median_ms:.6g}", f"{t.spread_ms:.6g}"
+        cache[arch.digest()] = (float(median), float(spread_ms))
+        if log is not None:
+            text = json.dumps(arch.to_dicts(), separators=(",", ":")).replace(",", ";")
+            append_row(log, f"{arch.digest()},{median},{spread_ms},{text}\n")
 
 
 @contextlib.contextmanager

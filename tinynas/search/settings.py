@@ -56,36 +56,23 @@ def as_space(space: SearchSpace | str | Path) -> SearchSpace:
     return load_space(resolve_space_path(str(space)))
 
 
-def build_config(space: SearchSpace, budgets, ladder, latency, population, candidates,
-                 blocks_per_child, seed, score, weights, score_options, resolution, batch_size,
-                 checkpoint_every, start_tries, source: str = "", detector=None) -> dict:
-    """Validate the arguments of ``search`` into the JSON config a checkpoint stores.
+def _ladder_texts(ladder, fixed: tuple[Budget, ...], source: str) -> list[str]:
+    """The ladder's rungs, lowest first, as text: two or more limits of one kind that no fixed
+    budget also limits."""
+    rung_budgets = parse_ladder(ladder, source, "ladder") if isinstance(ladder, str) else tuple(
+        b if isinstance(b, Budget) else parse_budget(b, source, "ladder") for b in ladder)
+    if len({b.kind for b in rung_budgets}) != 1 or len(rung_budgets) < 2:
+        raise UserError(source, "ladder", "a ladder is two or more limits of one budget kind")
+    rung_budgets = tuple(sorted(rung_budgets, key=lambda b: b.limit))
+    if any(b.kind == rung_budgets[0].kind for b in fixed):
+        raise UserError(source, "ladder", f"{rung_budgets[0].kind} is both a budget and the ladder; "
+                        "give it in one place")
+    return [b.text for b in rung_budgets]
 
-    ``detector`` (a model recipe: shipped name, path or ``ModelRecipe``) makes the latency
-    the whole detector's: the recipe's wrap, neck and head around each candidate, priced from
-    the table at ``latency``. The recipe itself is stored, so a resumed run needs no file.
-    """
-    fixed = coerce_budgets(budgets, source, "budgets")
-    rungs_text = None
-    if ladder is not None:
-        rung_budgets = parse_ladder(ladder, source, "ladder") if isinstance(ladder, str) else tuple(
-            b if isinstance(b, Budget) else parse_budget(b, source, "ladder") for b in ladder)
-        if len({b.kind for b in rung_budgets}) != 1 or len(rung_budgets) < 2:
-            raise UserError(source, "ladder", "a ladder is two or more limits of one budget kind")
-        rung_budgets = tuple(sorted(rung_budgets, key=lambda b: b.limit))
-        if any(b.kind == rung_budgets[0].kind for b in fixed):
-            raise UserError(source, "ladder", f"{rung_budgets[0].kind} is both a budget and the ladder; "
-                            "give it in one place")
-        rungs_text = [b.text for b in rung_budgets]
-    checked = read_section(SearchSettings, {
-        "population": population, "candidates": candidates, "blocks_per_child": blocks_per_child, "seed": seed,
-        "score": score, "resolution": resolution, "batch_size": batch_size, "checkpoint_every": checkpoint_every,
-        "start_tries": start_tries}, source)
-    resolution = space.resolution if checked.resolution is None else checked.resolution
-    weights = parse_weights(weights, source, "weights")
-    stages = len(space.initial.stage_ends())
-    if len(weights) != stages:
-        raise UserError(source, "weights", f"{len(weights)} stage weights for a space with {stages} stages")
+
+def _latency_doc(latency, detector, source: str) -> dict | None:
+    """What a config stores of the latency model: a table path (with the detector recipe around
+    each candidate, when given) or the name of a predictor object."""
     if latency is None:
         latency_doc = None
     elif hasattr(latency, "predict_ms"):
@@ -97,6 +84,30 @@ def build_config(space: SearchSpace, budgets, ladder, latency, population, candi
             raise UserError(source, "detector", "a whole-detector latency is priced from a latency table: "
                             "give latency=<table path> (--latency-db) with the detector")
         latency_doc.update(detector_doc(detector, source))
+    return latency_doc
+
+
+def build_config(space: SearchSpace, budgets, ladder, latency, population, candidates,
+                 blocks_per_child, seed, score, weights, score_options, resolution, batch_size,
+                 checkpoint_every, start_tries, source: str = "", detector=None) -> dict:
+    """Validate the arguments of ``search`` into the JSON config a checkpoint stores.
+
+    ``detector`` (a model recipe: shipped name, path or ``ModelRecipe``) makes the latency
+    the whole detector's: the recipe's wrap, neck and head around each candidate, priced from
+    the table at ``latency``. The recipe itself is stored, so a resumed run needs no file.
+    """
+    fixed = coerce_budgets(budgets, source, "budgets")
+    rungs_text = _ladder_texts(ladder, fixed, source) if ladder is not None else None
+    checked = read_section(SearchSettings, {
+        "population": population, "candidates": candidates, "blocks_per_child": blocks_per_child, "seed": seed,
+        "score": score, "resolution": resolution, "batch_size": batch_size, "checkpoint_every": checkpoint_every,
+        "start_tries": start_tries}, source)
+    resolution = space.resolution if checked.resolution is None else checked.resolution
+    weights = parse_weights(weights, source, "weights")
+    stages = len(space.initial.stage_ends())
+    if len(weights) != stages:
+        raise UserError(source, "weights", f"{len(weights)} stage weights for a space with {stages} stages")
+    latency_doc = _latency_doc(latency, detector, source)
     kinds = {b.kind for b in fixed} | ({parse_budget(rungs_text[0]).kind} if rungs_text else set())
     if "latency" in kinds and latency is None:
         raise UserError(source, "latency", "a latency budget needs a latency table "
