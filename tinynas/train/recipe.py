@@ -74,6 +74,8 @@ class TrainConfig:
     ema_ramp: float | Auto = setting(AUTO, bounds=NON_NEGATIVE, unit="iterations")
     grad_clip: float = setting(0.0, bounds=NON_NEGATIVE, help="gradient norm limit; 0: off")
     seed: int = setting(0, bounds=NON_NEGATIVE)
+    init: str = setting("", help="fine-tune: start from this tinynas checkpoint's weights (every tensor of the "
+                                 "same name and shape; class rows matched by class name); empty: from scratch")
     eval_interval: int = setting(1, bounds=AT_LEAST_ONE, unit="epochs")
     device: str = setting("auto", help="auto | cpu | cuda | cuda:N")
     amp: bool = setting(True, help="mixed precision; only takes effect on CUDA")
@@ -181,7 +183,8 @@ def parse_train_recipe(doc: object, source: str | Source = "<recipe>", base_dir:
                              for k, v in asdict(data).items()})
     check_input_size(model, data.size, src.of("data.size"), "data.size")
     train = read_section(TrainConfig, doc.get("train"), src, "train")
-    train = replace(train, device=_device_name(train.device, src))
+    train = replace(train, device=_device_name(train.device, src),
+                    init=_relative(train.init, base_dir) if train.init and base_dir is not None else train.init)
     if train.dfl is True and model.head.reg_max == 0:
         raise src.error("train.dfl", f"the {model.head.type} head has reg_max 0 (boxes as distances, no DFL bins): "
                                      "set train.dfl: false or auto, or give the head reg_max > 0")

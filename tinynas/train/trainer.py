@@ -40,6 +40,7 @@ from ..data.pipeline import DetectionDataset
 from ..detect.anchors import anchor_points
 from ..detect.detector import Detector
 from ..detect.input_layout import to_training_input
+from ..detect.recipe_difference import model_difference
 from ..errors import UserError
 from ..detect.footprint import check_detector_fits
 from ..runfolder import owned_folder
@@ -48,6 +49,7 @@ from .evaluate import evaluate
 from .composed_loss import ComposedDetectionLoss
 from .auto import format_choices, resolve_auto
 from .extra_loss import ExtraLoss, StepContext
+from .init_weights import load_initial_weights
 from .optim import build_optimizer
 from .recipe import TrainRecipe
 from .run import TrainRun
@@ -242,6 +244,9 @@ class Trainer:
         if not self.resume and run.last_path.exists():
             raise UserError(str(self.run_dir), "", "this run folder already holds a run; resume it with --resume "
                             "or choose another name")
+        init = self.recipe.train.init
+        if init and not self.resume and not Path(init).is_file():  # before the data checks take their time
+            raise UserError(self.source, "train.init", f"no such checkpoint: {init}")
 
     def set_up_data(self) -> None:
         """The checked COCO sets; the model takes their class count; the seeds are set."""
@@ -259,6 +264,10 @@ class Trainer:
                             device=self.device, source=self.source, field="train.batch_size")
         self.model = Detector(recipe.model)
         _set_bn(self.model, cfg.bn_eps, cfg.bn_momentum)
+        if cfg.init and not self.resume:  # a resume restores every weight from last.pt
+            report = load_initial_weights(self.model, self.train_coco.names, cfg.init, self.source)
+            if self.main_process:
+                tqdm.write(report.summary(), file=sys.stderr)
         self.model.to(self.device)
         # Here, before anything else draws from the torch RNG, so that a term's initial weights are
         # the same in every run of this recipe.
@@ -524,7 +533,7 @@ def _restore(path: Path, model: nn.Module, ema: ModelEMA, optimizer, scaler,
     for key in ("epoch", "model", "optimizer", "ema_updates"):
         if key not in extra:
             raise UserError(str(path), f"extra.{key}", "missing: not a resumable training checkpoint")
-    difference = _model_difference(ckpt.recipe.to_dict(), model.recipe.to_dict())
+    difference = model_difference(ckpt.recipe.to_dict(), model.recipe.to_dict())
     if difference is not None:
         raise UserError(str(path), "recipe", f"written by another model than the run's recipe.yaml describes "
                         f"({difference}): restore that recipe.yaml, or start a new run")
@@ -547,24 +556,3 @@ def _restore(path: Path, model: nn.Module, ema: ModelEMA, optimizer, scaler,
     torch.set_rng_state(extra["torch_rng"])
     random.setstate((3, tuple(int(v) for v in extra["python_rng"]), None))
     return int(extra["epoch"]), float(extra.get("best_ap", -1.0))
-
-
-def _model_difference(stored: object, current: object, where: str = "") -> str | None:
-    """The first setting in which two model recipes (as dicts) differ, in words; ``None`` when
-    they describe the same model (its name aside: the name does not shape a weight)."""
-    if isinstance(stored, dict) and isinstance(current, dict):
-        for key in [*stored, *(k for k in current if k not in stored)]:
-            if not where and key == "name":
-                continue
-            found = _model_difference(stored.get(key), current.get(key), f"{where}.{key}" if where else str(key))
-            if found is not None:
-                return found
-        return None
-    if stored == current:
-        return None
-    if isinstance(stored, list) and isinstance(current, list):
-        if len(stored) != len(current):
-            return f"{where}: {len(stored)} entries in the checkpoint, {len(current)} in recipe.yaml"
-        return next((found for i, (a, b) in enumerate(zip(stored, current))
-                     if (found := _model_difference(a, b, f"{where}[{i}]")) is not None), None)
-    return f"{where}: {stored!r} in the checkpoint, {current!r} in recipe.yaml"
