@@ -376,8 +376,8 @@ def prepare(name: str, args) -> dict:
         model = rung_model(family, rung["arch"], base / ladder / "models", label)
         onnx_path = export_untrained(str(model), classes, args.size, base / ladder / f"{model.stem}.onnx")
         # The --model family's rungs keep their first names (tinynas@...), so earlier runs still resolve.
-        name = f"tinynas@{label}" if family == args.model else f"{Path(family).stem}@{label}"
-        entries.append({"name": name, "tool": "tinynas", "role": "rung", "family": Path(family).stem,
+        rung_name = f"tinynas@{label}" if family == args.model else f"{Path(family).stem}@{label}"
+        entries.append({"name": rung_name, "tool": "tinynas", "role": "rung", "family": Path(family).stem,
                         "model": str(model.relative_to(args.out)), "onnx": str(onnx_path.relative_to(args.out)),
                         "predicted_ms": rung["predicted_ms"] / scale})
     plan = {"dataset": name, "base": str(base.relative_to(args.out)), "classes": classes, "table_scale": scale,
