@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 from tqdm import tqdm
 
 from ..atomic import atomic_write_bytes, atomic_write_text
@@ -34,6 +34,7 @@ from ..data.collate import EpochBatchSampler, EpochSampler
 from ..runfolder import check_new_file, check_new_folder, owned_folder
 from .coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
 from .detector import Detector
+from .draw import draw_detections
 from ..data.pipeline import to_tensor
 from ..data.sample import EMPTY_BOXES, EMPTY_LABELS, Sample
 from ..data.transforms import letterbox
@@ -151,26 +152,6 @@ def detect_batch(model: torch.nn.Module | OnnxDetector, images: Sequence[np.ndar
         original = torch.from_numpy(placement.to_original(kept.boxes.cpu().numpy()))
         found.append(Detections(original, kept.scores.cpu(), kept.classes.cpu()))
     return found
-
-
-def _colour(index: int) -> tuple[int, int, int]:
-    # Well-spread hues from a fixed multiplicative hash keep each class's colour stable.
-    h = (index * 2654435761) & 0xFFFFFF
-    return (64 + (h & 0xFF) % 192, 64 + ((h >> 8) & 0xFF) % 192, 64 + ((h >> 16) & 0xFF) % 192)
-
-
-def draw_detections(image: Image.Image, detections: Detections, class_names: Sequence[str]) -> Image.Image:
-    canvas = image.copy()
-    draw = ImageDraw.Draw(canvas)
-    for box, score, cls in zip(detections.boxes.tolist(), detections.scores.tolist(), detections.classes.tolist()):
-        colour = _colour(cls)
-        draw.rectangle(box, outline=colour, width=2)
-        label = f"{class_names[cls]} {score:.2f}"
-        left, top, right, bottom = draw.textbbox((box[0], box[1]), label)
-        y = max(0.0, box[1] - (bottom - top) - 2)
-        draw.rectangle((box[0], y, box[0] + right - left + 4, y + bottom - top + 2), fill=colour)
-        draw.text((box[0] + 2, y), label, fill=(0, 0, 0))
-    return canvas
 
 
 def results_category_ids(class_names: Sequence[str], stored: Sequence[int] | None = None) -> list[int]:
