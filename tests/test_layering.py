@@ -6,7 +6,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "tinynas"
 FLOORS = [
-    {"version", "errors", "crashpoints", "atomic", "resources", "fileio", "bounds", "config", "runfolder"},
+    {"version", "errors", "crashpoints", "atomic", "resources", "fileio", "bounds", "config", "runfolder",
+     "preflight"},
     {"arch", "archio", "layout", "ops", "costs", "space", "plan", "neck_plan", "memory"},
     {"scores", "nn", "data"},
     {"detect", "checkpoint", "deploy"},

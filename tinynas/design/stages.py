@@ -18,6 +18,7 @@ from typing import Callable
 
 from ..atomic import atomic_write_text
 from ..fileio import json_text
+from ..preflight import design_packages, require
 from ..errors import UserError
 from ..runfolder import LOCK_NAME, check_new_folder, owned_folder
 from . import measure, report, search_stage, train
@@ -82,6 +83,9 @@ def _clear_results(out: Path) -> None:
 def design(spec: DesignSpec, out: str | Path, progress: bool = True, log: Callable[[str], None] = print,
            force: bool = False) -> DesignResult:
     """Run (or finish) a design in ``out``; see the module docstring."""
+    runtime = str(spec.runtime).strip().lower()
+    # Before the match budget times a file, and long before the measure stage exports.
+    require(design_packages(runtime), "design", f"a design deployed in {runtime} (ONNX export, then timing)")
     match = None
     if match_target(spec.budget) is not None:  # latency=match:PATH: that file's measured latency
         spec, match = matched_latency(spec, Path(out), log)

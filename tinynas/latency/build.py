@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from ..errors import UserError
 from ..memory import check_fits
+from ..preflight import require, table_build_packages
 from ..space import SearchSpace
 from . import measure
 from .shards import parse_shard, shard_record
@@ -95,6 +96,7 @@ def build_table(spaces: Sequence[SearchSpace], out: str | os.PathLike, device: s
     """
     if not spaces and not models:
         raise UserError("--space", "", "give at least one search space or detector model")
+    require(table_build_packages(str(runtime).strip().lower()), "latency build", f"a table timed in {runtime}")
     if batch <= 0:
         raise UserError("--batch", "", f"must be positive, got {batch}")
     shard = parse_shard(shard) if shard is not None else None
