@@ -95,6 +95,7 @@ def test_predictions_on_a_coco_dataset_score_exactly_what_eval_scores(trained, t
     assert stats[0] == metrics["AP"] and stats[1] == metrics["AP50"]
     code, out, _ = run_cli(["eval", str(run)])
     assert code == 0 and f"{metrics['AP']:.4f}" in out
+    assert f"{metrics['P']:.4f}" in out and f"{metrics['R']:.4f}" in out  # at the F1-best confidence
 
 
 def test_predict_maps_a_reordered_checkpoint_by_name_and_refuses_other_classes(trained, tmp_path):

@@ -101,5 +101,8 @@ def run_eval(args) -> int:
     print(table(["AP", "AP50", "AP75", "APs", "APm", "APl"],
                 [[f"{metrics[k]:.4f}" for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")]]))
     print()
+    print(table(["P", "R", "F1", "at confidence"],  # IoU 0.5, where the mean F1 over classes peaks
+                [[f"{metrics[k]:.4f}" for k in ("P", "R", "F1")] + [f"{metrics['conf_F1']:.3f}"]]))
+    print()
     print(table(["class", "AP"], [[name, f"{ap:.4f}"] for name, ap in metrics["per_class"].items()]))
     return 0

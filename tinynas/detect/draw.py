@@ -74,7 +74,10 @@ def label_box(box: Sequence[float], text_width: int, text_height: int, image_wid
     return x0, y0, x0 + w, y0 + h
 
 
-def draw_detections(image: Image.Image, detections: Detections, class_names: Sequence[str]) -> Image.Image:
+def draw_detections(image: Image.Image, detections: Detections, class_names: Sequence[str],
+                    scores: bool = True) -> Image.Image:
+    """``image`` with each detection's box and label (class and score; the class alone without
+    ``scores``, as for a dataset's own boxes)."""
     canvas = image.copy()
     draw = ImageDraw.Draw(canvas)
     width, height = canvas.size
@@ -83,7 +86,7 @@ def draw_detections(image: Image.Image, detections: Detections, class_names: Seq
     for box, score, cls in zip(detections.boxes.tolist(), detections.scores.tolist(), detections.classes.tolist()):
         colour = class_colour(cls)
         draw.rectangle(box, outline=colour, width=lw)
-        label = f"{class_names[cls]} {score:.2f}"
+        label = f"{class_names[cls]} {score:.2f}" if scores else class_names[cls]
         left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
         x0, y0, x1, y1 = label_box(box, right - left, bottom - top, width, height, pad)
         draw.rectangle((x0, y0, x1, y1), fill=colour)

@@ -29,8 +29,11 @@ def load_results(path: str | os.PathLike) -> list[dict]:
     return data
 
 
-def coco_metrics(annotations: str | os.PathLike, results: list[dict]) -> dict:
-    """AP, AP50, AP75, APs, APm, APl (0..1) and ``per_class`` {name: AP} for bbox results.
+def coco_metrics(annotations: str | os.PathLike, results: list[dict], diagnostics: bool = False) -> dict:
+    """AP, AP50, AP75, APs, APm, APl (0..1), ``per_class`` {name: AP} for bbox results, and P, R,
+    F1 at ``conf_F1``, the confidence that maximises F1 (``diagnostics.py``). With
+    ``diagnostics``, also ``curves`` (``diagnostics.Curves``) and ``confusion`` (the matrix and
+    the class names in its order, background last).
 
     ``results`` uses the annotation file's category ids and xywh boxes in original pixels.
     An empty result list scores 0 everywhere (pycocotools refuses to load one).
@@ -38,12 +41,18 @@ def coco_metrics(annotations: str | os.PathLike, results: list[dict]) -> dict:
     from pycocotools.coco import COCO
 
     from .coco_matching import MatchedCOCOeval  # pycocotools' numbers, its matching loop vectorised
+    from .diagnostics import confusion_matrix, curves, matched_at_iou50
 
     with _quiet():
         gt = COCO(str(annotations))
     names = {c["id"]: c["name"] for c in gt.loadCats(gt.getCatIds())}
     if not results:
-        return {**{k: 0.0 for k in SUMMARY_NAMES}, "per_class": {n: 0.0 for n in names.values()}}
+        metrics = {**{k: 0.0 for k in SUMMARY_NAMES}, "per_class": {n: 0.0 for n in names.values()},
+                   "P": 0.0, "R": 0.0, "F1": 0.0, "conf_F1": 0.0}
+        if diagnostics:
+            metrics["curves"] = curves({}, names)
+            metrics["confusion"] = (confusion_matrix(gt, None, list(names)), list(names.values()))
+        return metrics
     with _quiet():
         dt = gt.loadRes(results)
         ev = MatchedCOCOeval(gt, dt, "bbox")
@@ -59,4 +68,10 @@ def coco_metrics(annotations: str | os.PathLike, results: list[dict]) -> dict:
         p = p[p > -1]
         per_class[names[cat_id]] = float(p.mean()) if p.size else float("nan")
     metrics["per_class"] = per_class
+    found = curves(matched_at_iou50(ev), names)
+    metrics.update(found.summary())
+    if diagnostics:
+        metrics["curves"] = found
+        metrics["confusion"] = (confusion_matrix(gt, dt, list(ev.params.catIds)),
+                                [names[c] for c in ev.params.catIds])
     return metrics

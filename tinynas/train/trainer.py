@@ -31,7 +31,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from ..checkpoint import load_checkpoint, load_detector_checkpoint, save_checkpoint
+from ..checkpoint import load_checkpoint, load_detector, load_detector_checkpoint, save_checkpoint
 from ..data.cache import cache_datasets
 from ..data.check import ensure_trainable, print_warnings, require_boxes
 from ..data.coco import CocoDataset
@@ -45,7 +45,9 @@ from ..errors import UserError
 from ..detect.footprint import check_detector_fits
 from ..runfolder import owned_folder
 from .ema import ModelEMA
-from .evaluate import evaluate
+from .coco_eval import coco_metrics
+from .diagnostic_plots import write_diagnostics
+from .evaluate import evaluate, predict_split
 from .composed_loss import ComposedDetectionLoss
 from .auto import format_choices, resolve_auto
 from .extra_loss import ExtraLoss, StepContext
@@ -434,6 +436,8 @@ class Trainer:
         if final or time.monotonic() - self.last_plotted >= RESUME_SAVE_SECONDS:
             plot_metrics(run.metrics_path, run.plot_path)
             self.last_plotted = time.monotonic()
+        if final and done == recipe.train.epochs:
+            self.write_diagnostics()
         if final or done == self.start_epoch + 1 or time.monotonic() - self.last_saved >= RESUME_SAVE_SECONDS:
             state = _resume_state(done, self.best_ap, self.best_epoch, self.model, self.ema, self.optimizer,
                                   self.scaler, self.extra_loss)
@@ -441,6 +445,17 @@ class Trainer:
             self.last_saved = time.monotonic()
         self.last_metrics = row
         self.emit("epoch_end", row)
+
+
+    def write_diagnostics(self) -> None:
+        """PR and F1 curves, the confusion matrix and val images of the best weights (the last
+        ones when no epoch was evaluated), into the run folder before the last last.pt."""
+        e, run = self.recipe.eval, self.run_files
+        model = load_detector(run.best_path)[0].to(self.device) if run.best_path.is_file() else self.ema.module
+        results = predict_split(model, self.val_set, batch_size=e.batch_size, conf_threshold=e.conf_threshold,
+                                iou_threshold=e.iou_threshold, max_detections=e.max_detections, device=self.device)
+        metrics = coco_metrics(self.val_coco.annotations, results, diagnostics=True)
+        write_diagnostics(self.run_dir, metrics, self.val_coco, results)
 
 
 def _print_epoch(trainer: Trainer, row: dict) -> None:
