@@ -54,6 +54,7 @@ def register(sub) -> None:
     _register_validate(lsub)
     _register_import(lsub)
     _register_rehash(lsub)
+    _register_list(lsub)
     from .time_commands import register as register_time
     register_time(lsub)
 
@@ -190,6 +191,46 @@ def _register_rehash(lsub) -> None:
                     help="the CSV's row count, when an edit added or removed rows (a count other than the "
                          "sidecar's is refused without it: the CSV may be another table's)")
     rh.set_defaults(func=run_rehash)
+
+
+def _register_list(lsub) -> None:
+    ls = lsub.add_parser("list", help="the shipped latency tables and yours: device, runtime, ops, validated "
+                                      "error, and whether each was measured on this machine")
+    ls.add_argument("tables", metavar="TABLE_OR_FOLDER", nargs="*",
+                    help="more tables to list (a CSV with its sidecar, or a folder of them)")
+    ls.set_defaults(func=run_list)
+
+
+def run_list(args) -> int:
+    from pathlib import Path
+
+    from ..latency.machine import cpu_name, mismatch, shipped_tables
+    from ..latency.table import read_meta, sidecar_path
+
+    paths = shipped_tables()
+    for text in args.tables:
+        path = Path(text)
+        if path.is_dir():
+            paths += sorted(p for p in path.rglob("*.csv") if sidecar_path(p).is_file())
+        elif path.is_file() and sidecar_path(path).is_file():
+            paths.append(path)
+        else:
+            raise UserError(text, "", "neither a latency table (CSV with its .json sidecar) nor a folder")
+    rows = []
+    shipped = set(shipped_tables())
+    for path in dict.fromkeys(p.resolve() for p in paths):
+        meta = read_meta(path)
+        fitted = ((meta.get("validation") or {}).get("fitted_leave_one_out") or {}).get("mape_pct")
+        version = str(meta.get("runtime_version") or "").split("-")[0]  # OpenVINO appends its build
+        here = "-" if not str(meta.get("device", "cpu")).startswith("cpu") else "no" if mismatch(meta) else "yes"
+        rows.append([path.stem if path in shipped else str(path), meta.get("device_name") or meta.get("device"),
+                     f"{meta.get('runtime') or 'torch'} {version}".strip(), meta.get("threads") or "-",
+                     meta.get("dtype"), meta.get("rows") or "-", meta.get("status", ""),
+                     f"{fitted:.1f}%" if fitted is not None else "-", here])
+    print(table(["table", "device", "runtime", "threads", "dtype", "ops", "status", "validated MAPE", "here"], rows))
+    print(f"\nthis machine: {cpu_name()}; here: measured on this CPU in the runtime version installed "
+          "(- for GPU tables)")
+    return 0
 
 
 def run_build(args) -> int:

@@ -8,12 +8,14 @@ recipe's value, and an error in one names it rather than the recipe file.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import fields
 from pathlib import Path
 from typing import get_args, get_type_hints
 
 from ..config import COMMAND_LINE, Override, Overrides, help_text, parse_override
 from ..errors import UserError
+from ..latency.machine import mismatch_note
 from ..runfolder import run_dir_for
 from ..search.budgets import parse_budget
 from ..search.evolution import BACKENDS, resume, search
@@ -106,6 +108,9 @@ def run_search(args) -> int:
             field = "--latency-db" if recipe.latency_db else "--latency-db (default)"
             raise UserError(str(latency), field, "latency table not found; build one with "
                             "`tinynas latency build`, or name an existing table with --latency-db")
+        note = mismatch_note(latency) if wants_latency else None
+        if note:
+            print(note, file=sys.stderr)
 
     name = Path(recipe_path).stem if recipe_path else space.name
     named_here = overrides.origin("out") is not None

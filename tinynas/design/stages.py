@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -18,8 +19,10 @@ from typing import Callable
 
 from ..atomic import atomic_write_text
 from ..fileio import json_text
-from ..preflight import design_packages, require
 from ..errors import UserError
+from ..latency.machine import mismatch_note
+from ..latency.table import resolve_table_path
+from ..preflight import design_packages, require
 from ..runfolder import LOCK_NAME, check_new_folder, owned_folder
 from . import measure, report, search_stage, train
 from .outputs import missing_output
@@ -90,6 +93,9 @@ def design(spec: DesignSpec, out: str | Path, progress: bool = True, log: Callab
     if match_target(spec.budget) is not None:  # latency=match:PATH: that file's measured latency
         spec, match = matched_latency(spec, Path(out), log)
     spec = check_spec(spec)
+    note = mismatch_note(resolve_table_path(spec.db))
+    if note:  # on stderr, as search says it: the log is the stages' own account
+        print(note, file=sys.stderr)
     data = read_data_section(spec.data)
     classes = dataset_classes(data)
     out = Path(out)

@@ -45,6 +45,7 @@ from ..nn import deployed_backbone, get_activation
 from ..ops import DEPTHWISE, ConvOp
 from . import onnx_graphs, runtimes
 from .calibrate import SpeedReference, thread_or_wall_clock
+from .machine import cpu_name
 from .netops import AVGPOOL
 from .runtimes import Runtime
 
@@ -97,19 +98,7 @@ class DeviceSetup:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    name = _cpu_model() or platform.processor() or platform.machine()
-    return f"{name} ({platform.machine()})"
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
+    return cpu_name()
 
 
 CLOCKS = ("auto", "thread-cpu", "wall")
