@@ -103,8 +103,14 @@ def test_design_runs_every_stage_resumes_after_kills_and_reports_what_the_folder
     second_log = second.stdout.read()
     assert "search: finished earlier, skipped" in second_log
     assert candidates.stat().st_mtime_ns == search_stamp
+    from tinynas.design.train import distinct_rungs
+
+    # The ladder's three rungs, less those that found a smaller rung's network (this tiny space
+    # tops out below 4x the budget): each distinct one is trained once.
+    kept, merged = distinct_rungs(json.loads((out / "stages.json").read_text())["search"]["rungs"])
+    assert len(kept) + len(merged) == 3
     trained = {p.parent.name: p.stat().st_mtime_ns for p in (out / "train").glob("*/last.pt")}
-    assert len(trained) == 3
+    assert len(trained) == len(kept)
     third = _cli(*args)
     log = third.communicate(timeout=600)[0]
     assert third.returncode == 0, log
@@ -113,9 +119,11 @@ def test_design_runs_every_stage_resumes_after_kills_and_reports_what_the_folder
 
     record = json.loads((out / "stages.json").read_text())
     rows = record["report"]["models"]
-    assert [r["budget_ms"] for r in rows] == pytest.approx([4 * budget, 2 * budget, budget])  # teachers first
+    assert [r["budget_ms"] for r in rows] == pytest.approx(sorted((r["limit_ms"] for r in kept), reverse=True))
+    assert rows[-1]["budget_ms"] == pytest.approx(budget)  # teachers first, the budget's own rung last
     assert rows[-1]["predicted_ms"] <= budget < rows[0]["predicted_ms"]  # the search met each rung's budget
     report = (out / "report.md").read_text()
+    assert all(f"Rung `{m['rung']}`" in report and f"found `{m['into']}`'s architecture" in report for m in merged)
     for row in rows:
         run = Path(row["run"])
         metrics = [r for r in (run / "metrics.csv").read_text().splitlines()[1:] if r]
@@ -182,11 +190,37 @@ def test_the_data_file_names_its_missing_field(tmp_path):
         read_data_section(bad)
 
 
+def _row(model, ms, ap, ap_plain=math.nan, teacher="t"):
+    return {"model": model, "measured_ms": ms, "AP": ap, "AP50": ap, "AP_plain": ap_plain, "AP50_plain": ap_plain,
+            "teacher": teacher, "run": f"runs/{model}", "plain_run": f"runs/{model}-plain", "onnx": f"{model}.onnx"}
+
+
 def test_the_chosen_model_is_the_most_accurate_within_the_measured_budget():
-    rows = [{"model": "a", "measured_ms": 2.0, "AP": 0.3}, {"model": "b", "measured_ms": 2.9, "AP": 0.4},
-            {"model": "c", "measured_ms": 3.2, "AP": 0.6}, {"model": "d", "measured_ms": 1.0, "AP": math.nan}]
+    rows = [_row("a", 2.0, 0.3), _row("b", 2.9, 0.4), _row("c", 3.2, 0.6), _row("d", 1.0, math.nan)]
     assert choose(rows, 3.0)["model"] == "b"
     assert choose(rows, 0.5) is None
+    # A --baselines model trained without its teacher is a candidate at its twin's latency.
+    rows[0] = _row("a", 2.0, 0.3, ap_plain=0.45)
+    chosen = choose(rows, 3.0)
+    assert (chosen["model"], chosen["AP"], chosen["run"], chosen["onnx"]) == ("a-plain", 0.45, "runs/a-plain", "")
+    rows[0] = _row("a", 2.0, 0.45, ap_plain=0.45)  # a tie: the distilled one
+    assert choose(rows, 3.0)["model"] == "a"
+
+
+def test_rungs_that_found_the_same_network_are_trained_once(tmp_path):
+    from tinynas.design.train import distinct_rungs
+
+    def rung(label, limit, blocks):
+        path = tmp_path / f"{label}.yaml"
+        path.write_text(yaml.safe_dump({"blocks": blocks}))
+        return {"label": label, "limit_ms": limit, "arch": str(path)}
+
+    small = [{"class": "ConvKXBNRELU", "in": 12, "out": 16, "s": 1, "k": 3}]
+    large = [{"class": "ConvKXBNRELU", "in": 12, "out": 32, "s": 1, "k": 3}]
+    rungs = [rung("best-latency88ms", 88, large), rung("best-latency22ms", 22, small), rung("best-latency44ms", 44, large)]
+    kept, merged = distinct_rungs(rungs)
+    assert [r["label"] for r in kept] == ["best-latency22ms", "best-latency44ms"]
+    assert merged == [{"rung": "latency88ms", "limit_ms": 88, "into": "latency44ms"}]
 
 
 def test_a_budget_matched_to_an_onnx_file_is_that_file_measured_in_the_runtime(workspace, tmp_path):
@@ -220,9 +254,13 @@ def test_a_budget_matched_to_an_onnx_file_is_that_file_measured_in_the_runtime(w
     assert json.loads((out / "design.json").read_text())["budget"] == f"latency={match['measured_ms']:.4f}ms"
     stages = json.loads((out / "stages.json").read_text())
     rows = stages["report"]["models"]
-    # (the ladder's limits go through the table's ms, written to 6 significant digits, and back)
+    # (the ladder's limits go through the table's ms, written to 6 significant digits, and back;
+    # the 2x rung is trained only when it found a network of its own)
+    from tinynas.design.train import distinct_rungs
+
+    kept, _ = distinct_rungs(stages["search"]["rungs"])
     assert sorted(r["budget_ms"] for r in rows) == pytest.approx(
-        [round(match["measured_ms"], 4), 2 * round(match["measured_ms"], 4)], rel=1e-4)
+        [round(match["measured_ms"], 4), 2 * round(match["measured_ms"], 4)][:len(kept)], rel=1e-4)
     # The search met each rung in the table's ms; the design reports them in ms measured here.
     for rung in stages["search"]["rungs"]:
         assert rung["table_limit_ms"] == pytest.approx(rung["limit_ms"] * match["table_scale"], rel=1e-3)

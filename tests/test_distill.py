@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from tinynas.checkpoint import load_checkpoint
+from tinynas.train.run import TrainRun
 from tinynas.cli import main
 from tinynas.train.recipe import parse_train_recipe
 from tinynas.train.run_files import MetricsLog
@@ -144,3 +145,10 @@ def test_chain_killed_in_stage_two_resumes_and_skips_stage_one(data, tmp_path, c
     assert summary[0].startswith("stage,teacher,params_M,GFLOPs")
     assert [line.split(",")[0] for line in summary[1:]] == ["L", "M"]
     assert "| M | L |" in printed
+    # Each training is counted (L, M's baseline, M: 3), and the summary's AP is the best epoch's.
+    assert f"model 1/3: {out / 'L'}: finished earlier, skipped" in printed
+    assert f"model 2/3: {out / 'M-plain'}: " in printed and f"model 3/3: {out / 'M'}: training" in printed
+    columns = summary[0].split(",")
+    for line in summary[1:]:
+        row = dict(zip(columns, line.split(",")))
+        assert float(row["AP"]) == pytest.approx(TrainRun(out / row["stage"]).best_metrics()["AP"], rel=1e-3)

@@ -1,10 +1,11 @@
 """Stage 4: the report, its figures, and the deployed model.
 
 Every number of ``report.md`` is read from the run folders the earlier stages left: AP and AP50
-from each training's ``metrics.csv`` (the last evaluated epoch, as ``best.pt`` is the weights
-of the best), measured latency from ``measure/<model>.json``, the prediction from the latency
-table. The chosen model is the most accurate one whose *measured* latency meets the budget; it
-is copied to ``deploy/model.onnx`` with its recipe and class names. When no model meets the
+from each training's ``metrics.csv`` (the best evaluated epoch, whose weights ``best.pt``
+holds), measured latency from ``measure/<model>.json``, the prediction from the latency table.
+The chosen model is the most accurate one whose *measured* latency meets the budget, a
+``--baselines`` model trained without its teacher included; it is copied (or, a baseline,
+exported) to ``deploy/model.onnx`` with its recipe and class names. When no model meets the
 budget the report says so and names the fastest.
 """
 
@@ -18,7 +19,8 @@ from typing import Callable
 
 
 from ..atomic import atomic_write_bytes, atomic_write_text, atomic_write_yaml
-from ..checkpoint import load_checkpoint
+from ..checkpoint import load_checkpoint, load_detector
+from ..deploy.onnx_export import export_onnx
 from ..detect.costs import recipe_costs
 from ..train.run import TrainRun
 from .spec import DesignSpec
@@ -26,15 +28,6 @@ from .spec import DesignSpec
 REPORT_NAME = "report.md"
 FIGURES = {"ap_latency": "ap_vs_latency.png", "predicted": "predicted_vs_measured.png",
            "curves": "training_curves.png"}
-
-
-def final_metrics(run: str) -> dict:
-    """AP and AP50 of a run's best evaluation (the epoch its ``best.pt`` holds)."""
-    rows = [r for r in TrainRun(run).metrics() if r.get("AP") not in (None, "")]
-    if not rows:
-        return {"AP": math.nan, "AP50": math.nan, "epoch": None}
-    best = max(rows, key=lambda r: float(r["AP"]))
-    return {"AP": float(best["AP"]), "AP50": float(best["AP50"]), "epoch": int(float(best["epoch"]))}
 
 
 def model_rows(spec: DesignSpec, record: dict, num_classes: int) -> list[dict]:
@@ -46,8 +39,9 @@ def model_rows(spec: DesignSpec, record: dict, num_classes: int) -> list[dict]:
     for model in record["train"]["models"]:
         recipe = load_checkpoint(TrainRun(model["run"]).best_checkpoint()).recipe
         total = recipe_costs(recipe, spec.size, fused=True)[-1]
-        distilled = final_metrics(model["run"])
-        plain = final_metrics(model["plain_run"]) if model["plain_run"] else {"AP": math.nan, "AP50": math.nan}
+        distilled = TrainRun(model["run"]).best_metrics()
+        plain = (TrainRun(model["plain_run"]).best_metrics() if model["plain_run"]
+                 else {"AP": math.nan, "AP50": math.nan})
         rows.append({
             "model": model["name"], "teacher": model["teacher"], "budget_ms": model["limit_ms"],
             "params_M": total.params / 1e6, "GFLOPs": total.flops / 1e9,
@@ -55,17 +49,23 @@ def model_rows(spec: DesignSpec, record: dict, num_classes: int) -> list[dict]:
             "measured_ms": measured[model["name"]]["measured_ms"],
             "AP": distilled["AP"], "AP50": distilled["AP50"],
             "AP_plain": plain["AP"], "AP50_plain": plain["AP50"],
-            "onnx": measured[model["name"]]["onnx"], "run": model["run"],
+            "onnx": measured[model["name"]]["onnx"], "run": model["run"], "plain_run": model["plain_run"],
         })
     return rows
 
 
 def choose(rows: list[dict], budget_ms: float) -> dict | None:
-    """The best AP among the models measured within the budget (ties: the faster)."""
-    fitting = [r for r in rows if r["measured_ms"] <= budget_ms and not math.isnan(r["AP"])]
+    """The best AP among the models measured within the budget (ties: the faster; then the
+    distilled one). A model trained without its teacher (``--baselines``) is a candidate too:
+    it has its distilled twin's architecture, so its latency."""
+    known = lambda value: value is not None and not math.isnan(value)  # noqa: E731 (stages.json keeps NaN as null)
+    candidates = [r for r in rows if known(r["AP"])]
+    candidates += [{**r, "model": f"{r['model']}-plain", "teacher": "", "AP": r["AP_plain"], "AP50": r["AP50_plain"],
+                    "run": r["plain_run"], "onnx": ""} for r in rows if known(r.get("AP_plain"))]
+    fitting = [r for r in candidates if r["measured_ms"] <= budget_ms]
     if not fitting:
         return None
-    return max(fitting, key=lambda r: (r["AP"], -r["measured_ms"]))
+    return max(fitting, key=lambda r: (r["AP"], -r["measured_ms"], bool(r["teacher"])))
 
 
 COLUMNS = (("model", "model"), ("teacher", "teacher"), ("params_M", "params (M)"), ("GFLOPs", "GFLOPs"),
@@ -79,7 +79,7 @@ def _cell(value) -> str:
     return str(value) or "–"
 
 
-def markdown(spec: DesignSpec, rows: list[dict], chosen: dict | None, figures: dict) -> str:
+def markdown(spec: DesignSpec, rows: list[dict], chosen: dict | None, figures: dict, merged: list[dict] = ()) -> str:
     budget = spec.latency_budget().limit
     lines = [f"# Design: {spec.budget} in {spec.runtime}", "",
              f"Data `{spec.data}`, space `{spec.space}`, model `{spec.model}` (its wrap, neck and head), "
@@ -98,6 +98,9 @@ def markdown(spec: DesignSpec, rows: list[dict], chosen: dict | None, figures: d
     lines += ["| " + " | ".join(title for _, title in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(_cell(r[key]) for key, _ in COLUMNS) + " |" for r in rows]
     lines.append("")
+    for m in merged:
+        lines += [f"Rung `{m['rung']}` ({m['limit_ms']:.4g} ms) found `{m['into']}`'s architecture: the space "
+                  "reaches no further, so it was trained once.", ""]
     for key, title in (("ap_latency", "AP against measured latency"),
                        ("predicted", "Predicted against measured latency"), ("curves", "Training curves")):
         if key in figures:
@@ -155,11 +158,15 @@ def draw(out: Path, rows: list[dict], budget_ms: float) -> dict:
     return dict(FIGURES)
 
 
-def deploy(out: Path, chosen: dict, classes: list[str]) -> None:
+def deploy(out: Path, chosen: dict, classes: list[str], size: int) -> None:
     folder = out / "deploy"
     folder.mkdir(exist_ok=True)
-    atomic_write_bytes(folder / "model.onnx", Path(chosen["onnx"]).read_bytes())
-    recipe = load_checkpoint(TrainRun(chosen["run"]).best_checkpoint()).recipe
+    weights = TrainRun(chosen["run"]).best_checkpoint()
+    if chosen["onnx"]:
+        atomic_write_bytes(folder / "model.onnx", Path(chosen["onnx"]).read_bytes())
+    else:  # a model trained without its teacher: measured through its twin, exported here
+        export_onnx(load_detector(weights)[0], folder / "model.onnx", size=size, force=True)
+    recipe = load_checkpoint(weights).recipe
     atomic_write_yaml(folder / "recipe.yaml", recipe.to_dict())
     atomic_write_text(folder / "classes.json", json.dumps(classes, indent=2) + "\n")
 
@@ -170,7 +177,7 @@ def run(spec: DesignSpec, out: Path, record: dict, classes: list[str], log: Call
     chosen = choose(rows, budget)
     figures = draw(out, rows, budget)
     if chosen is not None:
-        deploy(out, chosen, classes)
-    atomic_write_text(out / REPORT_NAME, markdown(spec, rows, chosen, figures))
+        deploy(out, chosen, classes, spec.size)
+    atomic_write_text(out / REPORT_NAME, markdown(spec, rows, chosen, figures, record["train"].get("merged", [])))
     log(f"report: {out / REPORT_NAME}" + (f"; deployed {chosen['model']}" if chosen else "; nothing deployed"))
     return {"report": REPORT_NAME, "models": rows, "chosen": chosen}

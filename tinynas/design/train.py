@@ -7,6 +7,7 @@ runs the chain: the same files a user could rerun or edit by hand with ``tinynas
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Callable
 
@@ -32,9 +33,28 @@ def _recipe_doc(spec: DesignSpec, data: dict, num_classes: int, arch: str, name:
             "train": {"epochs": spec.epochs, "batch_size": spec.batch_size, "seed": spec.seed}}
 
 
+def distinct_rungs(rungs: list[dict]) -> tuple[list[dict], list[dict]]:
+    """The rungs with an architecture of their own (of equal ones the lowest limit's), and the
+    merged ones: a larger rung that found the same network as a smaller one lies beyond what the
+    space reaches, and distilling a network from itself teaches nothing."""
+    kept, merged, seen = [], [], {}
+    for rung in sorted(rungs, key=lambda r: r["limit_ms"]):
+        blocks = json.dumps(read_yaml(Path(rung["arch"]), "searched arch")["blocks"], sort_keys=True)
+        if blocks in seen:
+            merged.append({"rung": stage_name(rung["label"]), "limit_ms": rung["limit_ms"], "into": seen[blocks]})
+        else:
+            seen[blocks] = stage_name(rung["label"])
+            kept.append(rung)
+    return kept, merged
+
+
 def run(spec: DesignSpec, data: dict, num_classes: int, folder: Path, searched: dict, progress: bool,
         log: Callable[[str], None]) -> dict:
-    rungs = sorted(searched["rungs"], key=lambda r: r["limit_ms"], reverse=True)  # teachers first
+    rungs, merged = distinct_rungs(searched["rungs"])
+    for m in merged:
+        log(f"train: rung {m['rung']} ({m['limit_ms']:.4g} ms) found {m['into']}'s architecture: the space reaches "
+            "no further, so it is trained once")
+    rungs.reverse()  # teachers first
     stages = []
     for rung in rungs:
         name = stage_name(rung["label"])
@@ -52,4 +72,4 @@ def run(spec: DesignSpec, data: dict, num_classes: int, folder: Path, searched: 
                        "run": str(run_dir.resolve()),
                        "plain_run": str((folder / f"{row['stage']}-plain").resolve())
                        if spec.baselines and row["teacher"] else ""})
-    return {"models": models, "chain": str(chain_file.resolve())}
+    return {"models": models, "chain": str(chain_file.resolve()), **({"merged": merged} if merged else {})}

@@ -130,16 +130,17 @@ def _load_stage(raw, where: str, path: Path, out: Path, common: dict, distill: d
     return Stage(raw["name"], recipe, teacher)
 
 
-def _run(recipe: TrainRecipe, progress: bool, log) -> TrainRun:
-    """Train, resume or skip (when finished) the run of ``recipe``; the run, read back."""
+def _run(recipe: TrainRecipe, progress: bool, log, place: str = "") -> TrainRun:
+    """Train, resume or skip (when finished) the run of ``recipe``; the run, read back.
+    ``place`` ("model 2/3: ") leads its log line."""
     run = TrainRun(recipe.run_dir)
     # The stage's epochs, not the run's own recipe's: a chain edited to train longer resumes.
     if run.finished(recipe.train.epochs):
         settle_finished_run(run)
-        log(f"{recipe.run_dir}: finished earlier, skipped")
+        log(f"{place}{recipe.run_dir}: finished earlier, skipped")
         return run
     resume = run.last_checkpoint() is not None
-    log(f"{recipe.run_dir}: {'resuming' if resume else 'training'}")
+    log(f"{place}{recipe.run_dir}: {'resuming' if resume else 'training'}")
     train(recipe, resume=resume, progress=progress, extra_loss=distillation_term(recipe.distill),
           source=str(recipe.run_dir))  # a stage has no file of its own; its folder names it
     return run
@@ -174,6 +175,14 @@ def run_chain(chain: Chain, progress: bool = True, log=print) -> list[dict]:
 def _run_stages(chain: Chain, progress: bool, log) -> list[dict]:
     best: dict[str, Path] = {}
     rows = []
+    total = len(chain.stages) + (sum(s.teacher is not None for s in chain.stages) if chain.baseline else 0)
+    done = 0
+
+    def place() -> str:
+        nonlocal done
+        done += 1
+        return f"model {done}/{total}: "
+
     for stage in chain.stages:
         recipe = stage.recipe
         if stage.teacher is not None:
@@ -182,14 +191,14 @@ def _run_stages(chain: Chain, progress: bool, log) -> list[dict]:
         if stage.teacher is not None and chain.baseline:
             plain = replace(recipe, distill=replace(recipe.distill, teacher=""),
                             out=str(chain.out / f"{stage.name}-plain"))
-            plain_run = _run(plain, progress, log)
-        run = _run(recipe, progress, log)
+            plain_run = _run(plain, progress, log, place())
+        run = _run(recipe, progress, log, place())
         best[stage.name] = run.best_checkpoint()
-        metrics = run.final_metrics()
+        metrics = run.best_metrics()  # the epoch best.pt holds, as the design's report states it
         row = {"stage": stage.name, "teacher": stage.teacher or "", **_size_and_latency(recipe, chain.latency_db),
                "AP": metrics["AP"], "AP50": metrics["AP50"], "AP_plain": math.nan, "AP50_plain": math.nan}
         if plain_run is not None:
-            plain_metrics = plain_run.final_metrics()
+            plain_metrics = plain_run.best_metrics()
             row.update(AP_plain=plain_metrics["AP"], AP50_plain=plain_metrics["AP50"])
         rows.append(row)
     write_summary(chain.out, rows)

@@ -71,6 +71,15 @@ class TrainRun:
         """The rows of ``metrics.csv`` as written (strings), oldest first."""
         return MetricsLog(self.metrics_path).rows()
 
+    def best_metrics(self) -> dict:
+        """AP and AP50 of the best evaluated epoch, the one ``best.pt`` holds (the first of equal
+        ones, as training keeps it), and that epoch; NaN and None before any evaluation."""
+        rows = [r for r in self.metrics() if r.get("AP") not in (None, "")]
+        if not rows:
+            return {"AP": math.nan, "AP50": math.nan, "epoch": None}
+        best = max(rows, key=lambda r: float(r["AP"]))
+        return {"AP": float(best["AP"]), "AP50": float(best["AP50"]), "epoch": int(float(best["epoch"]))}
+
     def final_metrics(self) -> dict[str, float]:
         """AP and AP50 of the last evaluated epoch (NaN before any evaluation)."""
         rows = [r for r in self.metrics() if r.get("AP") not in (None, "")]
