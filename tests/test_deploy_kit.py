@@ -108,7 +108,8 @@ def eval_sizes(monkeypatch):
 
     def record(model, dataset, **kwargs):
         sizes.append(dataset.size)
-        return {**{k: 0.0 for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")}, "per_class": {}}
+        return {**{k: 0.0 for k in ("AP", "AP50", "AP75", "APs", "APm", "APl", "P", "R", "F1", "conf_F1")},
+                "per_class": {}}
 
     monkeypatch.setattr(evaluate_module, "evaluate", record)
     return sizes
