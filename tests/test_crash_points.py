@@ -87,10 +87,17 @@ def _same_training(got: Path, want: Path) -> None:
         if (want / name).is_file():
             _same_checkpoint(got / name, want / name)
     _valid_png(got / "results.png")
+    # The final epoch's diagnostics are written before last.pt: a kill among them resumes from the
+    # epoch before and writes them all again.
+    for name in DIAGNOSTICS:
+        assert (got / name).is_file() and (got / name).stat().st_size > 0, name
     assert (got / "recipe.yaml").read_text() == (want / "recipe.yaml").read_text()
 
 
 # ---------------------------------------------------------------------------- train
+DIAGNOSTICS = ("pr_curve.png", "f1_curve.png", "confusion_matrix.png", "val_predictions.jpg")
+
+
 def test_train_killed_at_every_write_resumes_to_the_uninterrupted_run(jobs, tmp_path):
     data = synthetic(tmp_path / "data", 8, 4, 64)
     # Two folders take the points two at a time; each has its own recipe (the recipe a run saves
@@ -107,7 +114,7 @@ def test_train_killed_at_every_write_resumes_to_the_uninterrupted_run(jobs, tmp_
         folder.rename(want)
     boundaries = [line.split(" ", 1) for line in logs[0].read_text().splitlines()]
     assert {Path(path).name for _, path in boundaries} == {"recipe.yaml", "metrics.csv", "best.pt", "results.png",
-                                                           "last.pt"}, boundaries
+                                                           "last.pt", *DIAGNOSTICS}, boundaries
     points = [(int(index), when) for index, _ in boundaries for when in WHEN]
     lanes = list(zip(folders, recipes, wants))
     for first in range(0, len(points), len(lanes)):
