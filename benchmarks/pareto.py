@@ -172,7 +172,7 @@ def search_ladder(dataset, args, model: str, limits_ms: list[float], folder: Pat
         return json.loads(record_path.read_text())["rungs"]
     low = min(limits_ms)
     factors = tuple(sorted({round(limit / low, 6) for limit in limits_ms if limit > low * 1.0005})) or (1.5,)
-    spec = check_spec(DesignSpec(data=str(data_yaml), budget=f"latency={low:.4f}ms", db=args.db, model=model,
+    spec = check_spec(DesignSpec(data=str(data_yaml), budget=f"latency={low:.4f}ms", latency_db=args.db, model=model,
                                  space=args.space, teacher_factors=factors, candidates=args.candidates,
                                  seed=args.search_seed, size=args.size))
     record = search_stage.run(spec, len(dataset.classes), folder / "search", progress=False)
@@ -188,7 +188,7 @@ def reachable(dataset, args, model: str, data_yaml: Path, limit_ms: float, step:
     from tinynas.errors import UserError
 
     for _ in range(tries):
-        spec = DesignSpec(data=str(data_yaml), budget=f"latency={limit_ms:.4f}ms", db=args.db, model=model,
+        spec = DesignSpec(data=str(data_yaml), budget=f"latency={limit_ms:.4f}ms", latency_db=args.db, model=model,
                           space=args.space, seed=args.search_seed, size=args.size)
         try:
             search_stage.check(check_spec(spec), len(dataset.classes))

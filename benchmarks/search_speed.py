@@ -96,7 +96,7 @@ def one_search(args, jobs: int) -> dict:
     budgets = [f"latency={budget_ms:.6g}ms", "layers=25"]
     started, cpu_started = time.perf_counter(), time.process_time()
     result = search(space, budgets, latency=latency, population=args.population,
-                    candidates=args.candidates, seed=args.seed, weights=[0, 0, 1, 1, 16],
+                    candidates=args.candidates, seed=args.seed, stage_weights=[0, 0, 1, 1, 16],
                     jobs=jobs, batch_size=args.batch_size, progress=False)
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     return {"setting": f"space k1kx @ {space.resolution}, population {args.population}, {args.candidates} "

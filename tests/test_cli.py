@@ -36,7 +36,7 @@ def test_score_orders_damoyolo_t_s_m_l(capsys):
 
 def test_score_entropy_and_stage_breakdown(capsys):
     code, out, _ = run(capsys, "score", "damoyolo-t", "--method", "entropy", "--resolution", "64",
-                       "--batch", "2", "--seed", "1", "--weights", "0,0,1,1,16", "--stages")
+                       "--batch-size", "2", "--seed", "1", "--stage-weights", "0,0,1,1,16", "--stages")
     assert code == 0
     lines = out.splitlines()
     assert len(lines) == 6 and lines[-1].endswith("x 16")
@@ -110,7 +110,7 @@ def test_missing_file_exits_2_from_the_installed_command(tmp_path):
 
 
 def test_wrong_number_of_weights_is_a_user_error(capsys):
-    code, _, err = run(capsys, "score", "damoyolo-t", "--weights", "1,2,3")
+    code, _, err = run(capsys, "score", "damoyolo-t", "--stage-weights", "1,2,3")
     assert code == 2 and "3 stage weights given but the architecture has 5 stages" in err
-    code, _, err = run(capsys, "score", "damoyolo-t", "--weights", "1,x")
+    code, _, err = run(capsys, "score", "damoyolo-t", "--stage-weights", "1,x")
     assert code == 2 and "weights" in err

@@ -255,7 +255,7 @@ def write_search_recipe(tmp_path, text):
     ("seed: x", "seed", "expected an integer, got 'x'"),
     ("jobs: 5000", "jobs", "expected a value in [1, 1024], got 5000"),
     ("populaton: 8", "populaton", "unknown key (did you mean population? known: population, candidates"),
-    ("weights: 0,0,1,x", "weights", "expected a list of numbers, got '0,0,1,x'"),
+    ("stage_weights: 0,0,1,x", "stage_weights", "expected a list of numbers, got '0,0,1,x'"),
     ("budgets: {speed: 1}", "budgets", "unknown budget 'speed'"),
 ])
 def test_search_recipe_errors(tmp_path, text, field, words):
@@ -277,9 +277,9 @@ def test_search_settings_default_to_the_librarys_own():
 
 def test_key_value_settings_and_their_flags_run_the_same_search(tmp_path, capsys):
     common = ["--space", "k1kx", "--budget", "flops=8G", "--quiet"]
-    assert main(["search", "population=8", "candidates=200", "seed=3", "weights=0,0,1,1,16", "batch_size=50",
+    assert main(["search", "population=8", "candidates=200", "seed=3", "stage_weights=0,0,1,1,16", "batch_size=50",
                  *common, "--out", str(tmp_path / "keys")]) == 0
-    assert main(["search", "--population", "8", "--candidates", "200", "--seed", "3", "--weights", "0,0,1,1,16",
+    assert main(["search", "--population", "8", "--candidates", "200", "--seed", "3", "--stage-weights", "0,0,1,1,16",
                  "--batch-size", "50", *common, "--out", str(tmp_path / "flags")]) == 0
     configs = [json.loads((tmp_path / run / "summary.json").read_text())["config"] for run in ("keys", "flags")]
     assert configs[0] == configs[1]

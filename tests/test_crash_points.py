@@ -254,7 +254,7 @@ def design_inputs(tmp_path_factory):
     model = root / "tiny.yaml"
     model.write_text(yaml.safe_dump(TINY_MODEL))
     table = root / "tiny-ort.csv"
-    assert main(["latency", "build", "--space", "k1kx", "--model", str(model), "--model-size", "64",
+    assert main(["latency", "build", "--space", "k1kx", "--model", str(model), "--size", "64",
                  "--channel-step", "256", "--runtime", "onnxruntime", "--runs", "1", "--warmup", "1",
                  "--no-calibrate", "--out", str(table)]) == 0
     return root, data_yaml, model, table
@@ -262,7 +262,7 @@ def design_inputs(tmp_path_factory):
 
 def _design(data_yaml: Path, model: Path, table: Path, out: Path) -> list[str]:
     # A budget every model meets when measured, so that which model is deployed depends on AP.
-    return ["design", str(data_yaml), "--budget", "latency=1000ms", "--db", str(table), "--model", str(model),
+    return ["design", str(data_yaml), "--budget", "latency=1000ms", "--latency-db", str(table), "--model", str(model),
             "--teacher-factors", "2", "--candidates", "60", "--epochs", "1", "--size", "64", "--batch-size", "8",
             "--timed-runs", "1", "--out", str(out), "--quiet"]
 

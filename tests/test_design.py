@@ -50,7 +50,7 @@ def workspace(tmp_path_factory):
     model.write_text(yaml.safe_dump(TINY_MODEL))
     # A small onnxruntime table of every detector the k1kx space can make inside the tiny model.
     table = root / "tiny-ort.csv"
-    assert main(["latency", "build", "--space", "k1kx", "--model", str(model), "--model-size", "64",
+    assert main(["latency", "build", "--space", "k1kx", "--model", str(model), "--size", "64",
                  "--channel-step", "256", "--runtime", "onnxruntime", "--runs", "3", "--warmup", "1",
                  "--out", str(table)]) == 0
     # Tight enough that the initial backbone breaks it, so the rungs' searches differ.
@@ -91,7 +91,7 @@ def test_design_runs_every_stage_resumes_after_kills_and_reports_what_the_folder
 
     root, data, data_yaml, model, table, budget = workspace
     out = tmp_path / "design"
-    args = ["design", str(data_yaml), "--budget", f"latency={budget}ms", "--db", str(table), "--model", str(model),
+    args = ["design", str(data_yaml), "--budget", f"latency={budget}ms", "--latency-db", str(table), "--model", str(model),
             "--candidates", "300",
             "--epochs", "2", "--size", "64", "--batch-size", "8", "--timed-runs", "6", "--out", str(out), "--quiet"]
     first = _cli(*args)
@@ -170,7 +170,7 @@ def test_a_rerun_with_other_settings_is_refused(workspace, tmp_path):
     ({"teacher_factors": (0.5,)}, r"--teacher-factors: expected factors above 1"),
     ({"size": 100}, r"--size: must be a multiple of 32"),
     ({"runtime": "tvm"}, r"--runtime: unknown runtime 'tvm' \(known: torch, onnxruntime, openvino, tensorrt\)"),
-    ({"db": "cpu-fp32"}, r"cpu-fp32.json: runtime: the table was measured in torch, the design deploys in onnxruntime"),
+    ({"latency_db": "cpu-fp32"}, r"cpu-fp32.json: runtime: the table was measured in torch, the design deploys in onnxruntime"),
     ({"budgets": ("latency=2ms",)}, r"--backbone-budget: the latency budget is --budget"),
 ])
 def test_bad_settings_are_one_line_errors(workspace, change, message):
@@ -234,7 +234,7 @@ def test_a_budget_matched_to_an_onnx_file_is_that_file_measured_in_the_runtime(w
     # The shipped tinynas-n at 64 px (~2 ms here): slower than the tiny model's smallest detectors.
     export_onnx(Detector(load_model_recipe("tinynas-n")).eval(), peer, size=64)
     out = tmp_path / "design"
-    args = ["design", str(data_yaml), "--budget", f"latency=match:{peer}", "--db", str(table), "--model", str(model),
+    args = ["design", str(data_yaml), "--budget", f"latency=match:{peer}", "--latency-db", str(table), "--model", str(model),
             "--teacher-factors", "2", "--candidates", "200", "--epochs", "1", "--size", "64", "--batch-size", "8",
             "--timed-runs", "3", "--out", str(out), "--quiet"]
     first = _cli(*args)
@@ -277,7 +277,7 @@ def test_a_budget_matched_to_an_onnx_file_is_that_file_measured_in_the_runtime(w
     for budget, message in ((f"latency=match:{bad}", f"{bad}: --budget: not a readable ONNX model"),
                             (f"latency=match:{peer}", "has height 64, but the comparison runs at 96")):
         size = "96" if "height" in message else "64"
-        proc = _cli("design", str(data_yaml), "--budget", budget, "--db", str(table), "--model", str(model),
+        proc = _cli("design", str(data_yaml), "--budget", budget, "--latency-db", str(table), "--model", str(model),
                     "--size", size, "--out", str(tmp_path / "refused"))
         text = proc.communicate(timeout=120)[0]
         assert proc.returncode == 2 and message in text and len(text.strip().splitlines()) == 1, text

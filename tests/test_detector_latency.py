@@ -76,9 +76,9 @@ def test_build_with_models_then_predict_and_validate_whole_detectors(tmp_path, c
     doc["name"] = "wide"
     doc["neck"]["out_channels"] = [16, 24, 32]
     recipe_file.write_text(yaml.safe_dump(doc))
-    assert main(["latency", "predict", str(recipe_file), "--detector", "--db", str(table), "--resolution", "64"]) == 0
+    assert main(["latency", "predict", str(recipe_file), "--detector", "--latency-db", str(table), "--resolution", "64"]) == 0
     assert "convolutions" in capsys.readouterr().out
     # the backbone-only grid of a space does not hold a detector's neck: one line naming an op
-    code = main(["latency", "predict", "damoyolo-t", "--detector", "--db", str(table), "--resolution", "320"])
+    code = main(["latency", "predict", "damoyolo-t", "--detector", "--latency-db", str(table), "--resolution", "320"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "outside the table's grid" in err

@@ -146,7 +146,7 @@ def test_build_grid_with_a_space_and_a_model_is_the_detector_grid_not_the_bare_b
     bare = build_grid([space], [], None, 8)[0]
     assert not any(op.fused_residual and op.stride == 2 for op in ops)  # no stride-2 shortcut in the wrap
     assert any(op.fused_residual and op.stride == 2 for op in bare)  # the search-time blocks have one
-    with pytest.raises(UserError, match="--model-size"):
+    with pytest.raises(UserError, match="--size"):
         build_grid([space], [recipe], 32, 8, IMAGE)
     assert Counter(op.height for op in ops)[IMAGE // 2] > 0  # the Focus stem at half the image
 

@@ -270,7 +270,7 @@ def test_fuzz_latency_tables(sandbox, latency_files, data, target, reseal):
         meta = _reseal(meta, csv_text)
     table = sandbox.write("t.csv", csv_text)
     sandbox.write("t.json", json.dumps(meta))
-    cli("latency table", sandbox, ["latency", "predict", str(arch_path), "--db", str(table), "--resolution", "64"])
+    cli("latency table", sandbox, ["latency", "predict", str(arch_path), "--latency-db", str(table), "--resolution", "64"])
 
 
 # ------------------------------------------------------------------ checkpoint metadata

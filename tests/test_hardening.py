@@ -256,7 +256,7 @@ def test_values_at_the_edge_of_their_range_are_accepted():
 # ------------------------------------------------------------------ 12: search recipes
 @pytest.mark.parametrize("line, field", [
     ("population: -5", "population"), ("score: foo", "score"), ("seed: x", "seed"), ("jobs: 0", "jobs"),
-    ("weights: [1, 2]", "weights"), ("resolution: 0", "resolution"), ("candidates: 2.5", "candidates"),
+    ("stage_weights: [1, 2]", "stage_weights"), ("resolution: 0", "resolution"), ("candidates: 2.5", "candidates"),
     ("ladder: latency=abc", "ladder"),
 ])
 def test_search_recipe_field_errors_name_the_recipe(tmp_path, capsys, line, field):
@@ -269,8 +269,8 @@ def test_search_recipe_field_errors_name_the_recipe(tmp_path, capsys, line, fiel
 def test_a_flag_error_names_the_flag_not_the_recipe(tmp_path, capsys):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("space: k1kx\nbudgets: {flops: 8G}\n")
-    code = main(["search", str(recipe), "--weights", "1,2", "--out", str(tmp_path / "run"), "--quiet"])
-    line = one_line_error(capsys, code, "--weights")
+    code = main(["search", str(recipe), "--stage-weights", "1,2", "--out", str(tmp_path / "run"), "--quiet"])
+    line = one_line_error(capsys, code, "--stage-weights")
     assert str(recipe) not in line
 
 
@@ -309,8 +309,8 @@ def test_an_allocation_the_machine_refuses_is_one_line(monkeypatch, capsys):
 
 def test_latency_build_refuses_a_batch_beyond_memory_before_timing(tmp_path, capsys):
     out = tmp_path / "t.csv"
-    code = main(["latency", "build", "--space", "k1kx", "--device", "cpu", "--batch", "100000", "--out", str(out)])
-    one_line_error(capsys, code, "--batch", "needs ~", "TiB", "lower --batch")
+    code = main(["latency", "build", "--space", "k1kx", "--device", "cpu", "--batch-size", "100000", "--out", str(out)])
+    one_line_error(capsys, code, "--batch-size", "needs ~", "TiB", "lower --batch-size")
     assert not out.exists()
 
 
@@ -323,7 +323,7 @@ def test_data_synth_refuses_more_than_the_disk_holds(tmp_path, capsys):
 
 def test_a_refused_validation_leaves_no_folder(tmp_path, capsys):
     out = tmp_path / "validate"
-    code = main(["latency", "validate", "--db", "cpu-fp32", "--space", "k1kx", "-n", "1", "--resolution", "100000",
+    code = main(["latency", "validate", "--latency-db", "cpu-fp32", "--space", "k1kx", "-n", "1", "--resolution", "100000",
                  "--out", str(out)])
     one_line_error(capsys, code, "outside the table's grid")
     assert not out.exists()

@@ -122,8 +122,8 @@ def test_a_budget_under_tinynas_n_s_floor_names_tinynas_p_which_reaches_it(data_
 # ---------------------------------------------------------------------------- 15, 16: runtimes
 def test_the_runtime_is_lower_cased_and_picks_its_shipped_table(data_yaml):
     spec = check_spec(DesignSpec(str(data_yaml), "latency=40ms", runtime=" OnnxRuntime"))
-    assert (spec.runtime, spec.db) == ("onnxruntime", "cpu-ort-fp32-tinynas-n")
-    assert check_spec(DesignSpec(str(data_yaml), "latency=40ms", runtime="Torch")).db == "cpu-fp32"
+    assert (spec.runtime, spec.latency_db) == ("onnxruntime", "cpu-ort-fp32-tinynas-n")
+    assert check_spec(DesignSpec(str(data_yaml), "latency=40ms", runtime="Torch")).latency_db == "cpu-fp32"
 
 
 def test_a_runtime_without_its_provider_is_refused_before_the_search(data_yaml, tmp_path, capsys):

@@ -75,7 +75,7 @@ def test_nearest_extrapolation_is_opt_in():
 
 # ------------------------------------------------------------------ commands
 def test_predict_prints_blocks_and_total(capsys):
-    code, out, _ = run(capsys, "latency", "predict", "damoyolo-t", "--db", "v100-trt-fp16-damoyolo",
+    code, out, _ = run(capsys, "latency", "predict", "damoyolo-t", "--latency-db", "v100-trt-fp16-damoyolo",
                        "--in-channels", "12")
     assert code == 0
     lines = out.splitlines()
@@ -92,12 +92,12 @@ def test_import_command_and_one_line_errors(tmp_path, capsys):
     assert json.loads((tmp_path / "x.json").read_text())["extrapolation"] == "tinynas"
 
     (tmp_path / "x.csv").write_text("kind,in_channels\nregular,3\n")
-    code, out, err = run(capsys, "latency", "predict", "damoyolo-t", "--db", tmp_path / "x.csv")
+    code, out, err = run(capsys, "latency", "predict", "damoyolo-t", "--latency-db", tmp_path / "x.csv")
     assert code == 2 and err.count("\n") == 1 and "x.csv" in err and "modified or damaged" in err
     code, out, err = run(capsys, "latency", "rehash", tmp_path / "x.csv")
     assert code == 2 and err.count("\n") == 1 and "x.csv" in err and "missing column" in err
 
-    code, _, err = run(capsys, "latency", "predict", "damoyolo-t", "--db", "no-such-table")
+    code, _, err = run(capsys, "latency", "predict", "damoyolo-t", "--latency-db", "no-such-table")
     assert code == 2 and "no-such-table" in err and "cpu-fp32" in err
 
 
@@ -112,7 +112,7 @@ def test_build_dry_run_and_validate_on_a_tiny_space(tmp_path, capsys):
     code, out, _ = run(capsys, "latency", "build", "--space", space_file, "--out", tmp_path / "t.csv",
                        "--warmup", "1", "--runs", "3")
     assert code == 0 and "complete" in out
-    code, out, _ = run(capsys, "latency", "validate", "--db", tmp_path / "t.csv", "--space", space_file,
+    code, out, _ = run(capsys, "latency", "validate", "--latency-db", tmp_path / "t.csv", "--space", space_file,
                        "-n", "4", "--warmup", "1", "--runs", "3", "--out", tmp_path / "val")
     assert code == 0 and "Kendall tau" in out
     report = json.loads((tmp_path / "val" / "report.json").read_text())
@@ -121,6 +121,6 @@ def test_build_dry_run_and_validate_on_a_tiny_space(tmp_path, capsys):
     meta = json.loads((tmp_path / "t.json").read_text())
     assert meta["validation"]["n"] == 4 and meta["scale"] > 0
     # A rerun resumes from the measurements already taken and gives the same figures.
-    code, out2, _ = run(capsys, "latency", "validate", "--db", tmp_path / "t.csv", "--space", space_file,
+    code, out2, _ = run(capsys, "latency", "validate", "--latency-db", tmp_path / "t.csv", "--space", space_file,
                         "-n", "4", "--warmup", "1", "--runs", "3", "--out", tmp_path / "val", "--no-update")
     assert code == 0 and out2.splitlines()[2] == out.splitlines()[2]

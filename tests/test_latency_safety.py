@@ -130,13 +130,13 @@ def test_import_never_replaces_a_table_unless_forced(table, tmp_path, capsys):
 ])
 def test_sidecar_fields_out_of_their_physical_range_are_one_line(table, capsys, field, value):
     edit_sidecar(table, **{field: value})
-    code, _, err = run(capsys, "latency", "predict", "damoyolo-t", "--db", table)
+    code, _, err = run(capsys, "latency", "predict", "damoyolo-t", "--latency-db", table)
     one_line_error(code, err, sidecar_path(table), f"{field}: expected")
 
 
 def test_sidecar_row_count_must_match_the_csv(table, capsys):
     edit_sidecar(table, rows=9)
-    code, _, err = run(capsys, "latency", "predict", "damoyolo-t", "--db", table)
+    code, _, err = run(capsys, "latency", "predict", "damoyolo-t", "--latency-db", table)
     one_line_error(code, err, sidecar_path(table), "rows", "holds 8")
 
 
@@ -169,7 +169,7 @@ def test_a_negative_overhead_can_neither_be_fitted_nor_stored(table):
 ])
 def test_unphysical_rows_are_refused_naming_file_line_and_field(table, capsys, values, field):
     edit_row(table, 1, drop_hash=True, **values)
-    code, _, err = run(capsys, "latency", "predict", "damoyolo-t", "--db", table)
+    code, _, err = run(capsys, "latency", "predict", "damoyolo-t", "--latency-db", table)
     one_line_error(code, err, table, f"line 3.{field}: expected")
 
 
@@ -187,7 +187,7 @@ def test_every_writer_seals_the_table(table, tmp_path):
 
 def test_an_edited_table_is_refused_until_rehashed(table, capsys):
     edit_row(table, 1, drop_hash=False, latency_ms=0.5)
-    code, _, err = run(capsys, "latency", "predict", "damoyolo-t", "--db", table)
+    code, _, err = run(capsys, "latency", "predict", "damoyolo-t", "--latency-db", table)
     one_line_error(code, err, table, "modified or damaged after it was written", "tinynas latency rehash")
 
     code, out, _ = run(capsys, "latency", "rehash", table)
@@ -253,7 +253,7 @@ def test_import_drops_failed_measurements_but_needs_one_usable_line(tmp_path, ca
     assert not (tmp_path / "x.csv").exists()
 
     src.write_text(GOOD + "{Regular,16,16,40,40,32,3,1,1} -1\n")
-    code, _, err = run(capsys, "latency", "import-tinynas", src, "--out", tmp_path / "x.csv", "--batch", "16")
+    code, _, err = run(capsys, "latency", "import-tinynas", src, "--out", tmp_path / "x.csv", "--batch-size", "16")
     one_line_error(code, err, src, "no usable op line at batch 16")
 
     src.write_text(GOOD + "{Regular,8,16,40,40,64,3,1,1} -1\n")
@@ -274,7 +274,7 @@ def tiny_table(tmp_path_factory):
 
 def validate_args(tiny_table, out, *extra):
     table, space_file = tiny_table
-    return ["latency", "validate", "--db", table, "--space", space_file, "-n", "2", "--warmup", "1",
+    return ["latency", "validate", "--latency-db", table, "--space", space_file, "-n", "2", "--warmup", "1",
             "--runs", "1", "--rounds", "1", "--no-update", "--out", out, *extra]
 
 

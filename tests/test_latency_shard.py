@@ -333,7 +333,7 @@ def test_shards_run_on_a_local_ray_cluster_and_rerun_only_what_is_missing(tmp_pa
         again = run_shards_with_ray([space], tmp_path / "t.csv", 2, force=True, warmup=1, runs=2, calibrate=False)
         assert again.meta["status"] == "complete" and shard_files[1].exists()
         assert shard_files[0].stat().st_mtime_ns == kept
-        with pytest.raises(UserError, match="--batch: must be positive"):  # refused on a board, one line here
+        with pytest.raises(UserError, match="--batch-size: must be positive"):  # refused on a board, one line here
             run_shards_with_ray([space], tmp_path / "u.csv", 2, batch=0)
     finally:
         ray.shutdown()

@@ -55,7 +55,7 @@ def test_damoyolo_backbones_cost_what_tinynas_predicts(name):
 
 @pytest.mark.parametrize("name", ["t", "s", "m", "l"])
 def test_predict_command_prints_tinynas_figures(name, capsys):
-    code = main(["latency", "predict", f"damoyolo-{name}", "--db", "v100-trt-fp16-damoyolo",
+    code = main(["latency", "predict", f"damoyolo-{name}", "--latency-db", "v100-trt-fp16-damoyolo",
                  "--in-channels", "12"])
     out = capsys.readouterr().out
     assert code == 0 and f"({TINYNAS_DAMOYOLO_S[name]:.3e} s)" in out

@@ -132,7 +132,7 @@ def test_entropy_refuses_a_forward_pass_that_cannot_fit_before_allocating(tmp_pa
         raise AssertionError("the entropy score allocated before refusing")
 
     monkeypatch.setattr(torch, "randn", no_allocation)
-    assert main(["score", str(path), "--method", "entropy", "--batch", "4096"]) == 2
+    assert main(["score", str(path), "--method", "entropy", "--batch-size", "4096"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1
     assert lines[0].startswith(f"tinynas: error: {path}: batch x resolution:")

@@ -82,7 +82,7 @@ def test_a_candidate_is_never_judged_twice(space):
 
 
 def test_same_seed_same_result_with_one_or_two_jobs(space):
-    kwargs = dict(population=24, candidates=2500, seed=11, batch_size=200, weights=[0, 0, 1, 1, 16])
+    kwargs = dict(population=24, candidates=2500, seed=11, batch_size=200, stage_weights=[0, 0, 1, 1, 16])
     budgets = [f"latency={1.5 * OpTableLatency().predict_ms(space.initial, 320)}ms", "layers=25"]
     one = search(space, budgets, jobs=1, latency=OpTableLatency(), **kwargs)
     two = search(space, budgets, jobs=2, latency=OpTableLatency(), **kwargs)
@@ -131,7 +131,7 @@ def test_a_budget_below_the_initial_architecture_is_reached(space):
 
 @pytest.mark.parametrize("kwargs, field", [
     (dict(budgets=["latency=0.1ms"]), "latency"),
-    (dict(budgets=["layers=20"], weights=[1, 1, 1]), "weights"),
+    (dict(budgets=["layers=20"], stage_weights=[1, 1, 1]), "stage_weights"),
     (dict(budgets=["layers=20"], population=0), "population"),
     (dict(budgets=["layers=20"], ladder="layers=20,30"), "ladder"),
     (dict(budgets=["flops=3G"], ladder="layers=20"), "ladder"),

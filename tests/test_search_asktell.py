@@ -9,7 +9,7 @@ from tinynas import UserError, arch_costs
 from tinynas.cli import main
 from tinynas.search import Evolution, create_evolution, search
 
-SETTINGS = dict(population=24, seed=11, weights=[0, 0, 1, 1, 16])
+SETTINGS = dict(population=24, seed=11, stage_weights=[0, 0, 1, 1, 16])
 BUDGETS = ["flops=6G", "layers=25"]
 CANDIDATES, BATCH = 2500, 200
 
@@ -63,12 +63,12 @@ def test_an_outside_ask_tell_loop_finds_what_search_finds(tmp_path):
 
 
 def test_the_command_line_search_finds_the_same_best(tmp_path, capsys):
-    evolution, evaluator = started(budgets=["flops=8G", "layers=25"], settings=dict(population=16, seed=3, weights=[0, 0, 1, 1, 6]))
+    evolution, evaluator = started(budgets=["flops=8G", "layers=25"], settings=dict(population=16, seed=3, stage_weights=[0, 0, 1, 1, 6]))
     pipelined_loop(evolution, evaluator, candidates=1000, batch=100)
     out = tmp_path / "cli"
     assert main(["search", "--space", "k1kx", "--budget", "flops=8G", "--budget", "layers=25",
                  "--population", "16", "--seed", "3", "--candidates", "1000", "--batch-size", "100",
-                 "--weights", "0,0,1,1,6", "--out", str(out), "--quiet"]) == 0
+                 "--stage-weights", "0,0,1,1,6", "--out", str(out), "--quiet"]) == 0
     capsys.readouterr()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["rungs"][0]["best"]["hash"] == evolution.best[0].hash

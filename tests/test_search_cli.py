@@ -19,7 +19,7 @@ def run(capsys, *argv):
 def test_command_line_keys_override_the_recipe(tmp_path, capsys):
     recipe = tmp_path / "small.yaml"
     recipe.write_text("space: k1kx\nbudgets: {flops: 3G, layers: 20}\ncandidates: 100000\n"
-                      "population: 16\nweights: [0, 0, 1, 1, 16]\nseed: 3\n")
+                      "population: 16\nstage_weights: [0, 0, 1, 1, 16]\nseed: 3\n")
     out = tmp_path / "run"
     code, stdout, _ = run(capsys, "search", recipe, "--candidates", 600, "--budget", "flops=5G",
                           "--out", out, "--quiet")
@@ -56,7 +56,7 @@ def test_shipped_damoyolo_recipes_carry_the_published_budgets(name, space, budge
     recipe = load_recipe(ROOT / "recipes" / "search" / f"damoyolo-{name}.yaml")
     assert recipe["budgets"] == budgets
     assert recipe["population"] == 512 and recipe["candidates"] == 500000
-    assert recipe["weights"] == [0, 0, 1, 1, 16]
+    assert recipe["stage_weights"] == [0, 0, 1, 1, 16]
     searched = recipe_space(recipe, None)
     assert searched.name == space and searched.resolution == 320 and searched.in_channels == 12
     if name == "t":
@@ -79,7 +79,7 @@ def test_missing_latency_table_is_a_one_line_error(tmp_path, capsys, monkeypatch
     (["--space", "k1kx", "--budget", "flops=lots"], "cannot read flops limit"),
     (["--space", "nowhere", "--budget", "flops=1G"], "nowhere"),
     (["--budget", "flops=1G"], "space: missing"),
-    (["--space", "k1kx", "--budget", "flops=1G", "--weights", "1,2"], "weights"),
+    (["--space", "k1kx", "--budget", "flops=1G", "--stage-weights", "1,2"], "stage_weights"),
     (["--resume", "runs/x", "--seed", "3"], "a resumed run keeps its stored settings"),
 ])
 def test_user_mistakes_exit_2_with_one_line(tmp_path, capsys, argv, words):

@@ -102,7 +102,7 @@ def test_the_cli_prints_each_model_and_writes_the_json(tmp_path, capsys):
     files = [_conv_file(tmp_path / f"m{c}.onnx", c) for c in (8, 32)]
     out = tmp_path / "t.json"
     assert main(["latency", "time", *map(str, files), "--size", "32", "--rounds", "2", "--runs", "3",
-                 "--db", "cpu-ort-fp32", "--out", str(out)]) == 0
+                 "--latency-db", "cpu-ort-fp32", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     doc = json.loads(out.read_text())
     assert [m["name"] for m in doc["models"]] == ["m8", "m32"]

@@ -12,6 +12,10 @@ and the dotted field: an unknown key (with the known ones), a wrong type, a valu
 range, a missing required field. A ``null`` stands for the field's default, so a merged or
 overridden document can unset a value.
 
+A section may list ``RENAMED_KEYS`` (old key -> new key): a file or ``key=value`` that still
+uses an old spelling is read as the new one with a one-line note on stderr (``renamed.py``),
+for one release; both spellings at once is an error.
+
 ``Overrides`` are ``key=value`` settings with dotted keys and YAML scalar values. They are
 applied to the document before it is read, so a bad one is refused like a bad file; a
 ``Source`` remembers who set each field, so the error names the command line (or the flag)
@@ -33,6 +37,7 @@ import yaml
 from .bounds import in_bounds, out_of_range
 from .errors import UserError
 from .fileio import check_nesting
+from .renamed import note_renamed
 
 AUTO = "auto"
 Auto = Literal["auto"]
@@ -298,6 +303,7 @@ def read_section(cls: type[Section], raw: object, source: str | Source, where: s
         raw = {}
     if not isinstance(raw, Mapping):
         raise src.error(where, "expected a mapping")
+    raw, src = _renamed_keys(cls, raw, src, where)
     known = file_keys(cls) + [key for key in read_elsewhere if key not in extra]
     for key in raw:
         if key not in known:
@@ -318,6 +324,26 @@ def read_section(cls: type[Section], raw: object, source: str | Source, where: s
             continue
         values[f.name] = read_value(value, hints[f.name], setting_of(f), src, name)
     return cls(**values)
+
+
+def _renamed_keys(cls: type, raw: Mapping, src: Source, where: str) -> tuple[Mapping, Source]:
+    """``raw`` with the old spellings of ``cls.RENAMED_KEYS`` moved to their new keys; an
+    override that set an old key is credited with the new one (errors name who set it)."""
+    renamed = getattr(cls, "RENAMED_KEYS", {})
+    used = [old for old in renamed if old in raw]
+    if not used:
+        return raw, src
+    raw, credits = dict(raw), []
+    for old in used:
+        new = renamed[old]
+        if new in raw:
+            raise src.error(_dotted(where, old), f"{old} is the old spelling of {new}; give only {new}")
+        raw[new] = raw.pop(old)
+        origin = src.overrides.origin(_dotted(where, old))
+        note_renamed(origin or src.file or "settings", _dotted(where, old), _dotted(where, new))
+        if origin is not None:
+            credits.append(Override(_dotted(where, new), None, origin))
+    return raw, Source(src.file, src.overrides + Overrides(tuple(credits)))
 
 
 def read_value(value: object, hint: Any, spec: Setting, source: str | Source, name: str) -> Any:

@@ -12,6 +12,7 @@ import traceback
 
 from ..errors import UserError
 from . import arch_commands
+from . import cfg_commands
 from . import data_commands
 from . import design_commands
 from . import detect_commands
@@ -20,7 +21,7 @@ from . import search_commands
 from . import train_commands
 
 COMMAND_MODULES = [arch_commands, data_commands, design_commands, detect_commands, latency_commands, search_commands,
-                   train_commands]
+                   train_commands, cfg_commands]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,7 +6,7 @@ from ..api import arch_report, load_any_arch, score_arch
 from ..archio import save_arch
 from ..runfolder import check_new_file
 from ..scores import DEFAULT_STAGE_WEIGHTS, SCORERS, parse_weights
-from .argtypes import positive_int
+from .argtypes import old_spellings, positive_int
 from .format import human, table
 
 WEIGHTS_HELP = "stage weights, comma separated (default %(default)s)"
@@ -17,7 +17,7 @@ def register(sub) -> None:
     p = sub.add_parser("info", help="per-block table of sizes, MACs, params, layers, stages and the MAE score")
     p.add_argument("arch", metavar="ARCH", help="architecture file (.yaml/.json/.txt) or shipped name (e.g. damoyolo-s)")
     p.add_argument("--resolution", type=positive_int, default=320, help="input size (default %(default)s)")
-    p.add_argument("--weights", default=DEFAULT_WEIGHTS_TEXT, help=WEIGHTS_HELP)
+    old_spellings(p, p.add_argument("--stage-weights", default=DEFAULT_WEIGHTS_TEXT, help=WEIGHTS_HELP), "--weights")
     p.set_defaults(func=run_info)
 
     p = sub.add_parser("score", help="zero-shot MAE score of an architecture")
@@ -25,9 +25,10 @@ def register(sub) -> None:
     p.add_argument("--method", choices=sorted(SCORERS), default="madnas",
                    help="madnas: closed form (default); entropy: forward pass with Gaussian weights")
     p.add_argument("--resolution", type=positive_int, default=320, help="input size for entropy (default %(default)s)")
-    p.add_argument("--weights", default=DEFAULT_WEIGHTS_TEXT, help=WEIGHTS_HELP)
+    old_spellings(p, p.add_argument("--stage-weights", default=DEFAULT_WEIGHTS_TEXT, help=WEIGHTS_HELP), "--weights")
     p.add_argument("--seed", type=int, default=0, help="random seed for entropy (default %(default)s)")
-    p.add_argument("--batch", type=positive_int, default=8, help="batch for entropy (default %(default)s)")
+    old_spellings(p, p.add_argument("--batch-size", type=positive_int, default=8,
+                                    help="images per draw for entropy (default %(default)s)"), "--batch")
     p.add_argument("--repeats", type=positive_int, default=1, help="draws averaged by entropy (default %(default)s)")
     p.add_argument("--stages", action="store_true", help="also print each stage's unweighted score")
     p.set_defaults(func=run_score)
@@ -43,7 +44,7 @@ def register(sub) -> None:
 
 def run_info(args) -> int:
     arch = load_any_arch(args.arch)
-    report = arch_report(arch, args.resolution, parse_weights(args.weights, "--weights", "weights"))
+    report = arch_report(arch, args.resolution, parse_weights(args.stage_weights, "--stage-weights", "stage_weights"))
     headers = ["#", "class", "in", "out", "s", "k", "L", "btn", "size", "MACs", "params", "layers", "stage", "log-std"]
     rows = []
     for r in report["blocks"]:
@@ -58,16 +59,16 @@ def run_info(args) -> int:
           f"({human(2 * t['macs'])} FLOPs), {human(t['params'])} params "
           f"({human(t['params_fused'])} with BN folded), {t['layers']} layers")
     stages = ", ".join(f"{s:.2f}" for s in report["stage_scores"])
-    print(f"MAE score (madnas, weights {args.weights}): {report['score']:.4f}  [stages: {stages}]")
+    print(f"MAE score (madnas, stage weights {args.stage_weights}): {report['score']:.4f}  [stages: {stages}]")
     return 0
 
 
 def run_score(args) -> int:
     arch = load_any_arch(args.arch)
-    weights = parse_weights(args.weights, "--weights", "weights")
+    weights = parse_weights(args.stage_weights, "--stage-weights", "stage_weights")
     options = {"weights": weights}
     if args.method == "entropy":
-        options.update(resolution=args.resolution, batch=args.batch, repeats=args.repeats, seed=args.seed)
+        options.update(resolution=args.resolution, batch=args.batch_size, repeats=args.repeats, seed=args.seed)
     score, stages = score_arch(arch, args.method, source=args.arch, **options)
     print(f"{score:.6f}")
     if args.stages:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..errors import UserError
+from .argtypes import old_spellings
 
 
 def _numbers(text: str) -> tuple[float, ...]:
@@ -24,8 +25,9 @@ def register(sub) -> None:
                         "the latency that model measures in --runtime (time it, then search at it)")
     p.add_argument("--runtime", default="onnxruntime", type=str.lower, help="runtime the model deploys in: onnxruntime, openvino, tensorrt or torch "
                                                        "(checked with its provider before the search starts)")
-    p.add_argument("--db", default="", metavar="TABLE", help="latency table measured in that runtime "
-                                                          "(default: the shipped one for the runtime)")
+    old_spellings(p, p.add_argument("--latency-db", default="", metavar="TABLE",
+                                    help="latency table measured in that runtime (default: the shipped one "
+                                         "for the runtime)"), "--db")
     p.add_argument("--model", default="tinynas-n", help="model recipe giving the wrap, neck and head (default tinynas-n)")
     p.add_argument("--space", default="k1kx", help="search space (default k1kx)")
     p.add_argument("--teacher-factors", default="2,4", metavar="F,F",
@@ -49,7 +51,7 @@ def register(sub) -> None:
 def run_design(args) -> int:
     from ..design import DesignSpec, design
 
-    spec = DesignSpec(data=args.data, budget=args.budget, runtime=args.runtime, db=args.db, model=args.model,
+    spec = DesignSpec(data=args.data, budget=args.budget, runtime=args.runtime, latency_db=args.latency_db, model=args.model,
                       space=args.space, teacher_factors=_numbers(args.teacher_factors),
                       budgets=tuple(args.backbone_budget), candidates=args.candidates, seed=args.seed,
                       epochs=args.epochs, size=args.size, batch_size=args.batch_size, baselines=args.baselines,

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import UserError
-from .argtypes import positive_int
+from .argtypes import old_spellings, positive_int
 from .format import human, table
 
 
@@ -45,9 +45,9 @@ def register(sub) -> None:
     p.add_argument("--conf", type=fraction, default=0.25, help="score threshold (default %(default)s)")
     p.add_argument("--iou", type=fraction, default=0.7, help="NMS IoU threshold (default %(default)s)")
     p.add_argument("--max-det", type=positive_int, default=100, help="detections kept per image (default %(default)s)")
-    p.add_argument("--batch", type=positive_int, default=8,
-                   help="images per forward pass (default %(default)s, eval's eval.batch_size: the same batches "
-                        "give the same scores)")
+    old_spellings(p, p.add_argument("--batch-size", type=positive_int, default=8,
+                                    help="images per forward pass (default %(default)s, eval's eval.batch_size: "
+                                         "the same batches give the same scores)"), "--batch")
     p.add_argument("--no-draw", action="store_true", help="only write the JSON")
     p.add_argument("--force", action="store_true", help="replace output files that already exist")
     p.set_defaults(func=run_predict)
@@ -123,7 +123,7 @@ def run_predict(args) -> int:
     recipe = load_model_recipe(args.recipe) if args.recipe else None
     results = predict_images(args.weights, args.source, args.out, args.size, args.conf, args.iou, args.max_det,
                              draw=not args.no_draw, force=args.force, annotations=args.annotations,
-                             batch_size=args.batch, recipe=recipe)
+                             batch_size=args.batch_size, recipe=recipe)
     boxes = sum(len(r.detections) for r in results)
     if args.annotations is None:
         skipped = skipped_files(args.source)

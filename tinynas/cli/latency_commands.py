@@ -11,7 +11,7 @@ from ..errors import UserError
 from ..resources import resolve_space_path
 from ..runfolder import check_new_file
 from ..space import load_space
-from .argtypes import positive_int
+from .argtypes import old_spellings, positive_int
 from .format import table
 
 DEFAULT_DB = "cpu-fp32"
@@ -70,9 +70,10 @@ def _register_build(lsub) -> None:
                         "instead of the bare backbones, every detector a search of the space builds in this "
                         "recipe (wrapped backbone, neck and head over the space's level widths), for a "
                         "whole-detector latency budget")
-    b.add_argument("--model-size", type=positive_int, default=640,
-                   help="image size of the --model detectors (default %(default)s; a 12-channel space at "
-                        "320 is a 640 image after the Focus stem)")
+    old_spellings(b, b.add_argument("--size", type=positive_int, default=640,
+                                    help="image size of the --model detectors (default %(default)s; a "
+                                         "12-channel space at 320 is a 640 image after the Focus stem)"),
+                  "--model-size")
     b.add_argument("--out", required=True, help="table to write (CSV; its .json sidecar goes beside it)")
     b.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default %(default)s)")
     b.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16", "int8"],
@@ -81,8 +82,10 @@ def _register_build(lsub) -> None:
                    help="what times each op: torch (eager), or the deployment runtime the model will run in "
                         "(onnxruntime, openvino, tensorrt), timing each op as a static-shape ONNX graph "
                         "(default %(default)s)")
-    b.add_argument("--batch", type=positive_int, default=1, help="batch size timed (default %(default)s)")
-    b.add_argument("--resolution", type=positive_int, default=None, help="input size (default: the space's)")
+    old_spellings(b, b.add_argument("--batch-size", type=positive_int, default=1,
+                                    help="batch size timed (default %(default)s)"), "--batch")
+    b.add_argument("--resolution", type=positive_int, default=None,
+                   help="the backbones' input side (default: the space's)")
     b.add_argument("--threads", type=positive_int, default=1,
                    help="CPU threads, fixed and recorded (default %(default)s)")
     b.add_argument("--clock", choices=["auto", "thread-cpu", "wall"], default="auto",
@@ -129,7 +132,8 @@ def _register_predict(lsub) -> None:
     pr.add_argument("--detector", action="store_true",
                     help="price the whole detector (backbone, neck, head; fused) of a model recipe or checkpoint "
                          "at --resolution, the image size")
-    pr.add_argument("--db", default=DEFAULT_DB, help="latency table path or shipped name (default %(default)s)")
+    old_spellings(pr, pr.add_argument("--latency-db", default=DEFAULT_DB,
+                                      help="latency table path or shipped name (default %(default)s)"), "--db")
     pr.add_argument("--resolution", type=positive_int, default=320, help="input size (default %(default)s)")
     pr.add_argument("--in-channels", type=positive_int, default=None,
                     help="override the stem's input channels (12 = the searched view of a Focus stem)")
@@ -138,7 +142,8 @@ def _register_predict(lsub) -> None:
 
 def _register_validate(lsub) -> None:
     v = lsub.add_parser("validate", help="measure random architectures end to end and score the table")
-    v.add_argument("--db", default=DEFAULT_DB, help="latency table path or shipped name (default %(default)s)")
+    old_spellings(v, v.add_argument("--latency-db", default=DEFAULT_DB,
+                                    help="latency table path or shipped name (default %(default)s)"), "--db")
     v.add_argument("--space", help="search space file or shipped name (random backbones of it are timed)")
     v.add_argument("--models", nargs="+", metavar="RECIPE",
                    help="instead of --space: these detectors (model recipes or shipped names), each priced from "
@@ -170,7 +175,8 @@ def _register_import(lsub) -> None:
     im.add_argument("source", metavar="FILE", help="TinyNAS table, e.g. conv_data.out.fp16")
     im.add_argument("--out", required=True, help="table to write (CSV + .json sidecar)")
     im.add_argument("--force", action="store_true", help="replace --out if it exists")
-    im.add_argument("--batch", type=positive_int, default=None, help="batch to keep when the file mixes several")
+    old_spellings(im, im.add_argument("--batch-size", type=positive_int, default=None,
+                                      help="batch to keep when the file mixes several"), "--batch")
     im.add_argument("--dtype", choices=["fp32", "fp16", "int8"], default=None,
                     help="default: fp16 when the file name says so, else fp32")
     im.add_argument("--device-name", default="NVIDIA V100", help="recorded in the sidecar (default %(default)s)")
@@ -242,7 +248,7 @@ def run_build(args) -> int:
         from ..latency.build import build_grid
         from ..latency.shards import op_cost, parse_shard, split_ops
         from ..latency.grid import GroupKey
-        ops = build_grid(spaces, models, args.resolution, args.channel_step, args.model_size)[0]
+        ops = build_grid(spaces, models, args.resolution, args.channel_step, args.size)[0]
         line = f"{len(ops)} ops in {len({GroupKey.of(op) for op in ops})} groups"
         if args.shard:
             index, count = parse_shard(args.shard)
@@ -251,11 +257,11 @@ def run_build(args) -> int:
             line += f"; shard {index}/{count}: {len(part)} ops, {share:.1%} of the estimated time"
         print(line)
         return 0
-    t = build_table(spaces, args.out, device=args.device, dtype=args.dtype, batch=args.batch,
+    t = build_table(spaces, args.out, device=args.device, dtype=args.dtype, batch=args.batch_size,
                     resolution=args.resolution, threads=args.threads, channel_step=args.channel_step,
                     warmup=args.warmup, runs=args.runs, max_ops=args.max_ops, note=args.note,
                     clock=args.clock, calibrate=args.calibrate, shard=args.shard, runtime=args.runtime,
-                    models=models, model_size=args.model_size)
+                    models=models, model_size=args.size)
     shard = t.meta.get("shard")
     part = f" (shard {shard['index']}/{shard['count']} of a {shard['grid_ops']}-op grid)" if shard else ""
     print(f"{args.out}: {len(t)} ops{part}, {t.meta['status']}")
@@ -284,7 +290,7 @@ def run_predict(args) -> int:
     arch = load_any_arch(args.arch)
     if args.in_channels is not None:
         arch = arch.with_block(0, arch.blocks[0].replace(in_channels=args.in_channels))
-    predictor = load_predictor(args.db)
+    predictor = load_predictor(args.latency_db)
     blocks = predictor.predict_blocks_ms(arch, args.resolution)
     total = predictor.predict_ms(arch, args.resolution)
     if predictor.extrapolated:
@@ -310,7 +316,7 @@ def _predict_detector(args) -> int:
 
     recipe = _model_recipe(args.arch)
     ops = detector_op_counts(recipe, args.resolution)
-    predictor = load_predictor(args.db)
+    predictor = load_predictor(args.latency_db)
     total = predictor.predict_ops_ms(ops)
     convs = sum(count for _, count in ops)
     meta = predictor.table.meta
@@ -334,7 +340,7 @@ def _validate_models(args) -> int:
     from ..latency.validate_models import validate_models
 
     recipes = [_model_recipe(text) for text in args.models]
-    result = validate_models(args.db, recipes, args.resolution or 640, fit=args.fit, warmup=args.warmup,
+    result = validate_models(args.latency_db, recipes, args.resolution or 640, fit=args.fit, warmup=args.warmup,
                              runs=args.runs, rounds=args.rounds, out_dir=args.out, force=args.force,
                              runtime=args.runtime)
     rows = [[name, f"{m:.3f}", f"{r:.3f}", f"{p:.3f}", f"{(p - m) / m * 100:+.1f}"]
@@ -357,7 +363,7 @@ def run_validate(args) -> int:
     if not args.space:
         raise UserError("--space", "", "give a search space (random backbones) or --models (whole detectors)")
     space = load_space(resolve_space_path(args.space))
-    result = validate_table(args.db, space, n=args.n, seed=args.seed, resolution=args.resolution,
+    result = validate_table(args.latency_db, space, n=args.n, seed=args.seed, resolution=args.resolution,
                             fit=args.fit, warmup=args.warmup, runs=args.runs, out_dir=args.out,
                             update=not args.no_update, rounds=args.rounds, force=args.force,
                             runtime=args.runtime)
@@ -380,7 +386,7 @@ def run_import(args) -> int:
     from ..latency import import_tinynas
 
     check_new_file(args.out, "--out", args.force)
-    t = import_tinynas(args.source, args.out, batch=args.batch, dtype=args.dtype,
+    t = import_tinynas(args.source, args.out, batch=args.batch_size, dtype=args.dtype,
                        device_name=args.device_name, runtime=args.runtime,
                        extrapolation=args.extrapolation)
     s = t.meta["import_stats"]

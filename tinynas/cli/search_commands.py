@@ -21,15 +21,18 @@ from ..search.budgets import parse_budget
 from ..search.evolution import BACKENDS, resume, search
 from ..search.search_recipe import (DEFAULT_LATENCY_DB, SearchRecipe, check_weights, load_search_recipe, recipe_space,
                              resolve_latency_path, with_command_line)
+from .argtypes import old_spellings
 from .format import human
 
 # Recipe keys that have a flag of their own (--blocks-per-child for blocks_per_child).
 FLAG_KEYS = ("space", "ladder", "latency_db", "detector", "population", "candidates", "blocks_per_child", "seed",
-             "score", "weights", "resolution", "jobs", "batch_size", "checkpoint_every", "out")
+             "score", "stage_weights", "resolution", "jobs", "batch_size", "checkpoint_every", "out")
 # Flags whose value is taken as written (a path, a ladder), not as a YAML scalar.
 TEXT_FLAGS = ("space", "ladder", "latency_db", "detector", "out")
 METAVARS = {"space": "SPACE", "ladder": "KIND=V1,V2,...", "latency_db": "TABLE", "detector": "MODEL", "score": "NAME",
-            "weights": "W,W,...", "out": "RUN_DIR"}
+            "stage_weights": "W,W,...", "out": "RUN_DIR"}
+# Former flag spellings, accepted for one release with a note.
+OLD_FLAGS = {"stage_weights": ("--weights",)}
 # Settings that only change speed or display, so they may differ on --resume.
 RUNTIME_OPTIONS = ("jobs", "backend", "quiet")
 
@@ -45,15 +48,15 @@ def register(sub) -> None:
                     "KEY=VALUE settings (population=64 seed=3) and flags; the command line overrides the recipe.")
     p.add_argument("recipe", metavar="RECIPE", nargs="?", help="search recipe YAML (e.g. recipes/search/damoyolo-s.yaml)")
     p.add_argument("overrides", metavar="KEY=VALUE", nargs="*",
-                   help="recipe settings, e.g. population=64 candidates=2000 seed=3 weights=0,0,1,1,6")
+                   help="recipe settings, e.g. population=64 candidates=2000 seed=3 stage_weights=0,0,1,1,6")
     p.add_argument("--budget", action="append", default=None, metavar="KIND=VALUE",
                    help="an upper limit, repeatable: latency=0.12ms, flops=3.5G, macs=1.7G, params=8M, layers=25")
     hints = get_type_hints(SearchRecipe)
     described = {f.name: f for f in fields(SearchRecipe)}
     for key in FLAG_KEYS:
         counts = hints[key] is int or int in get_args(hints[key])
-        p.add_argument(_flag(key), dest=key, metavar=METAVARS.get(key, "N" if counts else "VALUE"),
-                       help=help_text(described[key]))
+        old_spellings(p, p.add_argument(_flag(key), dest=key, metavar=METAVARS.get(key, "N" if counts else "VALUE"),
+                                        help=help_text(described[key])), *OLD_FLAGS.get(key, ()))
     p.add_argument("--backend", choices=BACKENDS, default="loky", help="joblib backend (default %(default)s)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR")
     p.add_argument("--force", action="store_true",

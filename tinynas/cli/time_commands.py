@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .argtypes import positive_int
+from .argtypes import old_spellings, positive_int
 from .format import table
 
 TIME_HELP = """\
 Time ONNX detectors (yours, a peer's export, the model you ship today) in one runtime and
 thread count, interleaved: every round times every model in turn, the order rotated each
-round, so the machine's drift hits all of them alike. With --db the runtime, device, thread
+round, so the machine's drift hits all of them alike. With --latency-db the runtime, device, thread
 count and clock are the table's, so the figures stand beside what the table predicts."""
 
 
@@ -21,8 +21,9 @@ def register(lsub) -> None:
                         description=TIME_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("files", nargs="+", metavar="FILE", help="ONNX files (one fp32 image input each)")
     t.add_argument("--size", type=positive_int, default=320, help="image side timed (default %(default)s)")
-    t.add_argument("--db", default="", metavar="TABLE",
-                   help="take runtime, device, threads and clock from this latency table's sidecar")
+    old_spellings(t, t.add_argument("--latency-db", default="", metavar="TABLE",
+                                    help="take runtime, device, threads and clock from this latency table's "
+                                         "sidecar"), "--db")
     t.add_argument("--runtime", default=None, type=str.lower, help="onnxruntime (default), openvino or tensorrt")
     t.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: the table's, or 1)")
     t.add_argument("--rounds", type=positive_int, default=11, help="interleaved rounds (default %(default)s)")
@@ -39,7 +40,7 @@ def run_time(args) -> int:
 
     if args.out:
         check_new_file(Path(args.out), "--out")
-    result = time_side_by_side(args.files, args.size, db=args.db or None,
+    result = time_side_by_side(args.files, args.size, db=args.latency_db or None,
                                runtime=args.runtime.lower() if args.runtime else None, threads=args.threads,
                                rounds=args.rounds, runs=args.runs)
     fastest = min(m.median_ms for m in result.models)

@@ -53,10 +53,10 @@ def matched_latency(spec: DesignSpec, out: Path, log: Callable[[str], None] = pr
     target = match_target(spec.budget)
     if target is None:
         raise ValueError("not a match budget")
-    db = spec.db or DEFAULT_TABLES.get(spec.runtime, "")
+    db = spec.latency_db or DEFAULT_TABLES.get(spec.runtime, "")
     if not db:
-        raise UserError("--db", "", f"no table is shipped for runtime {spec.runtime!r}: build one "
-                        "(tinynas latency build --runtime ...) and pass it with --db")
+        raise UserError("--latency-db", "", f"no table is shipped for runtime {spec.runtime!r}: build one "
+                        "(tinynas latency build --runtime ...) and pass it with --latency-db")
     model = read_onnx_image_model(target, spec.size, "--budget")
     key = _settings_key(spec, db)
     stored = _stored(out)
@@ -85,7 +85,7 @@ def _time_with_anchor(spec: DesignSpec, db: str, target: Path, sha256: str, key:
     from .spec import dataset_classes, read_data_section
 
     num_classes = len(dataset_classes(read_data_section(spec.data)))
-    pricing = latency_model(replace(spec, db=db), num_classes)
+    pricing = latency_model(replace(spec, latency_db=db), num_classes)
     try:
         predicted = pricing.predict_detector_ms(pricing.recipe.backbone.arch, spec.size)
     except UserError as err:  # a table that cannot price the recipe's own backbone: no anchor

@@ -45,7 +45,7 @@ def _timer(spec: DesignSpec, onnx_path: Path, model, setup):
 
 def run(spec: DesignSpec, num_classes: int, folder: Path, trained: dict, log: Callable[[str], None]) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
-    meta = load_table(spec.db).meta
+    meta = load_table(spec.latency_db).meta
     clock = meta.get("clock", "wall")
     setup = timing.setup_device(meta["device"], meta["dtype"], meta.get("threads"),
                                  "auto" if clock == "cuda-events" else clock, runtime=spec.runtime)

@@ -83,7 +83,7 @@ def markdown(spec: DesignSpec, rows: list[dict], chosen: dict | None, figures: d
     budget = spec.latency_budget().limit
     lines = [f"# Design: {spec.budget} in {spec.runtime}", "",
              f"Data `{spec.data}`, space `{spec.space}`, model `{spec.model}` (its wrap, neck and head), "
-             f"{spec.size}x{spec.size} input, latency table `{spec.db}`; {spec.candidates} candidates, "
+             f"{spec.size}x{spec.size} input, latency table `{spec.latency_db}`; {spec.candidates} candidates, "
              f"{spec.epochs} epochs, seed {spec.seed}. Latency is milliseconds per image of the whole "
              "detector, fused; measured = the exported ONNX file timed end to end on this machine.", ""]
     if chosen is not None:

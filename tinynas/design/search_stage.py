@@ -27,7 +27,7 @@ def latency_model(spec: DesignSpec, num_classes: int):
     from ..detect.model_recipe import load_model_recipe
     from ..latency.detector_model import DetectorLatencyModel
 
-    return DetectorLatencyModel(spec.db, load_model_recipe(spec.model).with_num_classes(num_classes))
+    return DetectorLatencyModel(spec.latency_db, load_model_recipe(spec.model).with_num_classes(num_classes))
 
 
 def search_resolution(spec: DesignSpec, model) -> int:
@@ -49,7 +49,7 @@ def check(spec: DesignSpec, num_classes: int) -> None:
     from ..search.evolution import create_evolution
 
     model = latency_model(spec, num_classes)
-    evolution, evaluator = create_evolution(spec.space, spec.budgets, ladder=spec.search_ladder_text(), latency=spec.db,
+    evolution, evaluator = create_evolution(spec.space, spec.budgets, ladder=spec.search_ladder_text(), latency=spec.latency_db,
                                             detector=model.recipe, seed=spec.seed,
                                             resolution=search_resolution(spec, model))
     try:
@@ -68,7 +68,7 @@ def run(spec: DesignSpec, num_classes: int, folder: Path, progress: bool) -> dic
     if (folder / "checkpoint.json").is_file() and (folder / CANDIDATES_NAME).is_file():
         result = resume(folder, progress=progress)  # the table and the detector are in its config
     else:
-        result = search(spec.space, spec.budgets, ladder=spec.search_ladder_text(), latency=spec.db,
+        result = search(spec.space, spec.budgets, ladder=spec.search_ladder_text(), latency=spec.latency_db,
                         detector=model.recipe, candidates=spec.candidates, seed=spec.seed,
                         resolution=search_resolution(spec, model), out=folder, progress=progress, exist_ok=True)
     rungs = []

@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import InitVar, asdict, dataclass, fields
 from pathlib import Path
 
 from ..atomic import atomic_write_text
 from ..config import read_section, setting
 from ..errors import UserError
+from ..renamed import note_renamed
 from ..fileio import read_yaml
 from ..resources import resolve_space_path
 from ..search.budgets import Budget, format_limit, parse_budget
 from ..search.settings import AT_LEAST_ONE
 
 SPEC_NAME = "design.json"
-# The shipped table each runtime is priced with when no --db is given (built on this project's
+# The shipped table each runtime is priced with when no --latency-db is given (built on this project's
 # reference CPU; a table of your own chip is better, see README "Latency database").
 # cpu-ort-fp32-tinynas-n holds every detector a k1kx search builds inside tinynas-n or tinynas-p at 320.
 DEFAULT_TABLES = {"onnxruntime": "cpu-ort-fp32-tinynas-n", "torch": "cpu-fp32", "openvino": "cpu-ov-fp32",
@@ -34,7 +35,7 @@ class DesignSpec:
     data: str  # a YAML file with the four dataset paths (a train recipe's ``data`` section)
     budget: str  # the deployed detector's latency limit, e.g. "latency=8ms"
     runtime: str = "onnxruntime"
-    db: str = ""  # latency table; empty: the shipped table of ``runtime``
+    latency_db: str = ""  # latency table; empty: the shipped table of ``runtime``
     model: str = "tinynas-n"  # the model recipe whose wrap, neck and head the design keeps
     space: str = "k1kx"
     teacher_factors: tuple[float, ...] = (2.0, 4.0)  # larger rungs (x budget) trained as teachers
@@ -49,6 +50,14 @@ class DesignSpec:
     # The table's ms per ms measured here today (1: the table is taken as it is). A match budget
     # sets it from an anchor, the model recipe's own detector, timed beside the matched file.
     table_scale: float = 1.0
+    db: InitVar[str | None] = None  # latency_db's old name, accepted for one release
+
+    def __post_init__(self, db: str | None) -> None:
+        if db is not None:
+            if self.latency_db:
+                raise TypeError("DesignSpec() got both db= (its old name) and latency_db=")
+            note_renamed("DesignSpec()", "db=", "latency_db=")
+            object.__setattr__(self, "latency_db", db)
 
     def latency_budget(self) -> Budget:
         return parse_budget(self.budget, "--budget", "--budget")
@@ -92,10 +101,10 @@ def check_spec(spec: DesignSpec) -> DesignSpec:
     runtime = spec.runtime.strip().lower()
     if runtime not in RUNTIMES:
         raise UserError("--runtime", "", f"unknown runtime {spec.runtime!r} (known: {', '.join(RUNTIMES)})")
-    db = spec.db or DEFAULT_TABLES.get(runtime, "")
+    db = spec.latency_db or DEFAULT_TABLES.get(runtime, "")
     if not db:
-        raise UserError("--db", "", f"no table is shipped for runtime {runtime!r}: build one "
-                        "(tinynas latency build --runtime ...) and pass it with --db")
+        raise UserError("--latency-db", "", f"no table is shipped for runtime {runtime!r}: build one "
+                        "(tinynas latency build --runtime ...) and pass it with --latency-db")
     resolve_space_path(spec.space)
     from ..latency.table import load_table, sidecar_path
 
@@ -106,7 +115,7 @@ def check_spec(spec: DesignSpec) -> DesignSpec:
                         f"the table was measured in {built_in}, the design deploys in {runtime}: "
                         "give a table built with --runtime " + runtime)
     check_runtime(runtime, table.meta, str(sidecar_path(table.path)))
-    return DesignSpec(**{**asdict(spec), "data": str(Path(spec.data)), "db": db, "runtime": runtime})
+    return DesignSpec(**{**asdict(spec), "data": str(Path(spec.data)), "latency_db": db, "runtime": runtime})
 
 
 def check_runtime(runtime: str, meta: dict, sidecar: str) -> None:
@@ -184,6 +193,8 @@ def spec_change(out: Path, spec: DesignSpec, started: bool, force: bool = False)
                             "or pass --force to start this design over") from None
         return "replace"
     stored = stored if isinstance(stored, dict) else {}
+    if "db" in stored and "latency_db" not in stored:
+        stored["latency_db"] = stored.pop("db")  # a design started before the rename
     changed = [f.name for f in fields(spec) if stored.get(f.name) != mine[f.name]]
     if not changed:
         return "same"

@@ -93,7 +93,7 @@ def design(spec: DesignSpec, out: str | Path, progress: bool = True, log: Callab
     if match_target(spec.budget) is not None:  # latency=match:PATH: that file's measured latency
         spec, match = matched_latency(spec, Path(out), log)
     spec = check_spec(spec)
-    note = mismatch_note(resolve_table_path(spec.db))
+    note = mismatch_note(resolve_table_path(spec.latency_db))
     if note:  # on stderr, as search says it: the log is the stages' own account
         print(note, file=sys.stderr)
     data = read_data_section(spec.data)

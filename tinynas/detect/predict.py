@@ -255,7 +255,7 @@ def predict(model: Detector | OnnxDetector, class_names: Sequence[str], source: 
     if not isinstance(model, OnnxDetector):
         device = next(model.parameters()).device
         check_detector_fits(model.recipe, size, batch_size, fused=model.is_fused, device=device, source="--size",
-                            field="", hint="choose a smaller --size or --batch")
+                            field="", hint="choose a smaller --size or --batch-size")
         model.eval()
     # The batches evaluation forms over the same images (in order; a last single image joins the one before).
     batches = [[item.index for item in batch]

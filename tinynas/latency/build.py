@@ -41,7 +41,7 @@ def _check_largest_op_fits(ops, batch: int, dtype: str, device) -> None:
     needed = max((batch * (op.in_channels * op.height * op.width
                            + (1 + op.fused_residual) * op.out_channels * op.out_height * op.out_width)
                   + op.out_channels * op.in_channels // op.groups * op.kernel ** 2) * width for op in ops)
-    check_fits(needed, "--batch", "", f"the largest op at batch {batch}", "lower --batch", device)
+    check_fits(needed, "--batch-size", "", f"the largest op at batch {batch}", "lower --batch-size", device)
 
 
 def _model_ops(models: Sequence, size: int) -> set:
@@ -63,7 +63,7 @@ def build_grid(spaces: Sequence[SearchSpace], models: Sequence = (), resolution:
     if spaces and models:
         if resolution is not None:
             raise UserError("--resolution", "", "with --model the spaces' backbones are sized by the "
-                            "detector's image (--model-size)")
+                            "detector's image (--size)")
         groups = merge_groups(*(detector_groups(s, m, model_size, channel_step) for m in models for s in spaces))
         names = [f"{m.name or 'model'}@{model_size} over {s.name}" for m in models for s in spaces]
         return sorted(set(grid_ops(groups)) | _model_ops(models, model_size)), names, model_size
@@ -98,7 +98,7 @@ def build_table(spaces: Sequence[SearchSpace], out: str | os.PathLike, device: s
         raise UserError("--space", "", "give at least one search space or detector model")
     require(table_build_packages(str(runtime).strip().lower()), "latency build", f"a table timed in {runtime}")
     if batch <= 0:
-        raise UserError("--batch", "", f"must be positive, got {batch}")
+        raise UserError("--batch-size", "", f"must be positive, got {batch}")
     shard = parse_shard(shard) if shard is not None else None
     out = Path(out)
     # Two builds appending to one table would both write every op, and a table with duplicate

@@ -57,7 +57,7 @@ def mismatch_note(table_path: str | Path) -> str | None:
     if not found:
         return None
     return (f"note: latency table {Path(table_path).stem}: {'; '.join(found)}: its ms may be off by a "
-            f"factor here (`tinynas latency validate --db {table_path}` measures by how much; a table built "
+            f"factor here (`tinynas latency validate --latency-db {table_path}` measures by how much; a table built "
             "on this machine is best)")
 
 

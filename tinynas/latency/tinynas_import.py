@@ -79,7 +79,7 @@ def _chosen_batch(batches: Counter, batch: int | None, source: str) -> int:
     if batch is None:
         if len(batches) > 1:
             listing = ", ".join(f"{b} ({n} ops)" for b, n in sorted(batches.items()))
-            raise UserError(source, "batch", f"the file mixes batch sizes {listing}: choose one with --batch")
+            raise UserError(source, "batch", f"the file mixes batch sizes {listing}: choose one with --batch-size")
         return next(iter(batches))
     if batch not in batches:
         raise UserError(source, "batch", f"no ops at batch {batch} (found {', '.join(map(str, sorted(batches)))})")

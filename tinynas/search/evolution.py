@@ -19,6 +19,7 @@ from typing import Sequence
 
 from ..arch import Arch
 from ..errors import UserError
+from ..renamed import renamed_keyword
 from ..runfolder import check_new_folder, lock_folder, owned_folder
 from ..scores import DEFAULT_STAGE_WEIGHTS
 from ..space import SearchSpace, space_from_dict
@@ -85,6 +86,15 @@ def _evolution(config: dict, space: SearchSpace) -> Evolution:
                      config["start_tries"])
 
 
+def _stage_weights(function: str, stage_weights, old_names: dict):
+    """``stage_weights``, or the value of its old keyword ``weights``; no other keyword is taken."""
+    stage_weights = renamed_keyword(function, old_names, "weights", "stage_weights", stage_weights,
+                                    DEFAULT_STAGE_WEIGHTS)
+    if old_names:
+        raise TypeError(f"{function}() got an unexpected keyword argument {next(iter(old_names))!r}")
+    return stage_weights
+
+
 def _as_latency(latency):
     return str(latency) if isinstance(latency, (str, Path)) else latency
 
@@ -92,18 +102,19 @@ def _as_latency(latency):
 def create_evolution(space: SearchSpace | str | Path, budgets=(), *, ladder=None,
                      latency: str | Path | LatencyModel | None = None, population: int = 256,
                      blocks_per_child: int = 1, seed: int = 0, score: str = "madnas",
-                     weights: Sequence[float] | str = DEFAULT_STAGE_WEIGHTS, score_options: dict | None = None,
+                     stage_weights: Sequence[float] | str = DEFAULT_STAGE_WEIGHTS, score_options: dict | None = None,
                      resolution: int | None = None, start_tries: int = 3000, detector=None,
-                     source: str = "") -> tuple[Evolution, Evaluator]:
+                     source: str = "", **old_names) -> tuple[Evolution, Evaluator]:
     """The strategy and the evaluator that ``search`` would use with these settings.
 
     For a search loop of your own (``ask``/``tell``; see strategy.py): judge with the
     evaluator, or with anything that returns ``Evaluation`` values.
     """
+    stage_weights = _stage_weights("create_evolution", stage_weights, old_names)
     space = as_space(space)
     latency = _as_latency(latency)
     config = build_config(space, budgets, ladder, latency, population, 1, blocks_per_child, seed, score,
-                          weights, score_options, resolution, 1, 1, start_tries, source, detector)
+                          stage_weights, score_options, resolution, 1, 1, start_tries, source, detector)
     return _evolution(config, space), _evaluator(config, latency)
 
 
@@ -169,10 +180,11 @@ def _finish(config: dict, evolution: Evolution, evaluator: Evaluator, store: Run
 def search(space: SearchSpace | str | Path, budgets=(), *, ladder=None,
            latency: str | Path | LatencyModel | None = None, population: int = 256,
            candidates: int = 10000, blocks_per_child: int = 1, seed: int = 0, score: str = "madnas",
-           weights: Sequence[float] | str = DEFAULT_STAGE_WEIGHTS, score_options: dict | None = None,
+           stage_weights: Sequence[float] | str = DEFAULT_STAGE_WEIGHTS, score_options: dict | None = None,
            resolution: int | None = None, jobs: int = 1, backend: str = "loky", batch_size: int = 512,
            checkpoint_every: int = 10000, start_tries: int = 3000, out: str | Path | None = None,
-           progress: bool = False, exist_ok: bool = False, detector=None, source: str = "") -> SearchResult:
+           progress: bool = False, exist_ok: bool = False, detector=None, source: str = "",
+           **old_names) -> SearchResult:
     """Evolve architectures of ``space`` under ``budgets``; see the module docstring.
 
     ``budgets``: ``Budget`` values, ``"kind=value"`` strings or a ``{kind: value}`` mapping.
@@ -186,10 +198,11 @@ def search(space: SearchSpace | str | Path, budgets=(), *, ladder=None,
     unless ``exist_ok``, and it is locked while the search runs. ``jobs`` and ``backend``
     change the speed, never the result. ``source`` (a recipe file) is named in errors.
     """
+    stage_weights = _stage_weights("search", stage_weights, old_names)
     space = as_space(space)
     latency = _as_latency(latency)
     config = build_config(space, budgets, ladder, latency, population, candidates, blocks_per_child,
-                          seed, score, weights, score_options, resolution, batch_size, checkpoint_every,
+                          seed, score, stage_weights, score_options, resolution, batch_size, checkpoint_every,
                           start_tries, source, detector)
     check_jobs(jobs, source)
     check_backend(backend)

@@ -6,7 +6,7 @@
     latency_db: latency_db/v100-trt-fp16-damoyolo.csv
     population: 512
     candidates: 500000
-    weights: [0, 0, 1, 1, 16]
+    stage_weights: [0, 0, 1, 1, 16]
 
 ``SearchSettings`` describes the settings ``tinynas.search.search`` takes (their defaults are
 the library's); ``SearchRecipe`` adds what a recipe names besides: the space, its limits, the
@@ -78,11 +78,11 @@ def load_search_recipe(path: str | Path | None, overrides: Overrides = Overrides
 
 
 def load_recipe(path: str | Path) -> dict:
-    """The validated recipe at ``path`` as a dict (budgets as ``Budget`` values, weights a list),
+    """The validated recipe at ``path`` as a dict (budgets as ``Budget`` values, stage weights a list),
     for callers that index it; ``load_search_recipe`` gives the typed recipe."""
     recipe = load_search_recipe(path)
     values = {f.name: getattr(recipe, f.name) for f in fields(recipe) if f.name != "source"}
-    return {**values, "weights": list(recipe.weights), "_source": recipe.source.file}
+    return {**values, "stage_weights": list(recipe.stage_weights), "_source": recipe.source.file}
 
 
 def with_command_line(recipe: SearchRecipe, budgets: Sequence[Budget], ladder_given: bool) -> SearchRecipe:
@@ -104,9 +104,9 @@ def with_command_line(recipe: SearchRecipe, budgets: Sequence[Budget], ladder_gi
 def check_weights(recipe: SearchRecipe, space: SearchSpace) -> None:
     """One stage weight per stage of ``space``; the error names who set the weights."""
     stages = len(space.initial.stage_ends())
-    if len(recipe.weights) != stages:
-        raise recipe.source.error("weights", f"expected {stages} stage weights for {space.name}, "
-                                             f"got {len(recipe.weights)}: {list(recipe.weights)}")
+    if len(recipe.stage_weights) != stages:
+        raise recipe.source.error("stage_weights", f"expected {stages} stage weights for {space.name}, "
+                                                   f"got {len(recipe.stage_weights)}: {list(recipe.stage_weights)}")
 
 
 def find_file(text: str, shipped_dir: Path, suffix: str) -> Path:

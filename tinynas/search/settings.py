@@ -7,6 +7,7 @@ A resumed run rebuilds everything from that ``config`` alone, so it holds plain 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 from ..config import read_section, setting
@@ -28,13 +29,16 @@ MAX_IN_MEMORY = 1_000_000
 class SearchSettings:
     """The settings of one search besides its space, budgets and latency table."""
 
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"weights": "stage_weights"}
+
     population: int = setting(256, bounds=f"[1, {MAX_IN_MEMORY}]",
                               help="population size: the best distinct architectures kept")
     candidates: int = setting(10000, bounds=AT_LEAST_ONE, help="children to generate")
     blocks_per_child: int = setting(1, bounds=AT_LEAST_ONE, help="blocks mutated per child")
     seed: int = setting(0, help="random seed")
     score: str = setting("madnas", choices=SCORERS, help="zero-shot score")
-    weights: tuple[float, ...] = setting(DEFAULT_STAGE_WEIGHTS, help="stage weights, one per stage of the space")
+    stage_weights: tuple[float, ...] = setting(DEFAULT_STAGE_WEIGHTS,
+                                               help="stage weights, one per stage of the space")
     resolution: int | None = setting(None, bounds=AT_LEAST_ONE, unit="pixels",
                                      help="input size; default: the space's")
     batch_size: int = setting(512, bounds=f"[1, {MAX_IN_MEMORY}]",
@@ -88,7 +92,7 @@ def _latency_doc(latency, detector, source: str) -> dict | None:
 
 
 def build_config(space: SearchSpace, budgets, ladder, latency, population, candidates,
-                 blocks_per_child, seed, score, weights, score_options, resolution, batch_size,
+                 blocks_per_child, seed, score, stage_weights, score_options, resolution, batch_size,
                  checkpoint_every, start_tries, source: str = "", detector=None) -> dict:
     """Validate the arguments of ``search`` into the JSON config a checkpoint stores.
 
@@ -103,10 +107,10 @@ def build_config(space: SearchSpace, budgets, ladder, latency, population, candi
         "score": score, "resolution": resolution, "batch_size": batch_size, "checkpoint_every": checkpoint_every,
         "start_tries": start_tries}, source)
     resolution = space.resolution if checked.resolution is None else checked.resolution
-    weights = parse_weights(weights, source, "weights")
+    weights = parse_weights(stage_weights, source, "stage_weights")
     stages = len(space.initial.stage_ends())
     if len(weights) != stages:
-        raise UserError(source, "weights", f"{len(weights)} stage weights for a space with {stages} stages")
+        raise UserError(source, "stage_weights", f"{len(weights)} stage weights for a space with {stages} stages")
     latency_doc = _latency_doc(latency, detector, source)
     kinds = {b.kind for b in fixed} | ({parse_budget(rungs_text[0]).kind} if rungs_text else set())
     if "latency" in kinds and latency is None:
@@ -123,7 +127,7 @@ def build_config(space: SearchSpace, budgets, ladder, latency, population, candi
         "blocks_per_child": checked.blocks_per_child,
         "seed": checked.seed,
         "score": checked.score,
-        "weights": list(weights),
+        "weights": list(weights),  # the checkpoint's key since the first format
         "score_options": dict(score_options or {}),
         "resolution": resolution,
         "batch_size": checked.batch_size,

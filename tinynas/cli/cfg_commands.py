@@ -1,0 +1,178 @@
+"""``tinynas cfg COMMAND ...``: the settings a command would run with, and who set each one.
+
+It takes the very arguments the command takes (``tinynas cfg search recipe.yaml seed=3
+--population 64``), reads them with that command's own parser and recipe reader, and prints
+every setting with its value and its origin: the command line (which flag, or ``key=value``),
+the recipe file, the model recipe a train recipe names, or the default. Nothing is run and
+nothing is written; a bad argument or file fails as the command itself would.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+from functools import partial
+from pathlib import Path
+from typing import Mapping
+
+from ..config import COMMAND_LINE, Overrides
+from ..errors import UserError
+from ..fileio import read_yaml
+from .format import table
+
+DEFAULT = "default"
+# Recipe commands: their settings come from a recipe file and key=value, besides the flags.
+RECIPE_COMMANDS = ("search", "train", "eval")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("cfg", help="print a command's resolved settings and where each one came from",
+                       description="Read COMMAND's arguments as COMMAND would (recipe, key=value settings, "
+                                   "flags) and print every setting, its value and its origin: the command line, "
+                                   "the recipe file, or the default. Runs nothing.")
+    p.add_argument("target", metavar="COMMAND", help="the command, e.g. search, train, eval, design, predict")
+    p.add_argument("arguments", nargs=argparse.REMAINDER, help="its arguments, as you would give them")
+    p.set_defaults(func=partial(run_cfg, sub.choices))
+
+
+def run_cfg(commands: Mapping[str, argparse.ArgumentParser], args) -> int:
+    if args.target not in commands or args.target == "cfg":
+        known = ", ".join(name for name in commands if name != "cfg")
+        raise UserError("cfg", "COMMAND", f"unknown command {args.target!r} (known: {known})")
+    rows = settings_rows(commands[args.target], args.target, list(args.arguments))
+    print(table(["setting", "value", "from"], [[key, _shown(value), origin] for key, value, origin in rows]))
+    return 0
+
+
+def settings_rows(parser: argparse.ArgumentParser, command: str, argv: list[str]) -> list[tuple[str, object, str]]:
+    """(setting, value, origin) for every setting of ``command`` run with ``argv``."""
+    parsed, given = _parse(parser, command, argv)
+    rows = []
+    if command == "search":
+        rows += _search_rows(parsed)
+    elif command in ("train", "eval") and getattr(parsed, "recipe", None):
+        rows += _train_rows(parsed)
+    settings_keys = {key for key, _, _ in rows}
+    for dest, flag in _flags(parser, parsed):
+        if dest in settings_keys or dest in ("func", "overrides", "command"):
+            continue
+        rows.append((flag, getattr(parsed, dest), f"{COMMAND_LINE} ({flag})" if dest in given else DEFAULT))
+    return rows
+
+
+def _parse(parser: argparse.ArgumentParser, command: str, argv: list[str]) -> tuple[argparse.Namespace, set[str]]:
+    """The namespace ``parser`` gives ``argv``, and the dests the command line itself set."""
+    parsed, extra = parser.parse_known_args(argv)
+    if extra and not (hasattr(parsed, "overrides") and all("=" in e and not e.startswith("-") for e in extra)):
+        raise UserError(command, " ".join(extra), "not an argument of this command")
+    if extra:
+        parsed.overrides = list(parsed.overrides or []) + extra
+    # Parsed again with every default suppressed: what remains is what argv said.
+    actions = _all_actions(parser)
+    saved = [(a, a.default) for a in actions]
+    try:
+        for action in actions:
+            action.default = argparse.SUPPRESS
+        given = set(vars(parser.parse_known_args(argv)[0]))
+    finally:
+        for action, default in saved:
+            action.default = default
+    return parsed, given
+
+
+def _all_actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    actions = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                actions += _all_actions(child)
+        elif not isinstance(action, argparse._HelpAction):
+            actions.append(action)
+    return actions
+
+
+def _flags(parser: argparse.ArgumentParser, parsed: argparse.Namespace) -> list[tuple[str, str]]:
+    """(dest, spelling) of each argument of the (sub)command that ``parsed`` came from, once each."""
+    seen, out = set(), []
+    for action in _all_actions(parser):
+        if action.dest in seen or not hasattr(parsed, action.dest) or action.help == argparse.SUPPRESS:
+            continue
+        seen.add(action.dest)
+        out.append((action.dest, action.option_strings[0] if action.option_strings else action.dest.upper()))
+    return out
+
+
+# ---------------------------------------------------------------------------- recipe commands
+def _search_rows(parsed) -> list[tuple[str, object, str]]:
+    from ..search.budgets import parse_budget
+    from ..search.search_recipe import SearchRecipe, load_search_recipe, with_command_line
+    from .search_commands import command_line_settings
+
+    path, overrides = command_line_settings(parsed)
+    recipe = load_search_recipe(path, overrides)
+    cli_budgets = [parse_budget(text, "--budget", "--budget") for text in parsed.budget or []]
+    recipe = with_command_line(recipe, cli_budgets, ladder_given=overrides.origin("ladder") is not None)
+    doc = read_yaml(path) if path else {}
+    rows = []
+    for f in fields(SearchRecipe):
+        if f.name in ("source", "description"):
+            continue
+        origin = _origin(f.name, overrides, doc, path)
+        if f.name == "budgets" and cli_budgets:
+            origin = f"{COMMAND_LINE} (--budget)" if origin == DEFAULT else f"{origin} and --budget"
+        rows.append((f.name, getattr(recipe, f.name), origin))
+    return rows
+
+
+def _train_rows(parsed) -> list[tuple[str, object, str]]:
+    from ..train.recipe import load_train_recipe
+
+    path = Path(parsed.recipe)
+    path = path / "recipe.yaml" if path.is_dir() else path
+    overrides = Overrides.parse(parsed.overrides or [])
+    recipe = load_train_recipe(path, overrides)
+    doc = read_yaml(path)
+    model_name = doc.get("model") if isinstance(doc.get("model"), str) else None
+    rows = []
+    for key, value in _leaves(recipe.to_dict()):
+        origin = _origin(key, overrides, doc, str(path))
+        if origin == DEFAULT and model_name and key.split(".")[0] in ("backbone", "neck", "head"):
+            origin = f"model recipe {model_name}"
+        rows.append((key, value, origin))
+    return rows
+
+
+def _leaves(doc: Mapping, prefix: str = "") -> list[tuple[str, object]]:
+    out = []
+    for key, value in doc.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out += _leaves(value, name + ".")
+        else:
+            out.append((name, value))
+    return out
+
+
+def _origin(key: str, overrides: Overrides, doc: Mapping, path: str | None) -> str:
+    """Who set dotted ``key``: a ``key=value`` or flag, the recipe file, or nobody."""
+    origin = overrides.origin(key)
+    if origin is not None:
+        return origin if origin != COMMAND_LINE else f"{COMMAND_LINE} ({key}=)"
+    node = doc
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or node.get(part) is None:
+            return DEFAULT
+        node = node[part]
+    return str(path)
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, (list, tuple)):
+        if value and all(isinstance(v, Mapping) for v in value):
+            return f"[{len(value)} entries]"
+        return ",".join(_shown(v) for v in value) if value else "-"
+    if value is None or value == "":
+        return "-"
+    if hasattr(value, "text"):  # a budget
+        return value.text
+    return f"{value:g}" if isinstance(value, float) else str(value)
