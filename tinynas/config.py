@@ -37,7 +37,7 @@ import yaml
 from .bounds import in_bounds, out_of_range
 from .errors import UserError
 from .fileio import check_nesting
-from .renamed import note_renamed
+from .renamed import current_key, note_renamed
 
 AUTO = "auto"
 Auto = Literal["auto"]
@@ -200,7 +200,8 @@ class Overrides:
     def origin(self, field_name: str) -> str | None:
         """What set ``field_name`` (or a section above it), or ``None`` when nothing did."""
         for item in reversed(self.items):
-            if field_name == item.key or field_name.startswith(item.key + "."):
+            key = current_key(item.key)
+            if field_name in (item.key, key) or field_name.startswith((item.key + ".", key + ".")):
                 return item.origin
         return None
 
@@ -303,7 +304,7 @@ def read_section(cls: type[Section], raw: object, source: str | Source, where: s
         raw = {}
     if not isinstance(raw, Mapping):
         raise src.error(where, "expected a mapping")
-    raw, src = _renamed_keys(cls, raw, src, where)
+    raw = _renamed_keys(cls, raw, src, where)
     known = file_keys(cls) + [key for key in read_elsewhere if key not in extra]
     for key in raw:
         if key not in known:
@@ -326,24 +327,22 @@ def read_section(cls: type[Section], raw: object, source: str | Source, where: s
     return cls(**values)
 
 
-def _renamed_keys(cls: type, raw: Mapping, src: Source, where: str) -> tuple[Mapping, Source]:
-    """``raw`` with the old spellings of ``cls.RENAMED_KEYS`` moved to their new keys; an
-    override that set an old key is credited with the new one (errors name who set it)."""
+def _renamed_keys(cls: type, raw: Mapping, src: Source, where: str) -> Mapping:
+    """``raw`` with the old spellings of ``cls.RENAMED_KEYS`` moved to their new keys (an
+    override that set an old key still answers ``Overrides.origin`` of the new one)."""
     renamed = getattr(cls, "RENAMED_KEYS", {})
     used = [old for old in renamed if old in raw]
     if not used:
-        return raw, src
-    raw, credits = dict(raw), []
+        return raw
+    raw = dict(raw)
     for old in used:
         new = renamed[old]
         if new in raw:
             raise src.error(_dotted(where, old), f"{old} is the old spelling of {new}; give only {new}")
         raw[new] = raw.pop(old)
-        origin = src.overrides.origin(_dotted(where, old))
-        note_renamed(origin or src.file or "settings", _dotted(where, old), _dotted(where, new))
-        if origin is not None:
-            credits.append(Override(_dotted(where, new), None, origin))
-    return raw, Source(src.file, src.overrides + Overrides(tuple(credits)))
+        note_renamed(src.overrides.origin(_dotted(where, old)) or src.file or "settings", _dotted(where, old),
+                     _dotted(where, new))
+    return raw
 
 
 def read_value(value: object, hint: Any, spec: Setting, source: str | Source, name: str) -> Any:

@@ -10,6 +10,21 @@ from __future__ import annotations
 import sys
 
 _SAID: set[tuple[str, str]] = set()
+# Every renamed settings key, old -> new (filled by the sections that declare RENAMED_KEYS), so
+# that "who set this field" finds a key=value that used the old spelling.
+KEYS: dict[str, str] = {}
+
+
+def renamed_keys(pairs: dict[str, str]) -> dict[str, str]:
+    """Declare a section's renamed keys (old -> new); returns ``pairs`` for ``RENAMED_KEYS``."""
+    KEYS.update(pairs)
+    return pairs
+
+
+def current_key(dotted: str) -> str:
+    """``dotted`` with its last part spelled as today (``weights`` -> ``stage_weights``)."""
+    *parents, last = dotted.split(".")
+    return ".".join([*parents, KEYS.get(last, last)])
 
 
 def note_renamed(where: str, old: str, new: str) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..config import read_section, setting
 from ..errors import UserError
+from ..renamed import renamed_keys
 from ..resources import resolve_space_path
 from ..scores import DEFAULT_STAGE_WEIGHTS, SCORERS, parse_weights
 from ..space import SearchSpace, load_space
@@ -29,7 +30,7 @@ MAX_IN_MEMORY = 1_000_000
 class SearchSettings:
     """The settings of one search besides its space, budgets and latency table."""
 
-    RENAMED_KEYS: ClassVar[dict[str, str]] = {"weights": "stage_weights"}
+    RENAMED_KEYS: ClassVar[dict[str, str]] = renamed_keys({"weights": "stage_weights"})
 
     population: int = setting(256, bounds=f"[1, {MAX_IN_MEMORY}]",
                               help="population size: the best distinct architectures kept")
