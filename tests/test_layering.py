@@ -7,7 +7,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "tinynas"
 FLOORS = [
     {"version", "errors", "crashpoints", "atomic", "resources", "fileio", "bounds", "config", "runfolder",
-     "preflight", "renamed"},
+     "preflight", "renamed", "registry"},
     {"arch", "archio", "layout", "ops", "costs", "space", "plan", "neck_plan", "memory"},
     {"scores", "nn", "data"},
     {"detect", "checkpoint", "deploy"},

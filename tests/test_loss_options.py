@@ -146,7 +146,7 @@ def test_registries_and_unknown_names():
     assert get_cls_loss("vfl") is varifocal_loss
     with pytest.raises(UserError, match="train.cls_loss.*'focal'"):
         get_cls_loss("focal")
-    message = r"recipe.yaml: train.box_loss: unknown value 'diou'; one of giou, ciou, siou"
+    message = r"recipe.yaml: train.box_loss: unknown box loss 'diou' \(known: giou, ciou, siou\)"
     with pytest.raises(UserError, match=message):
         check_loss_options(LossOptions(box_loss="diou"), "recipe.yaml")
     with pytest.raises(UserError, match="recipe.yaml: train.dfl"):

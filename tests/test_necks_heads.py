@@ -8,6 +8,8 @@ import pytest
 import torch
 from torch import nn
 
+from tinynas.errors import UserError
+
 from conftest import SPACE_NAMES, space_path
 from fuse_helpers import assert_fuses_exactly, randomise
 from tinynas.detect.anchors import anchor_points
@@ -248,7 +250,7 @@ def test_registries_name_every_type_and_refuse_unknown_options():
     assert HEADS.options("tood")["norm"] == "gn"
     with pytest.raises(TypeError, match="hidden_ratio"):
         create_neck("pafpn", (32, 64, 128), OUT, hidden_ratio=1.0)
-    with pytest.raises(KeyError, match="unknown neck"):
+    with pytest.raises(UserError, match="unknown neck 'bifpn'"):
         create_neck("bifpn", (32, 64, 128), OUT)
     with pytest.raises(ValueError, match="already registered"):
         HEADS.register("tood", nn.Module)

@@ -93,7 +93,7 @@ def test_registry_builds_scorers_by_name():
         scorer = create_scorer("width-test", weights=(0, 0, 0, 1))
         assert scorer(arch) == pytest.approx(sum(math.log(b["out"]) for b in TINY) + math.log(96))
     finally:
-        SCORERS.pop("width-test")
+        SCORERS.unregister("width-test")
     with pytest.raises(UserError, match="unknown score"):
         create_scorer("zen")
 

@@ -99,8 +99,7 @@ def check_spec(spec: DesignSpec) -> DesignSpec:
     from ..latency.runtimes import RUNTIMES
 
     runtime = spec.runtime.strip().lower()
-    if runtime not in RUNTIMES:
-        raise UserError("--runtime", "", f"unknown runtime {spec.runtime!r} (known: {', '.join(RUNTIMES)})")
+    RUNTIMES.lookup(runtime)
     db = spec.latency_db or DEFAULT_TABLES.get(runtime, "")
     if not db:
         raise UserError("--latency-db", "", f"no table is shipped for runtime {runtime!r}: build one "

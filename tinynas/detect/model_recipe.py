@@ -190,7 +190,7 @@ def output_channels(arch: Arch, wrap: str, out_indices: tuple[int, ...]) -> tupl
 
 def neck_levels(neck: NeckConfig) -> int:
     """How many backbone levels the neck type can read: 3, or 4 (a stride-4 level too)."""
-    return getattr(NECKS.get(neck.type), "max_levels", 3)
+    return getattr(NECKS.lookup(neck.type), "max_levels", 3)
 
 
 def _four_out_indices(value: object, src: Source) -> tuple[int, ...] | None:

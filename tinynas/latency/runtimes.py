@@ -41,8 +41,8 @@ from typing import Callable
 import numpy as np
 
 from ..errors import UserError
+from ..registry import Registry
 
-RUNTIMES = ("torch", "onnxruntime", "openvino", "tensorrt")
 # The pip extra that brings each runtime (tensorrt comes with the GPU build of onnxruntime).
 EXTRAS = {"onnxruntime": "export", "openvino": "openvino", "tensorrt": "export"}
 Runner = Callable[[], None]
@@ -90,21 +90,34 @@ def load_runtime(name: str, device: str, dtype: str, threads: int, cache_dir: st
                  ) -> Runtime | None:
     """The runtime ``name`` (``None`` for torch), or a one-line error naming the extra to install."""
     name = str(name).strip().lower()  # "ONNXRuntime" as the runtime spells itself
-    if name not in RUNTIMES:
-        raise UserError("--runtime", "", f"unknown runtime {name!r} (known: {', '.join(RUNTIMES)})")
-    if name == "torch":
-        return None
-    cuda = str(device).startswith("cuda")
-    if name == "tensorrt":
-        if not cuda:
-            raise UserError("--runtime", "tensorrt", "TensorRT runs on an NVIDIA GPU: give --device cuda[:i]")
-        if dtype not in ("fp16", "int8"):
-            raise UserError("--dtype", "", f"TensorRT tables are fp16 or int8, got {dtype!r}")
-    elif dtype != "fp32":
+    return RUNTIMES.lookup(name)(device, dtype, threads, cache_dir)
+
+
+def _fp32_only(name: str, dtype: str) -> None:
+    if dtype != "fp32":
         raise UserError("--dtype", "", f"{name} tables are measured in fp32 here, got {dtype!r}")
-    if name == "openvino":
-        return _openvino(device, threads)
-    return _onnxruntime(name, device, dtype, threads, cache_dir)
+
+
+def _load_torch(device: str, dtype: str, threads: int, cache_dir) -> None:
+    return None  # eager torch times ops itself (measure.py); there is nothing to compile
+
+
+def _load_onnxruntime(device: str, dtype: str, threads: int, cache_dir) -> Runtime:
+    _fp32_only("onnxruntime", dtype)
+    return _onnxruntime("onnxruntime", device, dtype, threads, cache_dir)
+
+
+def _load_openvino(device: str, dtype: str, threads: int, cache_dir) -> Runtime:
+    _fp32_only("openvino", dtype)
+    return _openvino(device, threads)
+
+
+def _load_tensorrt(device: str, dtype: str, threads: int, cache_dir) -> Runtime:
+    if not str(device).startswith("cuda"):
+        raise UserError("--runtime", "tensorrt", "TensorRT runs on an NVIDIA GPU: give --device cuda[:i]")
+    if dtype not in ("fp16", "int8"):
+        raise UserError("--dtype", "", f"TensorRT tables are fp16 or int8, got {dtype!r}")
+    return _onnxruntime("tensorrt", device, dtype, threads, cache_dir)
 
 
 def _missing(name: str) -> UserError:
@@ -203,3 +216,10 @@ def _openvino(device: str, threads: int) -> Runtime:
         return run
 
     return Runtime("openvino", ov.__version__, target, "fp32", threads, compile_graph, profile_graph)
+
+
+# Name -> loader ``(device, dtype, threads, cache_dir) -> Runtime | None``; register another
+# runtime's loader here to time ops and networks in it.
+RUNTIMES: Registry[Callable] = Registry("runtime", "--runtime", {
+    "torch": _load_torch, "onnxruntime": _load_onnxruntime, "openvino": _load_openvino, "tensorrt": _load_tensorrt,
+})

@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-from ..errors import UserError
+from ..registry import Registry
 
-SCORERS: dict[str, type] = {}
+SCORERS: Registry[type] = Registry("score", "score")
 
 
 def register_scorer(name: str):
     def decorate(cls: type) -> type:
-        if name in SCORERS and SCORERS[name] is not cls:
-            raise ValueError(f"scorer {name!r} is registered twice")
-        SCORERS[name] = cls
+        SCORERS.register(name, cls)
         cls.name = name
         return cls
     return decorate
 
 
 def get_scorer(name: str) -> type:
-    if name not in SCORERS:
-        raise UserError("", "score method", f"unknown score {name!r} (known: {', '.join(sorted(SCORERS))})")
-    return SCORERS[name]
+    return SCORERS.lookup(name)
 
 
 def create_scorer(name: str, **options):

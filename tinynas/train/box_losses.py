@@ -11,7 +11,7 @@ import math
 import torch
 
 from .losses import giou
-from .named import pick
+from ..registry import Registry
 
 _EPS = 1e-7
 
@@ -82,9 +82,9 @@ def siou_loss(pred: torch.Tensor, target: torch.Tensor, theta: float = 4.0) -> t
     return 1.0 - iou + 0.5 * (distance_cost + shape_cost)
 
 
-BOX_LOSSES = {"giou": giou_loss, "ciou": ciou_loss, "siou": siou_loss}
+BOX_LOSSES = Registry("box loss", "train.box_loss", {"giou": giou_loss, "ciou": ciou_loss, "siou": siou_loss})
 
 
 def get_box_loss(name: str):
     """The per-box loss ``(pred [N, 4], target [N, 4]) -> [N]`` registered as ``name``."""
-    return pick(BOX_LOSSES, "train.box_loss", name)
+    return BOX_LOSSES.lookup(name)

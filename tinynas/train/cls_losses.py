@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from .losses import quality_focal_loss
-from .named import pick
+from ..registry import Registry
 
 
 def varifocal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.75,
@@ -31,9 +31,10 @@ def bce_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
 
 
-CLS_LOSSES = {"qfl": quality_focal_loss, "vfl": varifocal_loss, "bce": bce_loss}
+CLS_LOSSES = Registry("class loss", "train.cls_loss", {"qfl": quality_focal_loss, "vfl": varifocal_loss,
+                                                       "bce": bce_loss})
 
 
 def get_cls_loss(name: str):
     """The element-wise class loss ``(logits, targets) -> [..., C]`` registered as ``name``."""
-    return pick(CLS_LOSSES, "train.cls_loss", name)
+    return CLS_LOSSES.lookup(name)

@@ -5,21 +5,21 @@ any of them."""
 from __future__ import annotations
 
 from ..assigner import AlignOTAAssigner
-from ..named import pick
+from ...registry import Registry
 from .base import ImageAssigner, Scene, ScoredAssignment, class_target
 from .simota import SimOTAAssigner
 from .tal import TaskAlignedAssigner
 
-ASSIGNERS: dict[str, type] = {
+ASSIGNERS: Registry[type] = Registry("assigner", "train.assigner", {
     "alignota": AlignOTAAssigner,
     "simota": SimOTAAssigner,
     "tal": TaskAlignedAssigner,
-}
+})
 
 
 def get_assigner(name: str) -> type:
     """The assigner class registered as ``name`` (recipe field ``train.assigner``)."""
-    return pick(ASSIGNERS, "train.assigner", name)
+    return ASSIGNERS.lookup(name)
 
 
 def create_assigner(name: str, **settings):
