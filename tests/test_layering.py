@@ -13,7 +13,7 @@ FLOORS = [
     {"detect", "checkpoint", "deploy"},
     {"latency", "train"},
     {"search", "distill"},
-    {"design", "api", "cli", "__init__", "__main__"},
+    {"design", "api", "cli", "conformance", "__init__", "__main__"},
 ]
 FLOOR = {unit: level for level, units in enumerate(FLOORS) for unit in units}
 
