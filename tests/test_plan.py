@@ -16,7 +16,7 @@ from tinynas.detect.model_recipe import BackboneConfig, HeadConfig, ModelRecipe,
 from tinynas.latency.validate import random_archs
 from tinynas.neck_plan import neck_head_op_counts
 from tinynas.ops import conv_op_counts
-from tinynas.plan import image_size, plan
+from tinynas.plan import image_size, plan, searched_size
 from tinynas.resources import resolve_space_path
 from tinynas.space import load_space
 
@@ -72,12 +72,15 @@ def test_the_table_view_is_the_searched_arch_with_the_stem_focus_runs():
     view, size = plan(k1kx, "res", True, None, 640).table_arch, plan(k1kx, "res", True, None, 640).table_size
     assert view == k1kx and size == 320  # a 12-channel search is already the Focus view
     assert image_size(k1kx, 320, focus=True) == 640
+    # The one Focus rule both ways: a 12-channel stem sees half the image, only behind Focus.
+    assert searched_size(k1kx, 640, focus=True) == 320 and searched_size(k1kx, 640, focus=False) == 640
+    assert all(searched_size(k1kx, image_size(k1kx, r, True), True) == r for r in (160, 224, 320))
 
     k1kxk1 = load_space(resolve_space_path("k1kxk1")).initial  # 3-channel stem at stride 2
     layout = plan(k1kxk1, "res", True, None, 224)
     assert layout.table_arch.stem.in_channels == 12 and layout.table_arch.stem.stride == 1
     assert layout.table_arch.blocks[1:] == k1kxk1.blocks[1:] and layout.table_size == 112
-    assert image_size(k1kxk1, 224, focus=True) == 224
+    assert image_size(k1kxk1, 224, focus=True) == 224 and searched_size(k1kxk1, 224, focus=True) == 224
     # The view's stem is the conv the Focus stem really runs; the rest is priced as searched.
     stem_op = conv_op_counts(layout.table_arch, layout.table_size)[0][0]
     assert stem_op in dict(layout.op_counts)

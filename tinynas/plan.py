@@ -287,10 +287,20 @@ def table_view(arch: Arch, size: int, focus: bool,
     return (arch if stem == arch.stem else arch.with_block(0, stem)), conv_out_size(size, 2)
 
 
+def _sees_half(arch: Arch, focus: bool, image_channels: int) -> bool:
+    """The one Focus rule: a stem that reads the Focus output's 4x channels sees half the image,
+    any other stem the image itself."""
+    return focus and arch.in_channels == 4 * image_channels
+
+
 def image_size(arch: Arch, resolution: int, focus: bool, image_channels: int = IMAGE_CHANNELS) -> int:
-    """The image size at which the searched stem sees ``resolution``: a stem that reads the
-    Focus output's 4x channels sees half the image, any other stem the image itself."""
-    return 2 * resolution if focus and arch.in_channels == 4 * image_channels else resolution
+    """The image size at which the searched stem sees ``resolution``."""
+    return 2 * resolution if _sees_half(arch, focus, image_channels) else resolution
+
+
+def searched_size(arch: Arch, image: int, focus: bool, image_channels: int = IMAGE_CHANNELS) -> int:
+    """What the searched stem of ``arch`` sees in an ``image`` (the inverse of ``image_size``)."""
+    return image // 2 if _sees_half(arch, focus, image_channels) else image
 
 
 def backbone_parts(arch: Arch, wrap: str, focus: bool, size: int, spp: bool = True,

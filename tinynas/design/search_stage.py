@@ -33,13 +33,12 @@ def latency_model(spec: DesignSpec, num_classes: int):
 def search_resolution(spec: DesignSpec, model) -> int:
     """The input the searched stem sees in a ``spec.size`` image: half of it behind a Focus stem
     when the space's stem reads Focus's 12 channels, the image itself otherwise."""
-    from ..plan import IMAGE_CHANNELS
+    from ..plan import searched_size
     from ..resources import resolve_space_path
     from ..space import load_space
 
     initial = load_space(resolve_space_path(spec.space)).initial
-    focused = model.recipe.backbone.focus and initial.in_channels == 4 * IMAGE_CHANNELS
-    return spec.size // 2 if focused else spec.size
+    return searched_size(initial, spec.size, model.recipe.backbone.focus)
 
 
 def check(spec: DesignSpec, num_classes: int) -> None:

@@ -94,8 +94,9 @@ def check_spec(spec: DesignSpec) -> DesignSpec:
     # The counts are checked by the one settings reader (ranges from the fields above).
     counted = ("data", "budget", "candidates", "epochs", "size", "batch_size", "timed_runs")
     read_section(DesignSpec, {name: getattr(spec, name) for name in counted}, "design settings")
-    if spec.size % 32:
-        raise UserError("--size", "", f"must be a multiple of 32 (the detector's deepest stride), got {spec.size}")
+    from ..detect.model_recipe import check_input_size, load_model_recipe
+
+    check_input_size(load_model_recipe(spec.model), spec.size, "--size")
     from ..latency.runtimes import RUNTIMES
 
     runtime = spec.runtime.strip().lower()
