@@ -177,7 +177,7 @@ def one_line(load, path, field, words):
 @pytest.mark.parametrize("edit, field, words", [
     ({"train": {"epochs": "ten"}}, "train.epochs", "expected a positive integer, got 'ten'"),
     ({"train": {"momentum": 1.5}}, "train.momentum", "expected a value in [0, 1), got 1.5"),
-    ({"eval": {"iou": 0.5}}, "eval.iou", "unknown option (did you mean iou_threshold? known: conf_threshold, iou_threshold"),
+    ({"eval": {"io": 0.5}}, "eval.io", "unknown option (did you mean iou? known: conf, iou, max_det, batch_size)"),
     ({"data": {**DATA, "val_images": None}}, "data.val_images", "missing"),
     ({"distill": {"method": "copy"}}, "distill.method", "expected one of cwd, mimic, mgd, self, logit"),
 ])

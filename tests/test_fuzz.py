@@ -200,7 +200,7 @@ def train_doc(images: Path) -> dict:
     return {"name": "tiny", "backbone": {"arch": TINY_ARCH, "wrap": "res", "out_indices": [2, 4, 5]},
             "neck": {"depth": 1.0, "out_channels": [32, 64, 128]}, "head": {"num_classes": 2},
             "data": paths, "train": {"epochs": 3, "batch_size": 4, "ema_decay": 0.999, "lr_per_64": 0.01},
-            "augment": {"mosaic_prob": 0.5, "scale": [0.5, 1.5]}, "eval": {"iou_threshold": 0.6},
+            "augment": {"mosaic_prob": 0.5, "scale": [0.5, 1.5]}, "eval": {"iou": 0.6},
             "distill": {"method": "cwd", "tau": 1.0}}
 
 

@@ -232,7 +232,7 @@ def test_a_lock_left_by_a_killed_writer_does_not_block(tmp_path, capsys):
 # ------------------------------------------------------------------ 11: natural ranges
 @pytest.mark.parametrize("section, field, value", [
     ("train", "ema_decay", 1.5), ("train", "momentum", 1.0), ("train", "min_lr_ratio", 2.0),
-    ("train", "bn_eps", 0.0), ("eval", "iou_threshold", 1.5), ("eval", "conf_threshold", 7),
+    ("train", "bn_eps", 0.0), ("eval", "iou", 1.5), ("eval", "conf", 7),
     ("distill", "tau", 0.0), ("augment", "mosaic_prob", 1.5), ("augment", "hsv_value", 3.0),
     ("augment", "translate", 2.0), ("augment", "degrees", 720.0),
 ])

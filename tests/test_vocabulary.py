@@ -88,6 +88,20 @@ def test_an_old_recipe_key_is_read_as_the_new_one_and_both_is_refused(tmp_path, 
         load_search_recipe(both)
 
 
+def test_a_train_recipe_with_the_old_eval_keys_reads_as_the_new_ones(tmp_path, capsys):
+    from tinynas.train.recipe import load_train_recipe
+
+    recipe = tmp_path / "t.yaml"
+    recipe.write_text("name: t\nmodel: tinynas-n\ndata: {train_images: a, train_annotations: a.json, val_images: a, "
+                      "val_annotations: a.json, size: 320}\neval: {conf_threshold: 0.01, max_detections: 50}\n")
+    read = load_train_recipe(recipe, ["eval.iou_threshold=0.6"])
+    assert (read.eval.conf, read.eval.iou, read.eval.max_det) == (0.01, 0.6, 50)
+    notes = capsys.readouterr().err.strip().splitlines()
+    assert f"tinynas: note: {recipe}: eval.conf_threshold is now eval.conf (the old spelling is accepted until the " \
+           "next release)" in notes and any("command line: eval.iou_threshold is now eval.iou" in n for n in notes)
+    assert "conf_threshold" not in str(read.to_dict()["eval"])  # a run folder's recipe.yaml says it the new way
+
+
 def test_search_takes_its_old_keyword_and_refuses_both_and_unknown_ones(capsys):
     settings = dict(budgets=["layers=20"], population=8, candidates=60, batch_size=20, seed=2)
     new = search("k1kx", stage_weights=[0, 0, 1, 1, 9], **settings)

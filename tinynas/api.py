@@ -184,5 +184,5 @@ def evaluate_checkpoint(recipe: TrainRecipe, weights: str | os.PathLike, size: i
     if order is not None:  # the same classes, renumbered: scored by name
         model = ReorderedClasses(model, order)
     e = recipe.eval
-    return evaluate(model, DetectionDataset(val, run_size), batch_size=e.batch_size, conf_threshold=e.conf_threshold,
-                    iou_threshold=e.iou_threshold, max_detections=e.max_detections, progress=progress)
+    return evaluate(model, DetectionDataset(val, run_size), batch_size=e.batch_size, conf_threshold=e.conf,
+                    iou_threshold=e.iou, max_detections=e.max_det, progress=progress)

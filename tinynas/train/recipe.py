@@ -14,13 +14,14 @@ import os
 import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Literal, Sequence, get_args
+from typing import ClassVar, Literal, Sequence, get_args
 
 from ..config import AUTO, Auto, Overrides, Setting, Source, as_source, read_section, read_value, setting, unknown_key
 from ..data.cache import CACHE_MODES
 from ..data.pipeline import AugmentConfig
 from ..detect.model_recipe import ModelRecipe, check_input_size, load_model_recipe, parse_model_recipe
 from ..errors import UserError
+from ..renamed import renamed_keys
 from ..fileio import read_yaml
 from ..runfolder import plain_name, run_dir_for
 from .assigners import ASSIGNERS
@@ -97,9 +98,13 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    conf_threshold: float = setting(0.001, bounds=UNIT)
-    iou_threshold: float = setting(0.7, bounds=UNIT)
-    max_detections: int = setting(100, bounds=AT_LEAST_ONE, help="per image")
+    # The names of predict's and export's flags (--conf, --iou, --max-det).
+    RENAMED_KEYS: ClassVar[dict[str, str]] = renamed_keys({"conf_threshold": "conf", "iou_threshold": "iou",
+                                                           "max_detections": "max_det"})
+
+    conf: float = setting(0.001, bounds=UNIT, help="score threshold of the detections scored")
+    iou: float = setting(0.7, bounds=UNIT, help="NMS IoU threshold")
+    max_det: int = setting(100, bounds=AT_LEAST_ONE, help="detections kept per image")
     batch_size: int = setting(8, bounds=AT_LEAST_ONE, unit="images")
 
 

@@ -413,8 +413,8 @@ class Trainer:
         metrics: dict = {}
         if self.main_process and (done % recipe.train.eval_interval == 0 or done == recipe.train.epochs):
             e = recipe.eval
-            metrics = evaluate(self.ema.module, self.val_set, batch_size=e.batch_size, conf_threshold=e.conf_threshold,
-                               iou_threshold=e.iou_threshold, max_detections=e.max_detections, device=self.device,
+            metrics = evaluate(self.ema.module, self.val_set, batch_size=e.batch_size, conf_threshold=e.conf,
+                               iou_threshold=e.iou, max_detections=e.max_det, device=self.device,
                                progress=self.progress)
         if not self.main_process:
             return
@@ -452,8 +452,8 @@ class Trainer:
         ones when no epoch was evaluated), into the run folder before the last last.pt."""
         e, run = self.recipe.eval, self.run_files
         model = load_detector(run.best_path)[0].to(self.device) if run.best_path.is_file() else self.ema.module
-        results = predict_split(model, self.val_set, batch_size=e.batch_size, conf_threshold=e.conf_threshold,
-                                iou_threshold=e.iou_threshold, max_detections=e.max_detections, device=self.device)
+        results = predict_split(model, self.val_set, batch_size=e.batch_size, conf_threshold=e.conf,
+                                iou_threshold=e.iou, max_detections=e.max_det, device=self.device)
         metrics = coco_metrics(self.val_coco.annotations, results, diagnostics=True)
         write_diagnostics(self.run_dir, metrics, self.val_coco, results)
 
