@@ -186,3 +186,16 @@ def evaluate_checkpoint(recipe: TrainRecipe, weights: str | os.PathLike, size: i
     e = recipe.eval
     return evaluate(model, DetectionDataset(val, run_size), batch_size=e.batch_size, conf_threshold=e.conf,
                     iou_threshold=e.iou, max_detections=e.max_det, progress=progress)
+
+
+def calibrate_latency_table(table: str | os.PathLike, model: str | None = None, space: str | None = None,
+                            size: int | None = None, n: int = 8, seed: int = 0, runs: int = 15, rounds: int = 3,
+                            store: bool = True, progress: bool = True) -> dict:
+    """``tinynas latency calibrate``: time ``n`` reference detectors here, fit the table's scale
+    and overhead to this machine and (with ``store``) keep the fit in its sidecar under this
+    machine's name; returns the fit and the error before and after (``latency/machine_fit.py``)."""
+    from .latency.machine_fit import calibrate_table
+    from .latency.table import resolve_table_path
+
+    return calibrate_table(resolve_table_path(table), model=model, space=space, size=size, n=n, seed=seed,
+                           runs=runs, rounds=rounds, store=store, progress=progress)

@@ -44,8 +44,8 @@ differs from the sidecar's is refused (it may be another table's, copied over th
 
 
 def register(sub) -> None:
-    p = sub.add_parser("latency", help="per-chip latency tables: build, merge, predict, validate, import-tinynas, "
-                                       "rehash, time")
+    p = sub.add_parser("latency", help="per-chip latency tables: build, merge, predict, validate, calibrate, "
+                                       "import-tinynas, rehash, list, time")
     lsub = p.add_subparsers(dest="latency_command", metavar="ACTION")
     lsub.required = True
     _register_build(lsub)
@@ -55,7 +55,9 @@ def register(sub) -> None:
     _register_import(lsub)
     _register_rehash(lsub)
     _register_list(lsub)
+    from .calibrate_commands import register as register_calibrate
     from .time_commands import register as register_time
+    register_calibrate(lsub)
     register_time(lsub)
 
 
@@ -210,7 +212,7 @@ def _register_list(lsub) -> None:
 def run_list(args) -> int:
     from pathlib import Path
 
-    from ..latency.machine import cpu_name, mismatch, shipped_tables
+    from ..latency.machine import cpu_name, machine_fit, mismatch, shipped_tables
     from ..latency.table import read_meta, sidecar_path
 
     paths = shipped_tables()
@@ -228,14 +230,15 @@ def run_list(args) -> int:
         meta = read_meta(path)
         fitted = ((meta.get("validation") or {}).get("fitted_leave_one_out") or {}).get("mape_pct")
         version = str(meta.get("runtime_version") or "").split("-")[0]  # OpenVINO appends its build
-        here = "-" if not str(meta.get("device", "cpu")).startswith("cpu") else "no" if mismatch(meta) else "yes"
+        here = "-" if not str(meta.get("device", "cpu")).startswith("cpu") else "no" if mismatch(meta) else \
+            "calibrated" if machine_fit(meta) and meta.get("device_name") != cpu_name() else "yes"
         rows.append([path.stem if path in shipped else str(path), meta.get("device_name") or meta.get("device"),
                      f"{meta.get('runtime') or 'torch'} {version}".strip(), meta.get("threads") or "-",
                      meta.get("dtype"), meta.get("rows") or "-", meta.get("status", ""),
                      f"{fitted:.1f}%" if fitted is not None else "-", here])
     print(table(["table", "device", "runtime", "threads", "dtype", "ops", "status", "validated MAPE", "here"], rows))
-    print(f"\nthis machine: {cpu_name()}; here: measured on this CPU in the runtime version installed "
-          "(- for GPU tables)")
+    print(f"\nthis machine: {cpu_name()}; here: measured on this CPU in the runtime version installed, or "
+          "calibrated: fitted to it by `latency calibrate` (- for GPU tables)")
     return 0
 
 

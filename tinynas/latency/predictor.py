@@ -2,7 +2,7 @@
 
 network_ms(batch) = scale x sum(op latencies) + overhead_ms, per image = that / batch.
 ``scale`` and ``overhead_ms`` come from the table's sidecar (fitted by ``validate``;
-1 and 0 until then). The predictor runs inside the search loop, so it caches: an op is
+1 and 0 until then), or from the fit ``latency calibrate`` stored there for this machine. The predictor runs inside the search loop, so it caches: an op is
 interpolated once, a (block, input size) is summed once; later calls are dict lookups.
 The sidecar's ``extrapolation`` picks how an op is priced (see interpolate): ``tinynas``
 reproduces TinyNAS's OpPredictor, measured ops included; the others read a measured op
@@ -17,6 +17,7 @@ from ..arch import Arch, BlockSpec
 from ..errors import UserError
 from ..ops import ConvOp
 from .interpolate import TinyNASRule, build_groups, group_id
+from . import machine
 from .netops import AVGPOOL, block_ops
 from .table import TINYNAS, LatencyTable, load_table, op_text
 
@@ -24,8 +25,11 @@ from .table import TINYNAS, LatencyTable, load_table, op_text
 class LatencyPredictor:
     """Predicts per-image latency in milliseconds from a ``LatencyTable``."""
 
-    def __init__(self, table: LatencyTable):
+    def __init__(self, table: LatencyTable, for_this_machine: bool = True):
+        """``for_this_machine``: apply the fit ``latency calibrate`` stored for this machine, if
+        any, instead of the table's own scale and overhead (``machine_fit.py``)."""
         self.table = table
+        self.machine_fit = machine.machine_fit(table.meta) if for_this_machine else None
         self._groups = None
         self._rule = None
         self._exact = None
@@ -49,12 +53,12 @@ class LatencyPredictor:
 
     @property
     def scale(self) -> float:
-        return float(self.table.meta.get("scale", 1.0))
+        return float((self.machine_fit or self.table.meta).get("scale", 1.0))
 
     @property
     def overhead_ms(self) -> float:
         """Per-network overhead for the whole batch, in ms."""
-        return float(self.table.meta.get("overhead_ms", 0.0))
+        return float((self.machine_fit or self.table.meta).get("overhead_ms", 0.0))
 
     @property
     def extrapolation(self) -> str:

@@ -164,6 +164,10 @@ META_CHECKS = {
     "device_name": (lambda v: isinstance(v, str), "a string"),
     "builds": (lambda v: isinstance(v, list), "a list"),
     "validation": (lambda v: isinstance(v, dict), "an object"),
+    # latency calibrate's fits, one per machine: each prices networks there, so each is checked.
+    "machines": (lambda v: isinstance(v, dict) and all(
+        isinstance(e, dict) and _is_ms(e.get("scale"), True) and _is_ms(e.get("overhead_ms"), False)
+        for e in v.values()), "an object of per-machine fits, each with a scale > 0 and an overhead_ms >= 0"),
 }
 
 

@@ -148,7 +148,7 @@ def validate_table(table_path: str | os.PathLike, space: SearchSpace, n: int = 5
         update = update and runtime == table_runtime  # a fit belongs to the runtime the table was timed in
         setup = _setup_like_table(meta, runtime)
         resolution = resolution or space.resolution
-        raw_predictor = LatencyPredictor(load_table(table_path))
+        raw_predictor = LatencyPredictor(load_table(table_path), for_this_machine=False)
         raw_predictor.table.meta.update(scale=1.0, overhead_ms=0.0)
         archs = random_archs(space, n, seed)
         raw = np.array([raw_predictor.predict_ms(a, resolution) for a in archs])  # fails fast on uncovered ops

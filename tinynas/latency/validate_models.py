@@ -43,8 +43,12 @@ class ModelValidation:
 def validate_models(table_path: str | os.PathLike, recipes: Sequence, size: int, fit: str = "affine",
                     warmup: int = measure.DEFAULT_WARMUP, runs: int = measure.DEFAULT_RUNS, rounds: int = 3,
                     out_dir: str | os.PathLike | None = None, force: bool = False, runtime: str | None = None,
-                    progress: bool = True) -> ModelValidation:
-    """Price and time each detector of ``recipes`` at ``size x size``; compare."""
+                    progress: bool = True, at_table_speed: bool = True) -> ModelValidation:
+    """Price and time each detector of ``recipes`` at ``size x size``; compare.
+
+    ``at_table_speed``: a calibrated table's timings are rescaled to the speed its reference
+    conv had when the table was built (the same machine, drifting); False keeps this machine's
+    own speed (still steadied by the reference), for a table measured elsewhere."""
     from ..detect.conv_ops import detector_op_counts
 
     if fit not in FITS:
@@ -59,7 +63,8 @@ def validate_models(table_path: str | os.PathLike, recipes: Sequence, size: int,
         runtime = runtime or str(meta.get("runtime", "torch")).lower()
         setup = measure.setup_device(meta["device"], meta["dtype"], meta.get("threads"),
                                      "auto" if clock == "cuda-events" else clock,
-                                     calibrate=bool(calibration), nominal_ms=calibration.get("nominal_ms"),
+                                     calibrate=bool(calibration),
+                                     nominal_ms=calibration.get("nominal_ms") if at_table_speed else None,
                                      runtime=runtime)
         predictor = LatencyPredictor(table)
         names = [recipe.name or f"model{i}" for i, recipe in enumerate(recipes)]
