@@ -123,6 +123,9 @@ def test_design_runs_every_stage_resumes_after_kills_and_reports_what_the_folder
     assert rows[-1]["budget_ms"] == pytest.approx(budget)  # teachers first, the budget's own rung last
     assert rows[-1]["predicted_ms"] <= budget < rows[0]["predicted_ms"]  # the search met each rung's budget
     report = (out / "report.md").read_text()
+    assert all(r["ratio"] == pytest.approx(r["measured_ms"] / r["predicted_ms"]) for r in rows)
+    assert "| measured / predicted |" in report
+    assert ("Warning: the latency table missed" in report) == any(abs(r["ratio"] - 1) > 0.15 for r in rows)
     assert all(f"Rung `{m['rung']}`" in report and f"found `{m['into']}`'s architecture" in report for m in merged)
     for row in rows:
         run = Path(row["run"])
@@ -282,3 +285,30 @@ def test_a_budget_matched_to_an_onnx_file_is_that_file_measured_in_the_runtime(w
         text = proc.communicate(timeout=120)[0]
         assert proc.returncode == 2 and message in text and len(text.strip().splitlines()) == 1, text
         assert not (tmp_path / "refused" / "design.json").exists()
+
+
+def test_a_design_on_another_cpu_fits_the_table_first_unless_told_not_to(workspace, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from tinynas.latency import machine
+    from tinynas.latency.table import sidecar_path
+
+    root, data, data_yaml, model, table, budget = workspace
+    mine = tmp_path / "t.csv"
+    shutil.copy(table, mine)
+    shutil.copy(sidecar_path(table), sidecar_path(mine))
+    monkeypatch.setattr(machine, "cpu_name", lambda: "Another CPU (x86_64)")
+    args = ["design", str(data_yaml), "--budget", "latency=0.001ms", "--latency-db", str(mine), "--model", str(model),
+            "--size", "64", "--out", str(tmp_path / "d"), "--quiet"]
+    assert main([*args, "--no-calibrate"]) == 2  # the budget is impossible: refused after the note
+    err = capsys.readouterr().err
+    assert "note: latency table t: measured on" in err and "tinynas latency calibrate" in err
+    assert "machines" not in json.loads(sidecar_path(mine).read_text())
+
+    assert main(args) == 2
+    out, err = capsys.readouterr()
+    assert "calibrate: the table t was measured on another machine; fitting it to this one" in out
+    assert "calibrate: MAPE" in out and "stored in its sidecar for Another CPU (x86_64)" in out
+    fit = json.loads(sidecar_path(mine).read_text())["machines"]["Another CPU (x86_64)"]
+    assert len(fit["models"]) == 8 and fit["size"] == 64 and fit["scale"] > 0
+    assert "note: latency table" not in err  # fitted here now: nothing to warn about

@@ -44,6 +44,9 @@ def register(sub) -> None:
     p.add_argument("--out", default="runs/design", help="design folder (default runs/design)")
     p.add_argument("--force", action="store_true", help="write into a non-empty folder that is not a design, or start over a "
                                                           "design folder with other settings (its results are deleted)")
+    p.add_argument("--no-calibrate", action="store_true",
+                   help="price with a table measured on another CPU as it is (by default it is first fitted to "
+                        "this machine: `tinynas latency calibrate`)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_design)
 
@@ -56,7 +59,7 @@ def run_design(args) -> int:
                       budgets=tuple(args.backbone_budget), candidates=args.candidates, seed=args.seed,
                       epochs=args.epochs, size=args.size, batch_size=args.batch_size, baselines=args.baselines,
                       timed_runs=args.timed_runs)
-    result = design(spec, args.out, progress=not args.quiet, force=args.force)
+    result = design(spec, args.out, progress=not args.quiet, force=args.force, calibrate=not args.no_calibrate)
     print(f"report: {result.report}")
     if result.chosen is None:
         print("no model met the budget when measured; nothing deployed (see the report)")

@@ -42,11 +42,12 @@ def model_rows(spec: DesignSpec, record: dict, num_classes: int) -> list[dict]:
         distilled = TrainRun(model["run"]).best_metrics()
         plain = (TrainRun(model["plain_run"]).best_metrics() if model["plain_run"]
                  else {"AP": math.nan, "AP50": math.nan})
+        predicted = float(predictor.predict_detector_ms(recipe.backbone.arch, spec.size))
+        timed = measured[model["name"]]["measured_ms"]
         rows.append({
             "model": model["name"], "teacher": model["teacher"], "budget_ms": model["limit_ms"],
             "params_M": total.params / 1e6, "GFLOPs": total.flops / 1e9,
-            "predicted_ms": float(predictor.predict_detector_ms(recipe.backbone.arch, spec.size)),
-            "measured_ms": measured[model["name"]]["measured_ms"],
+            "predicted_ms": predicted, "measured_ms": timed, "ratio": timed / predicted,
             "AP": distilled["AP"], "AP50": distilled["AP50"],
             "AP_plain": plain["AP"], "AP50_plain": plain["AP50"],
             "onnx": measured[model["name"]]["onnx"], "run": model["run"], "plain_run": model["plain_run"],
@@ -68,8 +69,11 @@ def choose(rows: list[dict], budget_ms: float) -> dict | None:
     return max(fitting, key=lambda r: (r["AP"], -r["measured_ms"], bool(r["teacher"])))
 
 
+# A table whose predictions miss the measured ms by more than this is said to be off in the report.
+OFF_BY = 0.15
 COLUMNS = (("model", "model"), ("teacher", "teacher"), ("params_M", "params (M)"), ("GFLOPs", "GFLOPs"),
-           ("predicted_ms", "predicted ms"), ("measured_ms", "measured ms"), ("AP", "AP"), ("AP50", "AP50"),
+           ("predicted_ms", "predicted ms"), ("measured_ms", "measured ms"), ("ratio", "measured / predicted"),
+           ("AP", "AP"), ("AP50", "AP50"),
            ("AP_plain", "AP without distillation"), ("AP50_plain", "AP50 without distillation"))
 
 
@@ -77,6 +81,18 @@ def _cell(value) -> str:
     if isinstance(value, float):
         return "–" if math.isnan(value) else f"{value:.4g}"
     return str(value) or "–"
+
+
+def _prediction_warning(spec: DesignSpec, rows: list[dict]) -> list[str]:
+    """A warning when the table missed a model's measured latency by more than ``OFF_BY``."""
+    off = [r for r in rows if abs(r["ratio"] - 1) > OFF_BY]
+    if not off:
+        return []
+    worst = ", ".join(f"`{r['model']}` x{r['ratio']:.2f}" for r in off)
+    return [f"**Warning: the latency table missed the measured latency by more than {OFF_BY:.0%}** ({worst}): "
+            f"the search priced candidates on a wrong scale. Fit the table to this machine "
+            f"(`tinynas latency calibrate --latency-db {spec.latency_db}`) or build one here, then design "
+            "again.", ""]
 
 
 def markdown(spec: DesignSpec, rows: list[dict], chosen: dict | None, figures: dict, merged: list[dict] = ()) -> str:
@@ -98,6 +114,7 @@ def markdown(spec: DesignSpec, rows: list[dict], chosen: dict | None, figures: d
     lines += ["| " + " | ".join(title for _, title in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(_cell(r[key]) for key, _ in COLUMNS) + " |" for r in rows]
     lines.append("")
+    lines += _prediction_warning(spec, rows)
     for m in merged:
         lines += [f"Rung `{m['rung']}` ({m['limit_ms']:.4g} ms) found `{m['into']}`'s architecture: the space "
                   "reaches no further, so it was trained once.", ""]

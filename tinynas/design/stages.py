@@ -83,9 +83,25 @@ def _clear_results(out: Path) -> None:
             path.unlink()
 
 
+def _calibrate_table(spec: DesignSpec, log: Callable[[str], None], progress: bool) -> None:
+    """Fit the design's table to this machine on its own model, space and size, before the
+    search prices a single candidate with it."""
+    from ..latency.machine_fit import calibrate_table
+
+    path = resolve_table_path(spec.latency_db)
+    log(f"calibrate: the table {path.stem} was measured on another machine; fitting it to this one "
+        f"(--no-calibrate to use it as it is)")
+    fit = calibrate_table(path, model=spec.model, space=spec.space, size=spec.size, progress=progress)
+    log(f"calibrate: MAPE {fit['before']['mape_pct']:.1f}% as it was, {fit['after_leave_one_out']['mape_pct']:.1f}% "
+        f"fitted (leave-one-out, {len(fit['models'])} detectors); scale {fit['scale']:.3f}, overhead "
+        f"{fit['overhead_ms']:.3f} ms, stored in its sidecar for {fit['device_name']}")
+
+
 def design(spec: DesignSpec, out: str | Path, progress: bool = True, log: Callable[[str], None] = print,
-           force: bool = False) -> DesignResult:
-    """Run (or finish) a design in ``out``; see the module docstring."""
+           force: bool = False, calibrate: bool = True) -> DesignResult:
+    """Run (or finish) a design in ``out``; see the module docstring. ``calibrate``: a table
+    measured on another CPU is first fitted to this one (``latency calibrate``); False only
+    says so."""
     runtime = str(spec.runtime).strip().lower()
     # Before the match budget times a file, and long before the measure stage exports.
     require(design_packages(runtime), "design", f"a design deployed in {runtime} (ONNX export, then timing)")
@@ -94,7 +110,9 @@ def design(spec: DesignSpec, out: str | Path, progress: bool = True, log: Callab
         spec, match = matched_latency(spec, Path(out), log)
     spec = check_spec(spec)
     note = mismatch_note(resolve_table_path(spec.latency_db))
-    if note:  # on stderr, as search says it: the log is the stages' own account
+    if note and calibrate:
+        _calibrate_table(spec, log, progress)
+    elif note:  # on stderr, as search says it: the log is the stages' own account
         print(note, file=sys.stderr)
     data = read_data_section(spec.data)
     classes = dataset_classes(data)
