@@ -107,7 +107,9 @@ def test_design_runs_every_stage_resumes_after_kills_and_reports_what_the_folder
 
     # The ladder's three rungs, less those that found a smaller rung's network (this tiny space
     # tops out below 4x the budget): each distinct one is trained once.
-    kept, merged = distinct_rungs(json.loads((out / "stages.json").read_text())["search"]["rungs"])
+    from tinynas.design.stages import read_record
+
+    kept, merged = distinct_rungs(read_record(out)["search"]["rungs"])
     assert len(kept) + len(merged) == 3
     trained = {p.parent.name: p.stat().st_mtime_ns for p in (out / "train").glob("*/last.pt")}
     assert len(trained) == len(kept)
@@ -117,7 +119,10 @@ def test_design_runs_every_stage_resumes_after_kills_and_reports_what_the_folder
     assert "train: finished earlier, skipped" in log
     assert {p.parent.name: p.stat().st_mtime_ns for p in (out / "train").glob("*/last.pt")} == trained
 
-    record = json.loads((out / "stages.json").read_text())
+    stored = json.loads((out / "stages.json").read_text())
+    # Paths inside the folder are stored relative to it: a moved design folder still resumes.
+    assert stored["train"]["models"][0]["run"].startswith("./train/") and str(out) not in json.dumps(stored)
+    record = read_record(out)
     rows = record["report"]["models"]
     assert [r["budget_ms"] for r in rows] == pytest.approx(sorted((r["limit_ms"] for r in kept), reverse=True))
     assert rows[-1]["budget_ms"] == pytest.approx(budget)  # teachers first, the budget's own rung last

@@ -1,6 +1,7 @@
 """Distillation end to end: a CSP teacher teaching a Res student, and a chain that resumes."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -148,6 +149,10 @@ def test_chain_killed_in_stage_two_resumes_and_skips_stage_one(data, tmp_path, c
     # Each training is counted (L, M's baseline, M: 3), and the summary's AP is the best epoch's.
     assert f"model 1/3: {out / 'L'}: finished earlier, skipped" in printed
     assert f"model 2/3: {out / 'M-plain'}: " in printed and f"model 3/3: {out / 'M'}: training" in printed
+    # Once a training was timed here, each next one says about how long the chain has left.
+    assert f"model 2/3: {out / 'M-plain'}: training\n" in printed  # nothing timed yet: L was skipped
+    assert re.search(rf"model 3/3: {re.escape(str(out / 'M'))}: training \((about \d+ min|under a minute) left\)",
+                     printed)
     columns = summary[0].split(",")
     for line in summary[1:]:
         row = dict(zip(columns, line.split(",")))

@@ -41,7 +41,26 @@ class DesignResult:
     report: Path
 
 
-def _record(out: Path) -> dict:
+# A path inside the design folder is stored relative to it, so a moved or copied folder still
+# resumes and reports: "./train/m1". Older records hold absolute paths, read as they are.
+HERE = "./"
+
+
+def _stored_paths(value, out: Path, inward: bool):
+    """``value`` with every path inside ``out`` made relative (``inward``) or absolute again."""
+    if isinstance(value, dict):
+        return {k: _stored_paths(v, out, inward) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_stored_paths(v, out, inward) for v in value]
+    if isinstance(value, str) and not inward and value.startswith(HERE):
+        return str(out / value[len(HERE):])
+    if isinstance(value, str) and inward and Path(value).is_absolute() and Path(value).is_relative_to(out):
+        return HERE + Path(value).relative_to(out).as_posix()
+    return value
+
+
+def read_record(out: Path) -> dict:
+    """The finished stages recorded in ``out``'s stages.json, paths absolute."""
     path = out / RECORD_NAME
     if not path.is_file():
         return {}
@@ -51,13 +70,17 @@ def _record(out: Path) -> dict:
         raise UserError(str(path), "", f"not readable JSON ({err}); delete it to redo every stage") from None
     if not isinstance(doc, dict):
         raise UserError(str(path), "", "expected a mapping of finished stages")
-    return doc
+    return _stored_paths(doc, out.resolve(), inward=False)
+
+
+
 
 
 def _mark_done(out: Path, stage: str, details: dict) -> None:
-    doc = _record(out)
+    doc = read_record(out)
     doc[stage] = details
-    atomic_write_text(out / RECORD_NAME, json_text(doc, indent=2) + "\n")  # strict: a NaN AP is null
+    stored = _stored_paths(doc, out.resolve(), inward=True)
+    atomic_write_text(out / RECORD_NAME, json_text(stored, indent=2) + "\n")  # strict: a NaN AP is null
 
 
 # The stage folders a design writes besides its settings, stages.json, the report and its figures.
@@ -67,7 +90,7 @@ STAGE_FOLDERS = ("search", "train", "measure", "deploy")
 def _started(out: Path) -> bool:
     """Whether the design in ``out`` produced anything: a finished stage or a search file."""
     search_folder = out / "search"
-    return bool(_record(out)) or (search_folder.is_dir() and any(
+    return bool(read_record(out)) or (search_folder.is_dir() and any(
         p.name != LOCK_NAME for p in search_folder.iterdir()))
 
 
@@ -122,7 +145,7 @@ def design(spec: DesignSpec, out: str | Path, progress: bool = True, log: Callab
     with owned_folder(out, "design folder"):
         started = _started(out)
         change = spec_change(out, spec, started, force)
-        if change != "same" or "search" not in _record(out):
+        if change != "same" or "search" not in read_record(out):
             search_stage.check(spec, len(classes))  # before the folder records these settings
         if change == "replace":
             _clear_results(out)
@@ -130,12 +153,13 @@ def design(spec: DesignSpec, out: str | Path, progress: bool = True, log: Callab
             store_spec(out, spec)
         if match is not None:
             store_match(out, match)
-        done = _record(out)
+        done = read_record(out)
         steps = {
             "search": lambda: search_stage.run(spec, len(classes), out / "search", progress),
-            "train": lambda: train.run(spec, data, len(classes), out / "train", _record(out)["search"], progress, log),
-            "measure": lambda: measure.run(spec, len(classes), out / "measure", _record(out)["train"], log),
-            "report": lambda: report.run(spec, out, _record(out), classes, log),
+            "train": lambda: train.run(spec, data, len(classes), out / "train", read_record(out)["search"], progress,
+                                       log),
+            "measure": lambda: measure.run(spec, len(classes), out / "measure", read_record(out)["train"], log),
+            "report": lambda: report.run(spec, out, read_record(out), classes, log),
         }
         for stage in STAGES:
             if stage in done:
@@ -147,7 +171,7 @@ def design(spec: DesignSpec, out: str | Path, progress: bool = True, log: Callab
                 done = {}
             log(f"{stage}: running")
             _mark_done(out, stage, steps[stage]())
-        final = _record(out)["report"]
+        final = read_record(out)["report"]
         return DesignResult(out, final["models"], final.get("chosen"), out / final["report"])
 
 

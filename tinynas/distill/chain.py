@@ -15,6 +15,7 @@ import csv
 import io
 import math
 import os
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -130,19 +131,46 @@ def _load_stage(raw, where: str, path: Path, out: Path, common: dict, distill: d
     return Stage(raw["name"], recipe, teacher)
 
 
-def _run(recipe: TrainRecipe, progress: bool, log, place: str = "") -> TrainRun:
+class ChainClock:
+    """Seconds per epoch of the trainings this chain ran so far, for "about N min left".
+
+    Teachers train first and are the larger models, so the estimate starts high and falls."""
+
+    def __init__(self, epochs_left: int):
+        self.epochs_left, self.epochs_timed, self.seconds = epochs_left, 0, 0.0
+
+    def timed(self, epochs: int, seconds: float, counted: int) -> None:
+        """A training of ``counted`` epochs is over; ``epochs`` of them ran here in ``seconds``."""
+        self.epochs_left -= counted
+        if epochs > 0:
+            self.epochs_timed += epochs
+            self.seconds += seconds
+
+    def left(self) -> str:
+        if not self.epochs_timed or self.epochs_left <= 0:
+            return ""
+        minutes = self.seconds / self.epochs_timed * self.epochs_left / 60
+        return f" (about {minutes:.0f} min left)" if minutes >= 1 else " (under a minute left)"
+
+
+def _run(recipe: TrainRecipe, progress: bool, log, place: str = "", clock: ChainClock | None = None) -> TrainRun:
     """Train, resume or skip (when finished) the run of ``recipe``; the run, read back.
-    ``place`` ("model 2/3: ") leads its log line."""
+    ``place`` ("model 2/3: ") leads its log line; ``clock`` times it for the chain's estimate."""
     run = TrainRun(recipe.run_dir)
     # The stage's epochs, not the run's own recipe's: a chain edited to train longer resumes.
     if run.finished(recipe.train.epochs):
         settle_finished_run(run)
         log(f"{place}{recipe.run_dir}: finished earlier, skipped")
+        if clock is not None:
+            clock.timed(0, 0.0, recipe.train.epochs)
         return run
     resume = run.last_checkpoint() is not None
-    log(f"{place}{recipe.run_dir}: {'resuming' if resume else 'training'}")
+    before, started = run.epochs_done() if resume else 0, time.monotonic()
+    log(f"{place}{recipe.run_dir}: {'resuming' if resume else 'training'}{clock.left() if clock else ''}")
     train(recipe, resume=resume, progress=progress, extra_loss=distillation_term(recipe.distill),
           source=str(recipe.run_dir))  # a stage has no file of its own; its folder names it
+    if clock is not None:
+        clock.timed(recipe.train.epochs - before, time.monotonic() - started, recipe.train.epochs)
     return run
 
 
@@ -177,6 +205,8 @@ def _run_stages(chain: Chain, progress: bool, log) -> list[dict]:
     rows = []
     total = len(chain.stages) + (sum(s.teacher is not None for s in chain.stages) if chain.baseline else 0)
     done = 0
+    clock = ChainClock(sum(s.recipe.train.epochs * (2 if s.teacher is not None and chain.baseline else 1)
+                           for s in chain.stages))
 
     def place() -> str:
         nonlocal done
@@ -191,8 +221,8 @@ def _run_stages(chain: Chain, progress: bool, log) -> list[dict]:
         if stage.teacher is not None and chain.baseline:
             plain = replace(recipe, distill=replace(recipe.distill, teacher=""),
                             out=str(chain.out / f"{stage.name}-plain"))
-            plain_run = _run(plain, progress, log, place())
-        run = _run(recipe, progress, log, place())
+            plain_run = _run(plain, progress, log, place(), clock)
+        run = _run(recipe, progress, log, place(), clock)
         best[stage.name] = run.best_checkpoint()
         metrics = run.best_metrics()  # the epoch best.pt holds, as the design's report states it
         row = {"stage": stage.name, "teacher": stage.teacher or "", **_size_and_latency(recipe, chain.latency_db),
