@@ -130,6 +130,11 @@ def test_design_runs_every_stage_resumes_after_kills_and_reports_what_the_folder
     report = (out / "report.md").read_text()
     assert all(r["ratio"] == pytest.approx(r["measured_ms"] / r["predicted_ms"]) for r in rows)
     assert "| measured / predicted |" in report
+    # Each model's diagnostics are linked, relative to the report; the deployed model is marked.
+    assert "## Diagnostics of each model's best weights on the val split" in report
+    for row in rows:
+        link = f"{Path(row['run']).relative_to(out).as_posix()}/confusion_matrix.png"
+        assert f"[confusion matrix]({link})" in report and (out / link).is_file()
     assert ("Warning: the latency table missed" in report) == any(abs(r["ratio"] - 1) > 0.15 for r in rows)
     assert all(f"Rung `{m['rung']}`" in report and f"found `{m['into']}`'s architecture" in report for m in merged)
     for row in rows:

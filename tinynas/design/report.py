@@ -22,6 +22,7 @@ from ..atomic import atomic_write_bytes, atomic_write_text, atomic_write_yaml
 from ..checkpoint import load_checkpoint, load_detector
 from ..deploy.onnx_export import export_onnx
 from ..detect.costs import recipe_costs
+from ..train.diagnostic_plots import DIAGNOSTIC_FILES
 from ..train.run import TrainRun
 from .spec import DesignSpec
 
@@ -69,6 +70,8 @@ def choose(rows: list[dict], budget_ms: float) -> dict | None:
     return max(fitting, key=lambda r: (r["AP"], -r["measured_ms"], bool(r["teacher"])))
 
 
+# What a training writes about its best weights (train/diagnostic_plots.py), as the report names them.
+DIAGNOSTIC_TITLES = dict(zip(DIAGNOSTIC_FILES, ("PR curve", "F1 curve", "confusion matrix", "val images")))
 # A table whose predictions miss the measured ms by more than this is said to be off in the report.
 OFF_BY = 0.15
 COLUMNS = (("model", "model"), ("teacher", "teacher"), ("params_M", "params (M)"), ("GFLOPs", "GFLOPs"),
@@ -95,7 +98,8 @@ def _prediction_warning(spec: DesignSpec, rows: list[dict]) -> list[str]:
             "again.", ""]
 
 
-def markdown(spec: DesignSpec, rows: list[dict], chosen: dict | None, figures: dict, merged: list[dict] = ()) -> str:
+def markdown(spec: DesignSpec, rows: list[dict], chosen: dict | None, figures: dict, merged: list[dict] = (),
+             out: Path | None = None) -> str:
     budget = spec.latency_budget().limit
     lines = [f"# Design: {spec.budget} in {spec.runtime}", "",
              f"Data `{spec.data}`, space `{spec.space}`, model `{spec.model}` (its wrap, neck and head), "
@@ -122,7 +126,30 @@ def markdown(spec: DesignSpec, rows: list[dict], chosen: dict | None, figures: d
                        ("predicted", "Predicted against measured latency"), ("curves", "Training curves")):
         if key in figures:
             lines += [f"![{title}]({figures[key]})", ""]
+    lines += _diagnostics(out, rows)
     return "\n".join(lines)
+
+
+def _diagnostics(out: Path | None, rows: list[dict]) -> list[str]:
+    """Links to each model's diagnostics (PR and F1 curves, confusion matrix, val images), as
+    its training wrote them, relative to the report."""
+    if out is None:
+        return []
+    lines = []
+    for r in rows:
+        run = Path(r["run"])
+        found = [(title, run / name) for name, title in DIAGNOSTIC_TITLES.items() if (run / name).is_file()]
+        if found:
+            links = ", ".join(f"[{title}]({_relative(path, out)})" for title, path in found)
+            lines.append(f"- `{r['model']}`: {links}")
+    return ["## Diagnostics of each model's best weights on the val split", "", *lines, ""] if lines else []
+
+
+def _relative(path: Path, out: Path) -> str:
+    try:
+        return path.resolve().relative_to(out.resolve()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def _save(fig, path: Path) -> None:
@@ -135,7 +162,7 @@ def _save(fig, path: Path) -> None:
     atomic_write_bytes(path, image.getvalue())
 
 
-def draw(out: Path, rows: list[dict], budget_ms: float) -> dict:
+def draw(out: Path, rows: list[dict], budget_ms: float, chosen: dict | None = None) -> dict:
     """The report's figures; none (and the report says nothing of them) without matplotlib."""
     try:
         import matplotlib
@@ -150,17 +177,15 @@ def draw(out: Path, rows: list[dict], budget_ms: float) -> dict:
         ax.annotate(r["model"], (r["measured_ms"], r["AP"]), textcoords="offset points", xytext=(4, 4))
         if not math.isnan(r["AP_plain"]):
             ax.scatter(r["measured_ms"], r["AP_plain"], color="C1", marker="x")
+    if chosen is not None:
+        ax.scatter(chosen["measured_ms"], chosen["AP"], s=180, marker="*", color="gold", edgecolor="black",
+                   zorder=3, label=f"deployed: {chosen['model']}")
+    ax.set_title("AP against measured latency")
     ax.set_xlabel("measured latency (ms / image)")
     ax.set_ylabel("AP (x: without distillation)")
     ax.legend()
     _save(fig, out / FIGURES["ap_latency"])
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    ms = [r["measured_ms"] for r in rows] + [r["predicted_ms"] for r in rows]
-    ax.plot([0, max(ms) * 1.1], [0, max(ms) * 1.1], color="grey", linewidth=0.8)
-    ax.scatter([r["predicted_ms"] for r in rows], [r["measured_ms"] for r in rows])
-    ax.set_xlabel("predicted ms")
-    ax.set_ylabel("measured ms")
-    _save(fig, out / FIGURES["predicted"])
+    _draw_predicted(out, rows)
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for r in rows:
         points = [(int(float(m["epoch"])), float(m["AP"])) for m in TrainRun(r["run"]).metrics()
@@ -173,6 +198,24 @@ def draw(out: Path, rows: list[dict], budget_ms: float) -> dict:
         ax.legend()
     _save(fig, out / FIGURES["curves"])
     return dict(FIGURES)
+
+
+def _draw_predicted(out: Path, rows: list[dict]) -> None:
+    """Predicted against measured ms, each point named with its ratio, the mean error titled."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ms = [r["measured_ms"] for r in rows] + [r["predicted_ms"] for r in rows]
+    ax.plot([0, max(ms) * 1.1], [0, max(ms) * 1.1], color="grey", linewidth=0.8)
+    ax.scatter([r["predicted_ms"] for r in rows], [r["measured_ms"] for r in rows])
+    for r in rows:
+        ax.annotate(f"{r['model']} x{r['ratio']:.2f}", (r["predicted_ms"], r["measured_ms"]),
+                    textcoords="offset points", xytext=(4, 4), fontsize=8)
+    mape = 100 * sum(abs(r["ratio"] - 1) / r["ratio"] for r in rows) / len(rows)
+    ax.set_title(f"Predicted against measured (MAPE {mape:.1f}%)")
+    ax.set_xlabel("predicted ms")
+    ax.set_ylabel("measured ms")
+    _save(fig, out / FIGURES["predicted"])
 
 
 def deploy(out: Path, chosen: dict, classes: list[str], size: int) -> None:
@@ -192,9 +235,10 @@ def run(spec: DesignSpec, out: Path, record: dict, classes: list[str], log: Call
     rows = model_rows(spec, record, len(classes))
     budget = spec.latency_budget().limit
     chosen = choose(rows, budget)
-    figures = draw(out, rows, budget)
+    figures = draw(out, rows, budget, chosen)
     if chosen is not None:
         deploy(out, chosen, classes, spec.size)
-    atomic_write_text(out / REPORT_NAME, markdown(spec, rows, chosen, figures, record["train"].get("merged", [])))
+    atomic_write_text(out / REPORT_NAME, markdown(spec, rows, chosen, figures, record["train"].get("merged", []),
+                                                  out))
     log(f"report: {out / REPORT_NAME}" + (f"; deployed {chosen['model']}" if chosen else "; nothing deployed"))
     return {"report": REPORT_NAME, "models": rows, "chosen": chosen}
