@@ -265,7 +265,9 @@ def test_a_budget_matched_to_an_onnx_file_is_that_file_measured_in_the_runtime(w
         load_model_recipe(str(model)).backbone.arch, 64))
     # The design searched and judged at that latency: its budget is the file's median.
     assert json.loads((out / "design.json").read_text())["budget"] == f"latency={match['measured_ms']:.4f}ms"
-    stages = json.loads((out / "stages.json").read_text())
+    from tinynas.design.stages import read_record
+
+    stages = read_record(out)
     rows = stages["report"]["models"]
     # (the ladder's limits go through the table's ms, written to 6 significant digits, and back;
     # the 2x rung is trained only when it found a network of its own)
