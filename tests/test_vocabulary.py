@@ -160,6 +160,9 @@ def test_cfg_train_names_the_model_recipe_and_flag_commands_their_flags(tmp_path
     assert rows["train.batch_size"] == ("4", "command line (train.batch_size=)")
     assert rows["neck.type"][1] == "model recipe tinynas-n"
     assert rows["train.optimizer"][1] == "default"
+    rows = _cfg_rows(capsys, "latency", "calibrate", "--latency-db", "cpu-fp32", "-n", "5")
+    assert rows["-n"] == ("5", "command line (-n)") and rows["--rounds"] == ("3", "default")
+    assert "--channel-step" not in rows  # latency build's, not calibrate's
     rows = _cfg_rows(capsys, "design", "d.yaml", "--budget", "latency=9ms", "--db", "cpu-fp32")
     assert rows["--latency-db"] == ("cpu-fp32", "command line (--latency-db)")
     assert rows["--epochs"] == ("100", "default")

@@ -91,11 +91,22 @@ def _all_actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
     return actions
 
 
+def _chosen_actions(parser: argparse.ArgumentParser, parsed: argparse.Namespace) -> list[argparse.Action]:
+    """The arguments of the (sub)command ``parsed`` came from: ``latency calibrate``'s, not build's."""
+    actions = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            actions += _chosen_actions(action.choices[getattr(parsed, action.dest)], parsed)
+        elif not isinstance(action, argparse._HelpAction):
+            actions.append(action)
+    return actions
+
+
 def _flags(parser: argparse.ArgumentParser, parsed: argparse.Namespace) -> list[tuple[str, str]]:
     """(dest, spelling) of each argument of the (sub)command that ``parsed`` came from, once each."""
     seen, out = set(), []
-    for action in _all_actions(parser):
-        if action.dest in seen or not hasattr(parsed, action.dest) or action.help == argparse.SUPPRESS:
+    for action in _chosen_actions(parser, parsed):
+        if action.dest in seen or action.help == argparse.SUPPRESS:
             continue
         seen.add(action.dest)
         out.append((action.dest, action.option_strings[0] if action.option_strings else action.dest.upper()))
