@@ -28,6 +28,7 @@ from .state_file import CHECKPOINT_NAME, load_checkpoint
 from .judge import Evaluator, LatencyModel
 from .output import CANDIDATES_NAME
 from .population import Member
+from .search_recipe import resolve_latency_path
 from .settings import as_space, build_config, check_jobs, config_latency_model, config_rungs, rung_labels
 from .store import RunStore
 from .strategy import Evolution
@@ -96,7 +97,9 @@ def _stage_weights(function: str, stage_weights, old_names: dict):
 
 
 def _as_latency(latency):
-    return str(latency) if isinstance(latency, (str, Path)) else latency
+    """A table path or shipped name (``"cpu-fp32"``, as the CLI takes it) as a path; any other
+    latency model as it is."""
+    return str(resolve_latency_path(str(latency))) if isinstance(latency, (str, Path)) else latency
 
 
 def create_evolution(space: SearchSpace | str | Path, budgets=(), *, ladder=None,
