@@ -74,6 +74,7 @@ def test_calibrate_from_the_command_line_prints_before_and_after(foreign_table, 
 @pytest.mark.parametrize("argv, words", [
     (["-n", "2"], "-n: a scale and an overhead need at least 3 detectors, got 2"),
     (["--model", "no-such-model"], "no-such-model"),
+    (["--size", "100"], "--size: must be a multiple of 32"),
 ])
 def test_bad_calibrate_arguments_are_one_line(foreign_table, capsys, argv, words):
     assert main(["latency", "calibrate", "--latency-db", str(foreign_table), *argv, "--quiet"]) == 2

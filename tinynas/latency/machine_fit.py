@@ -43,8 +43,7 @@ def table_detectors(meta: dict) -> list[tuple[str, int, str | None]]:
 def reference_detectors(meta: dict, model: str | None, space: str | None, size: int | None, n: int, seed: int):
     """The recipes timed and their image size: ``model`` (default: the table's first built
     detector) around its own backbone and ``n - 1`` random backbones of ``space``."""
-    from ..detect.model_recipe import load_model_recipe
-    from ..plan import searched_size
+    from ..detect.model_recipe import check_input_size, load_model_recipe
     from ..resources import resolve_space_path
     from ..space import load_space
     from .validate import random_archs
@@ -56,13 +55,13 @@ def reference_detectors(meta: dict, model: str | None, space: str | None, size: 
     model, built_size, built_space = (model, None, None) if model is not None else built[0]
     size, space = size or built_size or 640, space or built_space
     recipe = load_model_recipe(model)
+    check_input_size(recipe, size, "--size")  # before any detector is built or timed
     recipes = [replace(recipe, name=f"{recipe.name or model}")]
     if space is not None and n > 1:
         searched = load_space(resolve_space_path(space))
         for i, arch in enumerate(random_archs(searched, n - 1, seed)):
             recipes.append(replace(recipe, name=f"{recipe.name or model}~{space}{i}",
                                    backbone=replace(recipe.backbone, arch=arch)))
-    searched_size(recipe.backbone.arch, size, recipe.backbone.focus)  # the size rule is checked once, here
     return recipes, size
 
 
