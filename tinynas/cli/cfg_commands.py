@@ -68,7 +68,7 @@ def _parse(parser: argparse.ArgumentParser, command: str, argv: list[str]) -> tu
     if extra:
         parsed.overrides = list(parsed.overrides or []) + extra
     # Parsed again with every default suppressed: what remains is what argv said.
-    actions = _all_actions(parser)
+    actions = _chosen_actions(parser, parsed)
     saved = [(a, a.default) for a in actions]
     try:
         for action in actions:
@@ -78,17 +78,6 @@ def _parse(parser: argparse.ArgumentParser, command: str, argv: list[str]) -> tu
         for action, default in saved:
             action.default = default
     return parsed, given
-
-
-def _all_actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
-    actions = []
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for child in action.choices.values():
-                actions += _all_actions(child)
-        elif not isinstance(action, argparse._HelpAction):
-            actions.append(action)
-    return actions
 
 
 def _chosen_actions(parser: argparse.ArgumentParser, parsed: argparse.Namespace) -> list[argparse.Action]:

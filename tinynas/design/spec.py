@@ -15,8 +15,8 @@ from pathlib import Path
 from ..atomic import atomic_write_text
 from ..config import read_section, setting
 from ..errors import UserError
-from ..renamed import note_renamed
 from ..fileio import read_yaml
+from ..renamed import note_renamed
 from ..resources import resolve_space_path
 from ..search.budgets import Budget, format_limit, parse_budget
 from ..search.settings import AT_LEAST_ONE

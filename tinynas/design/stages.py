@@ -73,9 +73,6 @@ def read_record(out: Path) -> dict:
     return _stored_paths(doc, out.resolve(), inward=False)
 
 
-
-
-
 def _mark_done(out: Path, stage: str, details: dict) -> None:
     doc = read_record(out)
     doc[stage] = details

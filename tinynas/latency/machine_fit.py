@@ -22,7 +22,6 @@ from datetime import datetime, timezone
 
 from ..errors import UserError
 from . import machine
-from .machine import MACHINES_KEY
 from .table import load_table, update_meta
 
 # "tinynas-n@320 over k1kx": how a build records the detectors it measured the ops of.
@@ -41,27 +40,26 @@ def table_detectors(meta: dict) -> list[tuple[str, int, str | None]]:
 
 
 def reference_detectors(meta: dict, model: str | None, space: str | None, size: int | None, n: int, seed: int):
-    """The recipes timed and their image size: ``model`` (default: the table's first built
-    detector) around its own backbone and ``n - 1`` random backbones of ``space``."""
+    """The recipes timed and their image size: ``model`` around its own backbone and ``n - 1``
+    random backbones of ``space`` (each, and the size, defaults to the table's first build)."""
     from ..detect.model_recipe import check_input_size, load_model_recipe
     from ..resources import resolve_space_path
     from ..space import load_space
     from .validate import random_archs
 
-    built = table_detectors(meta)
-    if model is None and not built:
+    built_model, built_size, built_space = (table_detectors(meta) or [(None, None, None)])[0]
+    model, size, space = model or built_model, size or built_size or 640, space or built_space
+    if model is None:
         raise UserError("--model", "", "the table names no detector it was built for: give --model RECIPE "
                         "(and --space, --size)")
-    model, built_size, built_space = (model, None, None) if model is not None else built[0]
-    size, space = size or built_size or 640, space or built_space
     recipe = load_model_recipe(model)
+    if space is None:
+        raise UserError("--space", "", "the table names no search space for its detectors: give --space SPACE")
     check_input_size(recipe, size, "--size")  # before any detector is built or timed
-    recipes = [replace(recipe, name=f"{recipe.name or model}")]
-    if space is not None and n > 1:
-        searched = load_space(resolve_space_path(space))
-        for i, arch in enumerate(random_archs(searched, n - 1, seed)):
-            recipes.append(replace(recipe, name=f"{recipe.name or model}~{space}{i}",
-                                   backbone=replace(recipe.backbone, arch=arch)))
+    name = recipe.name or model
+    recipes = [replace(recipe, name=name)]
+    for i, arch in enumerate(random_archs(load_space(resolve_space_path(space)), n - 1, seed)):
+        recipes.append(replace(recipe, name=f"{name}~{space}{i}", backbone=replace(recipe.backbone, arch=arch)))
     return recipes, size
 
 
@@ -95,8 +93,8 @@ def calibrate_table(table_path: str | os.PathLike, model: str | None = None, spa
         "after_leave_one_out": error_metrics(leave_one_out(raw, measured, "affine"), measured),
     }
     if store:
-        machines = dict(table.meta.get(MACHINES_KEY) or {})
+        machines = dict(table.meta.get(machine.MACHINES_KEY) or {})
         machines[machine.cpu_name()] = entry
-        update_meta(table.path, **{MACHINES_KEY: machines})
+        update_meta(table.path, **{machine.MACHINES_KEY: machines})
     return {"table": str(table.path), "device_name": machine.cpu_name(),
             "table_device_name": table.meta.get("device_name"), **entry}

@@ -2,8 +2,9 @@
 
 network_ms(batch) = scale x sum(op latencies) + overhead_ms, per image = that / batch.
 ``scale`` and ``overhead_ms`` come from the table's sidecar (fitted by ``validate``;
-1 and 0 until then), or from the fit ``latency calibrate`` stored there for this machine. The predictor runs inside the search loop, so it caches: an op is
-interpolated once, a (block, input size) is summed once; later calls are dict lookups.
+1 and 0 until then), or from the fit ``latency calibrate`` stored there for this machine.
+The predictor runs inside the search loop, so it caches: an op is interpolated once, a
+(block, input size) is summed once; later calls are dict lookups.
 The sidecar's ``extrapolation`` picks how an op is priced (see interpolate): ``tinynas``
 reproduces TinyNAS's OpPredictor, measured ops included; the others read a measured op
 straight from its row and interpolate only the rest.
@@ -16,8 +17,8 @@ import os
 from ..arch import Arch, BlockSpec
 from ..errors import UserError
 from ..ops import ConvOp
-from .interpolate import TinyNASRule, build_groups, group_id
 from . import machine
+from .interpolate import TinyNASRule, build_groups, group_id
 from .netops import AVGPOOL, block_ops
 from .table import TINYNAS, LatencyTable, load_table, op_text
 
