@@ -47,6 +47,10 @@ def register(sub) -> None:
     p.add_argument("--no-calibrate", action="store_true",
                    help="price with a table measured on another CPU as it is (by default it is first fitted to "
                         "this machine: `tinynas latency calibrate`)")
+    p.add_argument("--init", nargs="+", default=[], metavar="PATH",
+                   help="fine-tune: each model starts from the checkpoint of its own architecture (classes aside) "
+                        "among these files, or the best.pt files under these folders (e.g. an earlier design on "
+                        "other data); a model with none starts from scratch, said in the log")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_design)
 
@@ -58,7 +62,7 @@ def run_design(args) -> int:
                       space=args.space, teacher_factors=_numbers(args.teacher_factors),
                       budgets=tuple(args.backbone_budget), candidates=args.candidates, seed=args.seed,
                       epochs=args.epochs, size=args.size, batch_size=args.batch_size, baselines=args.baselines,
-                      timed_runs=args.timed_runs)
+                      timed_runs=args.timed_runs, init=tuple(args.init))
     result = design(spec, args.out, progress=not args.quiet, force=args.force, calibrate=not args.no_calibrate)
     print(f"report: {result.report}")
     if result.chosen is None:

@@ -52,6 +52,7 @@ def model_rows(spec: DesignSpec, record: dict, num_classes: int) -> list[dict]:
             "AP": distilled["AP"], "AP50": distilled["AP50"],
             "AP_plain": plain["AP"], "AP50_plain": plain["AP50"],
             "onnx": measured[model["name"]]["onnx"], "run": model["run"], "plain_run": model["plain_run"],
+            "init": model.get("init", ""),
         })
     return rows
 
@@ -122,12 +123,27 @@ def markdown(spec: DesignSpec, rows: list[dict], chosen: dict | None, figures: d
     for m in merged:
         lines += [f"Rung `{m['rung']}` ({m['limit_ms']:.4g} ms) found `{m['into']}`'s architecture: the space "
                   "reaches no further, so it was trained once.", ""]
+    lines += _given_weights(spec, rows)
     for key, title in (("ap_latency", "AP against measured latency"),
                        ("predicted", "Predicted against measured latency"), ("curves", "Training curves")):
         if key in figures:
             lines += [f"![{title}]({figures[key]})", ""]
     lines += _diagnostics(out, rows)
     return "\n".join(lines)
+
+
+def _given_weights(spec: DesignSpec, rows: list[dict]) -> list[str]:
+    """Which models started from ``--init`` weights, and which from scratch."""
+    if not spec.init:
+        return []
+    started = [f"`{r['model']}` from `{r['init']}`" for r in rows if r.get("init")]
+    scratch = [f"`{r['model']}`" for r in rows if not r.get("init")]
+    if not started:
+        return ["Given weights (`--init`): none holds a searched model's architecture; every model started from "
+                "scratch.", ""]
+    return ["Given weights (`--init`): " + "; ".join(started)
+            + (f"; from scratch (no checkpoint of its architecture): {', '.join(scratch)}" if scratch else "")
+            + ".", ""]
 
 
 def _diagnostics(out: Path | None, rows: list[dict]) -> list[str]:

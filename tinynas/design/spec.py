@@ -50,6 +50,8 @@ class DesignSpec:
     # The table's ms per ms measured here today (1: the table is taken as it is). A match budget
     # sets it from an anchor, the model recipe's own detector, timed beside the matched file.
     table_scale: float = 1.0
+    # Checkpoints (or folders of runs) a rung of the same architecture starts from, classes aside.
+    init: tuple[str, ...] = ()
     db: InitVar[str | None] = None  # latency_db's old name, accepted for one release
 
     def __post_init__(self, db: str | None) -> None:
@@ -115,7 +117,12 @@ def check_spec(spec: DesignSpec) -> DesignSpec:
                         f"the table was measured in {built_in}, the design deploys in {runtime}: "
                         "give a table built with --runtime " + runtime)
     check_runtime(runtime, table.meta, str(sidecar_path(table.path)))
-    return DesignSpec(**{**asdict(spec), "data": str(Path(spec.data)), "latency_db": db, "runtime": runtime})
+    from .init_match import gather_checkpoints
+
+    gather_checkpoints(spec.init)  # readable and not fused, before the search
+    init = tuple(str(Path(p).resolve()) for p in spec.init)
+    return DesignSpec(**{**asdict(spec), "data": str(Path(spec.data)), "latency_db": db, "runtime": runtime,
+                         "init": init})
 
 
 def check_runtime(runtime: str, meta: dict, sidecar: str) -> None:
@@ -195,6 +202,7 @@ def spec_change(out: Path, spec: DesignSpec, started: bool, force: bool = False)
     stored = stored if isinstance(stored, dict) else {}
     if "db" in stored and "latency_db" not in stored:
         stored["latency_db"] = stored.pop("db")  # a design started before the rename
+    stored.setdefault("init", [])  # a design started before --init existed started from scratch
     changed = [f.name for f in fields(spec) if stored.get(f.name) != mine[f.name]]
     if not changed:
         return "same"

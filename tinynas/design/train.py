@@ -11,10 +11,11 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from ..detect.model_recipe import resolve_model_path
+from ..detect.model_recipe import parse_model_recipe, resolve_model_path
 from ..distill.chain import load_chain, run_chain
 from ..atomic import atomic_write_yaml
 from ..fileio import read_yaml
+from .init_match import checkpoint_for, gather_checkpoints
 from .spec import DesignSpec
 
 
@@ -48,6 +49,17 @@ def distinct_rungs(rungs: list[dict]) -> tuple[list[dict], list[dict]]:
     return kept, merged
 
 
+def _initial_weights(doc: dict, name: str, checkpoints: list[Path], log: Callable[[str], None]) -> Path | None:
+    """The ``--init`` checkpoint of this rung's architecture, said in the log either way."""
+    found = checkpoint_for(parse_model_recipe(doc, f"rung {name}"), checkpoints)
+    if found is None:
+        log(f"train: rung {name} starts from scratch: none of the {len(checkpoints)} --init checkpoints holds "
+            "its architecture")
+    else:
+        log(f"train: rung {name} starts from {found}")
+    return found
+
+
 def run(spec: DesignSpec, data: dict, num_classes: int, folder: Path, searched: dict, progress: bool,
         log: Callable[[str], None]) -> dict:
     rungs, merged = distinct_rungs(searched["rungs"])
@@ -55,20 +67,26 @@ def run(spec: DesignSpec, data: dict, num_classes: int, folder: Path, searched: 
         log(f"train: rung {m['rung']} ({m['limit_ms']:.4g} ms) found {m['into']}'s architecture: the space reaches "
             "no further, so it is trained once")
     rungs.reverse()  # teachers first
-    stages = []
+    checkpoints = gather_checkpoints(spec.init) if spec.init else []
+    stages, inits = [], []
     for rung in rungs:
         name = stage_name(rung["label"])
         recipe = folder / "recipes" / f"{name}.yaml"
-        atomic_write_yaml(recipe, _recipe_doc(spec, data, num_classes, rung["arch"], name))
+        doc = _recipe_doc(spec, data, num_classes, rung["arch"], name)
+        init = _initial_weights(doc, name, checkpoints, log) if checkpoints else None
+        if init is not None:
+            doc["train"]["init"] = str(init)
+        inits.append(str(init or ""))
+        atomic_write_yaml(recipe, doc)
         stages.append({"name": name, "recipe": str(recipe.resolve())})
     chain_file = folder / "chain.yaml"
     atomic_write_yaml(chain_file, {"name": "design", "out": str(folder.resolve()), "baseline": spec.baselines,
                             "stages": stages})
     rows = run_chain(load_chain(chain_file), progress=progress, log=log)
     models = []
-    for rung, row in zip(rungs, rows):
+    for rung, row, init in zip(rungs, rows, inits):
         run_dir = folder / row["stage"]
-        models.append({"name": row["stage"], "teacher": row["teacher"], "limit_ms": rung["limit_ms"],
+        models.append({"name": row["stage"], "teacher": row["teacher"], "limit_ms": rung["limit_ms"], "init": init,
                        "run": str(run_dir.resolve()),
                        "plain_run": str((folder / f"{row['stage']}-plain").resolve())
                        if spec.baselines and row["teacher"] else ""})
