@@ -15,7 +15,7 @@ from .errors import UserError
 
 # The pyproject extra that installs each optional package.
 EXTRA_OF = {"onnx": "export", "onnxscript": "export", "onnxruntime": "export", "openvino": "openvino",
-            "ray": "ray"}
+            "ray": "ray", "tensorboard": "tensorboard"}
 EXPORTER = ("onnx", "onnxscript")
 RUNTIME_PACKAGES = {"torch": (), "onnxruntime": ("onnxruntime",), "tensorrt": ("onnxruntime",),
                     "openvino": ("openvino",)}

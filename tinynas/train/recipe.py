@@ -78,6 +78,8 @@ class TrainConfig:
     init: str = setting("", help="fine-tune: start from this tinynas checkpoint's weights (every tensor of the "
                                  "same name and shape; class rows matched by class name); empty: from scratch")
     eval_interval: int = setting(1, bounds=AT_LEAST_ONE, unit="epochs")
+    tensorboard: bool = setting(False, help="also log every metrics.csv column to RUN/tensorboard (needs the "
+                                            "tensorboard package)")
     device: str = setting("auto", help="auto | cpu | cuda | cuda:N")
     amp: bool = setting(True, help="mixed precision; only takes effect on CUDA")
     bn_eps: float = setting(1e-3, bounds="(0, 1]")

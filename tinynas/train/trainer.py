@@ -43,6 +43,7 @@ from ..detect.input_layout import to_training_input
 from ..detect.recipe_difference import model_difference
 from ..errors import UserError
 from ..detect.footprint import check_detector_fits
+from ..preflight import require
 from ..runfolder import owned_folder
 from .ema import ModelEMA
 from .coco_eval import coco_metrics
@@ -52,6 +53,8 @@ from .composed_loss import ComposedDetectionLoss
 from .auto import format_choices, resolve_auto
 from .extra_loss import ExtraLoss, StepContext
 from .init_weights import load_initial_weights
+from .tensorboard_log import PACKAGES as TENSORBOARD_PACKAGES
+from .tensorboard_log import TensorBoardLog
 from .optim import build_optimizer
 from .recipe import TrainRecipe
 from .run import TrainRun
@@ -229,6 +232,8 @@ class Trainer:
         handlers = list((self.callbacks or {}).get(event, ()))
         if event == "epoch_end" and self.progress:
             handlers.insert(0, _print_epoch)
+        if self.board is not None:
+            handlers.insert(0, getattr(self.board, event))
         for handler in handlers:
             handler(self, *values)
 
@@ -249,6 +254,10 @@ class Trainer:
         init = self.recipe.train.init
         if init and not self.resume and not Path(init).is_file():  # before the data checks take their time
             raise UserError(self.source, "train.init", f"no such checkpoint: {init}")
+        self.board = None
+        if self.recipe.train.tensorboard and self.main_process:
+            require(TENSORBOARD_PACKAGES, self.source, "train.tensorboard")
+            self.board = TensorBoardLog(self.run_dir)
 
     def set_up_data(self) -> None:
         """The checked COCO sets; the model takes their class count; the seeds are set."""
