@@ -17,12 +17,16 @@ from ..registry import Registry
 from .activation import get_activation
 from .conv_bn_act import ConvBNAct
 
+# A block that names no activation has TinyNAS's default, as get_activation reads None.
+DEFAULT_ACT = "relu"
+
 
 class ResidualUnit(nn.Module):
     """One inner block: its conv path, an optional shortcut, then the activation."""
 
     def __init__(self, inner: InnerBlock, act: str | None = None):
         super().__init__()
+        act = act or DEFAULT_ACT  # ConvBNAct reads None as "no activation"
         last = len(inner.convs) - 1
         self.path = nn.Sequential(*[
             ConvBNAct(c.in_channels, c.out_channels, c.kernel, c.stride, c.groups,
@@ -60,7 +64,7 @@ class SuperBlock(nn.Sequential):
 
 def _conv_block(spec: BlockSpec) -> nn.Module:
     return ConvBNAct(spec.in_channels, spec.out_channels, spec.kernel, spec.stride,
-                     spec.groups, act=spec.act)
+                     spec.groups, act=spec.act or DEFAULT_ACT)
 
 
 BLOCK_BUILDERS: Registry[Callable[[BlockSpec], nn.Module]] = Registry("block class", "class", {
