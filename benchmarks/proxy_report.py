@@ -81,7 +81,12 @@ def report(plan: dict, name: str, dataset, args) -> dict:
                      "pick": pick["name"] if pick else "", "pick_AP": pick_ap})
         print(f"| {proxy} | {tau:+.2f} [{ci['tau'][0]:+.2f}, {ci['tau'][1]:+.2f}] | {rho:+.2f} "
               f"[{ci['rho'][0]:+.2f}, {ci['rho'][1]:+.2f}] | {pick_ap:.4f} | {np.median(y):.4f} | {y.max():.4f} |")
-    plot(plan, name, draws, ap, value, rows)
+    for role in ("search:design", "search:converged"):
+        entry = roles[role]
+        print(f"{role}: {entry['name']} AP {ap[entry['name']][0]:.4f} (MAE {value(entry, 'mae'):.1f}; the draws' MAE "
+              f"{min(value(e, 'mae') for e in draws):.1f} to {max(value(e, 'mae') for e in draws):.1f})")
+        rows.append({"proxy": role, "pick": entry["name"], "pick_AP": ap[entry["name"]][0]})
+    plot(plan, name, draws, ap, value, [r for r in rows if "tau" in r])
     return {"dataset": name, "model": plan["model"], "limit_ms": plan["limit_ms"], "rows": rows,
             "AP": {k: {"mean": v[0], "seeds": v[1]} for k, v in ap.items()}, "measured_ms": timed,
             "draws_median_AP": float(np.median(y)) if len(y) else None}

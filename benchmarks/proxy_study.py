@@ -4,15 +4,17 @@ For each budget of ``--budgets`` (``MODEL`` or ``MODEL@MS``: the model recipe wh
 head every candidate gets, and the whole-detector latency limit in the table's ms, by default the
 recipe's own predicted latency), in one search space (``--space``, k1kx):
 
-1. **candidates** (``prepare``): the backbone the search picks by the MAE score under the limit
-   (``tinynas design``'s search stage: whole-detector pricing, ``--candidates``), and a pool of
+1. **candidates** (``prepare``): the backbones the MAE search picks under the limit, once as
+   ``tinynas design``'s search stage does it (whole-detector pricing, a ladder with a spare rung,
+   ``--candidates`` 20,000) and once at this budget alone with ``--converged-candidates``
+   (100,000: at 20,000 the score still climbs), and a pool of
    ``--pool`` backbones drawn at random among those whose predicted latency lies within
    ``--band`` (5%) under the limit: each a random walk of ``--walk`` accepted mutations from the
    recipe's own backbone, a mutation accepted only while the detector stays under the limit
    (each draw its own seed). The first ``--random`` of the pool are the random draws trained;
 2. **proxies** on every candidate (``proxy_scoring.py``): mae, entropy, zen, synflow, params,
    gflops, predicted ms; per dataset naswot, snip and grad_norm on one batch of its training
-   set; each proxy's pick is the pool's highest value of it (the MAE pick is the search's);
+   set; each proxy's pick is the pool's highest value of it (MAE's too, beside the searches');
 3. **training** (``train``): every pick and random draw with each of ``--seeds`` on each dataset
    (a data proxy's pick on its own dataset), ``--epochs`` at the shipped defaults, one thread per
    process, ``--jobs`` at a time, seed by seed; resumable like ``pareto.py``;
@@ -47,6 +49,7 @@ from tinynas.latency.detector_model import DetectorLatencyModel  # noqa: E402
 from tinynas.resources import resolve_space_path  # noqa: E402
 from tinynas.space import load_space  # noqa: E402
 
+CONVERGED = "mae-search-converged"
 PROXIES = ("mae", *[p for p in DATA_FREE if p != "mae"], *WITH_DATA, "predicted_ms")
 
 
@@ -99,9 +102,27 @@ def prepare_budget(model: str, limit: float | None, datasets: dict, args) -> dic
             entries.append({"name": f"draw{i:03d}", "arch": str(path.resolve()), "predicted_ms": ms})
         plan = {"model": model, "limit_ms": limit, "folder": str(folder), "entries": entries}
         plan_path.write_text(json.dumps(plan, indent=2) + "\n")
+    if not any(e["name"] == CONVERGED for e in plan["entries"]):
+        plan["entries"].insert(1, converged_search(recipe, limit, folder, predict, args))
+        plan_path.write_text(json.dumps(plan, indent=2) + "\n")
     score_pool(plan, recipe, datasets, args)
     plan_path.write_text(json.dumps(plan, indent=2) + "\n")
     return plan
+
+
+def converged_search(recipe, limit: float, folder: Path, predict, args) -> dict:
+    """The MAE search at this one budget with ``--converged-candidates``: design's ladder search
+    shares its candidates among its rungs and stops at 20,000, where the score still climbs."""
+    from tinynas.plan import searched_size
+    from tinynas.search import search
+
+    result = search(args.space, (f"latency={limit:.4f}ms",), latency=args.db, detector=recipe,
+                    candidates=args.converged_candidates, seed=args.search_seed,
+                    resolution=searched_size(recipe.backbone.arch, args.size, recipe.backbone.focus), progress=False)
+    path = folder / "search-converged.yaml"
+    save_arch(result.rungs[0].best.arch, path)
+    arch = load_arch(path)
+    return {"name": CONVERGED, "arch": str(path.resolve()), "predicted_ms": predict(arch)}
 
 
 def score_pool(plan: dict, recipe, datasets: dict, args) -> None:
@@ -134,12 +155,14 @@ def proxy_value(entry: dict, proxy: str, dataset: str) -> float:
 
 
 def trained_entries(plan: dict, dataset: str, args) -> dict[str, dict]:
-    """role -> entry trained on ``dataset``: the search's pick, each proxy's pick among the pool,
-    and the random draws (one entry may hold several roles)."""
+    """role -> entry trained on ``dataset``: the MAE searches' picks (design's ladder search, and
+    the converged one), each proxy's pick among the pool, and the random draws (one entry may hold
+    several roles)."""
     pool = [e for e in plan["entries"] if e["name"].startswith("draw")]
-    roles = {"pick:mae": plan["entries"][0]}
+    by_name = {e["name"]: e for e in plan["entries"]}
+    roles = {"search:design": by_name["mae-search"], "search:converged": by_name[CONVERGED]}
     for proxy in PROXIES:
-        if proxy not in ("mae", "predicted_ms"):
+        if proxy != "predicted_ms":
             roles[f"pick:{proxy}"] = max(pool, key=lambda e: proxy_value(e, proxy, dataset))
     roles.update({f"random:{e['name']}": e for e in pool[:args.random]})
     return roles
@@ -180,6 +203,8 @@ def main() -> None:
     parser.add_argument("--db", default="cpu-ort-fp32-tinynas-n")
     parser.add_argument("--candidates", type=int, default=20000, help="the MAE search's candidates")
     parser.add_argument("--search-seed", type=int, default=0)
+    parser.add_argument("--converged-candidates", type=int, default=100000,
+                        help="candidates of the MAE search at the budget alone")
     parser.add_argument("--pool", type=int, default=60, help="random in-budget backbones scored by every proxy")
     parser.add_argument("--random", type=int, default=12, help="of the pool, how many are trained as random draws")
     parser.add_argument("--band", type=float, default=0.05, help="a draw's predicted latency within this under the limit")
