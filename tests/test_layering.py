@@ -133,3 +133,14 @@ def test_the_cycle_finder_finds_a_cycle_through_three_modules():
 def test_no_module_imports_itself_back():
     found = [[name or "tinynas" for name in cycle] for cycle in cycles(module_imports())]
     assert found == [], f"import cycles (in-function imports included): {found}"
+
+
+# What the CLI may import besides the front door: the grammar of settings and errors.
+CLI_MAY_IMPORT = {"api", "errors", "config", "renamed", "version"}
+
+
+def test_the_cli_calls_only_the_front_door():
+    """Every command goes through ``tinynas.api`` (issue 24): the CLI parses and prints, the API does."""
+    found = sorted({(str(path), name) for unit, name, path in imports()
+                    if unit == "cli" and name not in CLI_MAY_IMPORT | {"cli"}})
+    assert found == [], f"the CLI imports past tinynas.api: {found}"

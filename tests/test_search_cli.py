@@ -64,7 +64,7 @@ def test_shipped_damoyolo_recipes_carry_the_published_budgets(name, space, budge
 
 
 def test_missing_latency_table_is_a_one_line_error(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("tinynas.cli.search_commands.DEFAULT_LATENCY_DB", str(tmp_path / "none.csv"))
+    monkeypatch.setattr("tinynas.search.search_recipe.DEFAULT_LATENCY_DB", str(tmp_path / "none.csv"))
     code, _, err = run(capsys, "search", "--space", "k1kx", "--budget", "latency=0.1ms", "--out", tmp_path / "x")
     assert code == 2 and err.count("\n") == 1
     assert "none.csv" in err and "latency table not found" in err

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from ..api import arch_report, load_any_arch, score_arch
-from ..archio import save_arch
-from ..runfolder import check_new_file
-from ..scores import DEFAULT_STAGE_WEIGHTS, SCORERS, parse_weights
+from ..api import (DEFAULT_STAGE_WEIGHTS, SCORER_NAMES, arch_report, convert_arch, load_any_arch,
+                   parse_stage_weights, score_arch)
 from .argtypes import old_spellings, positive_int
 from .format import human, table
 
@@ -22,7 +20,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("score", help="zero-shot MAE score of an architecture")
     p.add_argument("arch", metavar="ARCH", help="architecture file or shipped name")
-    p.add_argument("--method", choices=sorted(SCORERS), default="madnas",
+    p.add_argument("--method", choices=SCORER_NAMES, default="madnas",
                    help="madnas: closed form (default); entropy: forward pass with Gaussian weights")
     p.add_argument("--resolution", type=positive_int, default=320, help="input size for entropy (default %(default)s)")
     old_spellings(p, p.add_argument("--stage-weights", default=DEFAULT_WEIGHTS_TEXT, help=WEIGHTS_HELP), "--weights")
@@ -44,7 +42,7 @@ def register(sub) -> None:
 
 def run_info(args) -> int:
     arch = load_any_arch(args.arch)
-    report = arch_report(arch, args.resolution, parse_weights(args.stage_weights, "--stage-weights", "stage_weights"))
+    report = arch_report(arch, args.resolution, parse_stage_weights(args.stage_weights))
     headers = ["#", "class", "in", "out", "s", "k", "L", "btn", "size", "MACs", "params", "layers", "stage", "log-std"]
     rows = []
     for r in report["blocks"]:
@@ -65,7 +63,7 @@ def run_info(args) -> int:
 
 def run_score(args) -> int:
     arch = load_any_arch(args.arch)
-    weights = parse_weights(args.stage_weights, "--stage-weights", "stage_weights")
+    weights = parse_stage_weights(args.stage_weights)
     options = {"weights": weights}
     if args.method == "entropy":
         options.update(resolution=args.resolution, batch=args.batch_size, repeats=args.repeats, seed=args.seed)
@@ -78,8 +76,6 @@ def run_score(args) -> int:
 
 
 def run_convert(args) -> int:
-    check_new_file(args.out, "OUT", args.force)
-    arch = load_any_arch(args.arch)
-    save_arch(arch, args.out, family=args.family)
+    convert_arch(args.arch, args.out, family=args.family, force=args.force)
     print(f"wrote {args.out}")
     return 0

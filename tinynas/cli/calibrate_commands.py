@@ -37,11 +37,9 @@ def register(lsub) -> None:
 
 
 def run_calibrate(args) -> int:
-    from ..api import calibrate_latency_table
-    from ..latency.table import resolve_table_path, sidecar_path
+    from ..api import calibrate_latency_table, table_sidecar
 
-    path = resolve_table_path(args.latency_db)
-    fit = calibrate_latency_table(path, model=args.model, space=args.space, size=args.size, n=args.n,
+    fit = calibrate_latency_table(args.latency_db, model=args.model, space=args.space, size=args.size, n=args.n,
                                   seed=args.seed, runs=args.runs, rounds=args.rounds, store=not args.no_store,
                                   progress=not args.quiet)
     before, after, loo = fit["before"], fit["after_in_sample"], fit["after_leave_one_out"]
@@ -51,6 +49,6 @@ def run_calibrate(args) -> int:
           f"Kendall tau {before['kendall_tau']:.3f}")
     print(f"fitted here:       MAPE {after['mape_pct']:.1f}% (leave-one-out {loo['mape_pct']:.1f}%), "
           f"scale {fit['scale']:.3f}, overhead {fit['overhead_ms']:.3f} ms")
-    where = f"stored in {sidecar_path(path)} under {fit['device_name']!r}" if not args.no_store else "not stored"
+    where = f"stored in {table_sidecar(args.latency_db)} under {fit['device_name']!r}" if not args.no_store else "not stored"
     print(where)
     return 0

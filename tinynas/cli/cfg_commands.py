@@ -10,17 +10,14 @@ nothing is written; a bad argument or file fails as the command itself would.
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
 from functools import partial
-from pathlib import Path
 from typing import Mapping
 
+from ..api import DEFAULT_ORIGIN as DEFAULT
 from ..config import COMMAND_LINE, Overrides
 from ..errors import UserError
-from ..fileio import read_yaml
 from .format import table
 
-DEFAULT = "default"
 # Recipe commands: their settings come from a recipe file and key=value, besides the flags.
 RECIPE_COMMANDS = ("search", "train", "eval")
 
@@ -104,66 +101,17 @@ def _flags(parser: argparse.ArgumentParser, parsed: argparse.Namespace) -> list[
 
 # ---------------------------------------------------------------------------- recipe commands
 def _search_rows(parsed) -> list[tuple[str, object, str]]:
-    from ..search.budgets import parse_budget
-    from ..search.search_recipe import SearchRecipe, load_search_recipe, with_command_line
+    from ..api import search_settings
     from .search_commands import command_line_settings
 
     path, overrides = command_line_settings(parsed)
-    recipe = load_search_recipe(path, overrides)
-    cli_budgets = [parse_budget(text, "--budget", "--budget") for text in parsed.budget or []]
-    recipe = with_command_line(recipe, cli_budgets, ladder_given=overrides.origin("ladder") is not None)
-    doc = read_yaml(path) if path else {}
-    rows = []
-    for f in fields(SearchRecipe):
-        if f.name in ("source", "description"):
-            continue
-        origin = _origin(f.name, overrides, doc, path)
-        if f.name == "budgets" and cli_budgets:
-            origin = f"{COMMAND_LINE} (--budget)" if origin == DEFAULT else f"{origin} and --budget"
-        rows.append((f.name, getattr(recipe, f.name), origin))
-    return rows
+    return search_settings(path, overrides, parsed.budget or [])
 
 
 def _train_rows(parsed) -> list[tuple[str, object, str]]:
-    from ..train.recipe import load_train_recipe
+    from ..api import train_settings
 
-    path = Path(parsed.recipe)
-    path = path / "recipe.yaml" if path.is_dir() else path
-    overrides = Overrides.parse(parsed.overrides or [])
-    recipe = load_train_recipe(path, overrides)
-    doc = read_yaml(path)
-    model_name = doc.get("model") if isinstance(doc.get("model"), str) else None
-    rows = []
-    for key, value in _leaves(recipe.to_dict()):
-        origin = _origin(key, overrides, doc, str(path))
-        if origin == DEFAULT and model_name and key.split(".")[0] in ("backbone", "neck", "head"):
-            origin = f"model recipe {model_name}"
-        rows.append((key, value, origin))
-    return rows
-
-
-def _leaves(doc: Mapping, prefix: str = "") -> list[tuple[str, object]]:
-    out = []
-    for key, value in doc.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            out += _leaves(value, name + ".")
-        else:
-            out.append((name, value))
-    return out
-
-
-def _origin(key: str, overrides: Overrides, doc: Mapping, path: str | None) -> str:
-    """Who set dotted ``key``: a ``key=value`` or flag, the recipe file, or nobody."""
-    origin = overrides.origin(key)
-    if origin is not None:
-        return origin if origin != COMMAND_LINE else f"{COMMAND_LINE} ({key}=)"
-    node = doc
-    for part in key.split("."):
-        if not isinstance(node, Mapping) or node.get(part) is None:
-            return DEFAULT
-        node = node[part]
-    return str(path)
+    return train_settings(parsed.recipe, Overrides.parse(parsed.overrides or []))
 
 
 def _shown(value: object) -> str:

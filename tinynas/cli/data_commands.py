@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import UserError
-from ..runfolder import check_new_file
 from .argtypes import positive_int
 
 # tinynas.data pulls in torch: it is imported inside the commands so `tinynas --help` stays fast.
@@ -78,13 +76,12 @@ def register(sub) -> None:
 
 
 def run_check(args) -> int:
-    from ..data.check import check_dataset, fatal_problems
+    from ..api import check_dataset
 
-    problems = check_dataset(args.annotations, args.images, decode=args.decode, progress=True)
+    problems, fatal = check_dataset(args.annotations, args.images, decode=args.decode, progress=True)
     if not args.quiet:
         for problem in problems:
             print(problem)
-    fatal = len(fatal_problems(problems))
     warnings = len(problems) - fatal
     if fatal:
         print(f"{args.annotations}: {fatal} fatal problem(s), {warnings} warning(s): not usable for training")
@@ -94,17 +91,10 @@ def run_check(args) -> int:
 
 
 def run_convert(args) -> int:
-    from ..data.convert import voc_to_coco, yolo_to_coco
+    from ..api import convert_dataset
 
-    check_new_file(args.out, "--out", args.force)
-    if args.source_format == "yolo":
-        if not args.images:
-            raise UserError("--images", "", "required with --from yolo (image sizes are read from the images)")
-        if not args.classes:
-            raise UserError("--classes", "", "required with --from yolo (YOLO labels store only class numbers)")
-        data = yolo_to_coco(args.source, args.images, args.classes, out=args.out, progress=True)
-    else:
-        data = voc_to_coco(args.source, classes=args.classes, images_dir=args.images, out=args.out, progress=True)
+    data = convert_dataset(args.source_format, args.source, args.out, images=args.images, classes=args.classes,
+                           force=args.force)
     names = ", ".join(c["name"] for c in data["categories"])
     print(f"wrote {args.out}: {len(data['images'])} images, {len(data['annotations'])} boxes, "
           f"{len(data['categories'])} classes ({names})")
@@ -112,9 +102,9 @@ def run_convert(args) -> int:
 
 
 def run_synth(args) -> int:
-    from ..data.synthetic import DEFAULT_CLASSES, make_synthetic_dataset
+    from ..api import make_synthetic_dataset, synthetic_classes
 
-    text = args.classes if args.classes is not None else ",".join(DEFAULT_CLASSES)
+    text = args.classes if args.classes is not None else ",".join(synthetic_classes())
     classes = [c.strip() for c in text.split(",") if c.strip()]
     made = make_synthetic_dataset(args.out, images=args.images, val_images=args.val_images, size=args.size,
                                   classes=classes, objects=args.objects, seed=args.seed, progress=True,

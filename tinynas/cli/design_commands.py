@@ -56,7 +56,7 @@ def register(sub) -> None:
 
 
 def run_design(args) -> int:
-    from ..design import DesignSpec, design
+    from ..api import DesignSpec, design
 
     spec = DesignSpec(data=args.data, budget=args.budget, runtime=args.runtime, latency_db=args.latency_db, model=args.model,
                       space=args.space, teacher_factors=_numbers(args.teacher_factors),

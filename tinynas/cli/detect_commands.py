@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from ..errors import UserError
 from .argtypes import old_spellings, positive_int
 from .format import human, table
 
@@ -72,65 +70,36 @@ def register(sub) -> None:
 
 
 def run_model_info(args) -> int:
-    from ..detect.costs import recipe_costs
-    from ..detect.model_recipe import load_model_recipe
-    from ..detect.footprint import detector_bytes
-    from ..memory import format_bytes
+    from ..api import format_bytes, model_info
 
-    recipe = load_model_recipe(args.recipe)
-    parts = recipe_costs(recipe, args.size, fused=not args.unfused)
-    predicting = detector_bytes(recipe, args.size, 1, fused=not args.unfused)
-    training = detector_bytes(recipe, args.size, 1, training=True)
+    info = model_info(args.recipe, args.size, fused=not args.unfused)
+    parts, recipe = info["parts"], info["recipe"]
     total = parts[-1]
     rows = [[p.name, human(p.params), f"{p.params / total.params:.0%}", f"{p.flops / 1e9:.2f}",
              f"{p.flops / total.flops:.0%}"] for p in parts]
-    print(f"{recipe.name or args.recipe}: {describe_parts(recipe)}")
+    print(f"{recipe.name or args.recipe}: {info['description']}")
     print(table(["part", "params", "share", "GFLOPs", "share"], rows))
     form = "training form" if args.unfused else "fused (deploy) form"
     print(f"{form}, {args.size}x{args.size} input, GFLOPs = 2 x conv/matmul MACs "
           "(torch FlopCounterMode; BatchNorm, activations, pooling not counted)")
-    print(f"memory: ~{format_bytes(predicting)} to predict one image, ~{format_bytes(training)} to train "
-          "at batch 1 (float32; each image more adds activations)")
+    print(f"memory: ~{format_bytes(info['predict_bytes'])} to predict one image, ~{format_bytes(info['train_bytes'])} "
+          "to train at batch 1 (float32; each image more adds activations)")
     return 0
 
 
-def _options_text(section, registry) -> str:
-    """Every option of the section's part type, its class's default where the recipe gave none."""
-    from ..detect.part_config import part_options
-
-    options = {**registry.options(section.type), **part_options(section, registry)}
-    return " ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
-                    for k, v in options.items() if v is not None)
-
-
-def describe_parts(recipe) -> str:
-    """One line naming the wrap, the neck and head types and their settings."""
-    from ..detect.heads import HEADS
-    from ..detect.necks import NECKS
-
-    b, n, h = recipe.backbone, recipe.neck, recipe.head
-    wrap = f"{b.wrap} wrap{' (csp_stack)' if b.csp_stack else ''}, {b.act}, levels {list(b.out_indices)}"
-    neck = f"{n.type} neck {_options_text(n, NECKS)} out {list(n.out_channels)}"
-    head = f"{h.type} head {_options_text(h, HEADS)} reg_max {h.reg_max}"
-    return f"{wrap}; {neck}; {head}; {h.num_classes} classes"
-
-
 def run_predict(args) -> int:
-    from ..api import predict_images
-    from ..detect.model_recipe import load_model_recipe
-    from ..detect.predict import RESULTS_NAME, skipped_files
+    from ..api import predict_images, predictions_file, skipped_image_files
 
-    recipe = load_model_recipe(args.recipe) if args.recipe else None
     results = predict_images(args.weights, args.source, args.out, args.size, args.conf, args.iou, args.max_det,
                              draw=not args.no_draw, force=args.force, annotations=args.annotations,
-                             batch_size=args.batch_size, recipe=recipe)
+                             batch_size=args.batch_size, recipe=args.recipe or None)
     boxes = sum(len(r.detections) for r in results)
     if args.annotations is None:
-        skipped = skipped_files(args.source)
+        skipped = skipped_image_files(args.source)
         if skipped:
             shown = ", ".join(p.name for p in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
             print(f"skipped {len(skipped)} file(s) not named as images: {shown}")
-    print(f"{len(results)} image(s), {boxes} detection(s); wrote {Path(args.out) / RESULTS_NAME}")
+    print(f"{len(results)} image(s), {boxes} detection(s); wrote {predictions_file(args.out)}")
     return 0
 
 

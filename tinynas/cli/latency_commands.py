@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..api import load_any_arch
+from .. import api
 from ..errors import UserError
-
-# tinynas.latency pulls in torch and scipy: imported inside the commands so `tinynas --help` stays fast.
-from ..resources import resolve_space_path
-from ..runfolder import check_new_file
-from ..space import load_space
 from .argtypes import old_spellings, positive_int
 from .format import table
 
@@ -210,61 +205,31 @@ def _register_list(lsub) -> None:
 
 
 def run_list(args) -> int:
-    from pathlib import Path
-
-    from ..latency.machine import cpu_name, machine_fit, mismatch, shipped_tables
-    from ..latency.table import read_meta, sidecar_path
-
-    paths = shipped_tables()
-    for text in args.tables:
-        path = Path(text)
-        if path.is_dir():
-            paths += sorted(p for p in path.rglob("*.csv") if sidecar_path(p).is_file())
-        elif path.is_file() and sidecar_path(path).is_file():
-            paths.append(path)
-        else:
-            raise UserError(text, "", "neither a latency table (CSV with its .json sidecar) nor a folder")
-    rows = []
-    shipped = set(shipped_tables())
-    for path in dict.fromkeys(p.resolve() for p in paths):
-        meta = read_meta(path)
-        fitted = ((meta.get("validation") or {}).get("fitted_leave_one_out") or {}).get("mape_pct")
-        version = str(meta.get("runtime_version") or "").split("-")[0]  # OpenVINO appends its build
-        here = "-" if not str(meta.get("device", "cpu")).startswith("cpu") else "no" if mismatch(meta) else \
-            "calibrated" if machine_fit(meta) and meta.get("device_name") != cpu_name() else "yes"
-        rows.append([path.stem if path in shipped else str(path), meta.get("device_name") or meta.get("device"),
-                     f"{meta.get('runtime') or 'torch'} {version}".strip(), meta.get("threads") or "-",
-                     meta.get("dtype"), meta.get("rows") or "-", meta.get("status", ""),
-                     f"{fitted:.1f}%" if fitted is not None else "-", here])
-    print(table(["table", "device", "runtime", "threads", "dtype", "ops", "status", "validated MAPE", "here"], rows))
-    print(f"\nthis machine: {cpu_name()}; here: measured on this CPU in the runtime version installed, or "
+    rows, here_cpu = api.list_latency_tables(args.tables)
+    cells = [[r["table"], r["device"], f"{r['runtime']} {r['runtime_version']}".strip(), r["threads"] or "-", r["dtype"],
+              r["ops"] or "-", r["status"],
+              f"{r['validated_mape_pct']:.1f}%" if r["validated_mape_pct"] is not None else "-", r["here"]] for r in rows]
+    print(table(["table", "device", "runtime", "threads", "dtype", "ops", "status", "validated MAPE", "here"], cells))
+    print(f"\nthis machine: {here_cpu}; here: measured on this CPU in the runtime version installed, or "
           "calibrated: fitted to it by `latency calibrate` (- for GPU tables)")
     return 0
 
 
 def run_build(args) -> int:
-    from ..latency import build_table
-
-    spaces = [load_space(resolve_space_path(s)) for s in args.space]
-    models = [_model_recipe(text) for text in args.model]
     if args.dry_run:
-        from ..latency.build import build_grid
-        from ..latency.shards import op_cost, parse_shard, split_ops
-        from ..latency.grid import GroupKey
-        ops = build_grid(spaces, models, args.resolution, args.channel_step, args.size)[0]
-        line = f"{len(ops)} ops in {len({GroupKey.of(op) for op in ops})} groups"
+        plan = api.plan_latency_build(args.space, args.model, args.resolution, args.channel_step, args.size,
+                                      args.shard)
+        line = f"{plan['ops']} ops in {plan['groups']} groups"
         if args.shard:
-            index, count = parse_shard(args.shard)
-            part = split_ops(ops, count)[index - 1]
-            share = sum(map(op_cost, part)) / sum(map(op_cost, ops))
-            line += f"; shard {index}/{count}: {len(part)} ops, {share:.1%} of the estimated time"
+            index, count = plan["shard"]
+            line += f"; shard {index}/{count}: {plan['shard_ops']} ops, {plan['share']:.1%} of the estimated time"
         print(line)
         return 0
-    t = build_table(spaces, args.out, device=args.device, dtype=args.dtype, batch=args.batch_size,
-                    resolution=args.resolution, threads=args.threads, channel_step=args.channel_step,
-                    warmup=args.warmup, runs=args.runs, max_ops=args.max_ops, note=args.note,
-                    clock=args.clock, calibrate=args.calibrate, shard=args.shard, runtime=args.runtime,
-                    models=models, model_size=args.size)
+    t = api.build_latency_table(args.space, args.out, models=args.model, device=args.device, dtype=args.dtype,
+                                batch=args.batch_size, resolution=args.resolution, threads=args.threads,
+                                channel_step=args.channel_step, warmup=args.warmup, runs=args.runs,
+                                max_ops=args.max_ops, note=args.note, clock=args.clock, calibrate=args.calibrate,
+                                shard=args.shard, runtime=args.runtime, model_size=args.size)
     shard = t.meta.get("shard")
     part = f" (shard {shard['index']}/{shard['count']} of a {shard['grid_ops']}-op grid)" if shard else ""
     print(f"{args.out}: {len(t)} ops{part}, {t.meta['status']}")
@@ -272,10 +237,8 @@ def run_build(args) -> int:
 
 
 def run_merge(args) -> int:
-    from ..latency import merge_shards
-
-    t = merge_shards(args.shards, args.out, allow_partial=args.allow_partial, force=args.force,
-                     max_nominal_ratio=args.max_nominal_ratio)
+    t = api.merge_latency_shards(args.shards, args.out, allow_partial=args.allow_partial, force=args.force,
+                                 max_nominal_ratio=args.max_nominal_ratio)
     merged = t.meta["merged"]
     line = f"{args.out}: {len(t)} ops from {len(merged['shards'])} of {merged['count']} shards, {t.meta['status']}"
     if t.meta["status"] != "complete":
@@ -286,66 +249,40 @@ def run_merge(args) -> int:
 
 
 def run_predict(args) -> int:
-    from ..latency import load_predictor
-
     if args.detector or args.arch.endswith(".pt"):
         return _predict_detector(args)
-    arch = load_any_arch(args.arch)
-    if args.in_channels is not None:
-        arch = arch.with_block(0, arch.blocks[0].replace(in_channels=args.in_channels))
-    predictor = load_predictor(args.latency_db)
-    blocks = predictor.predict_blocks_ms(arch, args.resolution)
-    total = predictor.predict_ms(arch, args.resolution)
-    if predictor.extrapolated:
-        print(f"note: {len(predictor.extrapolated)} op(s) lie outside the table's measured shapes and "
+    p = api.predict_backbone_latency(args.arch, args.latency_db, args.resolution, args.in_channels)
+    arch, total = p["arch"], p["total_ms"]
+    if p["extrapolated"]:
+        print(f"note: {p['extrapolated']} op(s) lie outside the table's measured shapes and "
               "were priced by their nearest measured op")
     rows = [[i, b.cls, b.in_channels, b.out_channels, b.stride, b.kernel,
              b.depth if b.kind.has_bottleneck else "-", b.bottleneck or "-", f"{ms:.4f}"]
-            for i, (b, ms) in enumerate(zip(arch.blocks, blocks))]
-    overhead = predictor.overhead_ms / predictor.batch
-    rows.append(["", "overhead", "", "", "", "", "", "", f"{overhead:.4f}"])
+            for i, (b, ms) in enumerate(zip(arch.blocks, p["blocks_ms"]))]
+    rows.append(["", "overhead", "", "", "", "", "", "", f"{p['overhead_ms']:.4f}"])
     rows.append(["", "total", "", "", "", "", "", "", f"{total:.4f}"])
     print(table(["#", "class", "in", "out", "s", "k", "L", "btn", "ms/image"], rows))
-    meta = predictor.table.meta
+    meta = p["meta"]
     print(f"{total:.4f} ms per image ({total * 1e-3:.3e} s) at {arch.in_channels}x{args.resolution}x"
-          f"{args.resolution}, batch {predictor.batch}, {meta.get('device_name', meta['device'])} "
-          f"{meta['dtype']} [{predictor.table.path}]")
+          f"{args.resolution}, batch {p['batch']}, {meta.get('device_name', meta['device'])} "
+          f"{meta['dtype']} [{p['table']}]")
     return 0
 
 
 def _predict_detector(args) -> int:
-    from ..detect.conv_ops import detector_op_counts
-    from ..latency import load_predictor
-
-    recipe = _model_recipe(args.arch)
-    ops = detector_op_counts(recipe, args.resolution)
-    predictor = load_predictor(args.latency_db)
-    total = predictor.predict_ops_ms(ops)
-    convs = sum(count for _, count in ops)
-    meta = predictor.table.meta
-    print(f"{total:.4f} ms per image ({total * 1e-3:.3e} s): {recipe.name or args.arch}, {convs} convolutions "
-          f"({len(ops)} distinct) at 3x{args.resolution}x{args.resolution}, fused, batch {predictor.batch}, "
-          f"{meta.get('device_name', meta['device'])} {meta['dtype']} {meta.get('runtime', 'torch')} "
-          f"[{predictor.table.path}]")
+    p = api.predict_detector_latency(args.arch, args.latency_db, args.resolution)
+    meta = p["meta"]
+    print(f"{p['total_ms']:.4f} ms per image ({p['total_ms'] * 1e-3:.3e} s): {p['recipe'].name or args.arch}, "
+          f"{p['convs']} convolutions ({p['distinct']} distinct) at 3x{args.resolution}x{args.resolution}, fused, "
+          f"batch {p['batch']}, {meta.get('device_name', meta['device'])} {meta['dtype']} "
+          f"{meta.get('runtime', 'torch')} [{p['table']}]")
     return 0
 
 
-def _model_recipe(text: str):
-    """A model recipe from a recipe file, a shipped name, or a checkpoint's stored recipe."""
-    if text.endswith(".pt"):
-        from ..checkpoint import load_checkpoint
-        return load_checkpoint(text).recipe
-    from ..detect.model_recipe import load_model_recipe
-    return load_model_recipe(text)
-
-
 def _validate_models(args) -> int:
-    from ..latency.validate_models import validate_models
-
-    recipes = [_model_recipe(text) for text in args.models]
-    result = validate_models(args.latency_db, recipes, args.resolution or 640, fit=args.fit, warmup=args.warmup,
-                             runs=args.runs, rounds=args.rounds, out_dir=args.out, force=args.force,
-                             runtime=args.runtime)
+    result = api.validate_detector_latency(args.latency_db, args.models, args.resolution or 640, fit=args.fit,
+                                           warmup=args.warmup, runs=args.runs, rounds=args.rounds, out_dir=args.out,
+                                           force=args.force, runtime=args.runtime)
     rows = [[name, f"{m:.3f}", f"{r:.3f}", f"{p:.3f}", f"{(p - m) / m * 100:+.1f}"]
             for name, m, r, p in zip(result.names, result.measured_ms, result.raw_ms, result.predicted_ms)]
     print(table(["model", "measured ms", "sum of convs", "predicted", "error %"], rows))
@@ -353,23 +290,20 @@ def _validate_models(args) -> int:
     for label, key in (("sum of convs", "raw"), ("fitted (leave-one-out)", "fitted_leave_one_out")):
         e = m[key]
         print(f"{label}: MAPE {e['mape_pct']:.2f}%, max {e['max_ape_pct']:.2f}%, Kendall tau {e['kendall_tau']:.3f}")
-    print(f"{len(recipes)} detectors at {m['size']}, {m['runtime']}; fit: scale {result.scale:.4f}, "
+    print(f"{len(args.models)} detectors at {m['size']}, {m['runtime']}; fit: scale {result.scale:.4f}, "
           f"overhead {result.overhead_ms:.4f} ms per image (not stored: it prices detectors, not backbones)")
     return 0
 
 
 def run_validate(args) -> int:
-    from ..latency import validate_table
-
     if args.models:
         return _validate_models(args)
     if not args.space:
         raise UserError("--space", "", "give a search space (random backbones) or --models (whole detectors)")
-    space = load_space(resolve_space_path(args.space))
-    result = validate_table(args.latency_db, space, n=args.n, seed=args.seed, resolution=args.resolution,
-                            fit=args.fit, warmup=args.warmup, runs=args.runs, out_dir=args.out,
-                            update=not args.no_update, rounds=args.rounds, force=args.force,
-                            runtime=args.runtime)
+    space, result = api.validate_latency_table(args.latency_db, args.space, n=args.n, seed=args.seed,
+                                               resolution=args.resolution, fit=args.fit, warmup=args.warmup,
+                                               runs=args.runs, out_dir=args.out, update=not args.no_update,
+                                               rounds=args.rounds, force=args.force, runtime=args.runtime)
     m = result.metrics
     rows = []
     for label, key in (("sum of ops", "raw"), ("fitted (in sample)", "fitted_in_sample"),
@@ -386,12 +320,9 @@ def run_validate(args) -> int:
 
 
 def run_import(args) -> int:
-    from ..latency import import_tinynas
-
-    check_new_file(args.out, "--out", args.force)
-    t = import_tinynas(args.source, args.out, batch=args.batch_size, dtype=args.dtype,
-                       device_name=args.device_name, runtime=args.runtime,
-                       extrapolation=args.extrapolation)
+    t = api.import_tinynas_table(args.source, args.out, force=args.force, batch=args.batch_size, dtype=args.dtype,
+                                 device_name=args.device_name, runtime=args.runtime,
+                                 extrapolation=args.extrapolation)
     s = t.meta["import_stats"]
     print(f"{args.out}: {s['rows']} ops at batch {t.batch}, {t.dtype} ({s['failed_dropped']} failed "
           f"measurements dropped, {s['duplicates_merged']} repeats merged)")
@@ -399,8 +330,6 @@ def run_import(args) -> int:
 
 
 def run_rehash(args) -> int:
-    from ..latency import rehash_table
-
-    t = rehash_table(args.table, rows=args.rows)
+    t = api.rehash_latency_table(args.table, rows=args.rows)
     print(f"{t.path}: {len(t)} rows checked; sha256 {t.meta['sha256'][:16]}... recorded in its sidecar")
     return 0

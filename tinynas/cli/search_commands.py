@@ -8,19 +8,13 @@ recipe's value, and an error in one names it rather than the recipe file.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import fields
 from pathlib import Path
 from typing import get_args, get_type_hints
 
+from ..api import SearchRecipe, resume_search, run_search as search_as_told, search_backends
 from ..config import COMMAND_LINE, Override, Overrides, help_text, parse_override
 from ..errors import UserError
-from ..latency.machine import mismatch_note
-from ..runfolder import run_dir_for
-from ..search.budgets import parse_budget
-from ..search.evolution import BACKENDS, resume, search
-from ..search.search_recipe import (DEFAULT_LATENCY_DB, SearchRecipe, check_weights, load_search_recipe, recipe_space,
-                             resolve_latency_path, with_command_line)
 from .argtypes import old_spellings
 from .format import human
 
@@ -57,7 +51,7 @@ def register(sub) -> None:
         counts = hints[key] is int or int in get_args(hints[key])
         old_spellings(p, p.add_argument(_flag(key), dest=key, metavar=METAVARS.get(key, "N" if counts else "VALUE"),
                                         help=help_text(described[key])), *OLD_FLAGS.get(key, ()))
-    p.add_argument("--backend", choices=BACKENDS, default="loky", help="joblib backend (default %(default)s)")
+    p.add_argument("--backend", choices=search_backends(), default="loky", help="joblib backend (default %(default)s)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR")
     p.add_argument("--force", action="store_true",
                    help="write into an --out folder that already holds other files (never over a search)")
@@ -91,37 +85,10 @@ def run_search(args) -> int:
         if given:
             raise UserError("--resume", given[0], "a resumed run keeps its stored settings; "
                             f"only {', '.join('--' + o for o in RUNTIME_OPTIONS)} may be given")
-        jobs = load_search_recipe(None, overrides).jobs
-        result = resume(args.resume, jobs=jobs, backend=args.backend, progress=not args.quiet)
-        _report(result)
+        _report(resume_search(args.resume, overrides, backend=args.backend, progress=not args.quiet))
         return 0
-
-    recipe = load_search_recipe(recipe_path, overrides)
-    cli_budgets = [parse_budget(text, "", "--budget") for text in args.budget or []]
-    recipe = with_command_line(recipe, cli_budgets, ladder_given=overrides.origin("ladder") is not None)
-    space = recipe_space(recipe)
-    check_weights(recipe, space)
-
-    ladder_kind = recipe.ladder.split("=", 1)[0].strip().lower() if recipe.ladder else None
-    wants_latency = ladder_kind == "latency" or any(b.kind == "latency" for b in recipe.budgets)
-    latency = None
-    if wants_latency or recipe.latency_db:
-        latency = resolve_latency_path(recipe.latency_db or DEFAULT_LATENCY_DB)
-        if not latency.is_file():
-            field = "--latency-db" if recipe.latency_db else "--latency-db (default)"
-            raise UserError(str(latency), field, "latency table not found; build one with "
-                            "`tinynas latency build`, or name an existing table with --latency-db")
-        note = mismatch_note(latency) if wants_latency else None
-        if note:
-            print(note, file=sys.stderr)
-
-    name = Path(recipe_path).stem if recipe_path else space.name
-    named_here = overrides.origin("out") is not None
-    # A folder named on the command line is used as it is; otherwise a taken one is numbered.
-    out = Path(recipe.out) if named_here and recipe.out else run_dir_for("search", name, recipe.out or None)
-    result = search(space, recipe.budgets, latency=latency, **recipe.search_arguments(), backend=args.backend,
-                    out=out, progress=not args.quiet, exist_ok=args.force)
-    _report(result)
+    _report(search_as_told(recipe_path, overrides, args.budget or [], backend=args.backend, progress=not args.quiet,
+                           force=args.force))
     return 0
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from .argtypes import old_spellings, positive_int
 from .format import table
@@ -33,16 +32,10 @@ def register(lsub) -> None:
 
 
 def run_time(args) -> int:
-    from ..atomic import atomic_write_text
-    from ..fileio import json_text
-    from ..latency.side_by_side import time_side_by_side
-    from ..runfolder import check_new_file
+    from ..api import time_onnx_files
 
-    if args.out:
-        check_new_file(Path(args.out), "--out")
-    result = time_side_by_side(args.files, args.size, db=args.latency_db or None,
-                               runtime=args.runtime.lower() if args.runtime else None, threads=args.threads,
-                               rounds=args.rounds, runs=args.runs)
+    result = time_onnx_files(args.files, args.size, latency_db=args.latency_db or None, runtime=args.runtime,
+                             threads=args.threads, rounds=args.rounds, runs=args.runs, out=args.out)
     fastest = min(m.median_ms for m in result.models)
     rows = [[m.name, f"{m.median_ms:.3f}", f"{m.q25_ms:.3f}-{m.q75_ms:.3f}", f"{m.min_ms:.3f}",
              f"{m.median_ms / fastest:.3f}"] for m in result.models]
@@ -51,6 +44,5 @@ def run_time(args) -> int:
     print(f"{s['runtime']} {s.get('runtime_version')} on {s.get('device_name')}, {s['threads']} thread(s), "
           f"clock {s['clock']}, {result.rounds} rounds x {result.runs_per_round} runs at {result.size} px")
     if args.out:
-        atomic_write_text(args.out, json_text(result.to_json(), indent=2) + "\n")
         print(f"wrote {args.out}")
     return 0

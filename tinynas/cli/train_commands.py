@@ -42,30 +42,20 @@ def register(sub) -> None:
     p.set_defaults(func=run_eval)
 
 
-def _recipe(text: str, overrides):
-    from ..train.recipe import load_train_recipe
-
-    path = Path(text)
-    if path.is_dir():
-        path = path / "recipe.yaml"
-    return load_train_recipe(path, overrides), str(path)
-
-
 def run_train(args) -> int:
-    from ..api import resume_training, train_detector
-    from ..train.run import TrainRun
+    from ..api import is_training_run, load_train_recipe, resume_training, train_detector
 
     if args.resume:
         if args.recipe or args.overrides:
             raise UserError("--resume", "", "a resumed run uses its own recipe.yaml; give no recipe or overrides")
-        if not TrainRun(args.resume).started():
+        if not is_training_run(args.resume):
             raise UserError(str(args.resume), "--resume", "not a training run folder (it has no recipe.yaml)")
         result = resume_training(args.resume, stop_after=args.stop_after, progress=not args.quiet,
                                  teacher=args.teacher)
     else:
         if not args.recipe:
             raise UserError("train", "RECIPE", "give a recipe, or --resume RUN")
-        recipe, source = _recipe(args.recipe, args.overrides)
+        recipe, source = load_train_recipe(args.recipe, args.overrides)
         if args.teacher:
             recipe = replace(recipe, distill=replace(recipe.distill, teacher=args.teacher))
         result = train_detector(recipe, stop_after=args.stop_after, progress=not args.quiet, source=source)
@@ -78,19 +68,18 @@ def run_train(args) -> int:
 
 
 def run_distill_chain(args) -> int:
-    from ..distill.chain import format_markdown, load_chain, run_chain
+    from ..api import run_distill_chain
 
-    chain = load_chain(args.chain)
-    rows = run_chain(chain, progress=not args.quiet)
-    print(format_markdown(rows), end="")
-    print(f"wrote {chain.out / 'summary.md'} and {chain.out / 'summary.csv'}")
+    _, markdown, out = run_distill_chain(args.chain, progress=not args.quiet)
+    print(markdown, end="")
+    print(f"wrote {out / 'summary.md'} and {out / 'summary.csv'}")
     return 0
 
 
 def run_eval(args) -> int:
-    from ..api import evaluate_checkpoint
+    from ..api import evaluate_checkpoint, load_train_recipe
 
-    recipe, source = _recipe(args.recipe, args.overrides)
+    recipe, source = load_train_recipe(args.recipe, args.overrides)
     weights = args.weights or (Path(args.recipe) / "best.pt" if Path(args.recipe).is_dir() else None)
     if weights is None:
         raise UserError(source, "--weights", "give the checkpoint to evaluate")

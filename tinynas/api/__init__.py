@@ -1,0 +1,62 @@
+"""The front door: one Python function per ``tinynas`` command, and the CLI calls only these.
+
+| command | function |
+|---|---|
+| ``info``, ``score``, ``convert`` | ``arch_report``, ``score_arch``, ``convert_arch`` (``load_any_arch``) |
+| ``model info`` | ``model_info`` |
+| ``search`` | ``run_search``, ``resume_search`` |
+| ``train``, ``eval`` | ``train_detector``, ``resume_training``, ``evaluate_checkpoint`` |
+| ``distill-chain`` | ``run_distill_chain`` |
+| ``predict``, ``export`` | ``predict_images``, ``export_checkpoint`` |
+| ``design`` | ``design`` with a ``DesignSpec`` |
+| ``data check``, ``data convert``, ``data synth`` | ``check_dataset``, ``convert_dataset``, ``make_synthetic_dataset`` |
+| ``latency build`` (``--dry-run``), ``merge`` | ``build_latency_table`` (``plan_latency_build``), ``merge_latency_shards`` |
+| ``latency predict`` | ``predict_backbone_latency``, ``predict_detector_latency`` |
+| ``latency validate`` | ``validate_latency_table``, ``validate_detector_latency`` |
+| ``latency import-tinynas``, ``rehash``, ``list`` | ``import_tinynas_table``, ``rehash_latency_table``, ``list_latency_tables`` |
+| ``latency calibrate``, ``latency time`` | ``calibrate_latency_table``, ``time_onnx_files`` |
+| ``cfg`` | ``search_settings``, ``train_settings`` |
+
+Heavy packages (torch, scipy, onnxruntime) are imported inside the functions, so importing this
+package (and ``tinynas --help``) stays fast.
+"""
+
+from .arch import (DEFAULT_STAGE_WEIGHTS, SCORER_NAMES, arch_report, convert_arch, load_any_arch,
+                   parse_stage_weights, score_arch)
+from .data import check_dataset, convert_dataset, make_synthetic_dataset, synthetic_classes
+from .design import design
+from .detect import (describe_parts, export_checkpoint, format_bytes, model_info, predict_images, predictions_file,
+                     skipped_image_files)
+from .latency import (build_latency_table, calibrate_latency_table, import_tinynas_table, list_latency_tables,
+                      merge_latency_shards, model_recipe, plan_latency_build, predict_backbone_latency,
+                      predict_detector_latency, rehash_latency_table, table_sidecar, time_onnx_files,
+                      validate_detector_latency, validate_latency_table)
+from .search import SearchRecipe, resolved_search_recipe, resume_search, run_search, search_backends
+from .settings import DEFAULT as DEFAULT_ORIGIN
+from .settings import search_settings, train_settings
+from .train import (evaluate_checkpoint, is_training_run, load_train_recipe, resume_training, run_distill_chain,
+                    train_detector)
+
+
+
+def __getattr__(name: str):
+    # The design types live with the design stages, which import torch: loaded on first use.
+    if name in ("DesignSpec", "DesignResult"):
+        from .. import design as package
+
+        return getattr(package, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "DEFAULT_ORIGIN", "DEFAULT_STAGE_WEIGHTS", "DesignResult", "DesignSpec", "SCORER_NAMES", "SearchRecipe",
+    "arch_report", "build_latency_table", "calibrate_latency_table", "check_dataset", "convert_arch",
+    "convert_dataset", "describe_parts", "design", "evaluate_checkpoint", "export_checkpoint", "format_bytes",
+    "import_tinynas_table", "is_training_run", "list_latency_tables", "load_any_arch", "load_train_recipe",
+    "make_synthetic_dataset", "merge_latency_shards", "model_info", "model_recipe", "parse_stage_weights",
+    "plan_latency_build", "predict_backbone_latency", "predict_detector_latency", "predict_images",
+    "predictions_file", "rehash_latency_table", "resolved_search_recipe", "resume_search", "resume_training",
+    "run_distill_chain", "run_search", "score_arch", "search_backends", "search_settings", "skipped_image_files",
+    "synthetic_classes", "table_sidecar", "time_onnx_files", "train_detector", "train_settings",
+    "validate_detector_latency", "validate_latency_table",
+]
