@@ -48,7 +48,7 @@ def check(spec: DesignSpec, num_classes: int) -> None:
     from ..search.evolution import create_evolution
 
     model = latency_model(spec, num_classes)
-    evolution, evaluator = create_evolution(spec.space, spec.budgets, ladder=spec.search_ladder_text(), latency=spec.latency_db,
+    evolution, evaluator = create_evolution(spec.space, spec.budgets, ladder=spec.search_ladder(), latency=spec.latency_db,
                                             detector=model.recipe, seed=spec.seed,
                                             resolution=search_resolution(spec, model))
     try:
@@ -67,7 +67,7 @@ def run(spec: DesignSpec, num_classes: int, folder: Path, progress: bool) -> dic
     if (folder / "checkpoint.json").is_file() and (folder / CANDIDATES_NAME).is_file():
         result = resume(folder, progress=progress)  # the table and the detector are in its config
     else:
-        result = search(spec.space, spec.budgets, ladder=spec.search_ladder_text(), latency=spec.latency_db,
+        result = search(spec.space, spec.budgets, ladder=spec.search_ladder(), latency=spec.latency_db,
                         detector=model.recipe, candidates=spec.candidates, seed=spec.seed,
                         resolution=search_resolution(spec, model), out=folder, progress=progress, exist_ok=True)
     rungs = []

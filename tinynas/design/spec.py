@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import InitVar, asdict, dataclass, fields
+from functools import cached_property
 from pathlib import Path
 
 from ..atomic import atomic_write_text
@@ -18,7 +19,7 @@ from ..errors import UserError
 from ..fileio import read_yaml
 from ..renamed import note_renamed
 from ..resources import resolve_space_path
-from ..search.budgets import Budget, format_limit, parse_budget
+from ..search.budgets import Budget, parse_budget
 from ..search.settings import AT_LEAST_ONE
 
 SPEC_NAME = "design.json"
@@ -62,6 +63,11 @@ class DesignSpec:
             object.__setattr__(self, "latency_db", db)
 
     def latency_budget(self) -> Budget:
+        """The budget as a value, parsed once however many stages ask for it."""
+        return self._budget
+
+    @cached_property
+    def _budget(self) -> Budget:
         return parse_budget(self.budget, "--budget", "--budget")
 
     def rung_limits_ms(self) -> tuple[float, ...]:
@@ -69,13 +75,9 @@ class DesignSpec:
         base = self.latency_budget().limit
         return tuple(sorted({base, *(base * f for f in self.teacher_factors)}))
 
-    def ladder_text(self) -> str:
-        return "latency=" + ",".join(format_limit("latency", limit) for limit in self.rung_limits_ms())
-
-    def search_ladder_text(self) -> str:
-        """The ladder in the table's ms, which the search prices candidates in."""
-        return "latency=" + ",".join(format_limit("latency", limit * self.table_scale)
-                                     for limit in self.rung_limits_ms())
+    def search_ladder(self) -> tuple[Budget, ...]:
+        """The ladder in the table's ms, which the search prices candidates in, as values."""
+        return tuple(Budget("latency", limit * self.table_scale) for limit in self.rung_limits_ms())
 
     def to_json(self) -> dict:
         return asdict(self)

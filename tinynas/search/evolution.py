@@ -29,7 +29,7 @@ from .judge import Evaluator, LatencyModel
 from .output import CANDIDATES_NAME
 from .population import Member
 from .search_recipe import resolve_latency_path
-from .settings import as_space, build_config, check_jobs, config_latency_model, config_rungs, rung_labels
+from .settings import SearchConfig, as_space, build_config, check_jobs, config_latency_model
 from .store import RunStore
 from .strategy import Evolution
 from .workers import BACKENDS, WorkerPool, check_backend
@@ -71,20 +71,19 @@ class SearchResult:
 
 
 # ---------------------------------------------------------------------------- assembly
-def _evaluator(config: dict, latency) -> Evaluator:
+def _evaluator(config: SearchConfig, latency) -> Evaluator:
     latency = config_latency_model(config, latency)
-    evaluator = Evaluator(config["resolution"], config_rungs(config), config["score"],
-                          {**config["score_options"], "weights": tuple(config["weights"])}, latency)
-    if config["score"] == "entropy":
-        evaluator.score_options.setdefault("resolution", config["resolution"])
+    evaluator = Evaluator(config.resolution, config.rungs, config.score,
+                          {**config.score_options, "weights": config.stage_weights}, latency)
+    if config.score == "entropy":
+        evaluator.score_options.setdefault("resolution", config.resolution)
     if isinstance(latency, str):
         evaluator.latency_model()  # a missing or corrupt table fails here, before any work
     return evaluator
 
 
-def _evolution(config: dict, space: SearchSpace) -> Evolution:
-    return Evolution(space, config["population"], config["blocks_per_child"], config["seed"],
-                     config["start_tries"])
+def _evolution(config: SearchConfig, space: SearchSpace) -> Evolution:
+    return Evolution(space, config.population, config.blocks_per_child, config.seed, config.start_tries)
 
 
 def _stage_weights(function: str, stage_weights, old_names: dict):
@@ -122,17 +121,17 @@ def create_evolution(space: SearchSpace | str | Path, budgets=(), *, ladder=None
 
 
 # ---------------------------------------------------------------------------- the run
-def _run(config: dict, evolution: Evolution, evaluator: Evaluator, store: RunStore, jobs: int,
+def _run(config: SearchConfig, evolution: Evolution, evaluator: Evaluator, store: RunStore, jobs: int,
          backend: str, progress: bool) -> None:
-    """Rounds until ``config["candidates"]`` children were generated and all are judged."""
-    total, batch_size = config["candidates"], config["batch_size"]
+    """Rounds until ``config.candidates`` children were generated and all are judged."""
+    total, batch_size = config.candidates, config.batch_size
     store.begin_segment(evolution.generated, jobs, backend)
     from tqdm import tqdm
     bar = tqdm(total=total, initial=evolution.generated, unit="cand", unit_scale=True,
                disable=not progress, dynamic_ncols=True, desc="search")
     pending = evolution.pending
     try:
-        with WorkerPool(evaluator, evolution.space, config["blocks_per_child"], jobs, backend) as pool:
+        with WorkerPool(evaluator, evolution.space, config.blocks_per_child, jobs, backend) as pool:
             while True:
                 plan = evolution.plan(min(batch_size, total - evolution.generated))
                 if not plan and not pending:
@@ -159,17 +158,17 @@ def _postfix(evolution: Evolution) -> str:
     return f"best={best} in-budget={share:.0%}"
 
 
-def _finish(config: dict, evolution: Evolution, evaluator: Evaluator, store: RunStore) -> SearchResult:
+def _finish(config: SearchConfig, evolution: Evolution, evaluator: Evaluator, store: RunStore) -> SearchResult:
     store.close()
     space = evolution.space
     initial_score = float(evaluator._scorer()(space.initial))
     rungs = []
-    for budgets, label, population in zip(config_rungs(config), rung_labels(config), evolution.populations_):
+    for budgets, label, population in zip(config.rungs, config.rung_labels, evolution.populations_):
         best = population.best
         meta = {"score": best.score, "hash": best.hash, "macs": best.macs, "flops": 2 * best.macs,
                 "params": best.params, "layers": best.layers, "latency_ms": best.latency_ms,
                 "budgets": [b.text for b in budgets], "space": space.name,
-                "resolution": config["resolution"], "seed": config["seed"]}
+                "resolution": config.resolution, "seed": config.seed}
         rungs.append(RungResult(budgets, label, best, population.members, store.write_best(label, best, meta)))
     has_latency = evaluator.latency is not None
     device = getattr(evaluator.latency_model(), "device", None) if has_latency else None
@@ -241,7 +240,7 @@ def _search_without_progress(folder: Path) -> bool:
 def _search_fresh(config, space, latency, out_dir, jobs, backend, progress) -> SearchResult:
     evaluator = _evaluator(config, latency)
     evolution = _evolution(config, space)
-    store = RunStore(out_dir, len(evaluator.rungs), config["checkpoint_every"])
+    store = RunStore(out_dir, len(evaluator.rungs), config.checkpoint_every)
     seeds, results = evolution.start(evaluator)
     # The settings are the first durable write (a checkpoint with nothing evaluated): a run killed
     # before its seeds are checkpointed is started again from them by a rerun or --resume.
@@ -283,10 +282,10 @@ def resume(run_dir: str | Path, *, latency: LatencyModel | None = None, jobs: in
 
 def _stored_settings(doc: dict, source: str, latency):
     """The run's config, its space and the latency model to price with, from its checkpoint."""
-    config = doc["config"]
-    space = space_from_dict(config["space"], f"{source}: config.space")
-    space = replace(space, source=config.get("space_source") or space.source)
-    stored = config["latency"]
+    config = SearchConfig.from_json(doc["config"], source)
+    space = space_from_dict(config.space, f"{source}: config.space")
+    space = replace(space, source=config.space_source or space.source)
+    stored = config.latency
     if stored is None:
         latency = None
     elif "path" in stored:
@@ -303,7 +302,7 @@ def _restore(doc: dict, source: str, run_dir: Path, latency):
     evaluator = _evaluator(config, latency)
     if len(doc["populations"]) != len(evaluator.rungs):
         raise UserError(source, "populations", "one population per rung expected")
-    store = RunStore(run_dir, len(evaluator.rungs), config["checkpoint_every"])
+    store = RunStore(run_dir, len(evaluator.rungs), config.checkpoint_every)
     told = store.reopen(doc)
     evolution = _evolution(config, space)
     evolution.load_state_dict(doc, told_hashes=told, source=source)

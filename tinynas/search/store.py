@@ -19,6 +19,7 @@ from .judge import Evaluation
 from .output import (CANDIDATES_NAME, SUMMARY_NAME, CandidateLog, environment, plot_pareto, read_hashes,
                      write_best, write_summary)
 from .population import Member
+from .settings import SearchConfig
 from .strategy import Candidate, Evolution
 
 
@@ -94,13 +95,13 @@ class RunStore:
             self.next_checkpoint += self.checkpoint_every
         return True
 
-    def save_checkpoint(self, config: dict, strategy: Evolution) -> None:
+    def save_checkpoint(self, config: SearchConfig, strategy: Evolution) -> None:
         """The strategy's state without its seen hashes: ``reopen`` rebuilds them from the log."""
         if self.folder is None:
             return
         state = strategy.state_dict(include_seen=False)
         save_checkpoint(self.folder, {
-            "config": config,
+            "config": config.to_json(),
             **state,
             "next_checkpoint": self.next_checkpoint,
             "segments": self.segments,
@@ -118,14 +119,14 @@ class RunStore:
             return ()
         return tuple(write_best(self.folder, label, member, meta))
 
-    def write_summary(self, config: dict, counters: dict, initial_score: float, rungs: Sequence,
+    def write_summary(self, config: SearchConfig, counters: dict, initial_score: float, rungs: Sequence,
                       latency_device: str | None, has_latency: bool) -> dict:
         """``summary.json`` and ``pareto.png``; ``rungs``: ``RungResult`` values. Returns the summary."""
         seconds = self.seconds
         summary = {
-            "config": {k: v for k, v in config.items() if k != "space"},
-            "space": config["space"],
-            "seed": config["seed"],
+            "config": {k: v for k, v in config.to_json().items() if k != "space"},
+            "space": config.space,
+            "seed": config.seed,
             **environment(),
             "latency_device": latency_device,
             "timings": {"seconds": round(seconds, 3),
