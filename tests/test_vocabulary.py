@@ -163,9 +163,11 @@ def test_cfg_train_names_the_model_recipe_and_flag_commands_their_flags(tmp_path
     rows = _cfg_rows(capsys, "latency", "calibrate", "--latency-db", "cpu-fp32", "-n", "5")
     assert rows["-n"] == ("5", "command line (-n)") and rows["--rounds"] == ("3", "default")
     assert "--channel-step" not in rows  # latency build's, not calibrate's
-    rows = _cfg_rows(capsys, "design", "d.yaml", "--budget", "latency=9ms", "--db", "cpu-fp32")
-    assert rows["--latency-db"] == ("cpu-fp32", "command line (--latency-db)")
-    assert rows["--epochs"] == ("100", "default")
+    rows = _cfg_rows(capsys, "design", "d.yaml", "--budget", "latency=9ms", "--db", "cpu-fp32", "seed=3")
+    assert rows["latency_db"] == ("cpu-fp32", "command line (--latency-db)")
+    assert rows["seed"] == ("3", "command line (seed=)")
+    assert rows["epochs"] == ("100", "default") and rows["--out"] == ("runs/design", "default")
+    assert "--epochs" not in rows  # a setting is listed once, by its key
 
 
 def test_cfg_of_an_unknown_command_or_argument_is_one_line(capsys):

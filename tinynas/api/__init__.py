@@ -15,7 +15,7 @@
 | ``latency validate`` | ``validate_latency_table``, ``validate_detector_latency`` |
 | ``latency import-tinynas``, ``rehash``, ``list`` | ``import_tinynas_table``, ``rehash_latency_table``, ``list_latency_tables`` |
 | ``latency calibrate``, ``latency time`` | ``calibrate_latency_table``, ``time_onnx_files`` |
-| ``cfg`` | ``search_settings``, ``train_settings`` |
+| ``cfg`` | ``search_settings``, ``train_settings``, ``design_settings`` |
 
 Heavy packages (torch, scipy, onnxruntime) are imported inside the functions, so importing this
 package (and ``tinynas --help``) stays fast.
@@ -24,7 +24,7 @@ package (and ``tinynas --help``) stays fast.
 from .arch import (DEFAULT_STAGE_WEIGHTS, SCORER_NAMES, arch_report, convert_arch, load_any_arch,
                    parse_stage_weights, score_arch)
 from .data import check_dataset, convert_dataset, make_synthetic_dataset, synthetic_classes
-from .design import design
+from .design import design, design_spec
 from .detect import (describe_parts, export_checkpoint, format_bytes, model_info, predict_images, predictions_file,
                      skipped_image_files)
 from .latency import (build_latency_table, calibrate_latency_table, import_tinynas_table, list_latency_tables,
@@ -33,14 +33,14 @@ from .latency import (build_latency_table, calibrate_latency_table, import_tinyn
                       validate_detector_latency, validate_latency_table)
 from .search import SearchRecipe, resolved_search_recipe, resume_search, run_search, search_backends
 from .settings import DEFAULT as DEFAULT_ORIGIN
-from .settings import search_settings, train_settings
+from .settings import design_settings, search_settings, train_settings
 from .train import (evaluate_checkpoint, is_training_run, load_train_recipe, resume_training, run_distill_chain,
                     train_detector)
 
 
 
 def __getattr__(name: str):
-    # The design types live with the design stages, which import torch: loaded on first use.
+    # The design's result type lives with its stages, which import torch: loaded on first use.
     if name in ("DesignSpec", "DesignResult"):
         from .. import design as package
 
@@ -51,7 +51,7 @@ def __getattr__(name: str):
 __all__ = [
     "DEFAULT_ORIGIN", "DEFAULT_STAGE_WEIGHTS", "DesignResult", "DesignSpec", "SCORER_NAMES", "SearchRecipe",
     "arch_report", "build_latency_table", "calibrate_latency_table", "check_dataset", "convert_arch",
-    "convert_dataset", "describe_parts", "design", "evaluate_checkpoint", "export_checkpoint", "format_bytes",
+    "convert_dataset", "describe_parts", "design", "design_settings", "design_spec", "evaluate_checkpoint", "export_checkpoint", "format_bytes",
     "import_tinynas_table", "is_training_run", "list_latency_tables", "load_any_arch", "load_train_recipe",
     "make_synthetic_dataset", "merge_latency_shards", "model_info", "model_recipe", "parse_stage_weights",
     "plan_latency_build", "predict_backbone_latency", "predict_detector_latency", "predict_images",

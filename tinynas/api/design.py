@@ -19,3 +19,14 @@ def design(spec: DesignSpec, out: str | os.PathLike, progress: bool = True, log:
     from ..design import design as run
 
     return run(spec, out, progress=progress, log=log, force=force, calibrate=calibrate)
+
+
+def design_spec(data: str | os.PathLike, settings=None) -> DesignSpec:
+    """A ``DesignSpec`` for the dataset file ``data`` from ``key=value`` settings (``Overrides``,
+    e.g. ``Overrides.parse(["budget=latency=22ms", "epochs=30"])``): each value read and checked
+    as the field's type, an error naming the flag or key that set it."""
+    from ..config import COMMAND_LINE, Overrides, Source, read_section
+    from ..design import DesignSpec
+
+    settings = settings or Overrides()
+    return read_section(DesignSpec, settings.apply({"data": str(data)}), Source(COMMAND_LINE, settings))

@@ -70,3 +70,20 @@ def _origin(key: str, overrides: Overrides, doc: Mapping, path: str | os.PathLik
             return DEFAULT
         node = node[part]
     return str(path)
+
+
+def design_settings(data: str | os.PathLike, overrides: Overrides) -> list[tuple[str, object, str]]:
+    """(setting, value, origin) of every design setting: a flag or ``key=``, or the default."""
+    from ..design import DesignSpec
+    from .design import design_spec
+
+    spec = design_spec(data, overrides)
+    rows = []
+    for f in fields(DesignSpec):
+        if f.name == "table_scale":  # set by a match budget, never by the user
+            continue
+        origin = overrides.origin(f.name)
+        shown = DEFAULT if origin is None else f"{COMMAND_LINE} ({f.name}=)" if origin == COMMAND_LINE else \
+            f"{COMMAND_LINE} ({origin})"
+        rows.append((f.name, getattr(spec, f.name), shown))
+    return rows

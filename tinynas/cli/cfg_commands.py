@@ -18,8 +18,6 @@ from ..config import COMMAND_LINE, Overrides
 from ..errors import UserError
 from .format import table
 
-# Recipe commands: their settings come from a recipe file and key=value, besides the flags.
-RECIPE_COMMANDS = ("search", "train", "eval")
 
 
 def register(sub) -> None:
@@ -49,6 +47,8 @@ def settings_rows(parser: argparse.ArgumentParser, command: str, argv: list[str]
         rows += _search_rows(parsed)
     elif command in ("train", "eval") and getattr(parsed, "recipe", None):
         rows += _train_rows(parsed)
+    elif command == "design":
+        rows += _design_rows(parsed)
     settings_keys = {key for key, _, _ in rows}
     for dest, flag in _flags(parser, parsed):
         if dest in settings_keys or dest in ("func", "overrides", "command"):
@@ -106,6 +106,14 @@ def _search_rows(parsed) -> list[tuple[str, object, str]]:
 
     path, overrides = command_line_settings(parsed)
     return search_settings(path, overrides, parsed.budget or [])
+
+
+def _design_rows(parsed) -> list[tuple[str, object, str]]:
+    from ..api import design_settings
+    from .design_commands import FLAGS
+    from .settings_flags import given_settings
+
+    return design_settings(parsed.data, given_settings(parsed, FLAGS))
 
 
 def _train_rows(parsed) -> list[tuple[str, object, str]]:

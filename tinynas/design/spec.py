@@ -14,7 +14,7 @@ from functools import cached_property
 from pathlib import Path
 
 from ..atomic import atomic_write_text
-from ..config import read_section, setting
+from ..config import internal, read_section, setting
 from ..errors import UserError
 from ..fileio import read_yaml
 from ..renamed import note_renamed
@@ -33,26 +33,33 @@ DATA_KEYS = ("train_images", "train_annotations", "val_images", "val_annotations
 
 @dataclass(frozen=True)
 class DesignSpec:
-    data: str  # a YAML file with the four dataset paths (a train recipe's ``data`` section)
-    budget: str  # the deployed detector's latency limit, e.g. "latency=8ms"
-    runtime: str = "onnxruntime"
-    latency_db: str = ""  # latency table; empty: the shipped table of ``runtime``
-    model: str = "tinynas-n"  # the model recipe whose wrap, neck and head the design keeps
-    space: str = "k1kx"
-    teacher_factors: tuple[float, ...] = (2.0, 4.0)  # larger rungs (x budget) trained as teachers
-    budgets: tuple[str, ...] = ()  # further fixed budgets of the backbone, e.g. "layers=25"
+    data: str = setting(help="YAML with the four dataset paths (train_images, train_annotations, val_images, "
+                             "val_annotations; a train recipe's data section works too)")
+    budget: str = setting(help="the deployed detector's latency, e.g. latency=8ms, or latency=match:FILE.onnx: "
+                               "that file's latency measured here")
+    runtime: str = setting("onnxruntime", help="runtime the model deploys in: onnxruntime, openvino, tensorrt or "
+                                               "torch; the latency table must be of it")
+    latency_db: str = setting("", help="latency table (a file or a shipped name); empty: the shipped table of the "
+                                       "runtime")
+    model: str = setting("tinynas-n", help="model recipe giving the wrap, neck and head")
+    space: str = setting("k1kx", help="search space")
+    teacher_factors: tuple[float, ...] = setting((2.0, 4.0), help="teacher rungs at these multiples of the budget")
+    budgets: tuple[str, ...] = setting((), help="a fixed budget of the backbone besides the latency, e.g. layers=25 "
+                                                "(repeatable)")
     candidates: int = setting(20000, bounds=AT_LEAST_ONE, help="search candidates")
-    seed: int = 0
+    seed: int = setting(0, help="seed of the search and the trainings")
     epochs: int = setting(100, bounds=AT_LEAST_ONE, help="training epochs of every model")
     size: int = setting(320, bounds=AT_LEAST_ONE, unit="pixels", help="input size")
     batch_size: int = setting(16, bounds=AT_LEAST_ONE, help="training batch")
-    baselines: bool = False  # also train each distilled model without its teacher
-    timed_runs: int = setting(30, bounds=AT_LEAST_ONE, help="timed runs of each exported model")
+    baselines: bool = setting(False, help="also train each distilled model without its teacher")
+    timed_runs: int = setting(30, bounds=AT_LEAST_ONE, help="timed runs per exported model")
     # The table's ms per ms measured here today (1: the table is taken as it is). A match budget
     # sets it from an anchor, the model recipe's own detector, timed beside the matched file.
-    table_scale: float = 1.0
-    # Checkpoints (or folders of runs) a rung of the same architecture starts from, classes aside.
-    init: tuple[str, ...] = ()
+    table_scale: float = internal(1.0)
+    init: tuple[str, ...] = setting((), help="fine-tune: each model starts from the checkpoint of its own "
+                                             "architecture (classes aside) among these files, or the best.pt files "
+                                             "under these folders (e.g. an earlier design on other data); a model "
+                                             "with none starts from scratch, said in the log")
     db: InitVar[str | None] = None  # latency_db's old name, accepted for one release
 
     def __post_init__(self, db: str | None) -> None:

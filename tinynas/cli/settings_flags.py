@@ -1,0 +1,67 @@
+"""One grammar for the commands whose settings are a dataclass: ``tinynas COMMAND [FILE]
+key=value ... --flag value ...``.
+
+Each ``--flag`` is another spelling of a settings key, generated from the dataclass field (its
+help, default and unit are written once, in the dataclass); ``key=value`` takes the field's
+name. Both become ``Overrides`` (a flag after the ``key=value`` settings: it is the more specific
+spelling), read by ``config.read_section``, so an error names the flag or ``key=`` that set
+the value.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, fields
+from typing import Sequence, get_args, get_type_hints
+
+from ..config import COMMAND_LINE, Override, Overrides, help_text, parse_override
+from .argtypes import old_spellings
+
+
+@dataclass(frozen=True)
+class Flag:
+    """The ``--flag`` of settings key ``key``."""
+
+    key: str
+    spelling: str = ""  # default: --key-with-dashes
+    metavar: str = ""
+    old: tuple[str, ...] = ()  # former spellings, accepted for one release with a note
+    text: bool = False  # taken as written (a path, a budget), not read as a YAML scalar
+    many: str = ""  # "+": several values after the flag; "append": the flag repeated
+
+    @property
+    def option(self) -> str:
+        return self.spelling or "--" + self.key.replace("_", "-")
+
+
+def add_settings(parser: argparse.ArgumentParser, cls: type, flags: Sequence[Flag], example: str) -> None:
+    """``KEY=VALUE`` settings and one flag per entry of ``flags``, their help from ``cls``."""
+    parser.add_argument("overrides", metavar="KEY=VALUE", nargs="*",
+                        help=f"settings by name, before or after the flags, e.g. {example}")
+    described = {f.name: f for f in fields(cls)}
+    hints = get_type_hints(cls)
+    for flag in flags:
+        field = described[flag.key]
+        if hints[flag.key] is bool:
+            action = parser.add_argument(flag.option, dest=flag.key, action="store_const", const=True, default=None,
+                                         help=help_text(field).replace(" (default False)", ""))
+        else:
+            counts = hints[flag.key] is int or int in get_args(hints[flag.key])
+            options = {"nargs": "+"} if flag.many == "+" else {"action": "append"} if flag.many == "append" else {}
+            action = parser.add_argument(flag.option, dest=flag.key, default=None, help=help_text(field),
+                                         metavar=flag.metavar or ("N" if counts else "VALUE"), **options)
+        old_spellings(parser, action, *flag.old)
+
+
+def given_settings(args: argparse.Namespace, flags: Sequence[Flag]) -> Overrides:
+    """Every setting the command line gave, ``key=value`` first, then the flags."""
+    given = []
+    for flag in flags:
+        value = getattr(args, flag.key, None)
+        if value is None:
+            continue
+        if flag.text or flag.many or not isinstance(value, str):
+            given.append(Override(flag.key, value, flag.option))
+        else:
+            given.append(parse_override(f"{flag.key}={value}", flag.option))
+    return Overrides.parse(args.overrides or [], COMMAND_LINE) + Overrides(tuple(given))
