@@ -213,3 +213,39 @@ def save_and_return(tmp_path):
     path = tmp_path / "plain.pt"
     save_checkpoint(path, tiny_model(), CLASSES)
     return path
+
+
+def test_predict_takes_its_settings_as_key_value_too(checkpoint, image_dir, tmp_path, capsys):
+    """The same run as flags and as keys gives the same detections; a flag after a key wins."""
+    flags, keys = tmp_path / "flags", tmp_path / "keys"
+    assert main(["predict", "--weights", str(checkpoint), "--source", str(image_dir), "--out", str(flags),
+                 "--size", "64", "--conf", "0.2", "--max-det", "7", "--no-draw"]) == 0
+    assert main(["predict", f"weights={checkpoint}", f"source={image_dir}", f"out={keys}", "size=64", "conf=0.9",
+                 "max_det=7", "draw=false", "--conf", "0.2"]) == 0
+    assert json.loads((flags / "predictions.json").read_text()) == json.loads((keys / "predictions.json").read_text())
+    assert not list(keys.glob("*.png"))  # draw=false: only the JSON
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--source", "{images}", "conf=1.5"], "command line: conf: expected a value in [0, 1], got 1.5"),
+    (["--source", "{images}", "--max-det", "0"], "--max-det: max_det: expected a positive integer"),
+    ([], "--source: missing"),
+])
+def test_bad_predict_settings_are_one_line_errors(checkpoint, image_dir, tmp_path, capsys, argv, words):
+    argv = [a.format(images=image_dir) for a in argv]
+    assert main(["predict", "--weights", str(checkpoint), "--out", str(tmp_path / "o"), *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words in err[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_api_takes_the_flags_names_and_the_former_keywords_with_a_note(checkpoint, image_dir, tmp_path, capsys):
+    from tinynas.api import predict_images
+
+    new = predict_images(checkpoint, image_dir, tmp_path / "a", 64, conf=0.2, max_det=5, draw=False, progress=False)
+    old = predict_images(checkpoint, image_dir, tmp_path / "b", 64, conf_threshold=0.2, max_detections=5, draw=False,
+                         progress=False)
+    assert [len(r.detections) for r in new] == [len(r.detections) for r in old]
+    assert "predict_images(): conf_threshold= is now conf=" in capsys.readouterr().err
+    with pytest.raises(TypeError, match="both conf_threshold= .* and conf="):
+        predict_images(checkpoint, image_dir, tmp_path / "c", 64, conf=0.3, conf_threshold=0.2)

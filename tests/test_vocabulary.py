@@ -168,6 +168,10 @@ def test_cfg_train_names_the_model_recipe_and_flag_commands_their_flags(tmp_path
     assert rows["seed"] == ("3", "command line (seed=)")
     assert rows["epochs"] == ("100", "default") and rows["--out"] == ("runs/design", "default")
     assert "--epochs" not in rows  # a setting is listed once, by its key
+    assert rows["data"] == ("d.yaml", "command line (DATA)")
+    rows = _cfg_rows(capsys, "export", "--weights", "x.pt", "nms=true", "--conf", "0.3")
+    assert rows["nms"] == ("True", "command line (nms=)") and rows["conf"] == ("0.3", "command line (--conf)")
+    assert rows["iou"] == ("0.7", "default")
 
 
 def test_cfg_of_an_unknown_command_or_argument_is_one_line(capsys):

@@ -7,7 +7,7 @@
 | ``search`` | ``run_search``, ``resume_search`` |
 | ``train``, ``eval`` | ``train_detector``, ``resume_training``, ``evaluate_checkpoint`` |
 | ``distill-chain`` | ``run_distill_chain`` |
-| ``predict``, ``export`` | ``predict_images``, ``export_checkpoint`` |
+| ``predict``, ``export`` | ``predict_images``, ``export_checkpoint`` (``predict_with``, ``export_with`` take the settings) |
 | ``design`` | ``design`` with a ``DesignSpec`` |
 | ``data check``, ``data convert``, ``data synth`` | ``check_dataset``, ``convert_dataset``, ``make_synthetic_dataset`` |
 | ``latency build`` (``--dry-run``), ``merge`` | ``build_latency_table`` (``plan_latency_build``), ``merge_latency_shards`` |
@@ -25,15 +25,15 @@ from .arch import (DEFAULT_STAGE_WEIGHTS, SCORER_NAMES, arch_report, convert_arc
                    parse_stage_weights, score_arch)
 from .data import check_dataset, convert_dataset, make_synthetic_dataset, synthetic_classes
 from .design import design, design_spec
-from .detect import (describe_parts, export_checkpoint, format_bytes, model_info, predict_images, predictions_file,
-                     skipped_image_files)
+from .detect import (ExportSettings, PredictSettings, describe_parts, export_checkpoint, export_with, format_bytes,
+                     model_info, predict_images, predict_with, predictions_file, skipped_image_files)
 from .latency import (build_latency_table, calibrate_latency_table, import_tinynas_table, list_latency_tables,
                       merge_latency_shards, model_recipe, plan_latency_build, predict_backbone_latency,
                       predict_detector_latency, rehash_latency_table, table_sidecar, time_onnx_files,
                       validate_detector_latency, validate_latency_table)
 from .search import SearchRecipe, resolved_search_recipe, resume_search, run_search, search_backends
 from .settings import DEFAULT as DEFAULT_ORIGIN
-from .settings import design_settings, search_settings, train_settings
+from .settings import design_settings, search_settings, settings_rows, train_settings
 from .train import (evaluate_checkpoint, is_training_run, load_train_recipe, resume_training, run_distill_chain,
                     train_detector)
 
@@ -49,14 +49,15 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "DEFAULT_ORIGIN", "DEFAULT_STAGE_WEIGHTS", "DesignResult", "DesignSpec", "SCORER_NAMES", "SearchRecipe",
+    "DEFAULT_ORIGIN", "DEFAULT_STAGE_WEIGHTS", "DesignResult", "DesignSpec", "ExportSettings", "PredictSettings",
+    "SCORER_NAMES", "SearchRecipe", "export_with", "predict_with",
     "arch_report", "build_latency_table", "calibrate_latency_table", "check_dataset", "convert_arch",
     "convert_dataset", "describe_parts", "design", "design_settings", "design_spec", "evaluate_checkpoint", "export_checkpoint", "format_bytes",
     "import_tinynas_table", "is_training_run", "list_latency_tables", "load_any_arch", "load_train_recipe",
     "make_synthetic_dataset", "merge_latency_shards", "model_info", "model_recipe", "parse_stage_weights",
     "plan_latency_build", "predict_backbone_latency", "predict_detector_latency", "predict_images",
     "predictions_file", "rehash_latency_table", "resolved_search_recipe", "resume_search", "resume_training",
-    "run_distill_chain", "run_search", "score_arch", "search_backends", "search_settings", "skipped_image_files",
+    "run_distill_chain", "run_search", "score_arch", "search_backends", "search_settings", "settings_rows", "skipped_image_files",
     "synthetic_classes", "table_sidecar", "time_onnx_files", "train_detector", "train_settings",
     "validate_detector_latency", "validate_latency_table",
 ]

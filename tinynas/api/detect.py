@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
+from ..config import setting
 from ..errors import UserError
+from ..renamed import renamed_keyword
 
 if TYPE_CHECKING:
     from ..deploy.onnx_export import ExportCheck
@@ -19,17 +22,20 @@ def _onnx_weights(weights: str | os.PathLike) -> bool:
 
 
 def predict_images(weights: str | os.PathLike, source: str | os.PathLike, out_dir: str | os.PathLike,
-                   size: int | None = None, conf_threshold: float = 0.25, iou_threshold: float = 0.7,
-                   max_detections: int = 100, draw: bool = True, progress: bool = True, force: bool = False,
+                   size: int | None = None, conf: float = 0.25, iou: float = 0.7, max_det: int = 100,
+                   draw: bool = True, progress: bool = True, force: bool = False,
                    annotations: str | os.PathLike | None = None, batch_size: int = 8,
-                   recipe: ModelRecipe | str | None = None) -> list[ImageResult]:
+                   recipe: ModelRecipe | str | None = None, **old_names) -> list[ImageResult]:
     """``tinynas predict``: detect with a checkpoint, or with an exported ``.onnx`` file (run by
     onnxruntime as its metadata describes it), on the images of ``source``
     (``detect.predict.predict`` writes the outputs). ``size`` defaults to the size the checkpoint
     was trained at (an old checkpoint without one: 640), an export's to the size it takes;
-    ``recipe`` (a model recipe, its file or a shipped name) only checks the class count."""
+    ``recipe`` (a model recipe, its file or a shipped name) only checks the class count.
+    ``conf``, ``iou``, ``max_det`` were ``conf_threshold``, ``iou_threshold``, ``max_detections``."""
     from ..checkpoint import load_detector_checkpoint, resolve_size
     from ..detect.predict import predict
+
+    conf, iou, max_det = _thresholds("predict_images", old_names, conf, iou, max_det, (0.25, 0.7, 100))
 
     if isinstance(recipe, str):
         from ..detect.model_recipe import load_model_recipe
@@ -47,15 +53,15 @@ def predict_images(weights: str | os.PathLike, source: str | os.PathLike, out_di
     else:
         model, ckpt = load_detector_checkpoint(weights, recipe)
         names, ids, run_size = ckpt.class_names, ckpt.category_ids, resolve_size(ckpt.size, size, str(weights))
-    return predict(model, names, source, out_dir, run_size, conf_threshold, iou_threshold, max_detections,
+    return predict(model, names, source, out_dir, run_size, conf, iou, max_det,
                    draw=draw, progress=progress, force=force, annotations=annotations, category_ids=ids,
                    batch_size=batch_size)
 
 
 def export_checkpoint(weights: str | os.PathLike, out: str | os.PathLike | None = None, size: int | None = None,
-                      nms: bool = False, conf_threshold: float = 0.05, iou_threshold: float = 0.7,
-                      max_detections: int = 100, force: bool = False, check: bool = False,
-                      check_image: str | os.PathLike | None = None) -> tuple[Path, ExportCheck | None]:
+                      nms: bool = False, conf: float = 0.05, iou: float = 0.7, max_det: int = 100,
+                      force: bool = False, check: bool = False, check_image: str | os.PathLike | None = None,
+                      **old_names) -> tuple[Path, ExportCheck | None]:
     """``tinynas export``: the checkpoint as ONNX (default: its name with ``.onnx``), at the size it
     was trained at unless ``size``; its class names, ids and sizes go into the file's metadata.
     With ``check`` (or a ``check_image``), onnxruntime's outputs are compared with torch's on a
@@ -63,20 +69,88 @@ def export_checkpoint(weights: str | os.PathLike, out: str | os.PathLike | None 
     from ..checkpoint import load_detector_checkpoint, resolve_size
     from ..deploy.onnx_export import check_export, export_onnx
 
+    conf, iou, max_det = _thresholds("export_checkpoint", old_names, conf, iou, max_det, (0.05, 0.7, 100))
     model, ckpt = load_detector_checkpoint(weights)
     path = Path(out) if out is not None else Path(weights).with_suffix(".onnx")
     if path.resolve() == Path(weights).resolve():
         raise UserError(str(path), "", "the export would overwrite the checkpoint")
     run_size = resolve_size(ckpt.size, size, str(weights))
-    export_onnx(model, path, run_size, nms=nms, conf_threshold=conf_threshold, iou_threshold=iou_threshold,
-                max_detections=max_detections, force=force, class_names=ckpt.class_names, trained_size=ckpt.size,
+    export_onnx(model, path, run_size, nms=nms, conf_threshold=conf, iou_threshold=iou,
+                max_detections=max_det, force=force, class_names=ckpt.class_names, trained_size=ckpt.size,
                 category_ids=ckpt.category_ids)
     if not (check or check_image is not None):
         return path, None
-    return path, check_export(path, model, run_size, nms, conf_threshold, iou_threshold, max_detections,
+    return path, check_export(path, model, run_size, nms, conf, iou, max_det,
                               image=check_image)
 
 
+
+
+def _thresholds(function: str, old_names: dict, conf, iou, max_det, defaults) -> tuple:
+    """``conf``, ``iou``, ``max_det``, taking their former keywords for one release."""
+    conf = renamed_keyword(function, old_names, "conf_threshold", "conf", conf, defaults[0])
+    iou = renamed_keyword(function, old_names, "iou_threshold", "iou", iou, defaults[1])
+    max_det = renamed_keyword(function, old_names, "max_detections", "max_det", max_det, defaults[2])
+    if old_names:
+        raise TypeError(f"{function}() got an unexpected keyword argument {next(iter(old_names))!r}")
+    return conf, iou, max_det
+
+
+@dataclass(frozen=True)
+class PredictSettings:
+    """``tinynas predict``'s settings (each a flag and a ``key=value``)."""
+
+    weights: str = setting(help="tinynas detector checkpoint, or a model exported by `tinynas export` (.onnx)")
+    source: str = setting(help="an image or a folder of images")
+    out: str = setting(help="output folder")
+    recipe: str = setting("", help="check the checkpoint against this model recipe's class count")
+    annotations: str = setting("", help="a COCO file of the source folder's images: predict the images it lists and "
+                                        "write its image and category ids (so pycocotools scores predictions.json "
+                                        "as `eval` does)")
+    size: int | None = setting(None, bounds="[1, inf)", unit="pixels",
+                               help="letterbox size; default: the size the checkpoint was trained at, else 640 (an "
+                                    "export's own)")
+    conf: float = setting(0.25, bounds="[0, 1]", help="score threshold")
+    iou: float = setting(0.7, bounds="[0, 1]", help="NMS IoU threshold")
+    max_det: int = setting(100, bounds="[1, inf)", help="detections kept per image")
+    batch_size: int = setting(8, bounds="[1, inf)", help="images per forward pass (eval's eval.batch_size: the same "
+                                                         "batches give the same scores)")
+    draw: bool = setting(True, help="write the images with their detections drawn, besides the JSON")
+    force: bool = setting(False, help="replace output files that already exist")
+
+
+def predict_with(settings: PredictSettings, progress: bool = True) -> list[ImageResult]:
+    """``predict_images`` with the command's settings."""
+    s = settings
+    return predict_images(s.weights, s.source, s.out, s.size, s.conf, s.iou, s.max_det, draw=s.draw,
+                          progress=progress, force=s.force, annotations=s.annotations or None,
+                          batch_size=s.batch_size, recipe=s.recipe or None)
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """``tinynas export``'s settings (each a flag and a ``key=value``)."""
+
+    weights: str = setting(help="tinynas detector checkpoint")
+    format: Literal["onnx"] = setting("onnx", help="export format")
+    out: str = setting("", help="output file; default: the checkpoint's name with .onnx")
+    size: int | None = setting(None, bounds="[1, inf)", unit="pixels",
+                               help="square input size; default: the size the checkpoint was trained at, else 640")
+    nms: bool = setting(False, help="put multi-class NMS in the graph (output detections [K, 7])")
+    conf: float = setting(0.05, bounds="[0, 1]", help="NMS score threshold")
+    iou: float = setting(0.7, bounds="[0, 1]", help="NMS IoU threshold")
+    max_det: int = setting(100, bounds="[1, inf)", help="NMS boxes kept per class")
+    check: bool = setting(False, help="run the export in onnxruntime and compare with torch on a random image in "
+                                      "[0, 1]; exit 1 when they differ beyond the tolerance")
+    check_image: str = setting("", help="check (as check) on this image, letterboxed as predict prepares it")
+    force: bool = setting(False, help="replace the output file if it exists")
+
+
+def export_with(settings: ExportSettings) -> tuple[Path, ExportCheck | None]:
+    """``export_checkpoint`` with the command's settings."""
+    s = asdict(settings)
+    return export_checkpoint(s.pop("weights"), s.pop("out") or None, s.pop("size"), check_image=s.pop("check_image")
+                             or None, **{k: v for k, v in s.items() if k != "format"})
 
 
 def skipped_image_files(source: str | os.PathLike) -> list[Path]:

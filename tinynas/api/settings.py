@@ -74,16 +74,21 @@ def _origin(key: str, overrides: Overrides, doc: Mapping, path: str | os.PathLik
 
 def design_settings(data: str | os.PathLike, overrides: Overrides) -> list[tuple[str, object, str]]:
     """(setting, value, origin) of every design setting: a flag or ``key=``, or the default."""
-    from ..design import DesignSpec
     from .design import design_spec
 
-    spec = design_spec(data, overrides)
+    rows = settings_rows(design_spec(data, overrides), overrides, leave_out=("table_scale",))
+    return [(key, value, f"{COMMAND_LINE} (DATA)" if key == "data" else origin) for key, value, origin in rows]
+
+
+def settings_rows(values, overrides: Overrides, leave_out: Sequence[str] = ()) -> list[tuple[str, object, str]]:
+    """(setting, value, origin) of each field of the settings dataclass ``values``: the flag or
+    ``key=`` of ``overrides`` that set it, or the default."""
     rows = []
-    for f in fields(DesignSpec):
-        if f.name == "table_scale":  # set by a match budget, never by the user
+    for f in fields(values):
+        if f.name in leave_out:  # set by the program, never by the user
             continue
         origin = overrides.origin(f.name)
         shown = DEFAULT if origin is None else f"{COMMAND_LINE} ({f.name}=)" if origin == COMMAND_LINE else \
             f"{COMMAND_LINE} ({origin})"
-        rows.append((f.name, getattr(spec, f.name), shown))
+        rows.append((f.name, getattr(values, f.name), shown))
     return rows

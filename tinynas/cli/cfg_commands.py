@@ -47,8 +47,8 @@ def settings_rows(parser: argparse.ArgumentParser, command: str, argv: list[str]
         rows += _search_rows(parsed)
     elif command in ("train", "eval") and getattr(parsed, "recipe", None):
         rows += _train_rows(parsed)
-    elif command == "design":
-        rows += _design_rows(parsed)
+    elif command in ("design", "predict", "export"):
+        rows += _flag_settings_rows(command, parsed)
     settings_keys = {key for key, _, _ in rows}
     for dest, flag in _flags(parser, parsed):
         if dest in settings_keys or dest in ("func", "overrides", "command"):
@@ -108,12 +108,18 @@ def _search_rows(parsed) -> list[tuple[str, object, str]]:
     return search_settings(path, overrides, parsed.budget or [])
 
 
-def _design_rows(parsed) -> list[tuple[str, object, str]]:
-    from ..api import design_settings
-    from .design_commands import FLAGS
-    from .settings_flags import given_settings
+def _flag_settings_rows(command: str, parsed) -> list[tuple[str, object, str]]:
+    """The rows of a command whose settings are a dataclass with generated flags."""
+    from ..api import ExportSettings, PredictSettings, design_settings, settings_rows
+    from . import design_commands, detect_commands
+    from .settings_flags import given_settings, read_settings
 
-    return design_settings(parsed.data, given_settings(parsed, FLAGS))
+    if command == "design":
+        return design_settings(parsed.data, given_settings(parsed, design_commands.FLAGS))
+    cls, flags = ((PredictSettings, detect_commands.PREDICT_FLAGS) if command == "predict"
+                  else (ExportSettings, detect_commands.EXPORT_FLAGS))
+    settings = given_settings(parsed, flags)
+    return settings_rows(read_settings(cls, settings, flags), settings)
 
 
 def _train_rows(parsed) -> list[tuple[str, object, str]]:

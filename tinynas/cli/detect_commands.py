@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
-
-from .argtypes import old_spellings, positive_int
+from .argtypes import positive_int
 from .format import human, table
+from .settings_flags import Flag, add_settings, given_settings, read_settings
 
-
-def fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
-    return value
+_COMMON = (Flag("size"), Flag("conf"), Flag("iou"), Flag("max_det"))
+PREDICT_FLAGS = (Flag("weights", metavar="CKPT", text=True), Flag("source", metavar="IMAGE_OR_DIR", text=True),
+                 Flag("out", metavar="DIR", text=True), Flag("recipe", metavar="MODEL", text=True),
+                 Flag("annotations", metavar="COCO_JSON", text=True), *_COMMON,
+                 Flag("batch_size", old=("--batch",)), Flag("draw", spelling="--no-draw", negate=True, help="only write the JSON (draw=false)"), Flag("force"))
+EXPORT_FLAGS = (Flag("weights", metavar="CKPT", text=True), Flag("format"), Flag("out", metavar="FILE", text=True),
+                *_COMMON, Flag("nms"), Flag("check"), Flag("check_image", metavar="IMAGE", text=True), Flag("force"))
 
 
 def register(sub) -> None:
@@ -29,44 +26,21 @@ def register(sub) -> None:
                       help="count the training form (RepConv branches, BatchNorms) instead of the deploy form")
     info.set_defaults(func=run_model_info)
 
-    p = sub.add_parser("predict", help="detect objects in images; write drawn images and COCO-results JSON")
-    p.add_argument("--weights", required=True, metavar="CKPT",
-                   help="tinynas detector checkpoint, or a model exported by `tinynas export` (.onnx)")
-    p.add_argument("--source", required=True, metavar="IMAGE_OR_DIR", help="an image or a folder of images")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--recipe", default=None, help="check the checkpoint against this recipe's class count")
-    p.add_argument("--annotations", default=None, metavar="COCO_JSON",
-                   help="a COCO file of the --source folder's images: predict the images it lists and write "
-                        "its image and category ids (so pycocotools scores predictions.json as `eval` does)")
-    p.add_argument("--size", type=positive_int, default=None,
-                   help="letterbox size (default: the size the checkpoint was trained at, else 640; an export's own)")
-    p.add_argument("--conf", type=fraction, default=0.25, help="score threshold (default %(default)s)")
-    p.add_argument("--iou", type=fraction, default=0.7, help="NMS IoU threshold (default %(default)s)")
-    p.add_argument("--max-det", type=positive_int, default=100, help="detections kept per image (default %(default)s)")
-    old_spellings(p, p.add_argument("--batch-size", type=positive_int, default=8,
-                                    help="images per forward pass (default %(default)s, eval's eval.batch_size: "
-                                         "the same batches give the same scores)"), "--batch")
-    p.add_argument("--no-draw", action="store_true", help="only write the JSON")
-    p.add_argument("--force", action="store_true", help="replace output files that already exist")
+    p = sub.add_parser("predict", help="detect objects in images; write drawn images and COCO-results JSON",
+                       description="Every setting is a flag or a KEY=VALUE (conf=0.4 max_det=50).")
+    add_settings(p, _settings("PredictSettings"), PREDICT_FLAGS, "conf=0.4 size=320")
     p.set_defaults(func=run_predict)
 
-    p = sub.add_parser("export", help="re-parameterise a checkpoint and export it (ONNX)")
-    p.add_argument("--weights", required=True, metavar="CKPT", help="tinynas detector checkpoint")
-    p.add_argument("--format", choices=["onnx"], default="onnx", help="export format (default %(default)s)")
-    p.add_argument("--out", default=None, help="output file (default: the checkpoint name with .onnx)")
-    p.add_argument("--size", type=positive_int, default=None,
-                   help="square input size (default: the size the checkpoint was trained at, else 640)")
-    p.add_argument("--nms", action="store_true", help="put multi-class NMS in the graph (output detections [K, 7])")
-    p.add_argument("--conf", type=fraction, default=0.05, help="NMS score threshold (default %(default)s)")
-    p.add_argument("--iou", type=fraction, default=0.7, help="NMS IoU threshold (default %(default)s)")
-    p.add_argument("--max-det", type=positive_int, default=100, help="NMS boxes kept per class (default %(default)s)")
-    p.add_argument("--check", action="store_true",
-                   help="run the export in onnxruntime and compare with torch on a random image in [0, 1]; "
-                        "exit 1 when they differ beyond the tolerance")
-    p.add_argument("--check-image", metavar="IMAGE", default=None,
-                   help="check (as --check) on this image, letterboxed as predict prepares it")
-    p.add_argument("--force", action="store_true", help="replace the output file if it exists")
+    p = sub.add_parser("export", help="re-parameterise a checkpoint and export it (ONNX)",
+                       description="Every setting is a flag or a KEY=VALUE (nms=true conf=0.3).")
+    add_settings(p, _settings("ExportSettings"), EXPORT_FLAGS, "nms=true conf=0.3")
     p.set_defaults(func=run_export)
+
+
+def _settings(name: str) -> type:
+    from .. import api
+
+    return getattr(api, name)
 
 
 def run_model_info(args) -> int:
@@ -88,29 +62,26 @@ def run_model_info(args) -> int:
 
 
 def run_predict(args) -> int:
-    from ..api import predict_images, predictions_file, skipped_image_files
+    from ..api import PredictSettings, predict_with, predictions_file, skipped_image_files
 
-    results = predict_images(args.weights, args.source, args.out, args.size, args.conf, args.iou, args.max_det,
-                             draw=not args.no_draw, force=args.force, annotations=args.annotations,
-                             batch_size=args.batch_size, recipe=args.recipe or None)
+    settings = read_settings(PredictSettings, given_settings(args, PREDICT_FLAGS), PREDICT_FLAGS)
+    results = predict_with(settings)
     boxes = sum(len(r.detections) for r in results)
-    if args.annotations is None:
-        skipped = skipped_image_files(args.source)
+    if not settings.annotations:
+        skipped = skipped_image_files(settings.source)
         if skipped:
             shown = ", ".join(p.name for p in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
             print(f"skipped {len(skipped)} file(s) not named as images: {shown}")
-    print(f"{len(results)} image(s), {boxes} detection(s); wrote {predictions_file(args.out)}")
+    print(f"{len(results)} image(s), {boxes} detection(s); wrote {predictions_file(settings.out)}")
     return 0
 
 
 def run_export(args) -> int:
     import sys
 
-    from ..api import export_checkpoint
+    from ..api import ExportSettings, export_with
 
-    out, check = export_checkpoint(args.weights, args.out, args.size, nms=args.nms, conf_threshold=args.conf,
-                                   iou_threshold=args.iou, max_detections=args.max_det, force=args.force,
-                                   check=args.check, check_image=args.check_image)
+    out, check = export_with(read_settings(ExportSettings, given_settings(args, EXPORT_FLAGS), EXPORT_FLAGS))
     print(f"wrote {out}")
     if check is None:
         return 0

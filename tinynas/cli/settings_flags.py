@@ -11,10 +11,11 @@ the value.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from typing import Sequence, get_args, get_type_hints
 
-from ..config import COMMAND_LINE, Override, Overrides, help_text, parse_override
+from ..config import COMMAND_LINE, Override, Overrides, Source, help_text, parse_override, read_section
+from ..errors import UserError
 from .argtypes import old_spellings
 
 
@@ -28,6 +29,8 @@ class Flag:
     old: tuple[str, ...] = ()  # former spellings, accepted for one release with a note
     text: bool = False  # taken as written (a path, a budget), not read as a YAML scalar
     many: str = ""  # "+": several values after the flag; "append": the flag repeated
+    negate: bool = False  # a boolean's flag that sets it False (--no-draw for draw)
+    help: str = ""  # instead of the field's (a negating flag says what it does)
 
     @property
     def option(self) -> str:
@@ -43,8 +46,9 @@ def add_settings(parser: argparse.ArgumentParser, cls: type, flags: Sequence[Fla
     for flag in flags:
         field = described[flag.key]
         if hints[flag.key] is bool:
-            action = parser.add_argument(flag.option, dest=flag.key, action="store_const", const=True, default=None,
-                                         help=help_text(field).replace(" (default False)", ""))
+            text = help_text(field).replace(" (default False)", "").replace(" (default True)", "")
+            action = parser.add_argument(flag.option, dest=flag.key, action="store_const", const=not flag.negate,
+                                         default=None, help=flag.help or text)
         else:
             counts = hints[flag.key] is int or int in get_args(hints[flag.key])
             options = {"nargs": "+"} if flag.many == "+" else {"action": "append"} if flag.many == "append" else {}
@@ -65,3 +69,14 @@ def given_settings(args: argparse.Namespace, flags: Sequence[Flag]) -> Overrides
         else:
             given.append(parse_override(f"{flag.key}={value}", flag.option))
     return Overrides.parse(args.overrides or [], COMMAND_LINE) + Overrides(tuple(given))
+
+
+def read_settings(cls: type, settings: Overrides, flags: Sequence[Flag], given: dict | None = None):
+    """``cls`` from the command line's settings (and ``given`` values, e.g. positionals); a
+    required setting nobody gave is named by its flag."""
+    doc = settings.apply(given or {})
+    by_key = {flag.key: flag for flag in flags}
+    for f in fields(cls):
+        if f.name not in doc and f.default is MISSING and f.default_factory is MISSING:
+            raise UserError(by_key[f.name].option if f.name in by_key else f.name, "", "missing")
+    return read_section(cls, doc, Source(COMMAND_LINE, settings))
