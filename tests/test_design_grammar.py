@@ -49,8 +49,9 @@ def test_a_flag_given_after_a_key_wins_and_old_spellings_still_work(tmp_path, ca
 
     monkeypatch.setattr("tinynas.api.design", stop)
     assert main(["design", "d.yaml", "epochs=7", "--epochs", "9", "--budget", "latency=5ms", "--db", "cpu-fp32",
-                 "--backbone-budget", "layers=20", "--backbone-budget", "params=2M", "seed=4", "--baselines"]) == 130
+                 "--backbone-budget", "layers=20", "--backbone-budget", "params=2M", "seed=4", "--baselines",
+                 "--teacher-factors", "2"]) == 130
     spec = seen["spec"]
-    assert (spec.epochs, spec.latency_db, spec.budgets, spec.seed, spec.baselines) == \
-        (9, "cpu-fp32", ("layers=20", "params=2M"), 4, True)
+    assert (spec.epochs, spec.latency_db, spec.budgets, spec.seed, spec.baselines, spec.teacher_factors) == \
+        (9, "cpu-fp32", ("layers=20", "params=2M"), 4, True, (2.0,))
     assert "--db is now --latency-db" in capsys.readouterr().err

@@ -7,9 +7,9 @@ from .settings_flags import Flag, add_settings, given_settings
 
 # Every setting of DesignSpec has a flag; its help and default are the dataclass's.
 FLAGS = (
-    Flag("budget", metavar="latency=MS", text=True), Flag("runtime"),
+    Flag("budget", metavar="latency=MS", text=True), Flag("runtime", text=True),
     Flag("latency_db", metavar="TABLE", old=("--db",), text=True), Flag("model", metavar="MODEL", text=True),
-    Flag("space", metavar="SPACE", text=True), Flag("teacher_factors", metavar="F,F"),
+    Flag("space", metavar="SPACE", text=True), Flag("teacher_factors", metavar="F,F", text=True),
     Flag("budgets", spelling="--backbone-budget", metavar="KIND=VALUE", text=True, many="append"),
     Flag("candidates"), Flag("seed"), Flag("epochs"), Flag("size"), Flag("batch_size"), Flag("baselines"),
     Flag("timed_runs"), Flag("init", metavar="PATH", many="+"),

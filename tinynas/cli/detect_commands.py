@@ -10,7 +10,8 @@ _COMMON = (Flag("size"), Flag("conf"), Flag("iou"), Flag("max_det"))
 PREDICT_FLAGS = (Flag("weights", metavar="CKPT", text=True), Flag("source", metavar="IMAGE_OR_DIR", text=True),
                  Flag("out", metavar="DIR", text=True), Flag("recipe", metavar="MODEL", text=True),
                  Flag("annotations", metavar="COCO_JSON", text=True), *_COMMON,
-                 Flag("batch_size", old=("--batch",)), Flag("draw", spelling="--no-draw", negate=True, help="only write the JSON (draw=false)"), Flag("force"))
+                 Flag("batch_size", old=("--batch",)),
+                 Flag("draw", spelling="--no-draw", negate=True, help="only write the JSON (draw=false)"), Flag("force"))
 EXPORT_FLAGS = (Flag("weights", metavar="CKPT", text=True), Flag("format"), Flag("out", metavar="FILE", text=True),
                 *_COMMON, Flag("nms"), Flag("check"), Flag("check_image", metavar="IMAGE", text=True), Flag("force"))
 
