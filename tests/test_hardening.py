@@ -49,7 +49,7 @@ def test_deeply_nested_architecture_files_are_one_line(tmp_path, capsys, suffix,
 
 # ------------------------------------------------------------------ the boundary itself
 def test_a_refusal_from_the_os_is_one_line_naming_the_path(monkeypatch, tmp_path, capsys):
-    import tinynas.cli.arch_commands as commands
+    import tinynas.api.arch as commands  # where `convert` writes the file
 
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x.yaml"))
