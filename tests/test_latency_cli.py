@@ -124,3 +124,17 @@ def test_build_dry_run_and_validate_on_a_tiny_space(tmp_path, capsys):
     code, out2, _ = run(capsys, "latency", "validate", "--latency-db", tmp_path / "t.csv", "--space", space_file,
                         "-n", "4", "--warmup", "1", "--runs", "3", "--out", tmp_path / "val", "--no-update")
     assert code == 0 and out2.splitlines()[2] == out.splitlines()[2]
+
+
+def test_latency_settings_are_keys_as_well_as_flags_and_errors_name_which(tmp_path, capsys):
+    flags = run(capsys, "latency", "predict", "damoyolo-t", "--latency-db", "v100-trt-fp16-damoyolo",
+                "--resolution", "640")
+    keys = run(capsys, "latency", "predict", "damoyolo-t", "latency_db=v100-trt-fp16-damoyolo", "resolution=640")
+    assert flags[0] == keys[0] == 0 and flags[1] == keys[1]
+    code, _, err = run(capsys, "latency", "build", "--space", "k1kx", "--out", tmp_path / "t.csv", "runs=0")
+    assert code == 2 and "command line: runs: expected a positive integer, got 0" in err
+    code, _, err = run(capsys, "latency", "build", "--space", "k1kx", "--out", tmp_path / "t.csv", "--dtype", "fp8")
+    assert code == 2 and "--dtype: dtype: " in err and "fp8" in err and err.count("\n") == 1
+    code, _, err = run(capsys, "latency", "build", "--space", "k1kx", "--dry-run")
+    assert code == 2 and "--out: missing" in err
+    assert not (tmp_path / "t.csv").exists()

@@ -47,7 +47,7 @@ def settings_rows(parser: argparse.ArgumentParser, command: str, argv: list[str]
         rows += _search_rows(parsed)
     elif command in ("train", "eval") and getattr(parsed, "recipe", None):
         rows += _train_rows(parsed)
-    elif command in ("design", "predict", "export"):
+    elif command == "design" or _settings_of(command, parsed) is not None:
         rows += _flag_settings_rows(command, parsed)
     settings_keys = {key for key, _, _ in rows}
     for dest, flag in _flags(parser, parsed):
@@ -108,16 +108,28 @@ def _search_rows(parsed) -> list[tuple[str, object, str]]:
     return search_settings(path, overrides, parsed.budget or [])
 
 
+def _settings_of(command: str, parsed) -> tuple[type, tuple] | None:
+    """The settings dataclass and flags of a command whose flags are generated from one."""
+    from .. import api
+    from . import detect_commands, latency_commands
+
+    table = {("predict", None): (api.PredictSettings, detect_commands.PREDICT_FLAGS),
+             ("export", None): (api.ExportSettings, detect_commands.EXPORT_FLAGS),
+             ("latency", "build"): (api.LatencyBuildSettings, latency_commands.BUILD_FLAGS),
+             ("latency", "predict"): (api.LatencyPredictSettings, latency_commands.PREDICT_FLAGS),
+             ("latency", "validate"): (api.LatencyValidateSettings, latency_commands.VALIDATE_FLAGS)}
+    return table.get((command, getattr(parsed, "latency_command", None)))
+
+
 def _flag_settings_rows(command: str, parsed) -> list[tuple[str, object, str]]:
     """The rows of a command whose settings are a dataclass with generated flags."""
-    from ..api import ExportSettings, PredictSettings, design_settings, settings_rows
-    from . import design_commands, detect_commands
+    from ..api import design_settings, settings_rows
+    from . import design_commands
     from .settings_flags import given_settings, read_settings
 
     if command == "design":
         return design_settings(parsed.data, given_settings(parsed, design_commands.FLAGS))
-    cls, flags = ((PredictSettings, detect_commands.PREDICT_FLAGS) if command == "predict"
-                  else (ExportSettings, detect_commands.EXPORT_FLAGS))
+    cls, flags = _settings_of(command, parsed)
     settings = given_settings(parsed, flags)
     return settings_rows(read_settings(cls, settings, flags), settings)
 

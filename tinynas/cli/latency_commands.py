@@ -8,8 +8,8 @@ from .. import api
 from ..errors import UserError
 from .argtypes import old_spellings, positive_int
 from .format import table
+from .settings_flags import Flag, add_settings, given_settings, read_settings
 
-DEFAULT_DB = "cpu-fp32"
 
 BUILD_HELP = """\
 Enumerate every convolution the search space(s) can produce (kind, C_in, C_out, kernel,
@@ -56,54 +56,32 @@ def register(sub) -> None:
     register_time(lsub)
 
 
+BUILD_FLAGS = (
+    Flag("space", metavar="SPACE", text=True, many="append"), Flag("model", metavar="RECIPE", text=True, many="append"),
+    Flag("size", old=("--model-size",)), Flag("out", metavar="TABLE.csv", text=True), Flag("device", text=True),
+    Flag("dtype"), Flag("runtime", text=True), Flag("batch_size", old=("--batch",)), Flag("resolution"),
+    Flag("threads"), Flag("clock", text=True), Flag("calibrate"),
+    Flag("calibrate", spelling="--no-calibrate", negate=True, help="time ops as they run, without the reference "
+                                                                 "conv (calibrate=false)"),
+    Flag("channel_step"), Flag("warmup"), Flag("runs"), Flag("max_ops"), Flag("shard", metavar="I/N", text=True),
+    Flag("dry_run"), Flag("note", text=True),
+)
+PREDICT_FLAGS = (Flag("detector"), Flag("latency_db", metavar="TABLE", old=("--db",), text=True), Flag("resolution"),
+                 Flag("in_channels"))
+VALIDATE_FLAGS = (
+    Flag("latency_db", metavar="TABLE", old=("--db",), text=True), Flag("space", metavar="SPACE", text=True),
+    Flag("models", metavar="RECIPE", text=True, many="+"), Flag("n", spelling="-n"), Flag("seed"), Flag("resolution"),
+    Flag("fit"), Flag("warmup"), Flag("runs"), Flag("rounds"), Flag("out", metavar="DIR", text=True), Flag("force"),
+    Flag("update", spelling="--no-update", negate=True, help="do not store the fit in the table's sidecar "
+                                                             "(update=false)"),
+    Flag("runtime", text=True),
+)
+
+
 def _register_build(lsub) -> None:
     b = lsub.add_parser("build", help="measure a space's convolutions into a latency table",
                         description=BUILD_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    b.add_argument("--space", action="append", default=[],
-                   help="search space file or shipped name (repeat for several spaces in one table)")
-    b.add_argument("--model", action="append", default=[], metavar="RECIPE",
-                   help="a detector (model recipe or shipped name) whose every convolution joins the grid, "
-                        "so `latency predict --detector` can price it whole (repeatable). With --space: "
-                        "instead of the bare backbones, every detector a search of the space builds in this "
-                        "recipe (wrapped backbone, neck and head over the space's level widths), for a "
-                        "whole-detector latency budget")
-    old_spellings(b, b.add_argument("--size", type=positive_int, default=640,
-                                    help="image size of the --model detectors (default %(default)s; a "
-                                         "12-channel space at 320 is a 640 image after the Focus stem)"),
-                  "--model-size")
-    b.add_argument("--out", required=True, help="table to write (CSV; its .json sidecar goes beside it)")
-    b.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default %(default)s)")
-    b.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16", "int8"],
-                   help="default %(default)s (int8: TensorRT only)")
-    b.add_argument("--runtime", default="torch", type=str.lower,
-                   help="what times each op: torch (eager), or the deployment runtime the model will run in "
-                        "(onnxruntime, openvino, tensorrt), timing each op as a static-shape ONNX graph "
-                        "(default %(default)s)")
-    old_spellings(b, b.add_argument("--batch-size", type=positive_int, default=1,
-                                    help="batch size timed (default %(default)s)"), "--batch")
-    b.add_argument("--resolution", type=positive_int, default=None,
-                   help="the backbones' input side (default: the space's)")
-    b.add_argument("--threads", type=positive_int, default=1,
-                   help="CPU threads, fixed and recorded (default %(default)s)")
-    b.add_argument("--clock", choices=["auto", "thread-cpu", "wall"], default="auto",
-                   help="CPU clock: auto = the thread's CPU time with one thread (robust to other "
-                        "processes sharing the machine), else wall time (default %(default)s)")
-    b.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=None,
-                   help="CPU: time a fixed reference conv around each stretch of runs and report ops "
-                        "at the machine's nominal speed, so a shared VM's speed swings cancel out "
-                        "(default: on for CPU, off for CUDA)")
-    b.add_argument("--channel-step", type=positive_int, default=None,
-                   help="measure only multiples of this many channels plus each range's ends, and "
-                        "interpolate between them (default: every channel count the space allows)")
-    b.add_argument("--warmup", type=positive_int, default=3, help="untimed runs per op (default %(default)s)")
-    b.add_argument("--runs", type=positive_int, default=10, help="timed runs per op (default %(default)s)")
-    b.add_argument("--max-ops", type=positive_int, default=None,
-                   help="stop after this many new ops (the table stays resumable)")
-    b.add_argument("--shard", metavar="I/N", default=None,
-                   help="measure only shard I of N of the grid (1 <= I <= N), split by estimated time; "
-                        "build the N shards on identical boards and join them with `latency merge`")
-    b.add_argument("--dry-run", action="store_true", help="print the grid's size and exit")
-    b.add_argument("--note", default="", help="free text stored in the sidecar (e.g. how the machine was loaded)")
+    add_settings(b, api.LatencyBuildSettings, BUILD_FLAGS, "runs=5 channel_step=32")
     b.set_defaults(func=run_build)
 
 
@@ -126,44 +104,13 @@ def _register_predict(lsub) -> None:
     pr = lsub.add_parser("predict", help="predicted latency of an architecture, per block and in total")
     pr.add_argument("arch", metavar="ARCH", help="architecture file or shipped name (e.g. damoyolo-t); with "
                                                  "--detector a model recipe, or a checkpoint (.pt)")
-    pr.add_argument("--detector", action="store_true",
-                    help="price the whole detector (backbone, neck, head; fused) of a model recipe or checkpoint "
-                         "at --resolution, the image size")
-    old_spellings(pr, pr.add_argument("--latency-db", default=DEFAULT_DB,
-                                      help="latency table path or shipped name (default %(default)s)"), "--db")
-    pr.add_argument("--resolution", type=positive_int, default=320, help="input size (default %(default)s)")
-    pr.add_argument("--in-channels", type=positive_int, default=None,
-                    help="override the stem's input channels (12 = the searched view of a Focus stem)")
+    add_settings(pr, api.LatencyPredictSettings, PREDICT_FLAGS, "resolution=640 latency_db=cpu-ort-fp32")
     pr.set_defaults(func=run_predict)
 
 
 def _register_validate(lsub) -> None:
     v = lsub.add_parser("validate", help="measure random architectures end to end and score the table")
-    old_spellings(v, v.add_argument("--latency-db", default=DEFAULT_DB,
-                                    help="latency table path or shipped name (default %(default)s)"), "--db")
-    v.add_argument("--space", help="search space file or shipped name (random backbones of it are timed)")
-    v.add_argument("--models", nargs="+", metavar="RECIPE",
-                   help="instead of --space: these detectors (model recipes or shipped names), each priced from "
-                        "its convolutions and timed end to end at --resolution (default 640)")
-    v.add_argument("-n", type=positive_int, default=50, help="random architectures (default %(default)s)")
-    v.add_argument("--seed", type=int, default=0, help="seed of the random draw (default %(default)s)")
-    v.add_argument("--resolution", type=positive_int, default=None, help="input size (default: the space's)")
-    v.add_argument("--fit", default="affine",
-                   help="correction fitted to the sum of ops: affine (scale + overhead, default), "
-                        "offset (overhead only) or none")
-    v.add_argument("--warmup", type=positive_int, default=3, help="untimed runs per network (default %(default)s)")
-    v.add_argument("--runs", type=positive_int, default=10, help="timed runs per network (default %(default)s)")
-    v.add_argument("--rounds", type=positive_int, default=3,
-                   help="spread each network's runs over this many passes through the list "
-                        "(evens out load bursts; default %(default)s)")
-    v.add_argument("--out", default=None,
-                   help="folder for measurements.csv (resumable), report.json and the plot; new, "
-                        "empty, or an earlier validate's to resume it")
-    v.add_argument("--force", action="store_true", help="write into an --out folder that holds other files")
-    v.add_argument("--no-update", action="store_true", help="do not store the fit in the table's sidecar")
-    v.add_argument("--runtime", default=None, type=str.lower,
-                   help="time the networks in this runtime (default: the table's); another runtime than the "
-                        "table's measures how well its ops predict there, and leaves the sidecar alone")
+    add_settings(v, api.LatencyValidateSettings, VALIDATE_FLAGS, "n=20 runs=5")
     v.set_defaults(func=run_validate)
 
 
@@ -216,23 +163,19 @@ def run_list(args) -> int:
 
 
 def run_build(args) -> int:
-    if args.dry_run:
-        plan = api.plan_latency_build(args.space, args.model, args.resolution, args.channel_step, args.size,
-                                      args.shard)
+    settings = read_settings(api.LatencyBuildSettings, given_settings(args, BUILD_FLAGS), BUILD_FLAGS)
+    if settings.dry_run:
+        plan = api.build_with(settings)
         line = f"{plan['ops']} ops in {plan['groups']} groups"
-        if args.shard:
+        if settings.shard:
             index, count = plan["shard"]
             line += f"; shard {index}/{count}: {plan['shard_ops']} ops, {plan['share']:.1%} of the estimated time"
         print(line)
         return 0
-    t = api.build_latency_table(args.space, args.out, models=args.model, device=args.device, dtype=args.dtype,
-                                batch=args.batch_size, resolution=args.resolution, threads=args.threads,
-                                channel_step=args.channel_step, warmup=args.warmup, runs=args.runs,
-                                max_ops=args.max_ops, note=args.note, clock=args.clock, calibrate=args.calibrate,
-                                shard=args.shard, runtime=args.runtime, model_size=args.size)
+    t = api.build_with(settings)
     shard = t.meta.get("shard")
     part = f" (shard {shard['index']}/{shard['count']} of a {shard['grid_ops']}-op grid)" if shard else ""
-    print(f"{args.out}: {len(t)} ops{part}, {t.meta['status']}")
+    print(f"{settings.out}: {len(t)} ops{part}, {t.meta['status']}")
     return 0
 
 
@@ -249,9 +192,10 @@ def run_merge(args) -> int:
 
 
 def run_predict(args) -> int:
-    if args.detector or args.arch.endswith(".pt"):
-        return _predict_detector(args)
-    p = api.predict_backbone_latency(args.arch, args.latency_db, args.resolution, args.in_channels)
+    settings = read_settings(api.LatencyPredictSettings, given_settings(args, PREDICT_FLAGS), PREDICT_FLAGS)
+    if settings.detector or args.arch.endswith(".pt"):
+        return _predict_detector(args.arch, settings)
+    p = api.predict_backbone_latency(args.arch, settings.latency_db, settings.resolution, settings.in_channels)
     arch, total = p["arch"], p["total_ms"]
     if p["extrapolated"]:
         print(f"note: {p['extrapolated']} op(s) lie outside the table's measured shapes and "
@@ -263,26 +207,27 @@ def run_predict(args) -> int:
     rows.append(["", "total", "", "", "", "", "", "", f"{total:.4f}"])
     print(table(["#", "class", "in", "out", "s", "k", "L", "btn", "ms/image"], rows))
     meta = p["meta"]
-    print(f"{total:.4f} ms per image ({total * 1e-3:.3e} s) at {arch.in_channels}x{args.resolution}x"
-          f"{args.resolution}, batch {p['batch']}, {meta.get('device_name', meta['device'])} "
+    print(f"{total:.4f} ms per image ({total * 1e-3:.3e} s) at {arch.in_channels}x{settings.resolution}x"
+          f"{settings.resolution}, batch {p['batch']}, {meta.get('device_name', meta['device'])} "
           f"{meta['dtype']} [{p['table']}]")
     return 0
 
 
-def _predict_detector(args) -> int:
-    p = api.predict_detector_latency(args.arch, args.latency_db, args.resolution)
+def _predict_detector(model: str, settings) -> int:
+    p = api.predict_detector_latency(model, settings.latency_db, settings.resolution)
     meta = p["meta"]
-    print(f"{p['total_ms']:.4f} ms per image ({p['total_ms'] * 1e-3:.3e} s): {p['recipe'].name or args.arch}, "
-          f"{p['convs']} convolutions ({p['distinct']} distinct) at 3x{args.resolution}x{args.resolution}, fused, "
+    size = settings.resolution
+    print(f"{p['total_ms']:.4f} ms per image ({p['total_ms'] * 1e-3:.3e} s): {p['recipe'].name or model}, "
+          f"{p['convs']} convolutions ({p['distinct']} distinct) at 3x{size}x{size}, fused, "
           f"batch {p['batch']}, {meta.get('device_name', meta['device'])} {meta['dtype']} "
           f"{meta.get('runtime', 'torch')} [{p['table']}]")
     return 0
 
 
-def _validate_models(args) -> int:
-    result = api.validate_detector_latency(args.latency_db, args.models, args.resolution or 640, fit=args.fit,
-                                           warmup=args.warmup, runs=args.runs, rounds=args.rounds, out_dir=args.out,
-                                           force=args.force, runtime=args.runtime)
+def _validate_models(s) -> int:
+    result = api.validate_detector_latency(s.latency_db, s.models, s.resolution or 640, fit=s.fit, warmup=s.warmup,
+                                           runs=s.runs, rounds=s.rounds, out_dir=s.out or None, force=s.force,
+                                           runtime=s.runtime.lower() or None)
     rows = [[name, f"{m:.3f}", f"{r:.3f}", f"{p:.3f}", f"{(p - m) / m * 100:+.1f}"]
             for name, m, r, p in zip(result.names, result.measured_ms, result.raw_ms, result.predicted_ms)]
     print(table(["model", "measured ms", "sum of convs", "predicted", "error %"], rows))
@@ -290,20 +235,21 @@ def _validate_models(args) -> int:
     for label, key in (("sum of convs", "raw"), ("fitted (leave-one-out)", "fitted_leave_one_out")):
         e = m[key]
         print(f"{label}: MAPE {e['mape_pct']:.2f}%, max {e['max_ape_pct']:.2f}%, Kendall tau {e['kendall_tau']:.3f}")
-    print(f"{len(args.models)} detectors at {m['size']}, {m['runtime']}; fit: scale {result.scale:.4f}, "
+    print(f"{len(s.models)} detectors at {m['size']}, {m['runtime']}; fit: scale {result.scale:.4f}, "
           f"overhead {result.overhead_ms:.4f} ms per image (not stored: it prices detectors, not backbones)")
     return 0
 
 
 def run_validate(args) -> int:
-    if args.models:
-        return _validate_models(args)
-    if not args.space:
+    s = read_settings(api.LatencyValidateSettings, given_settings(args, VALIDATE_FLAGS), VALIDATE_FLAGS)
+    if s.models:
+        return _validate_models(s)
+    if not s.space:
         raise UserError("--space", "", "give a search space (random backbones) or --models (whole detectors)")
-    space, result = api.validate_latency_table(args.latency_db, args.space, n=args.n, seed=args.seed,
-                                               resolution=args.resolution, fit=args.fit, warmup=args.warmup,
-                                               runs=args.runs, out_dir=args.out, update=not args.no_update,
-                                               rounds=args.rounds, force=args.force, runtime=args.runtime)
+    space, result = api.validate_latency_table(s.latency_db, s.space, n=s.n, seed=s.seed, resolution=s.resolution,
+                                               fit=s.fit, warmup=s.warmup, runs=s.runs, out_dir=s.out or None,
+                                               update=s.update, rounds=s.rounds, force=s.force,
+                                               runtime=s.runtime.lower() or None)
     m = result.metrics
     rows = []
     for label, key in (("sum of ops", "raw"), ("fitted (in sample)", "fitted_in_sample"),
@@ -315,7 +261,7 @@ def run_validate(args) -> int:
     print(f"{m['n']} random {space.name} architectures at {m['resolution']}; measured "
           f"{m['measured_ms_range'][0]:.2f}-{m['measured_ms_range'][1]:.2f} ms/image; fit: scale "
           f"{result.scale:.4f}, overhead {result.overhead_ms:.4f} ms per batch"
-          + ("" if args.no_update else " (stored in the sidecar)"))
+          + (" (stored in the sidecar)" if s.update else ""))
     return 0
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import MISSING, dataclass, fields
-from typing import Sequence, get_args, get_type_hints
+from typing import Literal, Sequence, get_args, get_origin, get_type_hints
 
 from ..config import COMMAND_LINE, Override, Overrides, Source, help_text, parse_override, read_section
 from ..errors import UserError
@@ -45,25 +45,31 @@ def add_settings(parser: argparse.ArgumentParser, cls: type, flags: Sequence[Fla
     hints = get_type_hints(cls)
     for flag in flags:
         field = described[flag.key]
-        if hints[flag.key] is bool:
+        if hints[flag.key] is bool or set(get_args(hints[flag.key])) == {bool, type(None)}:
             text = help_text(field).replace(" (default False)", "").replace(" (default True)", "")
             action = parser.add_argument(flag.option, dest=flag.key, action="store_const", const=not flag.negate,
                                          default=None, help=flag.help or text)
         else:
             counts = hints[flag.key] is int or int in get_args(hints[flag.key])
+            text = help_text(field)
+            if get_origin(hints[flag.key]) is Literal:
+                text = f"{text} [{' | '.join(get_args(hints[flag.key]))}]"
             options = {"nargs": "+"} if flag.many == "+" else {"action": "append"} if flag.many == "append" else {}
-            action = parser.add_argument(flag.option, dest=flag.key, default=None, help=help_text(field),
+            action = parser.add_argument(flag.option, dest=flag.key, default=None, help=flag.help or text,
                                          metavar=flag.metavar or ("N" if counts else "VALUE"), **options)
         old_spellings(parser, action, *flag.old)
 
 
 def given_settings(args: argparse.Namespace, flags: Sequence[Flag]) -> Overrides:
     """Every setting the command line gave, ``key=value`` first, then the flags."""
-    given = []
+    given, seen = [], set()
     for flag in flags:
         value = getattr(args, flag.key, None)
-        if value is None:
+        if value is None or flag.key in seen:  # a key with two flags (--x, --no-x) holds one value
             continue
+        seen.add(flag.key)
+        if flag.negate != (value is False) and isinstance(value, bool):
+            flag = next(f for f in flags if f.key == flag.key and f.negate == (value is False))
         if flag.text or flag.many or not isinstance(value, str):
             given.append(Override(flag.key, value, flag.option))
         else:
