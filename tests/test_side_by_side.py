@@ -112,6 +112,11 @@ def test_the_cli_prints_each_model_and_writes_the_json(tmp_path, capsys):
     assert f"{doc['models'][1]['median_ms'] / fastest:.3f}" in printed
     assert main(["latency", "time", str(files[0]), "--size", "64"]) == 2
     assert "height 32, but the comparison runs at 64" in capsys.readouterr().err
+    # The same settings as keys, among the files or after the flags.
+    assert main(["latency", "time", str(files[0]), "size=32", "rounds=1", "--runs", "2", "latency_db=cpu-ort-fp32"]) == 0
+    assert "1 rounds x 2 runs at 32 px" in capsys.readouterr().out
+    assert main(["latency", "time", str(files[0]), "size=0"]) == 2
+    assert "command line: size: expected a positive integer, got 0" in capsys.readouterr().err
 
 
 def test_a_timing_read_back_from_its_json_is_the_same_value(tmp_path):

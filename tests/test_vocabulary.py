@@ -160,9 +160,10 @@ def test_cfg_train_names_the_model_recipe_and_flag_commands_their_flags(tmp_path
     assert rows["train.batch_size"] == ("4", "command line (train.batch_size=)")
     assert rows["neck.type"][1] == "model recipe tinynas-n"
     assert rows["train.optimizer"][1] == "default"
-    rows = _cfg_rows(capsys, "latency", "calibrate", "--latency-db", "cpu-fp32", "-n", "5")
-    assert rows["-n"] == ("5", "command line (-n)") and rows["--rounds"] == ("3", "default")
-    assert "--channel-step" not in rows  # latency build's, not calibrate's
+    rows = _cfg_rows(capsys, "latency", "calibrate", "--latency-db", "cpu-fp32", "-n", "5", "seed=2")
+    assert rows["n"] == ("5", "command line (-n)") and rows["rounds"] == ("3", "default")
+    assert rows["seed"] == ("2", "command line (seed=)") and rows["store"] == ("True", "default")
+    assert "channel_step" not in rows and "--channel-step" not in rows  # latency build's, not calibrate's
     rows = _cfg_rows(capsys, "design", "d.yaml", "--budget", "latency=9ms", "--db", "cpu-fp32", "seed=3")
     assert rows["latency_db"] == ("cpu-fp32", "command line (--latency-db)")
     assert rows["seed"] == ("3", "command line (seed=)")

@@ -27,8 +27,8 @@ from .data import check_dataset, convert_dataset, make_synthetic_dataset, synthe
 from .design import design, design_spec
 from .detect import (ExportSettings, PredictSettings, describe_parts, export_checkpoint, export_with, format_bytes,
                      model_info, predict_images, predict_with, predictions_file, skipped_image_files)
-from .latency import (LatencyBuildSettings, LatencyPredictSettings, LatencyValidateSettings, build_latency_table,
-                      build_with, calibrate_latency_table, import_tinynas_table, list_latency_tables,
+from .latency import (LatencyBuildSettings, LatencyCalibrateSettings, LatencyPredictSettings, LatencyTimeSettings,
+                      LatencyValidateSettings, build_latency_table, build_with, calibrate_with, time_with, calibrate_latency_table, import_tinynas_table, list_latency_tables,
                       merge_latency_shards, model_recipe, plan_latency_build, predict_backbone_latency,
                       predict_detector_latency, rehash_latency_table, table_sidecar, time_onnx_files,
                       validate_detector_latency, validate_latency_table)
@@ -52,7 +52,8 @@ def __getattr__(name: str):
 __all__ = [
     "DEFAULT_ORIGIN", "DEFAULT_STAGE_WEIGHTS", "DesignResult", "DesignSpec", "ExportSettings", "PredictSettings",
     "SCORER_NAMES", "SearchRecipe", "export_with", "predict_with", "LatencyBuildSettings", "LatencyPredictSettings",
-    "LatencyValidateSettings", "build_with",
+    "LatencyValidateSettings", "build_with", "LatencyCalibrateSettings", "LatencyTimeSettings", "calibrate_with",
+    "time_with",
     "arch_report", "build_latency_table", "calibrate_latency_table", "check_dataset", "convert_arch",
     "convert_dataset", "describe_parts", "design", "design_settings", "design_spec", "evaluate_checkpoint", "export_checkpoint", "format_bytes",
     "import_tinynas_table", "is_training_run", "list_latency_tables", "load_any_arch", "load_train_recipe",

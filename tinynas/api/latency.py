@@ -289,3 +289,46 @@ class LatencyValidateSettings:
     update: bool = setting(True, help="store the fit in the table's sidecar")
     runtime: str = setting("", help="time the networks in this runtime; default: the table's (another runtime "
                                     "measures how well its ops predict there, and leaves the sidecar alone)")
+
+
+@dataclass(frozen=True)
+class LatencyTimeSettings:
+    """``tinynas latency time``'s settings besides the ONNX FILEs it times."""
+
+    size: int = setting(320, bounds="[1, inf)", unit="pixels", help="image side timed")
+    latency_db: str = setting("", help="take runtime, device, threads and clock from this latency table's sidecar")
+    runtime: str = setting("", help="onnxruntime (default), openvino or tensorrt")
+    threads: int | None = setting(None, bounds="[1, inf)", help="CPU threads; default: the table's, or 1")
+    rounds: int = setting(11, bounds="[1, inf)", help="interleaved rounds")
+    runs: int = setting(30, bounds="[1, inf)", help="timed runs per model per round")
+    out: str = setting("", help="also write every figure to this JSON file (a new file)")
+
+
+def time_with(files: Sequence[str | os.PathLike], settings: LatencyTimeSettings):
+    """``time_onnx_files`` with the command's settings."""
+    s = settings
+    return time_onnx_files(files, s.size, latency_db=s.latency_db or None, runtime=s.runtime or None,
+                           threads=s.threads, rounds=s.rounds, runs=s.runs, out=s.out or None)
+
+
+@dataclass(frozen=True)
+class LatencyCalibrateSettings:
+    """``tinynas latency calibrate``'s settings (each a flag and a ``key=value``)."""
+
+    latency_db: str = setting(help="latency table path or shipped name")
+    model: str = setting("", help="detector recipe timed; default: the first the table was built for")
+    space: str = setting("", help="search space whose random backbones it wraps; default: the table's")
+    size: int | None = setting(None, bounds="[1, inf)", unit="pixels", help="image side; default: the table's "
+                                                                            "build size")
+    n: int = setting(8, bounds="[1, inf)", help="detectors timed, the recipe's own included")
+    seed: int = setting(0, help="seed of the random backbones")
+    runs: int = setting(15, bounds="[1, inf)", help="timed runs per detector")
+    rounds: int = setting(3, bounds="[1, inf)", help="passes through the detectors the runs are spread over")
+    store: bool = setting(True, help="store the fit in the table's sidecar under this machine's name")
+
+
+def calibrate_with(settings: LatencyCalibrateSettings, progress: bool = True) -> dict:
+    """``calibrate_latency_table`` with the command's settings."""
+    s = settings
+    return calibrate_latency_table(s.latency_db, model=s.model or None, space=s.space or None, size=s.size, n=s.n,
+                                   seed=s.seed, runs=s.runs, rounds=s.rounds, store=s.store, progress=progress)

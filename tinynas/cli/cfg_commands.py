@@ -111,13 +111,15 @@ def _search_rows(parsed) -> list[tuple[str, object, str]]:
 def _settings_of(command: str, parsed) -> tuple[type, tuple] | None:
     """The settings dataclass and flags of a command whose flags are generated from one."""
     from .. import api
-    from . import detect_commands, latency_commands
+    from . import calibrate_commands, detect_commands, latency_commands, time_commands
 
     table = {("predict", None): (api.PredictSettings, detect_commands.PREDICT_FLAGS),
              ("export", None): (api.ExportSettings, detect_commands.EXPORT_FLAGS),
              ("latency", "build"): (api.LatencyBuildSettings, latency_commands.BUILD_FLAGS),
              ("latency", "predict"): (api.LatencyPredictSettings, latency_commands.PREDICT_FLAGS),
-             ("latency", "validate"): (api.LatencyValidateSettings, latency_commands.VALIDATE_FLAGS)}
+             ("latency", "validate"): (api.LatencyValidateSettings, latency_commands.VALIDATE_FLAGS),
+             ("latency", "time"): (api.LatencyTimeSettings, time_commands.FLAGS),
+             ("latency", "calibrate"): (api.LatencyCalibrateSettings, calibrate_commands.FLAGS)}
     return table.get((command, getattr(parsed, "latency_command", None)))
 
 

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 
-from .argtypes import old_spellings, positive_int
+from ..errors import UserError
 from .format import table
+from .settings_flags import Flag, add_settings, given_settings, read_settings
+
+FLAGS = (Flag("size"), Flag("latency_db", metavar="TABLE", old=("--db",), text=True), Flag("runtime", text=True),
+         Flag("threads"), Flag("rounds"), Flag("runs"), Flag("out", metavar="FILE.json", text=True))
+
+
+def _settings() -> type:
+    from ..api import LatencyTimeSettings
+
+    return LatencyTimeSettings
 
 TIME_HELP = """\
 Time ONNX detectors (yours, a peer's export, the model you ship today) in one runtime and
@@ -19,23 +30,21 @@ def register(lsub) -> None:
     t = lsub.add_parser("time", help="time ONNX models side by side in a runtime (interleaved rounds)",
                         description=TIME_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("files", nargs="+", metavar="FILE", help="ONNX files (one fp32 image input each)")
-    t.add_argument("--size", type=positive_int, default=320, help="image side timed (default %(default)s)")
-    old_spellings(t, t.add_argument("--latency-db", default="", metavar="TABLE",
-                                    help="take runtime, device, threads and clock from this latency table's "
-                                         "sidecar"), "--db")
-    t.add_argument("--runtime", default=None, type=str.lower, help="onnxruntime (default), openvino or tensorrt")
-    t.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: the table's, or 1)")
-    t.add_argument("--rounds", type=positive_int, default=11, help="interleaved rounds (default %(default)s)")
-    t.add_argument("--runs", type=positive_int, default=30, help="timed runs per model per round (default %(default)s)")
-    t.add_argument("--out", default=None, metavar="FILE.json", help="also write every figure as JSON")
+    add_settings(t, _settings(), FLAGS, "rounds=5 runs=20")
     t.set_defaults(func=run_time)
 
 
 def run_time(args) -> int:
-    from ..api import time_onnx_files
+    from ..api import time_with
 
-    result = time_onnx_files(args.files, args.size, latency_db=args.latency_db or None, runtime=args.runtime,
-                             threads=args.threads, rounds=args.rounds, runs=args.runs, out=args.out)
+    # FILE takes every word before the first flag: the KEY=VALUE among them are settings.
+    settings_words = [w for w in args.files if "=" in w and not Path(w).exists()]
+    args.overrides = settings_words + list(args.overrides or [])
+    files = [w for w in args.files if w not in settings_words]
+    if not files:
+        raise UserError("FILE", "", "name at least one ONNX file to time")
+    settings = read_settings(_settings(), given_settings(args, FLAGS), FLAGS)
+    result = time_with(files, settings)
     fastest = min(m.median_ms for m in result.models)
     rows = [[m.name, f"{m.median_ms:.3f}", f"{m.q25_ms:.3f}-{m.q75_ms:.3f}", f"{m.min_ms:.3f}",
              f"{m.median_ms / fastest:.3f}"] for m in result.models]
@@ -43,6 +52,6 @@ def run_time(args) -> int:
     s = result.settings
     print(f"{s['runtime']} {s.get('runtime_version')} on {s.get('device_name')}, {s['threads']} thread(s), "
           f"clock {s['clock']}, {result.rounds} rounds x {result.runs_per_round} runs at {result.size} px")
-    if args.out:
-        print(f"wrote {args.out}")
+    if settings.out:
+        print(f"wrote {settings.out}")
     return 0
