@@ -21,8 +21,8 @@ Heavy packages (torch, scipy, onnxruntime) are imported inside the functions, so
 package (and ``tinynas --help``) stays fast.
 """
 
-from .arch import (DEFAULT_STAGE_WEIGHTS, SCORER_NAMES, arch_report, convert_arch, load_any_arch,
-                   parse_stage_weights, score_arch)
+from .arch import (DEFAULT_STAGE_WEIGHTS, SCORER_NAMES, ConvertSettings, InfoSettings, ScoreSettings, arch_report,
+                   convert_arch, load_any_arch, parse_stage_weights, score_arch, score_with)
 from .data import check_dataset, convert_dataset, make_synthetic_dataset, synthetic_classes
 from .design import design, design_spec
 from .detect import (ExportSettings, PredictSettings, describe_parts, export_checkpoint, export_with, format_bytes,
@@ -53,7 +53,7 @@ __all__ = [
     "DEFAULT_ORIGIN", "DEFAULT_STAGE_WEIGHTS", "DesignResult", "DesignSpec", "ExportSettings", "PredictSettings",
     "SCORER_NAMES", "SearchRecipe", "export_with", "predict_with", "LatencyBuildSettings", "LatencyPredictSettings",
     "LatencyValidateSettings", "build_with", "LatencyCalibrateSettings", "LatencyTimeSettings", "calibrate_with",
-    "time_with",
+    "time_with", "ConvertSettings", "InfoSettings", "ScoreSettings", "score_with",
     "arch_report", "build_latency_table", "calibrate_latency_table", "check_dataset", "convert_arch",
     "convert_dataset", "describe_parts", "design", "design_settings", "design_spec", "evaluate_checkpoint", "export_checkpoint", "format_bytes",
     "import_tinynas_table", "is_training_run", "list_latency_tables", "load_any_arch", "load_train_recipe",

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Literal, Sequence
 
 from ..arch import Arch
+from ..config import setting
 from ..archio import load_arch, save_arch
 from ..costs import arch_costs, costs_by_block
 from ..errors import UserError
@@ -75,3 +77,43 @@ def convert_arch(arch: str, out: str | os.PathLike, family: str | None = None, f
     loaded = load_any_arch(arch)
     save_arch(loaded, out, family=family)
     return loaded
+
+
+@dataclass(frozen=True)
+class InfoSettings:
+    """``tinynas info``'s settings besides the ARCH it describes."""
+
+    resolution: int = setting(320, bounds="[1, inf)", unit="pixels", help="input size")
+    stage_weights: tuple[float, ...] = setting(DEFAULT_STAGE_WEIGHTS, help="stage weights of the MAE score")
+
+
+@dataclass(frozen=True)
+class ScoreSettings:
+    """``tinynas score``'s settings besides the ARCH it scores."""
+
+    method: str = setting("madnas", choices=SCORER_NAMES,
+                          help="madnas: closed form; entropy: forward pass with Gaussian weights")
+    resolution: int = setting(320, bounds="[1, inf)", unit="pixels", help="input size of entropy")
+    stage_weights: tuple[float, ...] = setting(DEFAULT_STAGE_WEIGHTS, help="stage weights")
+    seed: int = setting(0, help="random seed of entropy")
+    batch_size: int = setting(8, bounds="[1, inf)", help="images per draw of entropy")
+    repeats: int = setting(1, bounds="[1, inf)", help="draws averaged by entropy")
+    stages: bool = setting(False, help="also print each stage's unweighted score")
+
+
+def score_with(arch: str, settings: ScoreSettings) -> tuple[float, list[float]]:
+    """``score_arch`` of the architecture ``arch`` (file or shipped name) with the command's settings."""
+    s = settings
+    options = {"weights": s.stage_weights}
+    if s.method == "entropy":
+        options.update(resolution=s.resolution, batch=s.batch_size, repeats=s.repeats, seed=s.seed)
+    return score_arch(load_any_arch(arch), s.method, source=arch, **options)
+
+
+@dataclass(frozen=True)
+class ConvertSettings:
+    """``tinynas convert``'s settings besides ARCH and OUT."""
+
+    family: Literal["damoyolo", "tinynas"] | None = setting(
+        None, help="class names to write; default: damoyolo for .txt, tinynas otherwise")
+    force: bool = setting(False, help="replace OUT if it exists")

@@ -47,7 +47,7 @@ def settings_rows(parser: argparse.ArgumentParser, command: str, argv: list[str]
         rows += _search_rows(parsed)
     elif command in ("train", "eval") and getattr(parsed, "recipe", None):
         rows += _train_rows(parsed)
-    elif command == "design" or _settings_of(command, parsed) is not None:
+    elif command == "design" or settings_of(command, parsed) is not None:
         rows += _flag_settings_rows(command, parsed)
     settings_keys = {key for key, _, _ in rows}
     for dest, flag in _flags(parser, parsed):
@@ -108,12 +108,15 @@ def _search_rows(parsed) -> list[tuple[str, object, str]]:
     return search_settings(path, overrides, parsed.budget or [])
 
 
-def _settings_of(command: str, parsed) -> tuple[type, tuple] | None:
+def settings_of(command: str, parsed) -> tuple[type, tuple] | None:
     """The settings dataclass and flags of a command whose flags are generated from one."""
     from .. import api
-    from . import calibrate_commands, detect_commands, latency_commands, time_commands
+    from . import arch_commands, calibrate_commands, detect_commands, latency_commands, time_commands
 
     table = {("predict", None): (api.PredictSettings, detect_commands.PREDICT_FLAGS),
+             ("info", None): (api.InfoSettings, arch_commands.INFO_FLAGS),
+             ("score", None): (api.ScoreSettings, arch_commands.SCORE_FLAGS),
+             ("convert", None): (api.ConvertSettings, arch_commands.CONVERT_FLAGS),
              ("export", None): (api.ExportSettings, detect_commands.EXPORT_FLAGS),
              ("latency", "build"): (api.LatencyBuildSettings, latency_commands.BUILD_FLAGS),
              ("latency", "predict"): (api.LatencyPredictSettings, latency_commands.PREDICT_FLAGS),
@@ -131,7 +134,7 @@ def _flag_settings_rows(command: str, parsed) -> list[tuple[str, object, str]]:
 
     if command == "design":
         return design_settings(parsed.data, given_settings(parsed, design_commands.FLAGS))
-    cls, flags = _settings_of(command, parsed)
+    cls, flags = settings_of(command, parsed)
     settings = given_settings(parsed, flags)
     return settings_rows(read_settings(cls, settings, flags), settings)
 
