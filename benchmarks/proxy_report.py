@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import kendalltau, spearmanr
 
-from pareto import DETECTIONS, rung_model  # noqa: F401 (rung_model: the files timed are the trained recipes)
+from pareto import DETECTIONS, rung_model
 
 PROXY_ORDER = ("mae", "entropy", "zen", "synflow", "naswot", "snip", "grad_norm", "params", "gflops",
                "predicted_ms", "measured_ms")

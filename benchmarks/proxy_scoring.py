@@ -19,7 +19,6 @@ import torch
 from torch import nn
 
 from tinynas.arch import Arch
-from tinynas.detect.anchors import anchor_points
 from tinynas.detect.costs import recipe_costs
 from tinynas.detect.detector import Detector
 from tinynas.detect.input_layout import to_training_input
@@ -41,11 +40,7 @@ class RawDetector(nn.Module):
         self.detector = detector
 
     def forward(self, images: torch.Tensor):
-        feats = self.detector.features(images)
-        cls_logits, reg_logits = self.detector.head(feats)
-        points, strides = anchor_points([f.shape[-2:] for f in feats], self.detector.head.strides,
-                                        dtype=reg_logits.dtype, device=reg_logits.device)
-        return cls_logits, reg_logits, points, strides
+        return self.detector.forward_raw(images)
 
 
 def detector_of(recipe, arch: Arch, seed: int = 0) -> RawDetector:

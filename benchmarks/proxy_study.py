@@ -39,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pareto import DETECTIONS, rung_model, search_ladder, tinynas_train  # noqa: E402
+from pareto import rung_model, search_ladder, tinynas_train  # noqa: E402
 from proxy_scoring import DATA_FREE, WITH_DATA, data_free_proxies, data_proxies, proxy_batch  # noqa: E402
 from real_datasets import build  # noqa: E402
 

@@ -9,6 +9,7 @@ design folder on other data: the same budget, space and seed search the same net
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
@@ -37,7 +38,7 @@ def gather_checkpoints(paths: Sequence[str]) -> list[Path]:
         else:
             raise UserError(FLAG, text, "no such file or folder")
     for path in found:
-        if load_checkpoint(path).fused:
+        if _stored(path)[1]:
             raise UserError(FLAG, str(path), "a fused (deployment) checkpoint: give a training run's best.pt or "
                             "last.pt, whose weights are not re-parameterised")
     return [p.resolve() for p in dict.fromkeys(found)]
@@ -47,7 +48,20 @@ def checkpoint_for(recipe: ModelRecipe, checkpoints: Sequence[Path]) -> Path | N
     """The first of ``checkpoints`` that holds ``recipe``'s model (any class count), or None."""
     mine = recipe.to_dict()
     for path in checkpoints:
-        theirs = load_checkpoint(path).recipe.with_num_classes(recipe.head.num_classes).to_dict()
+        theirs = _stored(path)[0].with_num_classes(recipe.head.num_classes).to_dict()
         if model_difference(theirs, mine) is None:
             return path
     return None
+
+
+def _stored(path: Path) -> tuple[ModelRecipe, bool]:
+    """A checkpoint's model and whether it is fused, read once per file version: the check before
+    the search and every rung's match after it would otherwise load each file's weights again."""
+    stat = Path(path).stat()
+    return _read_stored(str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=64)
+def _read_stored(path: str, mtime_ns: int, size: int) -> tuple[ModelRecipe, bool]:
+    ckpt = load_checkpoint(path)
+    return ckpt.recipe, ckpt.fused
