@@ -428,9 +428,11 @@ def _convert_number(value: object, kind: type, bounds: str | None) -> int | floa
 def _convert_tuple(value: object, args: tuple, spec: Setting) -> tuple:
     if isinstance(value, str):
         value = _split_text(value)
+    variable = args[-1] is Ellipsis
+    if variable and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value]  # one number (``objects=3``, YAML's scalar) is a list of one
     if not isinstance(value, (list, tuple)) or not value:
         raise _Refused()
-    variable = args[-1] is Ellipsis
     count = spec.length if variable else len(args)
     if count is not None and len(value) != count:
         raise _Refused()

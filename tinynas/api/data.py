@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Literal, Sequence
 
+from ..config import setting
 from ..errors import UserError
 from ..runfolder import check_new_file
 
@@ -49,3 +51,62 @@ def make_synthetic_dataset(out: str | os.PathLike, **options):
     from ..data.synthetic import make_synthetic_dataset as make
 
     return make(out, **options)
+
+
+@dataclass(frozen=True)
+class DataCheckSettings:
+    """``tinynas data check``'s settings besides the ANNOTATIONS file it checks."""
+
+    images: str = setting(help="folder the file_name entries are relative to")
+    decode: bool = setting(False, help="decode every image fully (catches truncated files; slower)")
+    quiet: bool = setting(False, help="print only the summary line")
+
+
+@dataclass(frozen=True)
+class DataConvertSettings:
+    """``tinynas data convert``'s settings besides the SRC folder it reads."""
+
+    source_format: Literal["voc", "yolo"] = setting(help="label format of SRC")
+    out: str = setting(help="COCO-JSON file to write")
+    force: bool = setting(False, help="replace out if it exists")
+    images: str = setting("", help="image folder (required for yolo: sizes are read from the images)")
+    classes: str = setting("", help="class names in label order: a,b,c or a file (one per line, or YAML with "
+                                    "names); required for yolo, optional for voc (default: sorted names found)")
+
+
+def convert_with(source: str | os.PathLike, settings: DataConvertSettings, progress: bool = True) -> dict:
+    """``convert_dataset`` with the command's settings."""
+    s = settings
+    return convert_dataset(s.source_format, source, s.out, images=s.images or None, classes=s.classes or None,
+                           force=s.force, progress=progress)
+
+
+@dataclass(frozen=True)
+class DataSynthSettings:
+    """``tinynas data synth``'s settings besides the OUT_DIR it writes."""
+
+    images: int = setting(64, bounds="[1, inf)", help="training images")
+    val_images: int = setting(16, bounds="[0, inf)", help="validation images")
+    size: int = setting(128, bounds="[1, inf)", unit="pixels", help="image side")
+    classes: str = setting("", help="shapes to use, comma separated (default: rectangle,ellipse,triangle)")
+    objects: tuple[int, ...] = setting((1, 4), bounds="[1, inf)", help="objects per image: MIN,MAX or N")
+    colour: Literal["class", "random"] = setting(
+        "class", help="class: a base colour per class (easy); random: any colour, classes differ only by shape")
+    scale: tuple[float, ...] = setting((0.15, 0.45), bounds="(0, 1)",
+                                       help="object side as a fraction of the image side: MIN,MAX")
+    seed: int = setting(0, help="random seed")
+    force: bool = setting(False, help="write into OUT_DIR even if it holds files")
+
+
+def synth_with(out: str | os.PathLike, settings: DataSynthSettings, progress: bool = True):
+    """``make_synthetic_dataset`` with the command's settings (one ``objects`` value N is N,N)."""
+    s = settings
+    if len(s.objects) > 2:
+        raise UserError("objects", "", f"expected MIN,MAX or N, got {','.join(map(str, s.objects))}")
+    if len(s.scale) != 2:
+        raise UserError("scale", "", f"expected MIN,MAX, got {','.join(map(str, s.scale))}")
+    text = s.classes or ",".join(synthetic_classes())
+    classes = [c.strip() for c in text.split(",") if c.strip()]
+    return make_synthetic_dataset(out, images=s.images, val_images=s.val_images, size=s.size, classes=classes,
+                                  objects=(s.objects[0], s.objects[-1]), seed=s.seed, progress=progress,
+                                  colour=s.colour, scale=s.scale, force=s.force)

@@ -180,6 +180,15 @@ def model_info(model: str, size: int = 640, fused: bool = True) -> dict:
             "train_bytes": detector_bytes(recipe, size, 1, training=True)}
 
 
+@dataclass(frozen=True)
+class ModelInfoSettings:
+    """``tinynas model info``'s settings besides the RECIPE it describes."""
+
+    size: int = setting(640, bounds="[1, inf)", unit="pixels", help="square input size")
+    unfused: bool = setting(False, help="count the training form (RepConv branches, BatchNorms) instead of the "
+                                        "deploy form")
+
+
 def describe_parts(recipe: ModelRecipe) -> str:
     """One line naming the wrap, the neck and head types and their settings."""
     from ..detect.heads import HEADS

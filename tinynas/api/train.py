@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from ..errors import UserError
 
@@ -95,11 +95,14 @@ def is_training_run(path: str | os.PathLike) -> bool:
     return TrainRun(path).started()
 
 
-def run_distill_chain(chain_file: str | os.PathLike, progress: bool = True) -> tuple[list[dict], str, Path]:
-    """``tinynas distill-chain``: run (or finish) every stage of the chain file; returns the rows,
-    their markdown table and the chain's folder (where summary.md and summary.csv went)."""
+def run_distill_chain(chain_file: str | os.PathLike, overrides: Sequence[str] = (),
+                      progress: bool = True) -> tuple[list[dict], str, Path]:
+    """``tinynas distill-chain``: run (or finish) every stage of the chain file, with ``overrides``
+    (``["common.train.epochs=3"]``) set on it; returns the rows, their markdown table and the
+    chain's folder (where summary.md and summary.csv went)."""
+    from ..config import COMMAND_LINE, Overrides
     from ..distill.chain import format_markdown, load_chain, run_chain
 
-    chain = load_chain(chain_file)
+    chain = load_chain(chain_file, Overrides.parse(list(overrides), COMMAND_LINE))
     rows = run_chain(chain, progress=progress)
     return rows, format_markdown(rows), chain.out

@@ -111,7 +111,7 @@ def _search_rows(parsed) -> list[tuple[str, object, str]]:
 def settings_of(command: str, parsed) -> tuple[type, tuple] | None:
     """The settings dataclass and flags of a command whose flags are generated from one."""
     from .. import api
-    from . import arch_commands, calibrate_commands, detect_commands, latency_commands, time_commands
+    from . import arch_commands, calibrate_commands, data_commands, detect_commands, latency_commands, time_commands
 
     table = {("predict", None): (api.PredictSettings, detect_commands.PREDICT_FLAGS),
              ("info", None): (api.InfoSettings, arch_commands.INFO_FLAGS),
@@ -122,8 +122,17 @@ def settings_of(command: str, parsed) -> tuple[type, tuple] | None:
              ("latency", "predict"): (api.LatencyPredictSettings, latency_commands.PREDICT_FLAGS),
              ("latency", "validate"): (api.LatencyValidateSettings, latency_commands.VALIDATE_FLAGS),
              ("latency", "time"): (api.LatencyTimeSettings, time_commands.FLAGS),
-             ("latency", "calibrate"): (api.LatencyCalibrateSettings, calibrate_commands.FLAGS)}
-    return table.get((command, getattr(parsed, "latency_command", None)))
+             ("latency", "calibrate"): (api.LatencyCalibrateSettings, calibrate_commands.FLAGS),
+             ("latency", "merge"): (api.LatencyMergeSettings, latency_commands.MERGE_FLAGS),
+             ("latency", "import-tinynas"): (api.LatencyImportSettings, latency_commands.IMPORT_FLAGS),
+             ("latency", "rehash"): (api.LatencyRehashSettings, latency_commands.REHASH_FLAGS),
+             ("data", "check"): (api.DataCheckSettings, data_commands.CHECK_FLAGS),
+             ("data", "convert"): (api.DataConvertSettings, data_commands.CONVERT_FLAGS),
+             ("data", "synth"): (api.DataSynthSettings, data_commands.SYNTH_FLAGS),
+             ("model", "info"): (api.ModelInfoSettings, detect_commands.INFO_FLAGS)}
+    action = next((getattr(parsed, name) for name in ("latency_command", "data_command", "model_command")
+                   if getattr(parsed, name, None)), None)
+    return table.get((command, action))
 
 
 def _flag_settings_rows(command: str, parsed) -> list[tuple[str, object, str]]:

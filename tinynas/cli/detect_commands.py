@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from .argtypes import positive_int
 from .format import human, table
 from .settings_flags import Flag, add_settings, given_settings, read_settings
 
@@ -12,6 +11,7 @@ PREDICT_FLAGS = (Flag("weights", metavar="CKPT", text=True), Flag("source", meta
                  Flag("annotations", metavar="COCO_JSON", text=True), *_COMMON,
                  Flag("batch_size", old=("--batch",)),
                  Flag("draw", spelling="--no-draw", negate=True, help="only write the JSON (draw=false)"), Flag("force"))
+INFO_FLAGS = (Flag("size"), Flag("unfused"))
 EXPORT_FLAGS = (Flag("weights", metavar="CKPT", text=True), Flag("format"), Flag("out", metavar="FILE", text=True),
                 *_COMMON, Flag("nms"), Flag("check"), Flag("check_image", metavar="IMAGE", text=True), Flag("force"))
 
@@ -22,9 +22,7 @@ def register(sub) -> None:
     model_sub.required = True
     info = model_sub.add_parser("info", help="params and GFLOPs of a detector, split into backbone / neck / head")
     info.add_argument("recipe", metavar="RECIPE", help="model recipe (.yaml) or shipped name (e.g. damoyolo-s)")
-    info.add_argument("--size", type=positive_int, default=640, help="square input size (default %(default)s)")
-    info.add_argument("--unfused", action="store_true",
-                      help="count the training form (RepConv branches, BatchNorms) instead of the deploy form")
+    add_settings(info, _settings("ModelInfoSettings"), INFO_FLAGS, "size=320 unfused=true")
     info.set_defaults(func=run_model_info)
 
     p = sub.add_parser("predict", help="detect objects in images; write drawn images and COCO-results JSON",
@@ -47,15 +45,16 @@ def _settings(name: str) -> type:
 def run_model_info(args) -> int:
     from ..api import format_bytes, model_info
 
-    info = model_info(args.recipe, args.size, fused=not args.unfused)
+    settings = read_settings(_settings("ModelInfoSettings"), given_settings(args, INFO_FLAGS), INFO_FLAGS)
+    info = model_info(args.recipe, settings.size, fused=not settings.unfused)
     parts, recipe = info["parts"], info["recipe"]
     total = parts[-1]
     rows = [[p.name, human(p.params), f"{p.params / total.params:.0%}", f"{p.flops / 1e9:.2f}",
              f"{p.flops / total.flops:.0%}"] for p in parts]
     print(f"{recipe.name or args.recipe}: {info['description']}")
     print(table(["part", "params", "share", "GFLOPs", "share"], rows))
-    form = "training form" if args.unfused else "fused (deploy) form"
-    print(f"{form}, {args.size}x{args.size} input, GFLOPs = 2 x conv/matmul MACs "
+    form = "training form" if settings.unfused else "fused (deploy) form"
+    print(f"{form}, {settings.size}x{settings.size} input, GFLOPs = 2 x conv/matmul MACs "
           "(torch FlopCounterMode; BatchNorm, activations, pooling not counted)")
     print(f"memory: ~{format_bytes(info['predict_bytes'])} to predict one image, ~{format_bytes(info['train_bytes'])} "
           "to train at batch 1 (float32; each image more adds activations)")

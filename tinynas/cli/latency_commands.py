@@ -6,7 +6,6 @@ import argparse
 
 from .. import api
 from ..errors import UserError
-from .argtypes import old_spellings, positive_int
 from .format import table
 from .settings_flags import Flag, add_settings, given_settings, read_settings
 
@@ -77,6 +76,12 @@ VALIDATE_FLAGS = (
     Flag("runtime", text=True),
 )
 
+MERGE_FLAGS = (Flag("out", metavar="TABLE.csv", text=True), Flag("force"), Flag("allow_partial"),
+               Flag("max_nominal_ratio", metavar="RATIO"))
+IMPORT_FLAGS = (Flag("out", metavar="TABLE.csv", text=True), Flag("force"), Flag("batch_size", old=("--batch",)),
+                Flag("dtype"), Flag("device_name", text=True), Flag("runtime", text=True), Flag("extrapolation"))
+REHASH_FLAGS = (Flag("rows"),)
+
 
 def _register_build(lsub) -> None:
     b = lsub.add_parser("build", help="measure a space's convolutions into a latency table",
@@ -89,14 +94,7 @@ def _register_merge(lsub) -> None:
     m = lsub.add_parser("merge", help="join shards built on identical boards into one table",
                         description=MERGE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     m.add_argument("shards", metavar="SHARD", nargs="+", help="shard tables (CSV; sidecars beside them)")
-    m.add_argument("--out", required=True, help="table to write (CSV + .json sidecar)")
-    m.add_argument("--force", action="store_true", help="replace --out if it exists")
-    m.add_argument("--allow-partial", action="store_true",
-                   help="merge even if shards are missing or unfinished: the table is marked incomplete, "
-                        "what is missing recorded; `latency build` with the same spaces and --out measures it")
-    m.add_argument("--max-nominal-ratio", type=float, default=1.25,
-                   help="calibrated shards whose nominal reference times differ more than this are "
-                        "refused as not identical boards (default %(default)s)")
+    add_settings(m, api.LatencyMergeSettings, MERGE_FLAGS, "allow_partial=true", words_in="shards")
     m.set_defaults(func=run_merge)
 
 
@@ -117,18 +115,7 @@ def _register_validate(lsub) -> None:
 def _register_import(lsub) -> None:
     im = lsub.add_parser("import-tinynas", help="convert a TinyNAS op-profiler table (conv_data.out*)")
     im.add_argument("source", metavar="FILE", help="TinyNAS table, e.g. conv_data.out.fp16")
-    im.add_argument("--out", required=True, help="table to write (CSV + .json sidecar)")
-    im.add_argument("--force", action="store_true", help="replace --out if it exists")
-    old_spellings(im, im.add_argument("--batch-size", type=positive_int, default=None,
-                                      help="batch to keep when the file mixes several"), "--batch")
-    im.add_argument("--dtype", choices=["fp32", "fp16", "int8"], default=None,
-                    help="default: fp16 when the file name says so, else fp32")
-    im.add_argument("--device-name", default="NVIDIA V100", help="recorded in the sidecar (default %(default)s)")
-    im.add_argument("--runtime", default="TensorRT", help="recorded in the sidecar (default %(default)s)")
-    im.add_argument("--extrapolation", choices=["tinynas", "nearest", "none"], default="tinynas",
-                    help="how ops are priced: tinynas = as TinyNAS's own predictor does (default); "
-                         "nearest / none = interpolated, with the nearest measured op or an error "
-                         "outside the measured shapes")
+    add_settings(im, api.LatencyImportSettings, IMPORT_FLAGS, "dtype=fp16 extrapolation=nearest")
     im.set_defaults(func=run_import)
 
 
@@ -137,9 +124,7 @@ def _register_rehash(lsub) -> None:
                                         "records its sha256)",
                          description=REHASH_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     rh.add_argument("table", metavar="TABLE", help="latency table path or shipped name")
-    rh.add_argument("--rows", type=int, default=None, metavar="N",
-                    help="the CSV's row count, when an edit added or removed rows (a count other than the "
-                         "sidecar's is refused without it: the CSV may be another table's)")
+    add_settings(rh, api.LatencyRehashSettings, REHASH_FLAGS, "rows=1200")
     rh.set_defaults(func=run_rehash)
 
 
@@ -180,13 +165,15 @@ def run_build(args) -> int:
 
 
 def run_merge(args) -> int:
-    t = api.merge_latency_shards(args.shards, args.out, allow_partial=args.allow_partial, force=args.force,
-                                 max_nominal_ratio=args.max_nominal_ratio)
+    settings = read_settings(api.LatencyMergeSettings, given_settings(args, MERGE_FLAGS), MERGE_FLAGS)
+    if not args.shards:
+        raise UserError("SHARD", "", "name the shard tables to merge")
+    t = api.merge_with(args.shards, settings)
     merged = t.meta["merged"]
-    line = f"{args.out}: {len(t)} ops from {len(merged['shards'])} of {merged['count']} shards, {t.meta['status']}"
+    line = f"{settings.out}: {len(t)} ops from {len(merged['shards'])} of {merged['count']} shards, {t.meta['status']}"
     if t.meta["status"] != "complete":
         line += (f" ({merged['missing_ops']} ops missing; `tinynas latency build` with the same spaces, "
-                 f"settings and --out {args.out} measures them)")
+                 f"settings and --out {settings.out} measures them)")
     print(line)
     return 0
 
@@ -266,16 +253,16 @@ def run_validate(args) -> int:
 
 
 def run_import(args) -> int:
-    t = api.import_tinynas_table(args.source, args.out, force=args.force, batch=args.batch_size, dtype=args.dtype,
-                                 device_name=args.device_name, runtime=args.runtime,
-                                 extrapolation=args.extrapolation)
+    settings = read_settings(api.LatencyImportSettings, given_settings(args, IMPORT_FLAGS), IMPORT_FLAGS)
+    t = api.import_with(args.source, settings)
     s = t.meta["import_stats"]
-    print(f"{args.out}: {s['rows']} ops at batch {t.batch}, {t.dtype} ({s['failed_dropped']} failed "
+    print(f"{settings.out}: {s['rows']} ops at batch {t.batch}, {t.dtype} ({s['failed_dropped']} failed "
           f"measurements dropped, {s['duplicates_merged']} repeats merged)")
     return 0
 
 
 def run_rehash(args) -> int:
-    t = api.rehash_latency_table(args.table, rows=args.rows)
+    settings = read_settings(api.LatencyRehashSettings, given_settings(args, REHASH_FLAGS), REHASH_FLAGS)
+    t = api.rehash_with(args.table, settings)
     print(f"{t.path}: {len(t)} rows checked; sha256 {t.meta['sha256'][:16]}... recorded in its sidecar")
     return 0

@@ -11,7 +11,9 @@ the value.
 from __future__ import annotations
 
 import argparse
+import re
 from dataclasses import MISSING, dataclass, fields
+from pathlib import Path
 from typing import Literal, Sequence, get_args, get_origin, get_type_hints
 
 from ..config import COMMAND_LINE, Override, Overrides, Source, help_text, parse_override, read_section
@@ -37,10 +39,16 @@ class Flag:
         return self.spelling or "--" + self.key.replace("_", "-")
 
 
-def add_settings(parser: argparse.ArgumentParser, cls: type, flags: Sequence[Flag], example: str) -> None:
-    """``KEY=VALUE`` settings and one flag per entry of ``flags``, their help from ``cls``."""
+def add_settings(parser: argparse.ArgumentParser, cls: type, flags: Sequence[Flag], example: str,
+                 words_in: str = "") -> None:
+    """``KEY=VALUE`` settings and one flag per entry of ``flags``, their help from ``cls``.
+
+    ``words_in``: the dest of a positional taking several words (``SHARD ...``); it swallows the
+    ``KEY=VALUE`` words after it, which ``given_settings`` hands back to the settings."""
     parser.add_argument("overrides", metavar="KEY=VALUE", nargs="*",
                         help=f"settings by name, before or after the flags, e.g. {example}")
+    if words_in:
+        parser.set_defaults(settings_words_in=words_in)
     described = {f.name: f for f in fields(cls)}
     hints = get_type_hints(cls)
     for flag in flags:
@@ -62,6 +70,7 @@ def add_settings(parser: argparse.ArgumentParser, cls: type, flags: Sequence[Fla
 
 def given_settings(args: argparse.Namespace, flags: Sequence[Flag]) -> Overrides:
     """Every setting the command line gave, ``key=value`` first, then the flags."""
+    _take_settings_words(args)
     given, seen = [], set()
     for flag in flags:
         value = getattr(args, flag.key, None)
@@ -86,3 +95,19 @@ def read_settings(cls: type, settings: Overrides, flags: Sequence[Flag], given: 
         if f.name not in doc and f.default is MISSING and f.default_factory is MISSING:
             raise UserError(by_key[f.name].option if f.name in by_key else f.name, "", "missing")
     return read_section(cls, doc, Source(COMMAND_LINE, settings))
+
+
+def _take_settings_words(args: argparse.Namespace) -> None:
+    """Moves the ``KEY=VALUE`` words a many-word positional swallowed to ``args.overrides``
+    (a word naming an existing file stays a file)."""
+    dest = getattr(args, "settings_words_in", None)
+    if not dest:
+        return
+    words = list(getattr(args, dest) or [])
+    moved = [w for w in words if _SETTING_WORD.match(w) and not Path(w).exists()]
+    setattr(args, dest, [w for w in words if w not in moved])
+    args.overrides = moved + list(args.overrides or [])
+    args.settings_words_in = None  # done once, however often the settings are read
+
+
+_SETTING_WORD = re.compile(r"[A-Za-z_][\w.]*=")

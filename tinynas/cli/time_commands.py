@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from ..errors import UserError
 from .format import table
@@ -30,21 +29,17 @@ def register(lsub) -> None:
     t = lsub.add_parser("time", help="time ONNX models side by side in a runtime (interleaved rounds)",
                         description=TIME_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("files", nargs="+", metavar="FILE", help="ONNX files (one fp32 image input each)")
-    add_settings(t, _settings(), FLAGS, "rounds=5 runs=20")
+    add_settings(t, _settings(), FLAGS, "rounds=5 runs=20", words_in="files")
     t.set_defaults(func=run_time)
 
 
 def run_time(args) -> int:
     from ..api import time_with
 
-    # FILE takes every word before the first flag: the KEY=VALUE among them are settings.
-    settings_words = [w for w in args.files if "=" in w and not Path(w).exists()]
-    args.overrides = settings_words + list(args.overrides or [])
-    files = [w for w in args.files if w not in settings_words]
-    if not files:
-        raise UserError("FILE", "", "name at least one ONNX file to time")
     settings = read_settings(_settings(), given_settings(args, FLAGS), FLAGS)
-    result = time_with(files, settings)
+    if not args.files:
+        raise UserError("FILE", "", "name at least one ONNX file to time")
+    result = time_with(args.files, settings)
     fastest = min(m.median_ms for m in result.models)
     rows = [[m.name, f"{m.median_ms:.3f}", f"{m.q25_ms:.3f}-{m.q75_ms:.3f}", f"{m.min_ms:.3f}",
              f"{m.median_ms / fastest:.3f}"] for m in result.models]

@@ -29,6 +29,8 @@ def register(sub) -> None:
                        description="Run a distillation chain file: each stage resumes when interrupted and is "
                                    "skipped when finished; ends with summary.md and summary.csv.")
     p.add_argument("chain", metavar="CHAIN", help="chain file (YAML), e.g. recipes/chains/synthetic-lms.yaml")
+    p.add_argument("overrides", metavar="KEY=VALUE", nargs="*",
+                   help="chain file settings, e.g. common.train.epochs=3 distill.loss_weight=auto out=runs/my-chain")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_distill_chain)
 
@@ -70,7 +72,7 @@ def run_train(args) -> int:
 def run_distill_chain(args) -> int:
     from ..api import run_distill_chain
 
-    _, markdown, out = run_distill_chain(args.chain, progress=not args.quiet)
+    _, markdown, out = run_distill_chain(args.chain, args.overrides, progress=not args.quiet)
     print(markdown, end="")
     print(f"wrote {out / 'summary.md'} and {out / 'summary.csv'}")
     return 0

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..atomic import atomic_write_text
-from ..config import unknown_key
+from ..config import Overrides, Source, unknown_key
 from ..errors import UserError
 from ..fileio import read_yaml
 from ..runfolder import lock_folder, plain_name, run_dir_for
@@ -60,30 +60,31 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def load_chain(path: str | os.PathLike) -> Chain:
+def load_chain(path: str | os.PathLike, overrides: Overrides = Overrides()) -> Chain:
+    """The chain file ``path`` with ``overrides`` (``common.train.epochs=3``, ``out=DIR``) set on
+    it; an error names the file, or the ``key=value`` that set the field."""
     path = Path(path)
     source = str(path)
-    doc = read_yaml(path, "chain file")
-    if not isinstance(doc, dict):
-        raise UserError(source, "", "a chain file must be a YAML mapping")
+    src = Source(source, overrides)
+    doc = overrides.apply(read_yaml(path, "chain file"), source)
     for key in doc:
         if key not in CHAIN_KEYS:
-            raise UserError(source, str(key), unknown_key("key", key, sorted(CHAIN_KEYS)))
+            raise src.error(str(key), unknown_key("key", key, sorted(CHAIN_KEYS)))
     stages_doc = doc.get("stages")
     if not isinstance(stages_doc, list) or not stages_doc:
-        raise UserError(source, "stages", "expected a non-empty list of stages")
+        raise src.error("stages", "expected a non-empty list of stages")
     # Names become folders (runs/chains/<name>, <out>/<stage>): one path component each.
-    name = plain_name(doc.get("name") or path.stem, source, "name")
+    name = plain_name(doc.get("name") or path.stem, src.of("name"), "name")
     if doc.get("out") is not None and not isinstance(doc.get("out"), str):
-        raise UserError(source, "out", f"expected a folder path, got {doc.get('out')!r}")
+        raise src.error("out", f"expected a folder path, got {doc.get('out')!r}")
     out = run_dir_for("chain", name, doc.get("out"))
     common = doc.get("common") or {}
     distill = doc.get("distill") or {}
     if not isinstance(common, dict) or not isinstance(distill, dict):
-        raise UserError(source, "common", "common and distill must be mappings")
+        raise src.error("common", "common and distill must be mappings")
     baseline = doc.get("baseline", True)
     if not isinstance(baseline, bool):
-        raise UserError(source, "baseline", "expected true or false")
+        raise src.error("baseline", "expected true or false")
 
     stages: list[Stage] = []
     seen: set[str] = set()
