@@ -122,7 +122,9 @@ def _serve() -> None:
     for name in ("torch", "matplotlib.pyplot", "PIL.Image", "pycocotools.coco", "pycocotools.cocoeval", "onnx",
                  "onnxruntime", "tinynas.cli", "tinynas.train.trainer", "tinynas.train.evaluate",
                  "tinynas.design.stages", "tinynas.design.measure", "tinynas.design.report",
-                 "tinynas.deploy.onnx_export", "tinynas.latency.build", "tinynas.search.evolution"):
+                 "tinynas.deploy.onnx_export", "tinynas.latency.build", "tinynas.search.evolution",
+                 # torch.onnx's exporter loads its compiler stack on the first export: ~10 s a job.
+                 "torch._dynamo", "torch.export", "onnxscript", "torch.onnx._internal.exporter._core"):
         try:
             importlib.import_module(name)
         except ImportError:

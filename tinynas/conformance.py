@@ -176,6 +176,10 @@ def check_extra_loss(make: Callable[[], object], make_student: Callable[[], nn.M
     weight = term.weight(step, loss, _stand_in_detection_loss(step), 1.0)
     _require(isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0, role,
              f"weight must be a finite number >= 0, got {weight!r}")
+    logged = getattr(term, "logged", dict)()
+    _require(isinstance(logged, dict) and all(isinstance(k, str) and k not in TRAINER_COLUMNS + (name,)
+                                              and isinstance(v, (int, float)) for k, v in logged.items()), role,
+             f"logged() must map columns of its own to numbers, got {logged!r}")
     if modules is not None:  # as an optimiser step would, move the term's own weights off their init
         generator = torch.Generator().manual_seed(0)
         with torch.no_grad():

@@ -39,6 +39,10 @@ class ZeroHead(nn.Module):
     @torch.no_grad()
     def _init_weights(self, prior_prob: float) -> None:
         # Small weights and a background-favouring class bias keep early focal losses stable.
+        if self.cls_convs[0].weight.is_meta:
+            # A meta-device build (a recipe's check) holds no values; and torch's meta normal_
+            # imports its compiler, seconds of every command's start.
+            return
         cls_bias = -math.log((1 - prior_prob) / prior_prob)
         for conv in self.cls_convs:
             nn.init.normal_(conv.weight, std=0.01)

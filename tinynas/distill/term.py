@@ -5,8 +5,9 @@ training attaches it to the student, compares the student with the teacher on ev
 the schedule leaves on (neck features through ``FeatureDistiller`` for cwd/mimic/mgd, head
 outputs for self/logit), and weighs the comparison by the schedule times a fixed
 ``loss_weight`` or the automatic weight. The feature distiller's align convs are trained with
-the student; they and the automatic weight's state are saved in ``last.pt`` as ``distiller``
-and ``distill_auto_weight``.
+the student; they and the automatic weight's state are saved in ``last.pt`` as ``distiller``,
+``distill_auto_weight`` and ``distill_worth`` (the teacher's worth, ``worth.py``, a factor on the
+automatic weight).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .auto_weight import AutoDistillWeight
 from .feature_loss import FeatureDistiller
 from .logit_loss import self_distillation_loss
 from .schedule import distill_weight
+from .worth import TeacherWorth, batch_fit_sums
 
 
 def distillation_term(config: DistillConfig) -> DistillationTerm | None:
@@ -58,7 +60,10 @@ class DistillationTerm:
         self.teacher_: Detector | None = None
         self.distiller_: FeatureDistiller | None = None
         self.auto_weight_: AutoDistillWeight | None = None
+        self.worth_: TeacherWorth | None = None
         self.reg_max_ = 0
+        self.student_: Detector | None = None
+        self.teacher_seen_ = None  # this iteration's teacher outputs, as loss() computed them
 
     def attach(self, student: Detector, device: torch.device, amp: bool) -> nn.Module | None:
         """Load and check the teacher; build the feature distiller (the trainable part) if needed."""
@@ -87,7 +92,10 @@ class DistillationTerm:
             p.requires_grad_(False)
         self.teacher_ = (teacher.half() if amp else teacher).eval()
         self.reg_max_ = student.head.reg_max
+        self.student_ = student
         self.auto_weight_ = AutoDistillWeight(cfg.grad_ratio) if cfg.loss_weight == AUTO else None
+        self.worth_ = TeacherWorth(cfg.worth_margin) if self.auto_weight_ is not None and cfg.worth_margin > 0 \
+            else None
         self.distiller_ = None
         if cfg.method not in HEAD_METHODS:
             self.distiller_ = FeatureDistiller(student.recipe.neck.out_channels, ckpt.recipe.neck.out_channels,
@@ -104,7 +112,7 @@ class DistillationTerm:
     def loss(self, step: StepContext) -> torch.Tensor | None:
         if not self.schedule(step) > 0:
             return None  # the teacher is not even run
-        theirs = self._teacher_outputs(step.images)
+        theirs = self.teacher_seen_ = self._teacher_outputs(step.images)
         if self.distiller_ is not None:
             return self.distiller_([f.float() for f in step.neck_features], theirs)
         return self_distillation_loss(step.cls_logits.float(), step.reg_logits.float(), *theirs, self.reg_max_,
@@ -116,8 +124,48 @@ class DistillationTerm:
         if self.auto_weight_ is not None:
             # the tensors both losses reach: the neck for feature methods, the head for head methods
             shared = step.neck_features if self.distiller_ is not None else (step.cls_logits, step.reg_logits)
+            due = self.auto_weight_.due(step.iteration)
             weight *= self.auto_weight_.update(step.iteration, detection_loss, loss, shared, loss_scale)
+            if self.worth_ is not None:
+                if due and step.targets:
+                    self._measure_worth(step)
+                weight *= self.worth_.factor_
         return weight
+
+    def logged(self) -> dict[str, float]:
+        """With the teacher's worth: the factor it put on the weight, and the teacher's smoothed lead."""
+        if self.worth_ is None:
+            return {}
+        return {"distill_worth": self.worth_.factor_,
+                "distill_lead": self.worth_.lead_ if self.worth_.lead_ is not None else float("nan")}
+
+    @torch.no_grad()
+    def _measure_worth(self, step: StepContext) -> None:
+        """Both models' fit to this batch's objects (``worth.py``), from the outputs already computed."""
+        teacher = self.teacher_
+        if self.distiller_ is not None:  # feature methods: the teacher's head on its neck features
+            dtype = next(teacher.parameters()).dtype
+            feats = self.teacher_seen_
+            with torch.autocast(step.images.device.type, enabled=False):
+                cls_t, reg_t = teacher.head([f.to(dtype) for f in feats])
+        else:  # head methods: attach checked that the teacher's strides are the student's, so its grid is
+            feats = step.neck_features
+            cls_t, reg_t = self.teacher_seen_
+        teacher_sums = batch_fit_sums(cls_t, reg_t, [f.shape[-2:] for f in feats], teacher.head.strides,
+                                      teacher.head.reg_max, step.targets)
+        # The student as the teacher is run (in eval mode: BatchNorm on its running statistics),
+        # so that a copy of the student as teacher leads by exactly nothing.
+        student, was_training = self.student_, self.student_.training
+        student.eval()
+        try:
+            with torch.autocast(step.images.device.type, enabled=False):
+                feats_s = student.features(step.images.to(next(student.parameters()).dtype))
+                cls_s, reg_s = student.head(feats_s)
+        finally:
+            student.train(was_training)
+        student_sums = batch_fit_sums(cls_s, reg_s, [f.shape[-2:] for f in feats_s], student.head.strides,
+                                      student.head.reg_max, step.targets)
+        self.worth_.observe(teacher_sums, student_sums)
 
     @torch.no_grad()
     def _teacher_outputs(self, images: torch.Tensor):
@@ -137,6 +185,8 @@ class DistillationTerm:
             state["distiller"] = self.distiller_.state_dict()
         if self.auto_weight_ is not None:
             state["distill_auto_weight"] = self.auto_weight_.state_dict()
+        if self.worth_ is not None:
+            state["distill_worth"] = self.worth_.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -144,3 +194,5 @@ class DistillationTerm:
             self.distiller_.load_state_dict(state["distiller"])
         if self.auto_weight_ is not None and "distill_auto_weight" in state:
             self.auto_weight_.load_state_dict(state["distill_auto_weight"])
+        if self.worth_ is not None and "distill_worth" in state:
+            self.worth_.load_state_dict(state["distill_worth"])

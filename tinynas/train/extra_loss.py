@@ -13,8 +13,8 @@ iteration the trainer calls, in this order:
 2. ``weight(step, loss, detection_loss, loss_scale)`` once both exist; the training loss is
    ``detection_loss + weight * loss``.
 
-The term's unweighted loss is logged as the epoch mean in ``metrics.csv`` under ``name`` and
-the weight under ``<name>_weight``. ``state_dict()`` is saved in ``last.pt`` beside the
+The term's unweighted loss is logged as the epoch mean in ``metrics.csv`` under ``name``, the
+weight under ``<name>_weight``, and whatever ``logged()`` returns under its own keys. ``state_dict()`` is saved in ``last.pt`` beside the
 trainer's own resume state (one entry a key, so its keys must not be the trainer's), and
 ``load_state_dict`` gets those entries back when a run resumes.
 """
@@ -47,6 +47,9 @@ class StepContext:
     neck_features: tuple[torch.Tensor, ...]
     cls_logits: torch.Tensor
     reg_logits: torch.Tensor
+    # The batch's ground truth (per image: ``boxes`` xyxy in input pixels, ``labels``); given to
+    # ``weight``, not to a ``loss`` computed inside the forward.
+    targets: tuple[dict, ...] = ()
 
 
 class ExtraLoss(Protocol):
@@ -64,6 +67,10 @@ class ExtraLoss(Protocol):
     def weight(self, step: StepContext, loss: torch.Tensor, detection_loss: torch.Tensor,
                loss_scale: float) -> float:
         """The factor on ``loss``; ``loss_scale`` is AMP's current gradient scale (1 without AMP)."""
+
+    def logged(self) -> dict[str, float]:
+        """Values describing the term after this iteration's ``weight`` (e.g. what the weight was
+        made of); each one's epoch mean goes to ``metrics.csv`` under its key."""
 
     def state_dict(self) -> dict:
         """Everything a resumed run needs, the trainable modules' weights included."""

@@ -123,6 +123,10 @@ class DistillConfig:
     # student, whose gradient at weight 1 is ~33x the detection loss's at the start (0.02 x 33);
     # 0.01 (0.33) and 0.05 (1.65) both did worse there.
     grad_ratio: float = setting(0.66, bounds=POSITIVE)
+    # With auto: the teacher's lead over the student in fitting the training batch (both models'
+    # best score x IoU per object, tinynas/distill/worth.py) that earns the full weight; less lead
+    # scales it down, none switches distillation off. 0: the weight ignores what the teacher is worth.
+    worth_margin: float = setting(0.2, bounds=NON_NEGATIVE)
     tau: float = setting(1.0, bounds=POSITIVE, help="softmax temperature")
     weight_start: float = setting(1.0, bounds=UNIT)
     weight_end: float = setting(0.1, bounds=UNIT)

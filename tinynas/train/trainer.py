@@ -376,6 +376,8 @@ class Trainer:
             if self.extra_loss is not None:  # the effective weight, logged as the epoch's mean
                 key = f"{self.extra_loss.name}_weight"
                 sums[key] = sums.get(key, 0.0) + weight
+                for key, value in getattr(self.extra_loss, "logged", dict)().items():
+                    sums[key] = sums.get(key, 0.0) + value
             bar.set_postfix({k: f"{v / (step + 1):.3f}" for k, v in sums.items()}, lr=f"{lr:.2e}")
         bar.close()
         return {k: v / self.iters_per_epoch for k, v in sums.items()}, lr
@@ -401,6 +403,7 @@ class Trainer:
             extra = extra_loss.loss(step_context)
         weight = 0.0
         if extra is not None:
+            step_context = replace(step_context, targets=tuple(targets))
             weight = extra_loss.weight(step_context, extra, loss, scaler.get_scale() if scaler.is_enabled() else 1.0)
             losses[extra_loss.name] = extra.detach()
             loss = loss + weight * extra
