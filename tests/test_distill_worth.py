@@ -140,3 +140,55 @@ def test_the_worth_is_logged_per_epoch_and_resumes_with_the_run(data, tmp_path):
     for key in ("distill_worth", "distill_lead", "distill_weight"):
         assert [r[key] for r in rows_a] == [r[key] for r in rows_b], key
     assert all(0 <= float(r["distill_worth"]) <= 1 for r in rows_a)
+
+
+def test_mean_worth_averages_the_runs_epochs_and_is_nan_where_unmeasured(tmp_path):
+    from tinynas.distill.chain import mean_worth
+    from tinynas.train.run import TrainRun
+
+    log = MetricsLog(tmp_path / "a" / "metrics.csv")
+    (tmp_path / "a").mkdir()
+    log.append({"epoch": 1, "distill_worth": 1.0})
+    log.append({"epoch": 2, "distill_worth": 0.5})
+    assert mean_worth(TrainRun(tmp_path / "a")) == pytest.approx(0.75)
+    (tmp_path / "b").mkdir()
+    MetricsLog(tmp_path / "b" / "metrics.csv").append({"epoch": 1, "distill_weight": 0.02})
+    assert math.isnan(mean_worth(TrainRun(tmp_path / "b")))
+
+
+def _auto_chain(data, tmp_path, name: str, worth_margin: float):
+    import yaml
+
+    from train_helpers import write_recipe
+
+    stage = tiny_recipe(data, tmp_path / "unused", 64, epochs=1, batch_size=8)
+    stage.pop("out")
+    write_recipe(tmp_path / "large.yaml", dict(stage, name="L", neck={**stage["neck"], "out_channels": [48, 96, 192]}))
+    write_recipe(tmp_path / "medium.yaml", dict(stage, name="M"))
+    chain = {"name": name, "out": str(tmp_path / name), "baseline": "auto",
+             "distill": {"method": "cwd", "worth_margin": worth_margin},
+             "stages": [{"name": "L", "recipe": "large.yaml"}, {"name": "M", "recipe": "medium.yaml"}]}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(chain))
+    return path
+
+
+def test_baseline_auto_trains_a_plain_run_only_where_the_teacher_fell_short(data, tmp_path, capsys, monkeypatch):
+    from tinynas.distill import chain as chain_module
+
+    # worth not measured (worth_margin 0): the gain is uncertain, so M is also trained plain
+    assert main(["distill-chain", str(_auto_chain(data, tmp_path, "unmeasured", 0.0)), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert (tmp_path / "unmeasured" / "M-plain" / "best.pt").is_file() and "(not measured)" in printed
+    rows = (tmp_path / "unmeasured" / "summary.csv").read_text().splitlines()
+    assert rows[0].endswith(",worth") and rows[2].split(",")[7] != ""  # M's AP_plain is there
+    # a teacher worth the full weight throughout: M is distilled only, and said so
+    monkeypatch.setattr(chain_module, "mean_worth", lambda run: 1.0)
+    assert main(["distill-chain", str(_auto_chain(data, tmp_path, "worthy", 0.2)), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert not (tmp_path / "worthy" / "M-plain").exists()
+    assert "M: the teacher was worth 1.00 of the full weight on average" in printed and "no plain run" in printed
+    row = (tmp_path / "worthy" / "summary.csv").read_text().splitlines()[2].split(",")
+    assert row[7] == "" and float(row[9]) == 1.0
+    # model counts: the plain run counted only where it is trained
+    assert "model 2/3" in printed and "model 3/3" not in printed

@@ -12,6 +12,8 @@ FLAGS = (
     Flag("space", metavar="SPACE", text=True), Flag("teacher_factors", metavar="F,F", text=True),
     Flag("budgets", spelling="--backbone-budget", metavar="KIND=VALUE", text=True, many="append"),
     Flag("candidates"), Flag("seed"), Flag("epochs"), Flag("size"), Flag("batch_size"), Flag("baselines"),
+    Flag("baselines", spelling="--no-baselines", negate=True,
+         help="never train a distilled model again without its teacher (baselines=false)"),
     Flag("timed_runs"), Flag("init", metavar="PATH", many="+"),
 )
 

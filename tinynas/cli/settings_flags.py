@@ -53,7 +53,9 @@ def add_settings(parser: argparse.ArgumentParser, cls: type, flags: Sequence[Fla
     hints = get_type_hints(cls)
     for flag in flags:
         field = described[flag.key]
-        if hints[flag.key] is bool or set(get_args(hints[flag.key])) == {bool, type(None)}:
+        # A boolean's flag takes no value (true, or false for a negating one); a boolean that may
+        # also be a word (baselines: auto) gets the word by key=value.
+        if hints[flag.key] is bool or bool in get_args(hints[flag.key]):
             text = help_text(field).replace(" (default False)", "").replace(" (default True)", "")
             action = parser.add_argument(flag.option, dest=flag.key, action="store_const", const=not flag.negate,
                                          default=None, help=flag.help or text)

@@ -21,6 +21,7 @@ from typing import Callable
 from ..atomic import atomic_write_bytes, atomic_write_text, atomic_write_yaml
 from ..checkpoint import load_checkpoint, load_detector
 from ..deploy.onnx_export import export_onnx
+from ..distill.chain import BASELINE_WORTH
 from ..detect.costs import recipe_costs
 from ..train.diagnostic_plots import DIAGNOSTIC_FILES
 from ..train.run import TrainRun
@@ -52,7 +53,7 @@ def model_rows(spec: DesignSpec, record: dict, num_classes: int) -> list[dict]:
             "AP": distilled["AP"], "AP50": distilled["AP50"],
             "AP_plain": plain["AP"], "AP50_plain": plain["AP50"],
             "onnx": measured[model["name"]]["onnx"], "run": model["run"], "plain_run": model["plain_run"],
-            "init": model.get("init", ""),
+            "init": model.get("init", ""), "worth": model.get("worth", math.nan),
         })
     return rows
 
@@ -124,6 +125,7 @@ def markdown(spec: DesignSpec, rows: list[dict], chosen: dict | None, figures: d
         lines += [f"Rung `{m['rung']}` ({m['limit_ms']:.4g} ms) found `{m['into']}`'s architecture: the space "
                   "reaches no further, so it was trained once.", ""]
     lines += _given_weights(spec, rows)
+    lines += _baselines(spec, rows)
     for key, title in (("ap_latency", "AP against measured latency"),
                        ("predicted", "Predicted against measured latency"), ("curves", "Training curves")):
         if key in figures:
@@ -144,6 +146,22 @@ def _given_weights(spec: DesignSpec, rows: list[dict]) -> list[str]:
     return ["Given weights (`--init`): " + "; ".join(started)
             + (f"; from scratch (no checkpoint of its architecture): {', '.join(scratch)}" if scratch else "")
             + ".", ""]
+
+
+def _baselines(spec: DesignSpec, rows: list[dict]) -> list[str]:
+    """With ``--baselines auto``: what each distilled model's teacher was worth, and so whether it
+    was also trained without it."""
+    if spec.baselines != "auto" or not any(r["teacher"] for r in rows):
+        return []
+    told = []
+    for r in (r for r in rows if r["teacher"]):
+        worth = r.get("worth")
+        worth_text = "not measured" if worth is None or worth != worth else f"{worth:.2f}"
+        told.append(f"`{r['model']}` {worth_text} ("
+                    + ("also trained without it" if r["AP_plain"] == r["AP_plain"] else "distilled only") + ")")
+    return ["Teachers' worth (`--baselines auto`; the factor on the distillation weight, averaged over the run: "
+            f"under {BASELINE_WORTH} the model is also trained without its teacher and the better one can be "
+            "deployed): " + "; ".join(told) + ".", ""]
 
 
 def _diagnostics(out: Path | None, rows: list[dict]) -> list[str]:

@@ -14,7 +14,7 @@ from functools import cached_property
 from pathlib import Path
 
 from ..atomic import atomic_write_text
-from ..config import internal, read_section, setting
+from ..config import AUTO, Auto, internal, read_section, setting
 from ..errors import UserError
 from ..fileio import read_yaml
 from ..renamed import note_renamed
@@ -51,7 +51,9 @@ class DesignSpec:
     epochs: int = setting(100, bounds=AT_LEAST_ONE, help="training epochs of every model")
     size: int = setting(320, bounds=AT_LEAST_ONE, unit="pixels", help="input size")
     batch_size: int = setting(16, bounds=AT_LEAST_ONE, help="training batch")
-    baselines: bool = setting(False, help="also train each distilled model without its teacher")
+    baselines: bool | Auto = setting(AUTO, help="also train each distilled model without its teacher, the better "
+                                                "of the two deployable: true, false, or auto (only where the "
+                                                "teacher's worth to it fell short, so the gain is uncertain)")
     timed_runs: int = setting(30, bounds=AT_LEAST_ONE, help="timed runs per exported model")
     # The table's ms per ms measured here today (1: the table is taken as it is). A match budget
     # sets it from an anchor, the model recipe's own detector, timed beside the matched file.

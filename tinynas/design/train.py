@@ -86,8 +86,8 @@ def run(spec: DesignSpec, data: dict, num_classes: int, folder: Path, searched: 
     models = []
     for rung, row, init in zip(rungs, rows, inits):
         run_dir = folder / row["stage"]
+        plain_dir = folder / f"{row['stage']}-plain"
         models.append({"name": row["stage"], "teacher": row["teacher"], "limit_ms": rung["limit_ms"], "init": init,
-                       "run": str(run_dir.resolve()),
-                       "plain_run": str((folder / f"{row['stage']}-plain").resolve())
-                       if spec.baselines and row["teacher"] else ""})
+                       "run": str(run_dir.resolve()), "worth": row["worth"],
+                       "plain_run": str(plain_dir.resolve()) if row["AP_plain"] == row["AP_plain"] else ""})
     return {"models": models, "chain": str(chain_file.resolve()), **({"merged": merged} if merged else {})}

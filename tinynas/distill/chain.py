@@ -4,7 +4,9 @@ A chain file lists stages in order (L, M, S, optionally T). Each stage is a trai
 ``common`` is merged into every stage's recipe and a stage's own ``overrides`` on top. Stage
 ``k`` learns from stage ``k-1`` (or the stage named by ``teacher``); with ``baseline: true``
 each distilled stage is also trained without a teacher, so the final table shows what
-distillation gained. Every run lives in ``<out>/<stage>[-plain]/``: a finished run is
+distillation gained; with ``baseline: auto`` only a stage whose teacher was worth less than
+``BASELINE_WORTH`` of the full weight on average (``worth.py``: it did not lead the student
+by the margin throughout), where the gain is uncertain. Every run lives in ``<out>/<stage>[-plain]/``: a finished run is
 skipped, an interrupted one resumed, so rerunning a killed chain finishes it.
 """
 
@@ -30,6 +32,11 @@ from ..train.trainer import settle_finished_run, train
 from .term import distillation_term
 
 CHAIN_KEYS = {"name", "out", "common", "stages", "distill", "baseline", "latency_db"}
+AUTO_BASELINE = "auto"
+# With baseline: auto, a distilled stage whose teacher was worth at least this (of the full
+# weight, averaged over its epochs) is not trained again without it: the teacher led the student
+# by about worth_margin or more throughout.
+BASELINE_WORTH = 0.9
 STAGE_KEYS = {"name", "recipe", "teacher", "overrides"}
 
 
@@ -45,7 +52,7 @@ class Chain:
     name: str
     out: Path
     stages: tuple[Stage, ...]
-    baseline: bool
+    baseline: bool | str  # True, False or "auto" (a plain run where the teacher's worth fell short)
     latency_db: str | None
     source: str
 
@@ -83,8 +90,8 @@ def load_chain(path: str | os.PathLike, overrides: Overrides = Overrides()) -> C
     if not isinstance(common, dict) or not isinstance(distill, dict):
         raise src.error("common", "common and distill must be mappings")
     baseline = doc.get("baseline", True)
-    if not isinstance(baseline, bool):
-        raise src.error("baseline", "expected true or false")
+    if not isinstance(baseline, bool) and baseline != AUTO_BASELINE:
+        raise src.error("baseline", f"expected true, false or auto, got {baseline!r}")
 
     stages: list[Stage] = []
     seen: set[str] = set()
@@ -204,7 +211,9 @@ def run_chain(chain: Chain, progress: bool = True, log=print) -> list[dict]:
 def _run_stages(chain: Chain, progress: bool, log) -> list[dict]:
     best: dict[str, Path] = {}
     rows = []
-    total = len(chain.stages) + (sum(s.teacher is not None for s in chain.stages) if chain.baseline else 0)
+    distilled = sum(s.teacher is not None for s in chain.stages)
+    # "auto" counts its plain runs as they are decided: the totals are the most it may train.
+    total = len(chain.stages) + (distilled if chain.baseline else 0)
     done = 0
     clock = ChainClock(sum(s.recipe.train.epochs * (2 if s.teacher is not None and chain.baseline else 1)
                            for s in chain.stages))
@@ -218,16 +227,29 @@ def _run_stages(chain: Chain, progress: bool, log) -> list[dict]:
         recipe = stage.recipe
         if stage.teacher is not None:
             recipe = replace(recipe, distill=replace(recipe.distill, teacher=str(best[stage.teacher])))
+        plain = replace(recipe, distill=replace(recipe.distill, teacher=""), out=str(chain.out / f"{stage.name}-plain"))
         plain_run = None
-        if stage.teacher is not None and chain.baseline:
-            plain = replace(recipe, distill=replace(recipe.distill, teacher=""),
-                            out=str(chain.out / f"{stage.name}-plain"))
+        if stage.teacher is not None and chain.baseline is True:
             plain_run = _run(plain, progress, log, place(), clock)
         run = _run(recipe, progress, log, place(), clock)
+        worth = math.nan
+        if stage.teacher is not None and chain.baseline == AUTO_BASELINE:
+            worth = mean_worth(run)
+            if worth >= BASELINE_WORTH:
+                log(f"{stage.name}: the teacher was worth {worth:.2f} of the full weight on average, at least "
+                    f"{BASELINE_WORTH}: distillation pays, no plain run")
+                clock.timed(0, 0.0, recipe.train.epochs)
+                done += 1
+            else:
+                log(f"{stage.name}: the teacher was worth {worth:.2f} of the full weight on average"
+                    f"{'' if worth == worth else ' (not measured)'}, under {BASELINE_WORTH}: "
+                    "training it without its teacher too, to keep the better")
+                plain_run = _run(plain, progress, log, place(), clock)
         best[stage.name] = run.best_checkpoint()
         metrics = run.best_metrics()  # the epoch best.pt holds, as the design's report states it
         row = {"stage": stage.name, "teacher": stage.teacher or "", **_size_and_latency(recipe, chain.latency_db),
-               "AP": metrics["AP"], "AP50": metrics["AP50"], "AP_plain": math.nan, "AP50_plain": math.nan}
+               "AP": metrics["AP"], "AP50": metrics["AP50"], "AP_plain": math.nan, "AP50_plain": math.nan,
+               "worth": worth}
         if plain_run is not None:
             plain_metrics = plain_run.best_metrics()
             row.update(AP_plain=plain_metrics["AP"], AP50_plain=plain_metrics["AP50"])
@@ -236,7 +258,14 @@ def _run_stages(chain: Chain, progress: bool, log) -> list[dict]:
     return rows
 
 
-COLUMNS = ("stage", "teacher", "params_M", "GFLOPs", "latency_ms", "AP", "AP50", "AP_plain", "AP50_plain")
+def mean_worth(run: TrainRun) -> float:
+    """The teacher's worth (the factor on the distillation weight, ``worth.py``) averaged over the
+    run's epochs; NaN when the run did not measure it (a fixed weight, or worth_margin 0)."""
+    values = [float(row["distill_worth"]) for row in run.metrics() if row.get("distill_worth") not in (None, "")]
+    return sum(values) / len(values) if values else math.nan
+
+
+COLUMNS = ("stage", "teacher", "params_M", "GFLOPs", "latency_ms", "AP", "AP50", "AP_plain", "AP50_plain", "worth")
 
 
 def _cell(value) -> str:
