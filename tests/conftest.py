@@ -1,7 +1,14 @@
+import os
 import random
 from pathlib import Path
 
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers on two cores: one thread each, or OpenMP's spin-waiting threads slow both ~10x
+    # (set before torch is imported; subprocesses a test starts inherit it).
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
 
 ROOT = Path(__file__).resolve().parent.parent
 SPACE_NAMES = ["k1kx", "kxkx", "k1kxk1", "k1dwk1"]
@@ -57,3 +64,12 @@ def _the_shipped_tables_machine(monkeypatch):
                 "openvino": json.loads((ROOT / "latency_db" / "cpu-ov-fp32.json").read_text())["runtime_version"]}
     monkeypatch.setattr(machine, "cpu_name", lambda: meta["device_name"])
     monkeypatch.setattr(machine, "installed_version", lambda runtime: versions.get(runtime.lower()))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rename_notes(monkeypatch):
+    """An old spelling's note is said once per process: each test starts with none said, so a
+    test that looks for the note finds it whichever tests ran before it in its worker."""
+    from tinynas import renamed
+
+    monkeypatch.setattr(renamed, "_SAID", set())

@@ -8,7 +8,6 @@ import json
 
 import pytest
 
-from tinynas import renamed
 from tinynas.cli import build_parser, main
 from tinynas.config import Overrides
 from tinynas.design.spec import SPEC_NAME, DesignSpec, spec_change, store_spec
@@ -20,11 +19,6 @@ from tinynas.search.search_recipe import load_search_recipe
 RETIRED = {"--db": "--latency-db", "--batch": "--batch-size", "--model-size": "--size"}
 # --weights is a checkpoint wherever it is offered; stage weights are --stage-weights.
 CHECKPOINT_COMMANDS = {"predict", "export", "eval"}
-
-
-@pytest.fixture(autouse=True)
-def fresh_notes(monkeypatch):
-    monkeypatch.setattr(renamed, "_SAID", set())
 
 
 def _commands(parser, prefix=()):
