@@ -76,8 +76,12 @@ def test_build_with_models_then_predict_and_validate_whole_detectors(tmp_path, c
     doc["name"] = "wide"
     doc["neck"]["out_channels"] = [16, 24, 32]
     recipe_file.write_text(yaml.safe_dump(doc))
+    assert main(["latency", "predict", str(recipe_file), "--detector", "--latency-db", str(table), "--size", "64"]) == 0
+    by_size = capsys.readouterr().out
+    assert "convolutions" in by_size and "at 3x64x64" in by_size
+    # resolution, which named the image side here before size did, still does
     assert main(["latency", "predict", str(recipe_file), "--detector", "--latency-db", str(table), "--resolution", "64"]) == 0
-    assert "convolutions" in capsys.readouterr().out
+    assert capsys.readouterr().out == by_size
     # the backbone-only grid of a space does not hold a detector's neck: one line naming an op
     code = main(["latency", "predict", "damoyolo-t", "--detector", "--latency-db", str(table), "--resolution", "320"])
     err = capsys.readouterr().err

@@ -75,9 +75,12 @@ class LatencyPredictSettings:
     """``tinynas latency predict``'s settings besides the ARCH it prices."""
 
     detector: bool = setting(False, help="price the whole detector (backbone, neck, head; fused) of a model recipe "
-                                         "or checkpoint at resolution, the image size")
+                                         "or checkpoint at size, the image side")
     latency_db: str = setting(DEFAULT_TABLE, help="latency table path or shipped name")
-    resolution: int = setting(320, bounds="[1, inf)", unit="pixels", help="input size")
+    resolution: int = setting(320, bounds="[1, inf)", unit="pixels", help="the backbone's input side")
+    size: int | None = setting(None, bounds="[1, inf)", unit="pixels",
+                               help="the image side a whole detector is priced at (--detector, or a checkpoint); "
+                                    "default: resolution, as before this setting")
     in_channels: int | None = setting(None, bounds="[1, inf)",
                                       help="override the stem's input channels (12 = the searched view of a Focus "
                                            "stem)")
@@ -91,10 +94,14 @@ class LatencyValidateSettings:
     space: str = setting("", help="search space file or shipped name (random backbones of it are timed)")
     models: tuple[str, ...] = setting((), help="instead of a space: these detectors (model recipes or shipped "
                                                "names), each priced from its convolutions and timed end to end at "
-                                               "resolution (default 640)")
+                                               "size")
     n: int = setting(50, bounds="[1, inf)", help="random architectures")
     seed: int = setting(0, help="seed of the random draw")
-    resolution: int | None = setting(None, bounds="[1, inf)", unit="pixels", help="input size; default: the space's")
+    resolution: int | None = setting(None, bounds="[1, inf)", unit="pixels",
+                                     help="the random backbones' input side; default: the space's")
+    size: int | None = setting(None, bounds="[1, inf)", unit="pixels",
+                               help="the image side of --models; default: resolution if given (as before this "
+                                    "setting), else 640")
     fit: Literal["affine", "offset", "none"] = setting(
         "affine", help="correction fitted to the sum of ops: affine (scale + overhead), offset (overhead only) or none")
     warmup: int = setting(3, bounds="[1, inf)", help="untimed runs per network")

@@ -66,10 +66,11 @@ BUILD_FLAGS = (
     Flag("dry_run"), Flag("note", text=True),
 )
 PREDICT_FLAGS = (Flag("detector"), Flag("latency_db", metavar="TABLE", old=("--db",), text=True), Flag("resolution"),
-                 Flag("in_channels"))
+                 Flag("size"), Flag("in_channels"))
 VALIDATE_FLAGS = (
     Flag("latency_db", metavar="TABLE", old=("--db",), text=True), Flag("space", metavar="SPACE", text=True),
     Flag("models", metavar="RECIPE", text=True, many="+"), Flag("n", spelling="-n"), Flag("seed"), Flag("resolution"),
+    Flag("size"),
     Flag("fit"), Flag("warmup"), Flag("runs"), Flag("rounds"), Flag("out", metavar="DIR", text=True), Flag("force"),
     Flag("update", spelling="--no-update", negate=True, help="do not store the fit in the table's sidecar "
                                                              "(update=false)"),
@@ -201,9 +202,9 @@ def run_predict(args) -> int:
 
 
 def _predict_detector(model: str, settings) -> int:
-    p = api.predict_detector_latency(model, settings.latency_db, settings.resolution)
+    size = settings.size or settings.resolution
+    p = api.predict_detector_latency(model, settings.latency_db, size)
     meta = p["meta"]
-    size = settings.resolution
     print(f"{p['total_ms']:.4f} ms per image ({p['total_ms'] * 1e-3:.3e} s): {p['recipe'].name or model}, "
           f"{p['convs']} convolutions ({p['distinct']} distinct) at 3x{size}x{size}, fused, "
           f"batch {p['batch']}, {meta.get('device_name', meta['device'])} {meta['dtype']} "
@@ -212,7 +213,8 @@ def _predict_detector(model: str, settings) -> int:
 
 
 def _validate_models(s) -> int:
-    result = api.validate_detector_latency(s.latency_db, s.models, s.resolution or 640, fit=s.fit, warmup=s.warmup,
+    result = api.validate_detector_latency(s.latency_db, s.models, s.size or s.resolution or 640, fit=s.fit,
+                                           warmup=s.warmup,
                                            runs=s.runs, rounds=s.rounds, out_dir=s.out or None, force=s.force,
                                            runtime=s.runtime.lower() or None)
     rows = [[name, f"{m:.3f}", f"{r:.3f}", f"{p:.3f}", f"{(p - m) / m * 100:+.1f}"]
