@@ -83,8 +83,9 @@ def report(plan: dict, name: str, dataset, args) -> dict:
               f"[{ci['rho'][0]:+.2f}, {ci['rho'][1]:+.2f}] | {pick_ap:.4f} | {np.median(y):.4f} | {y.max():.4f} |")
     for role in ("search:design", "search:converged"):
         entry = roles[role]
-        print(f"{role}: {entry['name']} AP {ap[entry['name']][0]:.4f} (MAE {value(entry, 'mae'):.1f}; the draws' MAE "
-              f"{min(value(e, 'mae') for e in draws):.1f} to {max(value(e, 'mae') for e in draws):.1f})")
+        spread = (f"; the draws' MAE {min(value(e, 'mae') for e in draws):.1f} to "
+                  f"{max(value(e, 'mae') for e in draws):.1f}") if draws else ""
+        print(f"{role}: {entry['name']} AP {ap[entry['name']][0]:.4f} (MAE {value(entry, 'mae'):.1f}{spread})")
         rows.append({"proxy": role, "pick": entry["name"], "pick_AP": ap[entry["name"]][0]})
     plot(plan, name, draws, ap, value, [r for r in rows if "tau" in r])
     return {"dataset": name, "model": plan["model"], "limit_ms": plan["limit_ms"], "rows": rows,
