@@ -7,7 +7,7 @@
 | ``search`` | ``run_search``, ``resume_search`` |
 | ``train``, ``eval`` | ``train_detector``, ``resume_training``, ``evaluate_checkpoint`` |
 | ``distill-chain`` | ``run_distill_chain`` |
-| ``predict``, ``export`` | ``predict_images``, ``export_checkpoint`` (``predict_with``, ``export_with`` take the settings) |
+| ``predict``, ``export`` (``--int8``) | ``predict_images``, ``export_checkpoint`` (``export_int8``; ``predict_with``, ``export_with`` take the settings) |
 | ``design`` | ``design`` with a ``DesignSpec`` |
 | ``data check``, ``data convert``, ``data synth`` | ``check_dataset``, ``convert_dataset``, ``make_synthetic_dataset`` (``convert_with``, ``synth_with``) |
 | ``latency build`` (``--dry-run``), ``merge`` | ``build_latency_table`` (``plan_latency_build``), ``merge_latency_shards`` (``build_with``, ``merge_with``) |
@@ -29,7 +29,8 @@ from .arch import (DEFAULT_STAGE_WEIGHTS, SCORER_NAMES, ConvertSettings, InfoSet
 from .data import (DataCheckSettings, DataConvertSettings, DataSynthSettings, check_dataset, convert_dataset,
                    convert_with, make_synthetic_dataset, synth_with, synthetic_classes)
 from .design import design, design_spec
-from .detect import (ExportSettings, ModelInfoSettings, PredictSettings, describe_parts, export_checkpoint, export_with, format_bytes,
+from .detect import (ExportSettings, ModelInfoSettings, PredictSettings, describe_parts, export_checkpoint, export_int8,
+                     export_with, format_bytes,
                      model_info, predict_images, predict_with, predictions_file, skipped_image_files)
 from .latency import (build_latency_table, calibrate_latency_table, import_tinynas_table, list_latency_tables,
                       merge_latency_shards, model_recipe, plan_latency_build, predict_backbone_latency,
@@ -60,7 +61,7 @@ __all__ = [
     "arch_report", "build_latency_table", "build_with", "calibrate_latency_table", "calibrate_with", "check_dataset",
     "convert_arch", "convert_dataset", "convert_with", "ConvertSettings", "DataCheckSettings", "DataConvertSettings",
     "DataSynthSettings", "DEFAULT_ORIGIN", "DEFAULT_STAGE_WEIGHTS", "describe_parts", "design", "design_settings",
-    "design_spec", "DesignResult", "DesignSpec", "evaluate_checkpoint", "export_checkpoint", "export_with",
+    "design_spec", "DesignResult", "DesignSpec", "evaluate_checkpoint", "export_checkpoint", "export_int8", "export_with",
     "ExportSettings", "format_bytes", "import_tinynas_table", "import_with", "InfoSettings", "is_training_run",
     "LatencyBuildSettings", "LatencyCalibrateSettings", "LatencyImportSettings", "LatencyMergeSettings",
     "LatencyPredictSettings", "LatencyRehashSettings", "LatencyTimeSettings", "LatencyValidateSettings",

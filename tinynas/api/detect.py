@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Sequence
 
 from ..config import setting
 from ..errors import UserError
@@ -144,13 +144,60 @@ class ExportSettings:
                                       "[0, 1]; exit 1 when they differ beyond the tolerance")
     check_image: str = setting("", help="check (as check) on this image, letterboxed as predict prepares it")
     force: bool = setting(False, help="replace the output file if it exists")
+    int8: bool = setting(False, help="post-training int8 quantization for onnxruntime (every convolution; QDQ "
+                                     "form), calibrated on calib's images; the float model is not kept")
+    calib: str = setting("", help="with int8: a folder of calibration images (e.g. the training images)")
+    calib_images: int = setting(100, bounds="[1, inf)", help="calibration images drawn from calib (seeded)")
+    calib_method: Literal["minmax", "entropy", "percentile"] = setting(
+        "minmax", help="how each activation's range is set from the calibration images")
+    activations: Literal["uint8", "int8"] = setting(
+        "uint8", help="int8 activations' form: uint8 with zero points (onnxruntime's fast path on x86) or int8 "
+                      "symmetric (TensorRT's)")
+    keep_float: tuple[str, ...] = setting((), help="graph nodes to keep in float32 (by name)")
 
 
-def export_with(settings: ExportSettings) -> tuple[Path, ExportCheck | None]:
-    """``export_checkpoint`` with the command's settings."""
+def export_with(settings: ExportSettings):
+    """``export_checkpoint`` (or, with ``int8``, ``export_int8``) with the command's settings."""
     s = asdict(settings)
+    quant = {k: s.pop(k) for k in ("int8", "calib", "calib_images", "calib_method", "activations", "keep_float")}
+    if quant.pop("int8"):
+        if s["check"] or s["check_image"]:
+            raise UserError("--check", "", "an int8 export is checked against the float model on the calibration "
+                                           "images, always; drop --check")
+        return export_int8(s["weights"], s["out"] or None, s["size"], nms=s["nms"], conf=s["conf"], iou=s["iou"],
+                           max_det=s["max_det"], force=s["force"], **quant)
     return export_checkpoint(s.pop("weights"), s.pop("out") or None, s.pop("size"), check_image=s.pop("check_image")
                              or None, **{k: v for k, v in s.items() if k != "format"})
+
+
+def export_int8(weights: str | os.PathLike, out: str | os.PathLike | None = None, size: int | None = None, *,
+                calib: str | os.PathLike, calib_images: int = 100, calib_method: str = "minmax",
+                activations: str = "uint8", keep_float: Sequence[str] = (), nms: bool = False, conf: float = 0.05,
+                iou: float = 0.7, max_det: int = 100, force: bool = False):
+    """``tinynas export --int8``: the checkpoint exported, then quantized to int8 for onnxruntime
+    (``deploy.quantize``) with ranges from ``calib_images`` images of the folder ``calib``;
+    returns the file, what was quantized, and the int8 outputs' distance from the float model's
+    on (up to 8 of) those images."""
+    import tempfile
+
+    from ..checkpoint import load_detector_checkpoint, resolve_size
+    from ..deploy.quantize import calibration_images, calibration_inputs, compare_float_and_int8, quantize_onnx
+    from ..runfolder import check_new_file
+
+    if not calib:
+        raise UserError("--calib", "", "required with --int8: a folder of calibration images (e.g. the training "
+                                       "images)")
+    path = Path(out) if out is not None else Path(weights).with_name(Path(weights).stem + "-int8.onnx")
+    check_new_file(path, "--out", force)
+    _, ckpt = load_detector_checkpoint(weights)
+    run_size = resolve_size(ckpt.size, size, str(weights))
+    inputs = calibration_inputs(calibration_images(calib, calib_images), run_size)
+    with tempfile.TemporaryDirectory() as work:
+        float_path, _ = export_checkpoint(weights, Path(work) / "float32.onnx", run_size, nms=nms, conf=conf, iou=iou,
+                                          max_det=max_det)
+        result = quantize_onnx(float_path, path, inputs, calib_method, keep_float, activations)
+        check = compare_float_and_int8(float_path, path, inputs[:8])
+    return path, result, check
 
 
 def skipped_image_files(source: str | os.PathLike) -> list[Path]:

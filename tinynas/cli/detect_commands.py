@@ -13,7 +13,9 @@ PREDICT_FLAGS = (Flag("weights", metavar="CKPT", text=True), Flag("source", meta
                  Flag("draw", spelling="--no-draw", negate=True, help="only write the JSON (draw=false)"), Flag("force"))
 INFO_FLAGS = (Flag("size"), Flag("unfused"))
 EXPORT_FLAGS = (Flag("weights", metavar="CKPT", text=True), Flag("format"), Flag("out", metavar="FILE", text=True),
-                *_COMMON, Flag("nms"), Flag("check"), Flag("check_image", metavar="IMAGE", text=True), Flag("force"))
+                *_COMMON, Flag("nms"), Flag("check"), Flag("check_image", metavar="IMAGE", text=True), Flag("force"),
+                Flag("int8"), Flag("calib", metavar="DIR", text=True), Flag("calib_images"), Flag("calib_method"),
+                Flag("activations"), Flag("keep_float", metavar="NODE", text=True, many="append"))
 
 
 def register(sub) -> None:
@@ -81,7 +83,15 @@ def run_export(args) -> int:
 
     from ..api import ExportSettings, export_with
 
-    out, check = export_with(read_settings(ExportSettings, given_settings(args, EXPORT_FLAGS), EXPORT_FLAGS))
+    settings = read_settings(ExportSettings, given_settings(args, EXPORT_FLAGS), EXPORT_FLAGS)
+    if settings.int8:
+        out, result, check = export_with(settings)
+        print(f"wrote {out}: int8 ({result.quantized_nodes} tensors quantized; {result.method} ranges from "
+              f"{result.images} images{'; kept float: ' + ', '.join(result.kept_float) if result.kept_float else ''})")
+        print("int8 vs float on " + f"{check.images} calibration images: " + "; ".join(
+            f"{name} max |diff| {check.max_abs[name]:.4g}, mean {check.mean_abs[name]:.4g}" for name in check.max_abs))
+        return 0
+    out, check = export_with(settings)
     print(f"wrote {out}")
     if check is None:
         return 0

@@ -1,0 +1,135 @@
+"""Post-training int8 export (``tinynas export --int8``): the quantized file against the float
+model, the calibration choices, layers kept in float, and bad calibration input."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from tinynas.api import export_checkpoint, export_int8
+from tinynas.cli import main
+from tinynas.deploy.onnx_model import OnnxDetector
+from tinynas.deploy.quantize import calibration_images, calibration_inputs, compare_float_and_int8, quantize_onnx
+from tinynas.errors import UserError
+
+pytest.importorskip("onnxruntime")
+
+
+def _convs(model) -> list:
+    return [n for n in model.graph.node if n.op_type == "Conv"]
+
+
+def _dequantized_weight(model, conv) -> bool:
+    """True when the conv's weight comes out of a DequantizeLinear (the conv runs in int8)."""
+    producers = {out: node for node in model.graph.node for out in node.output}
+    node = producers.get(conv.input[1])
+    return node is not None and node.op_type == "DequantizeLinear"
+
+
+@pytest.fixture(scope="module")
+def float_export(trained, tmp_path_factory):
+    data, run = trained
+    out = tmp_path_factory.mktemp("q") / "float.onnx"
+    export_checkpoint(run / "best.pt", out)
+    inputs = calibration_inputs(calibration_images(data.train_images, 16), 128)
+    return data, run, out, inputs
+
+
+def test_int8_export_is_close_to_the_float_model_and_keeps_its_metadata(float_export, tmp_path, capsys):
+    data, run, float_path, inputs = float_export
+    out = tmp_path / "int8.onnx"
+    assert main(["export", "--weights", str(run / "best.pt"), "--out", str(out), "--int8",
+                 "--calib", str(data.train_images), "calib_images=16"]) == 0
+    printed = capsys.readouterr().out
+    assert "int8" in printed and "minmax ranges from 16 images" in printed and "scores max |diff|" in printed
+    model = onnx.load(str(out))
+    convs = _convs(model)
+    assert convs and all(_dequantized_weight(model, c) for c in convs)  # every convolution runs in int8
+    meta = {p.key: p.value for p in model.metadata_props}
+    floats = {p.key: p.value for p in onnx.load(str(float_path)).metadata_props}
+    assert json.loads(meta["precision"])["calibration"] == "minmax" and "precision" not in floats
+    assert json.loads(meta["class_names"]) == json.loads(floats["class_names"])
+    # Tolerance: on this one-epoch model int8 moves a score by ~0.002 and a box side by ~0.1 px
+    # on average; a mis-scaled tensor moves them by tenths and tens of pixels.
+    check = compare_float_and_int8(float_path, out, inputs[:8])
+    assert check.mean_abs["scores"] < 0.01 and check.mean_abs["boxes"] < 1.0, check
+    assert check.max_abs["scores"] < 0.15, check
+    # the int8 file predicts as the float one does: same classes and size, each image's best score
+    # within a few hundredths (which anchor wins may differ: this model's scores are close)
+    import torch
+
+    int8, floating = OnnxDetector(out), OnnxDetector(float_path)
+    assert int8.class_names == floating.class_names and int8.size == floating.size
+    images = torch.from_numpy(np.concatenate(inputs[:4]))
+    for got, want in zip(int8.detect(images, 0.001, 0.7, 10), floating.detect(images, 0.001, 0.7, 10)):
+        assert len(got.scores) and len(want.scores)
+        assert abs(float(got.scores[0]) - float(want.scores[0])) < 0.05
+
+
+def test_each_calibration_method_and_activation_form(float_export, tmp_path):
+    _, _, float_path, inputs = float_export
+    scales = {}
+    for method in ("minmax", "percentile"):
+        result = quantize_onnx(float_path, tmp_path / f"{method}.onnx", inputs, method)
+        assert result.method == method and result.images == len(inputs) and result.quantized_nodes > 0
+        model = onnx.load(str(result.path))
+        scales[method] = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer
+                          if i.name.endswith("_scale")}
+    # percentile clips the outliers minmax keeps: some activation ranges are narrower
+    narrower = [k for k in scales["minmax"] if np.all(scales["percentile"][k] < scales["minmax"][k] * 0.999)]
+    assert narrower
+    symmetric = quantize_onnx(float_path, tmp_path / "sym.onnx", inputs, "minmax", activations="int8")
+    zero_points = [onnx.numpy_helper.to_array(i) for i in onnx.load(str(symmetric.path)).graph.initializer
+                   if i.name.endswith("_zero_point")]
+    assert zero_points and not any(z.any() for z in zero_points), [z.dtype for z in zero_points][:8]
+    check = compare_float_and_int8(float_path, symmetric.path, inputs[:4])
+    assert check.mean_abs["scores"] < 0.02
+
+
+def test_a_node_kept_in_float_is_not_quantized_and_an_unknown_name_is_refused(float_export, tmp_path):
+    _, _, float_path, inputs = float_export
+    first = _convs(onnx.load(str(float_path)))[0].name
+    result = quantize_onnx(float_path, tmp_path / "keep.onnx", inputs, keep_float=[first])
+    model = onnx.load(str(result.path))
+    kept = [c for c in _convs(model) if c.name == first]
+    assert kept and not _dequantized_weight(model, kept[0]) and result.kept_float == (first,)
+    assert all(_dequantized_weight(model, c) for c in _convs(model) if c.name != first)
+    with pytest.raises(UserError, match="--keep-float.*no_such_conv"):
+        quantize_onnx(float_path, tmp_path / "bad.onnx", inputs, keep_float=["no_such_conv"])
+
+
+def test_bad_calibration_input_is_one_line_naming_it(trained, tmp_path, capsys):
+    data, run = trained
+    weights = str(run / "best.pt")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "a.jpg").write_bytes(b"not a jpeg")
+    cases = [([], "--calib: required with --int8"),
+             (["--calib", str(tmp_path / "missing")], "expected a folder of calibration images"),
+             (["--calib", str(empty)], "no images"),
+             (["--calib", str(broken)], "a.jpg"),
+             (["--calib", str(data.train_images), "calib_method=kl"], "calib_method")]
+    for extra, said in cases:
+        out = tmp_path / "x.onnx"
+        assert main(["export", "--weights", weights, "--out", str(out), "--int8", *extra]) == 2, extra
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and said in err[0], (extra, err)
+        assert not out.exists()
+    # an int8 export is always checked against the float model: --check would compare with torch
+    assert main(["export", "--weights", weights, "--int8", "--calib", str(data.train_images), "--check"]) == 2
+    assert "--check" in capsys.readouterr().err
+
+
+def test_the_api_writes_beside_the_checkpoint_by_default(trained, tmp_path):
+    import shutil
+
+    data, run = trained
+    weights = tmp_path / "best.pt"
+    shutil.copy(run / "best.pt", weights)
+    path, result, check = export_int8(weights, calib=data.train_images, calib_images=4)
+    assert path == tmp_path / "best-int8.onnx" and path.is_file() and result.images == 4 and check.images == 4
+    with pytest.raises(UserError, match="--out"):  # an existing file is replaced only with force
+        export_int8(weights, calib=data.train_images, calib_images=4)
