@@ -133,3 +133,70 @@ def test_the_api_writes_beside_the_checkpoint_by_default(trained, tmp_path):
     assert path == tmp_path / "best-int8.onnx" and path.is_file() and result.images == 4 and check.images == 4
     with pytest.raises(UserError, match="--out"):  # an existing file is replaced only with force
         export_int8(weights, calib=data.train_images, calib_images=4)
+
+
+def _graph_with_one_sensitive_conv(path):
+    """``scores`` = a 1x1 identity conv of the image; ``boxes`` = a conv reading only the small
+    channels of the image times (500, 1, 1): quantized, its input's per-tensor range is set by the
+    500-scaled channel, and the channels it reads fall to a step or two."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    scale = np.ones((1, 3, 1, 1), np.float32)
+    scale[0, 0] = 500
+    wb = np.zeros((2, 3, 1, 1), np.float32)
+    wb[0, 1] = wb[1, 2] = 1
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["images", "wa"], ["scores"], name="benign"),
+         helper.make_node("Mul", ["images", "scale"], ["big"], name="outlier"),
+         helper.make_node("Conv", ["big", "wb"], ["boxes"], name="sensitive")], "g",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 3, 16, 16]),
+         helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 2, 16, 16])],
+        [numpy_helper.from_array(np.eye(3, dtype=np.float32).reshape(3, 3, 1, 1), "wa"),
+         numpy_helper.from_array(scale, "scale"), numpy_helper.from_array(wb, "wb")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.save(model, str(path))
+    rng = np.random.default_rng(0)
+    return [rng.random((1, 3, 16, 16), dtype=np.float32) for _ in range(4)]
+
+
+def test_sensitivity_ranks_the_deliberately_sensitive_layer_first_and_keeping_it_float_repairs_it(tmp_path):
+    from tinynas.deploy.sensitivity import layer_sensitivity
+
+    path = tmp_path / "g.onnx"
+    inputs = _graph_with_one_sensitive_conv(path)
+    ranked = layer_sensitivity(path, inputs)
+    assert [r.node for r in ranked] == ["sensitive", "benign"]
+    assert ranked[0].worst_snr_db < 10 < 40 < ranked[1].worst_snr_db
+    assert ranked[0].snr_db["scores"] == float("inf")  # a conv of the other branch leaves scores exact
+    assert ranked[0].cosine["boxes"] < 0.9 < 0.999 < ranked[1].cosine["boxes"]
+    both = compare_float_and_int8(path, quantize_onnx(path, tmp_path / "all.onnx", inputs).path, inputs)
+    kept = compare_float_and_int8(path, quantize_onnx(path, tmp_path / "kept.onnx", inputs,
+                                                      keep_float=["sensitive"]).path, inputs)
+    assert kept.mean_abs["boxes"] < both.mean_abs["boxes"] / 20
+
+
+def test_quant_sensitivity_command_and_export_keeping_the_top_k(trained, tmp_path, capsys):
+    import csv
+
+    data, run = trained
+    out = tmp_path / "sens"
+    assert main(["quant", "sensitivity", "--weights", str(run / "best.pt"), "--calib", str(data.train_images),
+                 "calib_images=4", "top=3", "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    rows = list(csv.DictReader((out / "sensitivity.csv").open()))
+    float_model = tmp_path / "f.onnx"
+    export_checkpoint(run / "best.pt", float_model)
+    assert len(rows) == len(_convs(onnx.load(str(float_model))))
+    snrs = [float(r["worst_snr_db"]) for r in rows]
+    assert snrs == sorted(snrs) and (out / "sensitivity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert rows[0]["node"] in printed and rows[3]["node"] not in printed.split("convolutions;")[0]
+    # the export keeps the same top layers in float, ranked on the same calibration images
+    int8 = tmp_path / "top2.onnx"
+    assert main(["export", "--weights", str(run / "best.pt"), "--out", str(int8), "--int8", "--calib",
+                 str(data.train_images), "calib_images=4", "keep_float_top=2"]) == 0
+    model = onnx.load(str(int8))
+    in_float = {c.name for c in _convs(model) if not _dequantized_weight(model, c)}
+    assert in_float == {rows[0]["node"], rows[1]["node"]}
+    assert "kept float" in capsys.readouterr().out

@@ -18,7 +18,7 @@ from tinynas.search.search_recipe import load_search_recipe
 # The spellings one name replaced; none may be offered (in --help) by any command.
 RETIRED = {"--db": "--latency-db", "--batch": "--batch-size", "--model-size": "--size"}
 # --weights is a checkpoint wherever it is offered; stage weights are --stage-weights.
-CHECKPOINT_COMMANDS = {"predict", "export", "eval"}
+CHECKPOINT_COMMANDS = {"predict", "export", "eval", "quant sensitivity"}
 
 
 def _commands(parser, prefix=()):

@@ -15,6 +15,7 @@
 | ``latency validate`` | ``validate_latency_table``, ``validate_detector_latency`` |
 | ``latency import-tinynas``, ``rehash``, ``list`` | ``import_tinynas_table``, ``rehash_latency_table``, ``list_latency_tables`` (``import_with``, ``rehash_with``) |
 | ``latency calibrate``, ``latency time`` | ``calibrate_latency_table``, ``time_onnx_files`` |
+| ``quant sensitivity`` | ``quant_sensitivity`` (``sensitivity_with``) |
 | ``cfg`` | ``search_settings``, ``train_settings``, ``design_settings`` |
 
 Each command's settings are a frozen dataclass (``PredictSettings``, ``LatencyMergeSettings``, ...) and
@@ -40,6 +41,7 @@ from .latency_settings import (LatencyBuildSettings, LatencyCalibrateSettings, L
                                LatencyMergeSettings, LatencyPredictSettings, LatencyRehashSettings,
                                LatencyTimeSettings, LatencyValidateSettings, build_with, calibrate_with, import_with,
                                merge_with, rehash_with, time_with)
+from .quant import QuantSensitivitySettings, quant_sensitivity, sensitivity_with
 from .search import SearchRecipe, resolved_search_recipe, resume_search, run_search, search_backends
 from .settings import DEFAULT as DEFAULT_ORIGIN
 from .settings import design_settings, search_settings, settings_rows, train_settings
@@ -68,9 +70,9 @@ __all__ = [
     "list_latency_tables", "load_any_arch", "load_train_recipe", "make_synthetic_dataset", "merge_latency_shards",
     "merge_with", "model_info", "model_recipe", "ModelInfoSettings", "parse_stage_weights", "plan_latency_build",
     "predict_backbone_latency", "predict_detector_latency", "predict_images", "predict_with", "predictions_file",
-    "PredictSettings", "rehash_latency_table", "rehash_with", "resolved_search_recipe", "resume_search",
+    "PredictSettings", "quant_sensitivity", "QuantSensitivitySettings", "rehash_latency_table", "rehash_with", "resolved_search_recipe", "resume_search",
     "resume_training", "run_distill_chain", "run_search", "score_arch", "score_with", "SCORER_NAMES", "ScoreSettings",
-    "search_backends", "search_settings", "SearchRecipe", "settings_rows", "skipped_image_files", "synth_with",
+    "search_backends", "search_settings", "SearchRecipe", "sensitivity_with", "settings_rows", "skipped_image_files", "synth_with",
     "synthetic_classes", "table_sidecar", "time_onnx_files", "time_with", "train_detector", "train_settings",
     "validate_detector_latency", "validate_latency_table",
 ]

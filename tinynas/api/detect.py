@@ -154,12 +154,16 @@ class ExportSettings:
         "uint8", help="int8 activations' form: uint8 with zero points (onnxruntime's fast path on x86) or int8 "
                       "symmetric (TensorRT's)")
     keep_float: tuple[str, ...] = setting((), help="graph nodes to keep in float32 (by name)")
+    keep_float_top: int = setting(0, bounds="[0, inf)", help="also keep the K convolutions int8 hurts most in float32 "
+                                                             "(ranked first on the calibration images, as `tinynas "
+                                                             "quant sensitivity` ranks them)")
 
 
 def export_with(settings: ExportSettings):
     """``export_checkpoint`` (or, with ``int8``, ``export_int8``) with the command's settings."""
     s = asdict(settings)
-    quant = {k: s.pop(k) for k in ("int8", "calib", "calib_images", "calib_method", "activations", "keep_float")}
+    quant = {k: s.pop(k) for k in ("int8", "calib", "calib_images", "calib_method", "activations", "keep_float",
+                                   "keep_float_top")}
     if quant.pop("int8"):
         if s["check"] or s["check_image"]:
             raise UserError("--check", "", "an int8 export is checked against the float model on the calibration "
@@ -172,12 +176,13 @@ def export_with(settings: ExportSettings):
 
 def export_int8(weights: str | os.PathLike, out: str | os.PathLike | None = None, size: int | None = None, *,
                 calib: str | os.PathLike, calib_images: int = 100, calib_method: str = "minmax",
-                activations: str = "uint8", keep_float: Sequence[str] = (), nms: bool = False, conf: float = 0.05,
-                iou: float = 0.7, max_det: int = 100, force: bool = False):
+                activations: str = "uint8", keep_float: Sequence[str] = (), keep_float_top: int = 0, nms: bool = False,
+                conf: float = 0.05, iou: float = 0.7, max_det: int = 100, force: bool = False):
     """``tinynas export --int8``: the checkpoint exported, then quantized to int8 for onnxruntime
     (``deploy.quantize``) with ranges from ``calib_images`` images of the folder ``calib``;
     returns the file, what was quantized, and the int8 outputs' distance from the float model's
-    on (up to 8 of) those images."""
+    on (up to 8 of) those images. ``keep_float_top``: the K most sensitive convolutions
+    (``deploy.sensitivity``) stay float, besides the ``keep_float`` nodes."""
     import tempfile
 
     from ..checkpoint import load_detector_checkpoint, resolve_size
@@ -195,6 +200,11 @@ def export_int8(weights: str | os.PathLike, out: str | os.PathLike | None = None
     with tempfile.TemporaryDirectory() as work:
         float_path, _ = export_checkpoint(weights, Path(work) / "float32.onnx", run_size, nms=nms, conf=conf, iou=iou,
                                           max_det=max_det)
+        if keep_float_top:
+            from ..deploy.sensitivity import layer_sensitivity
+
+            ranked = layer_sensitivity(float_path, inputs, calib_method, activations)
+            keep_float = [*keep_float, *[r.node for r in ranked[:keep_float_top] if r.node not in keep_float]]
         result = quantize_onnx(float_path, path, inputs, calib_method, keep_float, activations)
         check = compare_float_and_int8(float_path, path, inputs[:8])
     return path, result, check

@@ -17,11 +17,12 @@ from . import data_commands
 from . import design_commands
 from . import detect_commands
 from . import latency_commands
+from . import quant_commands
 from . import search_commands
 from . import train_commands
 
-COMMAND_MODULES = [arch_commands, data_commands, design_commands, detect_commands, latency_commands, search_commands,
-                   train_commands, cfg_commands]
+COMMAND_MODULES = [arch_commands, data_commands, design_commands, detect_commands, latency_commands, quant_commands,
+                   search_commands, train_commands, cfg_commands]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -111,7 +111,8 @@ def _search_rows(parsed) -> list[tuple[str, object, str]]:
 def settings_of(command: str, parsed) -> tuple[type, tuple] | None:
     """The settings dataclass and flags of a command whose flags are generated from one."""
     from .. import api
-    from . import arch_commands, calibrate_commands, data_commands, detect_commands, latency_commands, time_commands
+    from . import (arch_commands, calibrate_commands, data_commands, detect_commands, latency_commands, quant_commands,
+                   time_commands)
 
     table = {("predict", None): (api.PredictSettings, detect_commands.PREDICT_FLAGS),
              ("info", None): (api.InfoSettings, arch_commands.INFO_FLAGS),
@@ -129,8 +130,9 @@ def settings_of(command: str, parsed) -> tuple[type, tuple] | None:
              ("data", "check"): (api.DataCheckSettings, data_commands.CHECK_FLAGS),
              ("data", "convert"): (api.DataConvertSettings, data_commands.CONVERT_FLAGS),
              ("data", "synth"): (api.DataSynthSettings, data_commands.SYNTH_FLAGS),
-             ("model", "info"): (api.ModelInfoSettings, detect_commands.INFO_FLAGS)}
-    action = next((getattr(parsed, name) for name in ("latency_command", "data_command", "model_command")
+             ("model", "info"): (api.ModelInfoSettings, detect_commands.INFO_FLAGS),
+             ("quant", "sensitivity"): (api.QuantSensitivitySettings, quant_commands.SENSITIVITY_FLAGS)}
+    action = next((getattr(parsed, name) for name in ("latency_command", "data_command", "model_command", "quant_command")
                    if getattr(parsed, name, None)), None)
     return table.get((command, action))
 

@@ -15,7 +15,8 @@ INFO_FLAGS = (Flag("size"), Flag("unfused"))
 EXPORT_FLAGS = (Flag("weights", metavar="CKPT", text=True), Flag("format"), Flag("out", metavar="FILE", text=True),
                 *_COMMON, Flag("nms"), Flag("check"), Flag("check_image", metavar="IMAGE", text=True), Flag("force"),
                 Flag("int8"), Flag("calib", metavar="DIR", text=True), Flag("calib_images"), Flag("calib_method"),
-                Flag("activations"), Flag("keep_float", metavar="NODE", text=True, many="append"))
+                Flag("activations"), Flag("keep_float", metavar="NODE", text=True, many="append"),
+                Flag("keep_float_top", metavar="K"))
 
 
 def register(sub) -> None:

@@ -103,12 +103,14 @@ class QuantizeResult:
 
 
 def quantize_onnx(float_path: str | os.PathLike, out: str | os.PathLike, inputs: Sequence[np.ndarray],
-                  method: str = "minmax", keep_float: Sequence[str] = (), activations: str = "uint8") -> QuantizeResult:
+                  method: str = "minmax", keep_float: Sequence[str] = (), activations: str = "uint8",
+                  ranges_cache: str | os.PathLike | None = None) -> QuantizeResult:
     """Write the int8 form of the float ONNX model ``float_path`` to ``out`` (atomically).
 
     ``activations``: ``uint8`` (asymmetric, with zero points: onnxruntime's fast path on x86, whose
     int8 kernels multiply unsigned activations by signed weights) or ``int8`` (symmetric, as
-    TensorRT requires)."""
+    TensorRT requires). ``ranges_cache``: a file keeping the calibrated ranges, computed on the
+    first call and reused by later ones (quantizing the same model differently, layer by layer)."""
     try:
         import onnx
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -136,6 +138,7 @@ def quantize_onnx(float_path: str | os.PathLike, out: str | os.PathLike, inputs:
                         calibrate_method=calibration, nodes_to_exclude=list(keep_float),
                         op_types_to_quantize=QUANTIZED_OPS,
                         extra_options={"ActivationSymmetric": activations == "int8", "WeightSymmetric": True},
+                        calibration_cache_path=str(ranges_cache) if ranges_cache else None,
                         calibration_providers=["CPUExecutionProvider"])
         result = onnx.load(str(quantized))
     del result.metadata_props[:]
