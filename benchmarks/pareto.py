@@ -92,8 +92,9 @@ def run_measured(command: list[str], cpu_file: Path, device: str = "cpu") -> Non
                                     "wall_seconds": time.perf_counter() - started}) + "\n")
 
 
-def tinynas_train(dataset, folder: Path, model: str, seed: int, args) -> None:
-    """Train one tinynas run (or resume it), then write its val detections from best.pt."""
+def tinynas_train(dataset, folder: Path, model: str, seed: int, args, sections: dict | None = None) -> None:
+    """Train one tinynas run (or resume it), then write its val detections from best.pt.
+    ``sections``: more recipe sections (a ``distill`` one naming a teacher)."""
     cpu_file = folder / "train_cpu.json"
     if not cpu_file.is_file():
         folder.mkdir(parents=True, exist_ok=True)
@@ -103,7 +104,8 @@ def tinynas_train(dataset, folder: Path, model: str, seed: int, args) -> None:
                            "train_annotations": str(dataset.train_annotations.resolve()),
                            "val_images": str(dataset.val_images.resolve()),
                            "val_annotations": str(dataset.val_annotations.resolve()), "size": args.size},
-                  "train": {"epochs": args.epochs, "batch_size": args.batch, "seed": seed, "device": args.device}}
+                  "train": {"epochs": args.epochs, "batch_size": args.batch, "seed": seed, "device": args.device},
+                  **(sections or {})}
         recipe_path = folder.parent / f"{folder.name}.yaml"
         recipe_path.write_text(yaml.safe_dump(recipe, sort_keys=False))
         command = [sys.executable, "-m", "tinynas", "train", "--quiet"]
