@@ -200,3 +200,24 @@ def test_quant_sensitivity_command_and_export_keeping_the_top_k(trained, tmp_pat
     in_float = {c.name for c in _convs(model) if not _dequantized_weight(model, c)}
     assert in_float == {rows[0]["node"], rows[1]["node"]}
     assert "kept float" in capsys.readouterr().out
+
+
+def test_int8_export_scores_both_files_on_val_when_given_it(trained, tmp_path, capsys):
+    from tinynas.train.coco_eval import coco_metrics
+
+    data, run = trained
+    out = tmp_path / "q.onnx"
+    assert main(["export", "--weights", str(run / "best.pt"), "--out", str(out), "--int8", "--calib",
+                 str(data.train_images), "calib_images=8", "--val-images", str(data.val_images),
+                 "--val-annotations", str(data.val_annotations)]) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("AP on val"))
+    # the printed int8 AP is what pycocotools gives the int8 file's predictions on val
+    from tinynas.api import predict_images, predictions_file
+
+    predict_images(out, data.val_images, tmp_path / "p", conf=0.001, iou=0.7, max_det=100, draw=False,
+                   progress=False, annotations=data.val_annotations)
+    ap = coco_metrics(data.val_annotations, json.loads(predictions_file(tmp_path / "p").read_text()))["AP"]
+    assert f"int8 {ap:.4f}" in line
+    assert main(["export", "--weights", str(run / "best.pt"), "--out", str(tmp_path / "r.onnx"), "--int8", "--calib",
+                 str(data.train_images), "--val-images", str(data.val_images)]) == 2
+    assert "--val-annotations" in capsys.readouterr().err

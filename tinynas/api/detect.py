@@ -157,13 +157,16 @@ class ExportSettings:
     keep_float_top: int = setting(0, bounds="[0, inf)", help="also keep the K convolutions int8 hurts most in float32 "
                                                              "(ranked first on the calibration images, as `tinynas "
                                                              "quant sensitivity` ranks them)")
+    val_images: str = setting("", help="with int8 and val_annotations: also score the float and int8 files on "
+                                       "these images (COCO AP, conf 0.001, IoU 0.7, 100 detections)")
+    val_annotations: str = setting("", help="the COCO file of val_images")
 
 
 def export_with(settings: ExportSettings):
     """``export_checkpoint`` (or, with ``int8``, ``export_int8``) with the command's settings."""
     s = asdict(settings)
     quant = {k: s.pop(k) for k in ("int8", "calib", "calib_images", "calib_method", "activations", "keep_float",
-                                   "keep_float_top")}
+                                   "keep_float_top", "val_images", "val_annotations")}
     if quant.pop("int8"):
         if s["check"] or s["check_image"]:
             raise UserError("--check", "", "an int8 export is checked against the float model on the calibration "
@@ -177,7 +180,8 @@ def export_with(settings: ExportSettings):
 def export_int8(weights: str | os.PathLike, out: str | os.PathLike | None = None, size: int | None = None, *,
                 calib: str | os.PathLike, calib_images: int = 100, calib_method: str = "minmax",
                 activations: str = "uint8", keep_float: Sequence[str] = (), keep_float_top: int = 0, nms: bool = False,
-                conf: float = 0.05, iou: float = 0.7, max_det: int = 100, force: bool = False):
+                conf: float = 0.05, iou: float = 0.7, max_det: int = 100, force: bool = False,
+                val_images: str | os.PathLike = "", val_annotations: str | os.PathLike = ""):
     """``tinynas export --int8``: the checkpoint exported, then quantized to int8 for onnxruntime
     (``deploy.quantize``) with ranges from ``calib_images`` images of the folder ``calib``;
     returns the file, what was quantized, and the int8 outputs' distance from the float model's
@@ -192,6 +196,11 @@ def export_int8(weights: str | os.PathLike, out: str | os.PathLike | None = None
     if not calib:
         raise UserError("--calib", "", "required with --int8: a folder of calibration images (e.g. the training "
                                        "images)")
+    if bool(val_images) != bool(val_annotations):
+        raise UserError("--val-annotations" if val_images else "--val-images", "",
+                        "give val_images and val_annotations together (the AP of both files on val)")
+    if nms and val_images:
+        raise UserError("--val-images", "", "the AP on val is scored without --nms (predict's own NMS at conf 0.001)")
     path = Path(out) if out is not None else Path(weights).with_name(Path(weights).stem + "-int8.onnx")
     check_new_file(path, "--out", force)
     _, ckpt = load_detector_checkpoint(weights)
@@ -207,7 +216,23 @@ def export_int8(weights: str | os.PathLike, out: str | os.PathLike | None = None
             keep_float = [*keep_float, *[r.node for r in ranked[:keep_float_top] if r.node not in keep_float]]
         result = quantize_onnx(float_path, path, inputs, calib_method, keep_float, activations)
         check = compare_float_and_int8(float_path, path, inputs[:8])
+        if val_images:
+            from dataclasses import replace
+
+            check = replace(check, ap={"float32": _val_ap(float_path, val_images, val_annotations, Path(work) / "f"),
+                                       "int8": _val_ap(path, val_images, val_annotations, Path(work) / "q")})
     return path, result, check
+
+
+def _val_ap(model: Path, images, annotations, out: Path) -> float:
+    """COCO AP of an exported file on val, as the benchmarks score (conf 0.001, IoU 0.7, 100)."""
+    import json
+
+    from ..train.coco_eval import coco_metrics
+
+    predict_images(model, images, out, conf=0.001, iou=0.7, max_det=100, draw=False, progress=False,
+                   annotations=annotations)
+    return coco_metrics(annotations, json.loads(predictions_file(out).read_text()))["AP"]
 
 
 def skipped_image_files(source: str | os.PathLike) -> list[Path]:

@@ -16,7 +16,8 @@ EXPORT_FLAGS = (Flag("weights", metavar="CKPT", text=True), Flag("format"), Flag
                 *_COMMON, Flag("nms"), Flag("check"), Flag("check_image", metavar="IMAGE", text=True), Flag("force"),
                 Flag("int8"), Flag("calib", metavar="DIR", text=True), Flag("calib_images"), Flag("calib_method"),
                 Flag("activations"), Flag("keep_float", metavar="NODE", text=True, many="append"),
-                Flag("keep_float_top", metavar="K"))
+                Flag("keep_float_top", metavar="K"), Flag("val_images", metavar="DIR", text=True),
+                Flag("val_annotations", metavar="COCO_JSON", text=True))
 
 
 def register(sub) -> None:
@@ -91,6 +92,9 @@ def run_export(args) -> int:
               f"{result.images} images{'; kept float: ' + ', '.join(result.kept_float) if result.kept_float else ''})")
         print("int8 vs float on " + f"{check.images} calibration images: " + "; ".join(
             f"{name} max |diff| {check.max_abs[name]:.4g}, mean {check.mean_abs[name]:.4g}" for name in check.max_abs))
+        if check.ap is not None:
+            print(f"AP on val: float32 {check.ap['float32']:.4f}, int8 {check.ap['int8']:.4f} "
+                  f"({(check.ap['int8'] - check.ap['float32']) * 100:+.2f} points)")
         return 0
     out, check = export_with(settings)
     print(f"wrote {out}")

@@ -162,6 +162,7 @@ class QuantizeCheck:
     max_abs: dict[str, float]
     mean_abs: dict[str, float]
     images: int
+    ap: dict[str, float] | None = None  # with val data: COCO AP of "float32" and "int8" on it
 
 
 def compare_float_and_int8(float_path: str | os.PathLike, int8_path: str | os.PathLike,
