@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -187,10 +188,7 @@ def export_int8(weights: str | os.PathLike, out: str | os.PathLike | None = None
     returns the file, what was quantized, and the int8 outputs' distance from the float model's
     on (up to 8 of) those images. ``keep_float_top``: the K most sensitive convolutions
     (``deploy.sensitivity``) stay float, besides the ``keep_float`` nodes."""
-    import tempfile
-
-    from ..checkpoint import load_detector_checkpoint, resolve_size
-    from ..deploy.quantize import calibration_images, calibration_inputs, compare_float_and_int8, quantize_onnx
+    from ..deploy.quantize import compare_float_and_int8, quantize_onnx
     from ..runfolder import check_new_file
 
     if not calib:
@@ -203,12 +201,8 @@ def export_int8(weights: str | os.PathLike, out: str | os.PathLike | None = None
         raise UserError("--val-images", "", "the AP on val is scored without --nms (predict's own NMS at conf 0.001)")
     path = Path(out) if out is not None else Path(weights).with_name(Path(weights).stem + "-int8.onnx")
     check_new_file(path, "--out", force)
-    _, ckpt = load_detector_checkpoint(weights)
-    run_size = resolve_size(ckpt.size, size, str(weights))
-    inputs = calibration_inputs(calibration_images(calib, calib_images), run_size)
-    with tempfile.TemporaryDirectory() as work:
-        float_path, _ = export_checkpoint(weights, Path(work) / "float32.onnx", run_size, nms=nms, conf=conf, iou=iou,
-                                          max_det=max_det)
+    with calibrated_float_export(weights, size, calib, calib_images, nms=nms, conf=conf, iou=iou,
+                                 max_det=max_det) as (work, float_path, inputs):
         if keep_float_top:
             from ..deploy.sensitivity import layer_sensitivity
 
@@ -219,9 +213,27 @@ def export_int8(weights: str | os.PathLike, out: str | os.PathLike | None = None
         if val_images:
             from dataclasses import replace
 
-            check = replace(check, ap={"float32": _val_ap(float_path, val_images, val_annotations, Path(work) / "f"),
-                                       "int8": _val_ap(path, val_images, val_annotations, Path(work) / "q")})
+            check = replace(check, ap={"float32": _val_ap(float_path, val_images, val_annotations, work / "f"),
+                                       "int8": _val_ap(path, val_images, val_annotations, work / "q")})
     return path, result, check
+
+
+@contextlib.contextmanager
+def calibrated_float_export(weights: str | os.PathLike, size: int | None, calib: str | os.PathLike,
+                            calib_images: int, **export_options):
+    """(a temporary folder, the checkpoint's float32 export in it, ``calib_images`` images of the
+    folder ``calib`` prepared at the export's size): what quantizing a checkpoint starts from."""
+    import tempfile
+
+    from ..checkpoint import load_detector_checkpoint, resolve_size
+    from ..deploy.quantize import calibration_images, calibration_inputs
+
+    _, ckpt = load_detector_checkpoint(weights)
+    run_size = resolve_size(ckpt.size, size, str(weights))
+    inputs = calibration_inputs(calibration_images(calib, calib_images), run_size)
+    with tempfile.TemporaryDirectory() as work:
+        float_path, _ = export_checkpoint(weights, Path(work) / "float32.onnx", run_size, **export_options)
+        yield Path(work), float_path, inputs
 
 
 def _val_ap(model: Path, images, annotations, out: Path) -> float:

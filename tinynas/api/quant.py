@@ -34,18 +34,10 @@ def quant_sensitivity(weights: str | os.PathLike, calib: str | os.PathLike, cali
                       progress=None):
     """Every convolution of the checkpoint's export quantized alone, most sensitive first
     (``deploy.sensitivity.LayerSensitivity`` each)."""
-    import tempfile
-
-    from ..checkpoint import load_detector_checkpoint, resolve_size
-    from ..deploy.quantize import calibration_images, calibration_inputs
     from ..deploy.sensitivity import layer_sensitivity
-    from .detect import export_checkpoint
+    from .detect import calibrated_float_export
 
-    _, ckpt = load_detector_checkpoint(weights)
-    run_size = resolve_size(ckpt.size, size, str(weights))
-    inputs = calibration_inputs(calibration_images(calib, calib_images), run_size)
-    with tempfile.TemporaryDirectory() as work:
-        float_path, _ = export_checkpoint(weights, Path(work) / "float32.onnx", run_size)
+    with calibrated_float_export(weights, size, calib, calib_images) as (_, float_path, inputs):
         return layer_sensitivity(float_path, inputs, calib_method, activations, progress=progress)
 
 
