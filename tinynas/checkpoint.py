@@ -4,7 +4,8 @@ A checkpoint is a plain dict saved with ``torch.save`` and read with
 ``torch.load(weights_only=True)``, so loading one never runs code. It holds the *resolved*
 recipe (architecture inline), the class names and the category ids of the dataset they came
 from (``category_ids``; checkpoints written before it was kept have none), whether the weights are in the fused
-(re-parameterised) form, the state dict, the square input size it was trained at (``size``,
+(re-parameterised) form, the training form of its RepConv units when it is not the default
+(``rep_form``: ``plain`` after RepOptimizer, ``scaled`` after its hyper-search), the state dict, the square input size it was trained at (``size``,
 the recipe's ``data.size``; checkpoints written before it was kept have none, and predict and
 export then take ``DEFAULT_SIZE``), and an optional ``extra`` dict for trainers (epoch,
 optimiser state, EMA...) made of tensors and plain Python values.
@@ -31,12 +32,14 @@ from .atomic import atomic_write_bytes
 from .detect.detector import Detector
 from .detect.model_recipe import ModelRecipe, parse_model_recipe
 from .errors import UserError
+from .nn.rep_forms import DEFAULT_FORM, set_rep_form, rep_form_of
+from .nn.repconv import REP_FORMS
 
 FORMAT = "tinynas-detector"
 VERSION = 1
 HASH_KEY = "sha256"
 KNOWN_KEYS = {"format", "version", "recipe", "class_names", "category_ids", "fused", "state_dict", "extra", "bn_eps",
-              "size", HASH_KEY}
+              "size", "rep_form", HASH_KEY}
 DEFAULT_SIZE = 640  # the input size of a checkpoint that does not record its own (what predict and export always took)
 
 
@@ -57,10 +60,13 @@ class Checkpoint:
     bn_eps: float | None = None  # None: PyTorch's default (checkpoints written before it was kept)
     category_ids: list[int] | None = None  # the training set's id of each class; None when not kept
     size: int | None = None  # the square input size it was trained at; None when not kept
+    rep_form: str = DEFAULT_FORM  # the RepConv units' training form (nn/rep_forms.py)
 
     def build(self) -> Detector:
         """The detector with these weights, in eval mode."""
         model = Detector(self.recipe)
+        if self.rep_form != DEFAULT_FORM:
+            set_rep_form(model, self.rep_form)
         if self.bn_eps is not None:
             set_bn_eps(model, self.bn_eps)
         if self.fused:
@@ -160,6 +166,9 @@ def save_checkpoint(path: str | os.PathLike, model: Detector, class_names: Seque
     eps = _bn_eps(model)
     if eps is not None:
         doc["bn_eps"] = eps
+    form = rep_form_of(model)
+    if form != DEFAULT_FORM:  # left out otherwise, as in every checkpoint written before there was a choice
+        doc["rep_form"] = form
     doc[HASH_KEY] = content_hash(doc)
     buffer = io.BytesIO()
     torch.save(doc, buffer)
@@ -201,8 +210,11 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     size = doc.get("size")
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
         raise UserError(source, "size", f"expected a positive integer input size, got {size!r}")
+    form = doc.get("rep_form", DEFAULT_FORM)
+    if form not in REP_FORMS:
+        raise UserError(source, "rep_form", f"expected one of {', '.join(REP_FORMS)}, got {form!r}")
     return Checkpoint(recipe, [str(n) for n in names], doc["state_dict"], bool(doc.get("fused", False)),
-                      doc.get("extra") or {}, None if eps is None else float(eps), ids, size)
+                      doc.get("extra") or {}, None if eps is None else float(eps), ids, size, form)
 
 
 def resolve_size(trained: int | None, given: int | None, source: str, default: int = DEFAULT_SIZE) -> int:

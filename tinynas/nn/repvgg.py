@@ -7,49 +7,16 @@ branches. That branch is also linear, so it merges into the same single conv on 
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from .conv_bn_act import ConvBNAct
-from .repconv import RepConv, _fold_bn
+from .repconv import RepConv
 
 
 class RepVGGBlock(RepConv):
-    """k x k, 1x1 and (when shapes allow) identity branches, each with BatchNorm, summed, activated."""
+    """k x k, 1x1 and (when shapes allow) identity branches, summed, activated (forms as RepConv's)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel: int = 3, stride: int = 1,
-                 groups: int = 1, act: str | None = "relu", fused: bool = False):
-        super().__init__(in_channels, out_channels, kernel, stride, groups, act=act, fused=fused)
-        keeps_shape = in_channels == out_channels and stride == 1
-        self.identity = nn.BatchNorm2d(in_channels) if keeps_shape and not fused else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.conv is not None:
-            return self.act(self.conv(x))
-        out = self.dense(x) + self.point(x)
-        if self.identity is not None:
-            out = out + self.identity(x)
-        return self.act(out)
-
-    @torch.no_grad()
-    def equivalent_kernel(self) -> tuple[torch.Tensor, torch.Tensor]:
-        weight, bias = super().equivalent_kernel()
-        if self.identity is None:
-            return weight, bias
-        # The identity as a k x k kernel: a 1 at the centre, from each channel to itself
-        # (within its group).
-        per_group = self.in_channels // self.groups
-        eye = torch.zeros_like(weight)
-        channels = torch.arange(self.out_channels, device=weight.device)
-        eye[channels, channels % per_group, self.kernel // 2, self.kernel // 2] = 1.0
-        w_id, b_id = _fold_bn(eye, self.identity)
-        return weight + w_id, bias + b_id
-
-    @torch.no_grad()
-    def fuse(self) -> "RepVGGBlock":
-        super().fuse()
-        self.identity = None
-        return self
+    with_identity = True
 
 
 def rep_unit(in_channels: int, out_channels: int, kernel: int = 3, stride: int = 1,

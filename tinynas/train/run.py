@@ -27,6 +27,7 @@ class TrainRun:
         self.best_path = self.run_dir / "best.pt"
         self.metrics_path = self.run_dir / "metrics.csv"
         self.plot_path = self.run_dir / "results.png"
+        self.repopt_scales_path = self.run_dir / "repopt_scales.pt"  # RepOptimizer's factors, for a resume
 
     def started(self) -> bool:
         """True once a training has written its recipe here (what ``--resume`` needs)."""

@@ -39,6 +39,7 @@ from ..data.collate import make_loader, set_loader_epoch
 from ..data.pipeline import DetectionDataset
 from ..detect.anchors import anchor_points
 from ..detect.detector import Detector
+from ..nn.rep_forms import DEFAULT_FORM, set_rep_form
 from ..detect.input_layout import to_training_input
 from ..detect.recipe_difference import model_difference
 from ..errors import UserError
@@ -56,6 +57,8 @@ from .init_weights import load_initial_weights
 from .tensorboard_log import PACKAGES as TENSORBOARD_PACKAGES
 from .tensorboard_log import TensorBoardLog
 from .optim import build_optimizer
+from .repopt import (check_scales, constant_scales, gradient_masks, load_scales_file, reinitialize, save_scales,
+                     scales_from_checkpoint)
 from .recipe import TrainRecipe
 from .run import TrainRun
 from .run_files import MetricsLog, plot_metrics, write_recipe
@@ -274,6 +277,7 @@ class Trainer:
         check_detector_fits(recipe.model, recipe.data.size, self.per_rank_batch, training=True, amp=self.amp,
                             device=self.device, source=self.source, field="train.batch_size")
         self.model = Detector(recipe.model)
+        self.set_up_rep_form()
         _set_bn(self.model, cfg.bn_eps, cfg.bn_momentum)
         if cfg.init and not self.resume:  # a resume restores every weight from last.pt
             report = load_initial_weights(self.model, self.train_coco.names, cfg.init, self.source)
@@ -284,6 +288,30 @@ class Trainer:
         # the same in every run of this recipe.
         self.extra_modules = (self.extra_loss.attach(self.model, self.device, self.amp)
                               if self.extra_loss is not None else None)
+
+    def set_up_rep_form(self) -> None:
+        """The RepConv units in ``train.rep_form``; under RepOptimizer, its factors (from the
+        hyper-search checkpoint, or all 1) start the weights, and a resume reads them back from the run."""
+        cfg = self.recipe.train
+        if cfg.rep_form != DEFAULT_FORM:
+            set_rep_form(self.model, cfg.rep_form)
+        self.repopt_scales = None
+        if cfg.optimizer != "repopt":
+            return
+        path = self.run_files.repopt_scales_path
+        if self.resume:
+            if not path.is_file():
+                raise UserError(str(path), "", "missing: a RepOptimizer run keeps its factors here to resume")
+            scales = load_scales_file(path)
+            check_scales(self.model, scales, str(path), "")
+        else:
+            scales = (scales_from_checkpoint(cfg.repopt_scales, self.model, self.source, "train.repopt_scales")
+                      if cfg.repopt_scales else constant_scales(self.model))
+            reinitialize(self.model, scales)
+            if self.main_process:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                save_scales(path, scales)
+        self.repopt_scales = scales
 
     def set_up_schedule(self) -> None:
         """Datasets, cache and loader; then the ``auto`` settings, which depend on its length."""
@@ -316,8 +344,9 @@ class Trainer:
         """Optimiser, AMP scaler, DDP wrapper, EMA and the detection loss."""
         cfg, model = self.recipe.train, self.model
         self.step_module = _TrainStep(model, self.extra_loss, self.extra_modules, self.total_iters, self.no_aug_from)
+        masks = gradient_masks(model, self.repopt_scales) if self.repopt_scales is not None else None
         self.optimizer = build_optimizer(self.step_module, cfg.optimizer, self.base_lr, cfg.momentum,
-                                         cfg.weight_decay)
+                                         cfg.weight_decay, grad_masks=masks)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.train_step: nn.Module = self.step_module
         if self.world > 1:

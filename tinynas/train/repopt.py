@@ -1,0 +1,175 @@
+"""RepOptimizer: RepVGG's multi-branch training moved into the optimizer (Ding et al. 2022).
+
+A RepVGG unit trained as the scaled form (``nn/repconv.py``: k x k conv x ``d``, 1x1 conv x
+``p`` and the input x ``i``, per output channel, under one BatchNorm) is, by linearity, a single
+k x k kernel ``W = d W_k + p pad(W_1) + i I``. Under SGD the k x k weights move by ``-lr d g`` and
+the 1x1 weights by ``-lr p g`` (``g`` the gradient with respect to ``W``), so ``W`` moves by
+``-lr (d^2 + p^2 [centre]) g``; the identity's trainable factor adds 1 on the centre of each
+channel's own kernel. Training the plain form (the deploy conv and its BatchNorm) with the
+gradient multiplied by
+
+    M = d^2 everywhere, + p^2 at the centre, + 1 at the centre of each channel to itself
+
+gives the same trajectory with d and p held constant (momentum and Nesterov included, since they
+are linear; weight decay differs, as the paper accepts). The factors come from a hyper-search: a
+short training of the scaled form with trainable factors (``train.rep_form=scaled``), whose
+checkpoint ``train.repopt_scales`` names; without one every factor is 1. The weights start where
+the scaled form would start, ``d W_k + p pad(W_1) + i I`` from fresh initialisations.
+
+The deployed weights are the trained ones, which is the point for int8 (YOLOv6 v3's report): no
+fusion widens their range after training. Adaptive optimisers rescale each weight's step by its
+own gradient history, which cancels a constant multiplier, so RepOptimizer is SGD only.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..atomic import atomic_write_bytes
+from ..errors import UserError
+from ..nn.point_conv import conv2d
+from ..nn.rep_forms import rep_units
+
+
+@dataclass(frozen=True)
+class UnitScales:
+    """One unit's per-output-channel factors; ``identity`` is None where the unit has no identity."""
+
+    dense: torch.Tensor
+    point: torch.Tensor
+    identity: torch.Tensor | None
+
+
+Scales = dict[str, UnitScales]
+
+
+def constant_scales(model: nn.Module) -> Scales:
+    """Every factor 1: RepOptimizer without a hyper-search."""
+    scales = {}
+    for name, unit in rep_units(model):
+        ones = torch.ones(unit.out_channels)
+        scales[name] = UnitScales(ones, ones, ones if unit.has_identity else None)
+    return scales
+
+
+def scales_of(model: nn.Module) -> Scales:
+    """The trained factors of a model in the scaled form (a hyper-search's result)."""
+    scales = {}
+    for name, unit in rep_units(model):
+        if unit.form != "scaled":
+            raise ValueError(f"{name} is in the {unit.form} form, not the scaled one")
+        identity = unit.identity_scale.detach().cpu().clone() if unit.identity_scale is not None else None
+        scales[name] = UnitScales(unit.dense_scale.detach().cpu().clone(), unit.point_scale.detach().cpu().clone(),
+                                  identity)
+    return scales
+
+
+def check_scales(model: nn.Module, scales: Scales, source: str, field: str) -> None:
+    """A ``UserError`` unless ``scales`` has exactly one entry of the right width per unit of ``model``."""
+    units = dict(rep_units(model))
+    missing = [name for name in units if name not in scales]
+    extra = [name for name in scales if name not in units]
+    if missing or extra:
+        first = f"no factors for {missing[0]}" if missing else f"factors for {extra[0]}, which this model lacks"
+        raise UserError(source, field, f"the hyper-search's model is not this one ({first}; "
+                                       f"{len(missing)} units unmatched, {len(extra)} extra)")
+    for name, unit in units.items():
+        s = scales[name]
+        widths = {len(s.dense), len(s.point)} | ({len(s.identity)} if s.identity is not None else set())
+        if widths != {unit.out_channels} or (s.identity is not None) != unit.has_identity:
+            raise UserError(source, field, f"the factors of {name} do not fit it ({unit.out_channels} channels, "
+                                           f"{'with' if unit.has_identity else 'without'} an identity)")
+
+
+def gradient_masks(model: nn.Module, scales: Scales) -> dict[nn.Parameter, torch.Tensor]:
+    """Each plain unit's k x k weight and its gradient multiplier (the module docstring's M)."""
+    masks = {}
+    for name, unit in rep_units(model):
+        if unit.form != "plain":
+            raise ValueError(f"{name} is in the {unit.form} form; RepOptimizer trains the plain one")
+        weight = unit.dense[0].weight
+        s = scales[name]
+        dense = s.dense.to(weight).view(-1, 1, 1, 1)
+        point = s.point.to(weight).view(-1, 1, 1, 1)
+        mask = (dense ** 2).expand_as(weight) + unit.pad_point(torch.ones_like(weight[:, :, :1, :1]) * point ** 2)
+        if s.identity is not None:
+            mask = mask + unit.identity_kernel(weight)
+        masks[weight] = mask.contiguous()
+    return masks
+
+
+@torch.no_grad()
+def reinitialize(model: nn.Module, scales: Scales) -> None:
+    """Start each plain unit's kernel where the scaled form starts: ``d W_k + p pad(W_1) + i I``."""
+    for name, unit in rep_units(model):
+        weight = unit.dense[0].weight
+        s = scales[name]
+        point = conv2d(unit.in_channels, unit.out_channels, 1, unit.stride, 0, groups=unit.groups,
+                       bias=False).weight.to(weight)
+        start = weight * s.dense.to(weight).view(-1, 1, 1, 1) + unit.pad_point(point) * s.point.to(weight).view(-1, 1, 1, 1)
+        if s.identity is not None:
+            start = start + unit.identity_kernel(weight) * s.identity.to(weight).view(-1, 1, 1, 1)
+        weight.copy_(start)
+
+
+class RepOptSGD(torch.optim.SGD):
+    """SGD whose step first multiplies each masked parameter's gradient by its mask."""
+
+    def __init__(self, params, grad_masks: dict[nn.Parameter, torch.Tensor], **sgd):
+        super().__init__(params, **sgd)
+        self.grad_masks = grad_masks
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        else:
+            loss = None
+        grads, masks = [], []
+        for param, mask in self.grad_masks.items():
+            if param.grad is not None:
+                grads.append(param.grad)
+                masks.append(mask)
+        if grads:
+            torch._foreach_mul_(grads, masks)
+        super().step()
+        return loss
+
+
+def save_scales(path: str | os.PathLike, scales: Scales) -> None:
+    """Write ``scales`` atomically as plain tensors (what a resumed run reads back)."""
+    import io
+    doc = {name: {"dense": s.dense, "point": s.point, **({"identity": s.identity} if s.identity is not None else {})}
+           for name, s in scales.items()}
+    buffer = io.BytesIO()
+    torch.save(doc, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_scales_file(path: str | os.PathLike) -> Scales:
+    """What ``save_scales`` wrote; a damaged file is a ``UserError`` naming it."""
+    try:
+        doc = torch.load(path, map_location="cpu", weights_only=True)
+        return {name: UnitScales(d["dense"], d["point"], d.get("identity")) for name, d in doc.items()}
+    except Exception as err:  # noqa: BLE001 - a damaged pickle raises almost any type
+        raise UserError(str(path), "", f"not a readable RepOptimizer scales file ({err.__class__.__name__})") from None
+
+
+def scales_from_checkpoint(path: str, model: nn.Module, source: str, field: str) -> Scales:
+    """The factors a hyper-search checkpoint learned, checked against ``model``."""
+    from ..checkpoint import load_checkpoint
+    try:
+        ckpt = load_checkpoint(path)
+    except UserError as err:
+        raise UserError(source, field, f"{path}: {err.reason}") from None
+    if ckpt.rep_form != "scaled":
+        raise UserError(source, field, f"{path} was trained in the {ckpt.rep_form} form; the factors come "
+                                       f"from a hyper-search run (train.rep_form=scaled)")
+    scales = scales_of(ckpt.build())
+    check_scales(model, scales, source, field)
+    return scales
