@@ -187,3 +187,6 @@ def test_repopt_settings_that_disagree_are_refused(data, tmp_path):
     with pytest.raises(UserError, match="hyper-search run"):
         train(parse_train_recipe(tiny_recipe(data, tmp_path / "r", 64, epochs=1, optimizer="repopt",
                                              repopt_scales=str(branches / "last.pt"))), progress=False)
+    with pytest.raises(UserError, match="in the branches form, this run trains them in the plain form"):
+        train(parse_train_recipe(tiny_recipe(data, tmp_path / "i", 64, epochs=1, optimizer="repopt",
+                                             init=str(branches / "last.pt"))), progress=False)

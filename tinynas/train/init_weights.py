@@ -20,6 +20,7 @@ from ..checkpoint import load_checkpoint
 from ..detect.detector import Detector
 from ..detect.recipe_difference import model_difference
 from ..errors import UserError
+from ..nn.rep_forms import rep_form_of
 
 
 @dataclass
@@ -78,6 +79,11 @@ def load_initial_weights(model: Detector, class_names: Sequence[str], path: str 
     if ckpt.fused:
         raise UserError(source, "train.init", f"{path} is a fused (deployment) checkpoint: start from a training "
                         "run's best.pt or last.pt, whose weights are not re-parameterised")
+    form = rep_form_of(model)
+    if ckpt.rep_form != form:  # the branches of one form hold other quantities than another's
+        raise UserError(source, "train.init", f"{path} trained its RepConv units in the {ckpt.rep_form} form, this "
+                        f"run trains them in the {form} form: set train.rep_form={ckpt.rep_form} (or optimizer "
+                        "accordingly), or start from a checkpoint of the same form")
     theirs, report = ckpt.state_dict, InitReport(str(path))
     rows = {name: i for i, name in enumerate(ckpt.class_names)}
     by_class = class_tensor_names(model)
