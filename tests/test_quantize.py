@@ -221,3 +221,28 @@ def test_int8_export_scores_both_files_on_val_when_given_it(trained, tmp_path, c
     assert main(["export", "--weights", str(run / "best.pt"), "--out", str(tmp_path / "r.onnx"), "--int8", "--calib",
                  str(data.train_images), "--val-images", str(data.val_images)]) == 2
     assert "--val-annotations" in capsys.readouterr().err
+
+
+def test_quant_sensitivity_scores_the_most_sensitive_layers_alone_on_val(trained, tmp_path, capsys):
+    import csv
+
+    from tinynas.api.detect import _val_ap
+
+    data, run = trained
+    out = tmp_path / "sens"
+    common = ["quant", "sensitivity", "--weights", str(run / "best.pt"), "--calib", str(data.train_images),
+              "calib_images=4", "--quiet"]
+    assert main([*common, "--val-images", str(data.val_images), "--out", str(out)]) == 2
+    assert "--val-annotations" in capsys.readouterr().err
+    assert main([*common, "--val-images", str(data.val_images), "--val-annotations", str(data.val_annotations),
+                 "ap_top=2", "--out", str(out)]) == 0
+    assert "AP alone int8" in capsys.readouterr().out
+    rows = list(csv.DictReader((out / "sensitivity.csv").open()))
+    assert [bool(r["ap_alone_int8"]) for r in rows[:3]] == [True, True, False]
+    float_model = tmp_path / "f.onnx"
+    export_checkpoint(run / "best.pt", float_model, size=128)
+    float_ap = _val_ap(float_model, data.val_images, data.val_annotations, tmp_path / "float-pred")
+    assert float_ap > 0
+    for row in rows[:2]:
+        assert 0 <= float(row["ap_alone_int8"]) <= 1
+        assert float(row["ap_drop_points"]) == pytest.approx((float_ap - float(row["ap_alone_int8"])) * 100, abs=2e-3)

@@ -26,19 +26,34 @@ class QuantSensitivitySettings:
     out: str = setting("", help="folder for sensitivity.csv and sensitivity.png; default: beside the checkpoint, "
                                 "quant-sensitivity/")
     top: int = setting(10, bounds="[1, inf)", help="layers printed")
+    val_images: str = setting("", help="with val_annotations: the AP on val of the float export and of each of "
+                                       "the ap_top most sensitive layers alone in int8")
+    val_annotations: str = setting("", help="the COCO file of val_images")
+    ap_top: int = setting(10, bounds="[0, inf)", help="layers scored on val (the most sensitive first); 0: none")
     force: bool = setting(False, help="replace the files in out")
 
 
 def quant_sensitivity(weights: str | os.PathLike, calib: str | os.PathLike, calib_images: int = 32,
                       calib_method: str = "minmax", activations: str = "uint8", size: int | None = None,
-                      progress=None):
+                      progress=None, val_images: str | os.PathLike = "", val_annotations: str | os.PathLike = "",
+                      ap_top: int = 10):
     """Every convolution of the checkpoint's export quantized alone, most sensitive first
-    (``deploy.sensitivity.LayerSensitivity`` each)."""
+    (``deploy.sensitivity.LayerSensitivity`` each); with ``val_images`` and ``val_annotations``,
+    the ``ap_top`` first also carry their AP on val alone in int8 and the drop from float."""
     from ..deploy.sensitivity import layer_sensitivity
-    from .detect import calibrated_float_export
+    from .detect import _val_ap, calibrated_float_export
 
-    with calibrated_float_export(weights, size, calib, calib_images) as (_, float_path, inputs):
-        return layer_sensitivity(float_path, inputs, calib_method, activations, progress=progress)
+    if bool(val_images) != bool(val_annotations):
+        raise UserError("--val-annotations" if val_images else "--val-images", "",
+                        "give val_images and val_annotations together (the AP of each layer alone in int8)")
+    with calibrated_float_export(weights, size, calib, calib_images) as (work, float_path, inputs):
+        runs = iter(range(1_000_000))
+
+        def score(model) -> float:
+            return _val_ap(model, val_images, val_annotations, work / f"val-{next(runs)}")
+
+        return layer_sensitivity(float_path, inputs, calib_method, activations, progress=progress,
+                                 score=score if val_images else None, score_top=ap_top)
 
 
 def sensitivity_with(settings: QuantSensitivitySettings, progress=None):
@@ -53,6 +68,7 @@ def sensitivity_with(settings: QuantSensitivitySettings, progress=None):
         check_new_file(out / name, "--out", s.force)
     if out.exists() and not out.is_dir():
         raise UserError(str(out), "", "--out: expected a folder")
-    rows = quant_sensitivity(s.weights, s.calib, s.calib_images, s.calib_method, s.activations, s.size, progress)
+    rows = quant_sensitivity(s.weights, s.calib, s.calib_images, s.calib_method, s.activations, s.size, progress,
+                             s.val_images, s.val_annotations, s.ap_top)
     out.mkdir(parents=True, exist_ok=True)
     return rows, write_sensitivity(rows, out)

@@ -7,7 +7,9 @@ onnxruntime's calibration cache) and the model's outputs on the calibration imag
 with the float model's: MSE, SNR in dB (``10 log10(sum ref^2 / sum (ref - q)^2)``) and cosine
 similarity, per output (``scores``, ``boxes``). Layers are ranked by the SNR of the output each
 damages most, lowest (most sensitive) first; ``export --int8 keep_float_top=K`` keeps the first K in
-float.
+float. With a scorer (``quant sensitivity --val-images --val-annotations``), the ``score_top`` most
+sensitive layers are also scored as the issue's users judge a model: the AP on val with that layer
+alone in int8, against the float export's.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -31,6 +33,8 @@ class LayerSensitivity:
     mse: dict[str, float]
     snr_db: dict[str, float]
     cosine: dict[str, float]
+    ap: float | None = None  # the AP on val with this layer alone in int8; None when not scored
+    ap_drop: float | None = None  # the float export's AP minus ``ap``, in AP points
 
     @property
     def worst_snr_db(self) -> float:
@@ -61,28 +65,44 @@ def _compare(reference: list[list[np.ndarray]], got: list[list[np.ndarray]], nam
 
 
 def layer_sensitivity(float_path: str | os.PathLike, inputs: Sequence[np.ndarray], method: str = "minmax",
-                      activations: str = "uint8", progress=None) -> list[LayerSensitivity]:
-    """Every quantizable convolution of ``float_path``, most sensitive first."""
+                      activations: str = "uint8", progress=None, score: Callable[[Path], float] | None = None,
+                      score_top: int = 0) -> list[LayerSensitivity]:
+    """Every quantizable convolution of ``float_path``, most sensitive first. ``score``: a model
+    file's AP (the float export's first); the ``score_top`` first layers get their AP alone in int8."""
     import onnx
     import onnxruntime as ort
 
     model = onnx.load(str(float_path))
-    convs = [node for node in model.graph.node if node.op_type in QUANTIZED_OPS]
+    convs = [node.name for node in model.graph.node if node.op_type in QUANTIZED_OPS]
+    weights = {node.name: node.input[1] for node in model.graph.node if node.op_type in QUANTIZED_OPS}
     names = [o.name for o in ort.InferenceSession(str(float_path), providers=["CPUExecutionProvider"]).get_outputs()]
     reference = _outputs(Path(float_path), inputs)
     found = []
     with tempfile.TemporaryDirectory() as work:
         ranges = Path(work) / "ranges.json"
-        for i, node in enumerate(convs):
-            others = [c.name for c in convs if c.name != node.name]
+
+        def alone(node: str) -> Path:
             single = Path(work) / "single.onnx"
-            quantize_onnx(float_path, single, inputs, method, keep_float=others, activations=activations,
-                          ranges_cache=ranges)
-            mse, snr, cosine = _compare(reference, _outputs(single, inputs), names)
-            found.append(LayerSensitivity(node.name, node.input[1], mse, snr, cosine))
+            quantize_onnx(float_path, single, inputs, method, keep_float=[c for c in convs if c != node],
+                          activations=activations, ranges_cache=ranges)
+            return single
+
+        scored = min(score_top, len(convs)) if score is not None else 0
+        total = len(convs) + scored
+        for i, node in enumerate(convs):
+            mse, snr, cosine = _compare(reference, _outputs(alone(node), inputs), names)
+            found.append(LayerSensitivity(node, weights[node], mse, snr, cosine))
             if progress is not None:
-                progress(i + 1, len(convs))
-    return sorted(found, key=lambda s: s.worst_snr_db)
+                progress(i + 1, total)
+        ranked = sorted(found, key=lambda s: s.worst_snr_db)
+        if scored:
+            float_ap = score(Path(float_path))
+            for i in range(scored):
+                ap = score(alone(ranked[i].node))
+                ranked[i] = replace(ranked[i], ap=ap, ap_drop=(float_ap - ap) * 100)
+                if progress is not None:
+                    progress(len(convs) + i + 1, total)
+    return ranked
 
 
 def write_sensitivity(rows: Sequence[LayerSensitivity], out: Path) -> tuple[Path, Path]:
@@ -101,10 +121,12 @@ def write_sensitivity(rows: Sequence[LayerSensitivity], out: Path) -> tuple[Path
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["rank", "node", "weight", "worst_snr_db", *[f"{k}_{o}" for o in outputs
-                                                                for k in ("snr_db", "mse", "cosine")]])
+                                                                for k in ("snr_db", "mse", "cosine")],
+                     "ap_alone_int8", "ap_drop_points"])
     for rank, r in enumerate(rows, 1):
         writer.writerow([rank, r.node, r.weight, f"{r.worst_snr_db:.3f}",
-                         *[v for o in outputs for v in (f"{r.snr_db[o]:.3f}", f"{r.mse[o]:.6g}", f"{r.cosine[o]:.6f}")]])
+                         *[v for o in outputs for v in (f"{r.snr_db[o]:.3f}", f"{r.mse[o]:.6g}", f"{r.cosine[o]:.6f}")],
+                         "" if r.ap is None else f"{r.ap:.5f}", "" if r.ap_drop is None else f"{r.ap_drop:.3f}"])
     csv_path, png_path = out / "sensitivity.csv", out / "sensitivity.png"
     atomic_write_text(csv_path, buffer.getvalue())
     fig, ax = plt.subplots(figsize=(max(6.0, 0.12 * len(rows)), 3.5))
