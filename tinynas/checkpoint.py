@@ -5,7 +5,9 @@ A checkpoint is a plain dict saved with ``torch.save`` and read with
 recipe (architecture inline), the class names and the category ids of the dataset they came
 from (``category_ids``; checkpoints written before it was kept have none), whether the weights are in the fused
 (re-parameterised) form, the training form of its RepConv units when it is not the default
-(``rep_form``: ``plain`` after RepOptimizer, ``scaled`` after its hyper-search), the state dict, the square input size it was trained at (``size``,
+(``rep_form``: ``plain`` after RepOptimizer, ``scaled`` after its hyper-search), the int8 activation
+form a quantization-aware training simulated (``qat``; its convs then carry their observed ranges,
+``nn/fake_quant.py``), the state dict, the square input size it was trained at (``size``,
 the recipe's ``data.size``; checkpoints written before it was kept have none, and predict and
 export then take ``DEFAULT_SIZE``), and an optional ``extra`` dict for trainers (epoch,
 optimiser state, EMA...) made of tensors and plain Python values.
@@ -32,14 +34,15 @@ from .atomic import atomic_write_bytes
 from .detect.detector import Detector
 from .detect.model_recipe import ModelRecipe, parse_model_recipe
 from .errors import UserError
-from .nn.rep_forms import DEFAULT_FORM, set_rep_form, rep_form_of
+from .nn.fake_quant import ACTIVATION_FORMS, fake_quant_form, prepare_fake_quant
+from .nn.rep_forms import DEFAULT_FORM, rep_form_of, set_rep_form
 from .nn.repconv import REP_FORMS
 
 FORMAT = "tinynas-detector"
 VERSION = 1
 HASH_KEY = "sha256"
 KNOWN_KEYS = {"format", "version", "recipe", "class_names", "category_ids", "fused", "state_dict", "extra", "bn_eps",
-              "size", "rep_form", HASH_KEY}
+              "size", "rep_form", "qat", HASH_KEY}
 DEFAULT_SIZE = 640  # the input size of a checkpoint that does not record its own (what predict and export always took)
 
 
@@ -61,6 +64,7 @@ class Checkpoint:
     category_ids: list[int] | None = None  # the training set's id of each class; None when not kept
     size: int | None = None  # the square input size it was trained at; None when not kept
     rep_form: str = DEFAULT_FORM  # the RepConv units' training form (nn/rep_forms.py)
+    qat: str | None = None  # the activation form a quantization-aware training simulated (nn/fake_quant.py)
 
     def build(self) -> Detector:
         """The detector with these weights, in eval mode."""
@@ -71,6 +75,8 @@ class Checkpoint:
             set_bn_eps(model, self.bn_eps)
         if self.fused:
             model.fuse()
+        if self.qat is not None:
+            prepare_fake_quant(model, self.qat)
         try:
             missing, unexpected = model.load_state_dict(self.state_dict, strict=False)
         except RuntimeError as err:  # tensors of the wrong shape for this recipe
@@ -169,6 +175,9 @@ def save_checkpoint(path: str | os.PathLike, model: Detector, class_names: Seque
     form = rep_form_of(model)
     if form != DEFAULT_FORM:  # left out otherwise, as in every checkpoint written before there was a choice
         doc["rep_form"] = form
+    qat = fake_quant_form(model)
+    if qat is not None:
+        doc["qat"] = qat
     doc[HASH_KEY] = content_hash(doc)
     buffer = io.BytesIO()
     torch.save(doc, buffer)
@@ -213,8 +222,11 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     form = doc.get("rep_form", DEFAULT_FORM)
     if form not in REP_FORMS:
         raise UserError(source, "rep_form", f"expected one of {', '.join(REP_FORMS)}, got {form!r}")
+    qat = doc.get("qat")
+    if qat is not None and (qat not in ACTIVATION_FORMS or not doc.get("fused", False)):
+        raise UserError(source, "qat", f"expected one of {', '.join(ACTIVATION_FORMS)} on fused weights, got {qat!r}")
     return Checkpoint(recipe, [str(n) for n in names], doc["state_dict"], bool(doc.get("fused", False)),
-                      doc.get("extra") or {}, None if eps is None else float(eps), ids, size, form)
+                      doc.get("extra") or {}, None if eps is None else float(eps), ids, size, form, qat)
 
 
 def resolve_size(trained: int | None, given: int | None, source: str, default: int = DEFAULT_SIZE) -> int:

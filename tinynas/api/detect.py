@@ -208,7 +208,9 @@ def export_int8(weights: str | os.PathLike, out: str | os.PathLike | None = None
 
             ranked = layer_sensitivity(float_path, inputs, calib_method, activations)
             keep_float = [*keep_float, *[r.node for r in ranked[:keep_float_top] if r.node not in keep_float]]
-        result = quantize_onnx(float_path, path, inputs, calib_method, keep_float, activations)
+        overrides = _trained_ranges(weights, float_path, activations)
+        result = quantize_onnx(float_path, path, inputs, calib_method, keep_float, activations,
+                               range_overrides=overrides)
         check = compare_float_and_int8(float_path, path, inputs[:8])
         if val_images:
             from dataclasses import replace
@@ -216,6 +218,21 @@ def export_int8(weights: str | os.PathLike, out: str | os.PathLike | None = None
             check = replace(check, ap={"float32": _val_ap(float_path, val_images, val_annotations, work / "f"),
                                        "int8": _val_ap(path, val_images, val_annotations, work / "q")})
     return path, result, check
+
+
+def _trained_ranges(weights, float_path: Path, activations: str) -> dict | None:
+    """A quantization-aware checkpoint's observed ranges for its export's tensors; None for any other."""
+    from ..checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(weights)
+    if ckpt.qat is None:
+        return None
+    if ckpt.qat != activations:
+        raise UserError("--activations", activations, f"{weights} was trained simulating {ckpt.qat} activations; "
+                                                      f"export it with --activations {ckpt.qat}")
+    from ..deploy.qat_export import observed_ranges
+
+    return observed_ranges(ckpt.build(), float_path)
 
 
 @contextlib.contextmanager

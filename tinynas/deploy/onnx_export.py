@@ -25,6 +25,7 @@ from ..detect.footprint import check_detector_fits
 from ..runfolder import check_new_file
 from .metadata import build_metadata
 from .onnx_trace import INSTALL_HINT, OPSET, module_to_onnx, require_exporter
+from ..nn.fake_quant import set_fake_quant
 from ..nn.reparam import reparameterize
 
 # torch.export cannot trace per-class NMS written in Python: the kept count depends on the
@@ -105,7 +106,8 @@ def export_onnx(model: Detector, path: str | os.PathLike, size: int = 640, nms: 
     # Tracing runs one forward pass of the fused copy, which sits next to the loaded model.
     check_detector_fits(model.recipe, size, batch, fused=True, source="--size", field="",
                         hint="choose a smaller --size")
-    fused = reparameterize(model, inplace=False)
+    # A quantization-aware model exports its float convs; `export --int8` quantizes them with its ranges.
+    fused = set_fake_quant(reparameterize(model, inplace=False), False)
     module: nn.Module = DetectorWithNMS(fused, conf_threshold, iou_threshold, max_detections) if nms else fused
     module.eval()
     dummy = torch.zeros(batch, 3, size, size)
@@ -148,7 +150,7 @@ def compare_with_torch(path: str | os.PathLike, model: Detector, size: int = 640
     if images is None:
         check_input_size(model.recipe, size)
         images = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(seed))
-    reference: nn.Module = reparameterize(model)
+    reference: nn.Module = set_fake_quant(reparameterize(model), False)
     if nms:
         reference = DetectorWithNMS(reference, conf_threshold, iou_threshold, max_detections).eval()
     expected = reference(images)

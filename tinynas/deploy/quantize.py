@@ -104,13 +104,16 @@ class QuantizeResult:
 
 def quantize_onnx(float_path: str | os.PathLike, out: str | os.PathLike, inputs: Sequence[np.ndarray],
                   method: str = "minmax", keep_float: Sequence[str] = (), activations: str = "uint8",
-                  ranges_cache: str | os.PathLike | None = None) -> QuantizeResult:
+                  ranges_cache: str | os.PathLike | None = None,
+                  range_overrides: dict[str, tuple[float, float]] | None = None) -> QuantizeResult:
     """Write the int8 form of the float ONNX model ``float_path`` to ``out`` (atomically).
 
     ``activations``: ``uint8`` (asymmetric, with zero points: onnxruntime's fast path on x86, whose
     int8 kernels multiply unsigned activations by signed weights) or ``int8`` (symmetric, as
     TensorRT requires). ``ranges_cache``: a file keeping the calibrated ranges, computed on the
-    first call and reused by later ones (quantizing the same model differently, layer by layer)."""
+    first call and reused by later ones (quantizing the same model differently, layer by layer).
+    ``range_overrides``: (low, high) of named tensors, used instead of their calibrated ranges (a
+    quantization-aware training's observed ranges, ``deploy/qat_export.py``)."""
     try:
         import onnx
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -137,7 +140,11 @@ def quantize_onnx(float_path: str | os.PathLike, out: str | os.PathLike, inputs:
                         activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
                         calibrate_method=calibration, nodes_to_exclude=list(keep_float),
                         op_types_to_quantize=QUANTIZED_OPS,
-                        extra_options={"ActivationSymmetric": activations == "int8", "WeightSymmetric": True},
+                        extra_options={"ActivationSymmetric": activations == "int8", "WeightSymmetric": True,
+                                       "TensorQuantOverrides": {
+                                           name: [{"rmin": np.array(low, dtype=np.float32),
+                                                   "rmax": np.array(high, dtype=np.float32)}]
+                                           for name, (low, high) in (range_overrides or {}).items()}},
                         calibration_cache_path=str(ranges_cache) if ranges_cache else None,
                         calibration_providers=["CPUExecutionProvider"])
         result = onnx.load(str(quantized))
@@ -147,7 +154,9 @@ def quantize_onnx(float_path: str | os.PathLike, out: str | os.PathLike, inputs:
             result.metadata_props.add(key=entry.key, value=entry.value)
     result.metadata_props.add(key="precision", value=json.dumps({
         "weights": "int8 per output channel, symmetric", "activations": f"{activations}"
-        + (" symmetric" if activations == "int8" else " with zero points"), "calibration": method,
+        + (" symmetric" if activations == "int8" else " with zero points"),
+        "calibration": f"ranges of {len(range_overrides)} tensors from quantization-aware training" if range_overrides
+        else method,
         "float_nodes": list(keep_float)}))
     atomic_write_bytes(out, result.SerializeToString())
     count = sum(node.op_type == "QuantizeLinear" for node in result.graph.node)

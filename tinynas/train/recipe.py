@@ -29,7 +29,8 @@ from .box_losses import BOX_LOSSES
 from .cls_losses import CLS_LOSSES
 from .composed_loss import LossOptions
 
-TOP_KEYS = {"name", "model", "backbone", "neck", "head", "data", "train", "augment", "eval", "distill", "out"}
+TOP_KEYS = {"name", "model", "backbone", "neck", "head", "data", "train", "augment", "eval", "distill", "quant",
+            "out"}
 Optimizer = Literal["auto", "sgd", "adamw", "repopt"]
 RepForm = Literal["auto", "branches", "plain", "scaled"]
 OPTIMIZERS = get_args(Optimizer)[1:]
@@ -143,6 +144,18 @@ class DistillConfig:
 
 
 @dataclass(frozen=True)
+class QuantConfig:
+    """Quantization-aware training (``nn/fake_quant.py``): the fused model fine-tuned with int8
+    simulated on every conv, from ``train.init`` (default: ``distill.teacher``, its own float self)."""
+
+    qat: bool = setting(False, help="simulate int8 in training (fine-tunes a trained float checkpoint)")
+    activations: Literal["uint8", "int8"] = setting("uint8", help="the activation form simulated, as export's "
+                                                                  "--activations")
+    momentum: float = setting(0.01, bounds="(0, 1]", help="how fast the observed activation ranges follow "
+                                                          "each batch's (torch's MovingAverageMinMaxObserver)")
+
+
+@dataclass(frozen=True)
 class TrainRecipe:
     name: str
     model: ModelRecipe
@@ -151,6 +164,7 @@ class TrainRecipe:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)
     out: str = ""
     model_from_reference: bool = False
 
@@ -164,6 +178,7 @@ class TrainRecipe:
         doc["augment"] = self.augment.to_dict()
         doc["eval"] = asdict(self.eval)
         doc["distill"] = asdict(self.distill)
+        doc["quant"] = asdict(self.quant)
         doc["out"] = self.out
         return doc
 
@@ -209,12 +224,15 @@ def parse_train_recipe(doc: object, source: str | Source = "<recipe>", base_dir:
                                      "set train.dfl: false or auto, or give the head reg_max > 0")
     evaluation = read_section(EvalConfig, doc.get("eval"), src, "eval")
     distill = read_section(DistillConfig, doc.get("distill"), src, "distill")
+    quant = read_section(QuantConfig, doc.get("quant"), src, "quant")
+    if quant.qat and train.rep_form == "scaled":
+        raise src.error("quant.qat", "simulates the fused model, not a hyper-search (train.rep_form=scaled)")
     augment = AugmentConfig.from_dict(doc.get("augment"), src)
     name = read_value(doc.get("name") or model.name or "run", str, Setting(), src, "name")
     out = read_value(doc.get("out") or "", str, Setting(), src, "out")
     # The name becomes runs/<name> when there is no ``out``: it must stay inside runs/.
     name = plain_name(name, src.of("name"), "name")
-    return TrainRecipe(name, model, data, train, augment, evaluation, distill, out, from_reference)
+    return TrainRecipe(name, model, data, train, augment, evaluation, distill, quant, out, from_reference)
 
 
 def _check_repopt(train: TrainConfig, src: Source, base_dir: Path | None) -> TrainConfig:

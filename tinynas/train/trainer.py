@@ -39,6 +39,7 @@ from ..data.collate import make_loader, set_loader_epoch
 from ..data.pipeline import DetectionDataset
 from ..detect.anchors import anchor_points
 from ..detect.detector import Detector
+from ..nn.fake_quant import prepare_fake_quant
 from ..nn.rep_forms import DEFAULT_FORM, set_rep_form
 from ..detect.input_layout import to_training_input
 from ..detect.recipe_difference import model_difference
@@ -255,6 +256,13 @@ class Trainer:
             raise UserError(str(self.run_dir), "", "this run folder already holds a run; resume it with --resume "
                             "or choose another name")
         init = self.recipe.train.init
+        if self.recipe.quant.qat and not init:
+            # Quantization-aware training fine-tunes a float model; by default the teacher, its float self.
+            init = self.recipe.distill.teacher
+            if not init:
+                raise UserError(self.source, "quant.qat", "fine-tunes a trained float model: give train.init or "
+                                                         "a teacher (--teacher, distill.teacher: its own float self)")
+            self.recipe = replace(self.recipe, train=replace(self.recipe.train, init=init))
         if init and not self.resume and not Path(init).is_file():  # before the data checks take their time
             raise UserError(self.source, "train.init", f"no such checkpoint: {init}")
         self.board = None
@@ -283,6 +291,8 @@ class Trainer:
             report = load_initial_weights(self.model, self.train_coco.names, cfg.init, self.source)
             if self.main_process:
                 tqdm.write(report.summary(), file=sys.stderr)
+        if recipe.quant.qat:  # int8 simulated on the deployed (fused) convs, nn/fake_quant.py
+            prepare_fake_quant(self.model.fuse(), recipe.quant.activations, recipe.quant.momentum)
         self.model.to(self.device)
         # Here, before anything else draws from the torch RNG, so that a term's initial weights are
         # the same in every run of this recipe.
