@@ -8,7 +8,10 @@ differing:
 - ``sgd``: SGD (Nesterov) with branches, which separates RepOptimizer's optimizer from its form;
 - ``hs``: RepOptimizer's hyper-search, the scaled form with trainable factors (optimizer auto);
 - ``repopt-hs``: RepOptimizer with the factors of the same seed's ``hs`` run;
-- ``repopt-1``: RepOptimizer with every factor 1 (no hyper-search).
+- ``repopt-1``: RepOptimizer with every factor 1 (no hyper-search);
+- ``qat``: quantization-aware training of the same seed's ``default`` weights, ``--qat-epochs``
+  at AdamW ``--qat-lr`` (per 64 images) without warm-up, its float self the teacher (CWD,
+  ``distill.worth_margin=0``: a teacher equal to its student has no lead to weigh).
 
 Each run's best weights are exported in float32 and quantized (``tinynas export --int8``, static
 QDQ, ``--calib-images`` training images, per calibration method of ``--methods``), and every file is
@@ -19,7 +22,7 @@ detections). All variants fuse into the same deploy graph, so their latency is o
 tinynas-n-sN``, the same recipe) instead of training them again.
 
     python benchmarks/repopt_int8.py --data runs/pareto/data --wheels runs/pareto/wheels \
-        [--datasets trees nuclei] [--seeds 0 1 2] [--variants default hs repopt-hs repopt-1 sgd] \
+        [--datasets trees nuclei] [--seeds 0 1 2] [--variants default hs repopt-hs repopt-1 sgd qat] \
         [--reuse runs/pareto] [--out runs/repopt-int8]
 """
 
@@ -40,14 +43,15 @@ from real_datasets import build  # noqa: E402
 
 from tinynas.api import export_checkpoint, export_int8  # noqa: E402
 
-VARIANTS = ("default", "sgd", "hs", "repopt-hs", "repopt-1")
+VARIANTS = ("default", "sgd", "hs", "repopt-hs", "repopt-1", "qat")
+SECOND_WAVE = ("repopt-hs", "qat")  # they start from a first-wave run of the same seed
 
 
 def variant_train(variant: str, root: Path, seed: int) -> dict:
     """The ``train`` keys a variant sets beyond the benchmark's own."""
     return {"default": {}, "sgd": {"optimizer": "sgd"}, "hs": {"rep_form": "scaled"},
             "repopt-hs": {"optimizer": "repopt", "repopt_scales": str((root / f"hs-s{seed}" / "best.pt").resolve())},
-            "repopt-1": {"optimizer": "repopt"}}[variant]
+            "repopt-1": {"optimizer": "repopt"}, "qat": {}}[variant]
 
 
 def train_variant(dataset, root: Path, variant: str, seed: int, args) -> None:
@@ -59,12 +63,16 @@ def train_variant(dataset, root: Path, variant: str, seed: int, args) -> None:
             shutil.copytree(source, folder, dirs_exist_ok=True)
     train = {"epochs": args.epochs, "batch_size": args.batch, "seed": seed, "device": args.device,
              **variant_train(variant, root, seed)}
-    tinynas_train(dataset, folder, "tinynas-n", seed, args, {"train": train})
+    sections = {"train": train}
+    if variant == "qat":
+        float_weights = str((root / f"default-s{seed}" / "best.pt").resolve())
+        train.update(epochs=args.qat_epochs, optimizer="adamw", lr_per_64=args.qat_lr, warmup_epochs=0)
+        sections.update(quant={"qat": True}, distill={"teacher": float_weights, "method": "cwd", "worth_margin": 0})
+    tinynas_train(dataset, folder, "tinynas-n", seed, args, sections)
 
 
 def train_dataset(dataset, root: Path, args) -> None:
-    # The hyper-search runs first: repopt-hs reads its factors.
-    waves = [[v for v in args.variants if v != "repopt-hs"], [v for v in args.variants if v == "repopt-hs"]]
+    waves = [[v for v in args.variants if v not in SECOND_WAVE], [v for v in args.variants if v in SECOND_WAVE]]
     for wave in waves:
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             jobs = [pool.submit(train_variant, dataset, root, v, s, args) for v in wave for s in args.seeds]
@@ -123,6 +131,9 @@ def main() -> None:
                         help="calibration methods (onnxruntime 1.32's entropy gives minmax's ranges)")
     parser.add_argument("--calib-images", type=int, default=100)
     parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--qat-epochs", type=int, default=10)
+    parser.add_argument("--qat-lr", type=float, default=0.0008, help="lr_per_64 of the qat variant (a tenth "
+                                                                     "of the from-scratch auto value)")
     parser.add_argument("--size", type=int, default=320)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--jobs", type=int, default=2)
