@@ -7,8 +7,10 @@ differing:
 - ``default``: the shipped defaults (optimizer auto, RepConv units as branches);
 - ``sgd``: SGD (Nesterov) with branches, which separates RepOptimizer's optimizer from its form;
 - ``hs``: RepOptimizer's hyper-search, the scaled form with trainable factors (optimizer auto);
-- ``repopt-hs``: RepOptimizer with the factors of the same seed's ``hs`` run;
+- ``repopt-hs``: RepOptimizer (``train.rep_form=plain``; optimizer auto, AdamW on these runs) with
+  the factors of the same seed's ``hs`` run;
 - ``repopt-1``: RepOptimizer with every factor 1 (no hyper-search);
+- ``repopt-sgd-1``: RepOptimizer on SGD, the paper's form, every factor 1;
 - ``qat``: quantization-aware training of the same seed's ``default`` weights, ``--qat-epochs``
   at AdamW ``--qat-lr`` (per 64 images) without warm-up, its float self the teacher (CWD,
   ``distill.worth_margin=0``: a teacher equal to its student has no lead to weigh).
@@ -43,15 +45,16 @@ from real_datasets import build  # noqa: E402
 
 from tinynas.api import export_checkpoint, export_int8  # noqa: E402
 
-VARIANTS = ("default", "sgd", "hs", "repopt-hs", "repopt-1", "qat")
+VARIANTS = ("default", "sgd", "hs", "repopt-hs", "repopt-1", "repopt-sgd-1", "qat")
 SECOND_WAVE = ("repopt-hs", "qat")  # they start from a first-wave run of the same seed
 
 
 def variant_train(variant: str, root: Path, seed: int) -> dict:
     """The ``train`` keys a variant sets beyond the benchmark's own."""
     return {"default": {}, "sgd": {"optimizer": "sgd"}, "hs": {"rep_form": "scaled"},
-            "repopt-hs": {"optimizer": "repopt", "repopt_scales": str((root / f"hs-s{seed}" / "best.pt").resolve())},
-            "repopt-1": {"optimizer": "repopt"}, "qat": {}}[variant]
+            "repopt-hs": {"rep_form": "plain", "repopt_scales": str((root / f"hs-s{seed}" / "best.pt").resolve())},
+            "repopt-1": {"rep_form": "plain"}, "repopt-sgd-1": {"rep_form": "plain", "optimizer": "sgd"},
+            "qat": {}}[variant]
 
 
 def train_variant(dataset, root: Path, variant: str, seed: int, args) -> None:

@@ -58,7 +58,7 @@ def resolve_auto(recipe: TrainRecipe, train_images: int, iters_per_epoch: int,
                        f"({'more' if optimizer == 'sgd' else 'no more'} than {LONG_RUN_STEPS_AT_64:,})"))
     lr_per_64 = cfg.lr_per_64
     if lr_per_64 == AUTO:
-        if optimizer in ("sgd", "repopt"):
+        if optimizer == "sgd":
             lr_per_64, why = SGD_LR_PER_64, "SGD's linear-scaling value"
         else:
             lr = round(ADAMW_LR_BASE * 5 / (4 + classes), 6)

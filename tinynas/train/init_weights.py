@@ -82,8 +82,8 @@ def load_initial_weights(model: Detector, class_names: Sequence[str], path: str 
     form = rep_form_of(model)
     if ckpt.rep_form != form:  # the branches of one form hold other quantities than another's
         raise UserError(source, "train.init", f"{path} trained its RepConv units in the {ckpt.rep_form} form, this "
-                        f"run trains them in the {form} form: set train.rep_form={ckpt.rep_form} (or optimizer "
-                        "accordingly), or start from a checkpoint of the same form")
+                        f"run trains them in the {form} form: set train.rep_form={ckpt.rep_form}, or start from a "
+                        "checkpoint of the same form")
     theirs, report = ckpt.state_dict, InitReport(str(path))
     rows = {name: i for i, name in enumerate(ckpt.class_names)}
     by_class = class_tensor_names(model)

@@ -33,17 +33,21 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 def build_optimizer(model: nn.Module, name: str = "sgd", lr: float = 0.01, momentum: float = 0.9,
                     weight_decay: float = 5e-4, grad_masks: dict | None = None) -> torch.optim.Optimizer:
-    """``name`` is ``sgd`` (Nesterov, ``momentum``), ``adamw`` (``momentum`` as beta1) or ``repopt``
-    (the SGD with ``grad_masks``, RepOptimizer's gradient multipliers: ``train/repopt.py``).
+    """``name`` is ``sgd`` (Nesterov, ``momentum``) or ``adamw`` (``momentum`` as beta1); with
+    ``grad_masks`` (RepOptimizer's multipliers, ``train/repopt.py``) either one is re-parameterised:
+    SGD multiplies those parameters' gradients by them, AdamW their updates.
 
     ``foreach`` is asked for explicitly: torch picks it only on CUDA, and on the CPU the
     per-tensor loop it replaces costs a detector of ~300 tensors a large share of each step."""
     groups = parameter_groups(model, weight_decay)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True, foreach=True)
-    if name == "repopt":
-        from .repopt import RepOptSGD
-        return RepOptSGD(groups, grad_masks or {}, lr=lr, momentum=momentum, nesterov=True, foreach=True)
+    if grad_masks:
+        from .repopt import RepOptAdamW, RepOptSGD
+        if name == "sgd":
+            return RepOptSGD(groups, grad_masks, lr=lr, momentum=momentum, nesterov=True, foreach=True)
+        if name == "adamw":
+            return RepOptAdamW(groups, grad_masks, lr=lr, betas=(momentum, 0.999), foreach=True)
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999), foreach=True)
-    raise ValueError(f"unknown optimizer {name!r} (known: sgd, adamw, repopt)")
+    raise ValueError(f"unknown optimizer {name!r} (known: sgd, adamw)")

@@ -31,8 +31,8 @@ from .composed_loss import LossOptions
 
 TOP_KEYS = {"name", "model", "backbone", "neck", "head", "data", "train", "augment", "eval", "distill", "quant",
             "out"}
-Optimizer = Literal["auto", "sgd", "adamw", "repopt"]
-RepForm = Literal["auto", "branches", "plain", "scaled"]
+Optimizer = Literal["auto", "sgd", "adamw"]
+RepForm = Literal["branches", "plain", "scaled"]
 OPTIMIZERS = get_args(Optimizer)[1:]
 DistillMethod = Literal["cwd", "mimic", "mgd", "self", "logit"]
 DISTILL_METHODS = get_args(DistillMethod)
@@ -64,13 +64,12 @@ class TrainConfig:
 
     epochs: int = setting(300, bounds=AT_LEAST_ONE)
     batch_size: int = setting(64, bounds=AT_LEAST_ONE, unit="images", help="images per step, all devices")
-    optimizer: Optimizer = setting(AUTO, help="auto | sgd (Nesterov) | adamw | repopt (RepOptimizer: SGD with "
-                                              "gradient multipliers, RepConv units trained as the deploy conv)")
-    rep_form: RepForm = setting(AUTO, help="how RepConv units train: branches (RepVGG) | plain (one conv + BN; "
-                                           "repopt's) | scaled (branches x trainable factors: repopt's "
-                                           "hyper-search); auto: plain under repopt, else branches")
-    repopt_scales: str = setting("", help="repopt: the checkpoint of a train.rep_form=scaled run whose factors "
-                                          "set the gradient multipliers; empty: every factor 1")
+    optimizer: Optimizer = setting(AUTO, help="auto | sgd (Nesterov) | adamw")
+    rep_form: RepForm = setting("branches", help="how RepConv units train: branches (RepVGG) | plain (the deploy "
+                                                 "conv + BN under RepOptimizer's multipliers) | scaled (branches x "
+                                                 "trainable factors: RepOptimizer's hyper-search)")
+    repopt_scales: str = setting("", help="rep_form plain: the checkpoint of a rep_form=scaled run whose factors "
+                                          "set RepOptimizer's multipliers; empty: every factor 1")
     lr_per_64: float | Auto = setting(AUTO, bounds=POSITIVE,
                                       help="the lr for 64 images a step, scaled linearly to the batch")
     momentum: float = setting(0.9, bounds="[0, 1)", help="SGD's momentum, AdamW's beta1")
@@ -236,18 +235,14 @@ def parse_train_recipe(doc: object, source: str | Source = "<recipe>", base_dir:
 
 
 def _check_repopt(train: TrainConfig, src: Source, base_dir: Path | None) -> TrainConfig:
-    """``rep_form: auto`` resolved, and RepOptimizer's settings agreeing with each other."""
-    repopt = train.optimizer == "repopt"
-    form = train.rep_form if train.rep_form != AUTO else ("plain" if repopt else "branches")
-    if repopt and form != "plain":
-        raise src.error("train.rep_form", f"RepOptimizer trains the plain form (one conv and its BatchNorm); "
-                                          f"got {form} (leave it auto, or set plain)")
-    if train.repopt_scales and not repopt:
-        raise src.error("train.repopt_scales", "only train.optimizer=repopt reads it")
+    """RepOptimizer's factors are read only when the units train plain."""
+    if train.repopt_scales and train.rep_form != "plain":
+        raise src.error("train.repopt_scales", f"only train.rep_form=plain (RepOptimizer) reads it; this run's "
+                                               f"units train as {train.rep_form}")
     scales = train.repopt_scales
     if scales and base_dir is not None:
         scales = _relative(scales, base_dir)
-    return replace(train, rep_form=form, repopt_scales=scales)
+    return replace(train, repopt_scales=scales)
 
 
 def _device_name(text: str, src: Source) -> str:

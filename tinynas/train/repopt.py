@@ -11,14 +11,24 @@ gradient multiplied by
     M = d^2 everywhere, + p^2 at the centre, + 1 at the centre of each channel to itself
 
 gives the same trajectory with d and p held constant (momentum and Nesterov included, since they
-are linear; weight decay differs, as the paper accepts). The factors come from a hyper-search: a
-short training of the scaled form with trainable factors (``train.rep_form=scaled``), whose
-checkpoint ``train.repopt_scales`` names; without one every factor is 1. The weights start where
-the scaled form would start, ``d W_k + p pad(W_1) + i I`` from fresh initialisations.
+are linear; weight decay differs, as the paper accepts).
 
-The deployed weights are the trained ones, which is the point for int8 (YOLOv6 v3's report): no
-fusion widens their range after training. Adaptive optimisers rescale each weight's step by its
-own gradient history, which cancels a constant multiplier, so RepOptimizer is SGD only.
+Adam divides each weight's step by its own gradient scale, so a constant gradient multiplier does
+nothing there; but the branches' Adam steps are each the plain kernel's Adam direction (per
+element, the same gradient history up to a constant factor), so ``W`` moves by ``-lr (d + p
+[centre] + 1 [identity centre])`` times that direction (with |d|, |p|: a branch's Adam direction
+carries its factor's sign): under AdamW the *update* is multiplied by
+
+    U = |d| everywhere, + |p| at the centre, + 1 at the centre of each channel to itself
+
+(equal up to Adam's epsilon; the decoupled weight decay is scaled with the step). This extends
+the paper, whose optimizer is SGD, to the AdamW that short runs on small data train with here.
+
+The factors come from a hyper-search: a short training of the scaled form with trainable factors
+(``train.rep_form=scaled``), whose checkpoint ``train.repopt_scales`` names; without one every
+factor is 1. The weights start where the scaled form would start, ``d W_k + p pad(W_1) + i I``
+from fresh initialisations. The deployed weights are the trained ones, which is the point for
+int8 (YOLOv6 v3's report): no fusion widens their range after training.
 """
 
 from __future__ import annotations
@@ -85,17 +95,20 @@ def check_scales(model: nn.Module, scales: Scales, source: str, field: str) -> N
                                            f"{'with' if unit.has_identity else 'without'} an identity)")
 
 
-def gradient_masks(model: nn.Module, scales: Scales) -> dict[nn.Parameter, torch.Tensor]:
-    """Each plain unit's k x k weight and its gradient multiplier (the module docstring's M)."""
+def gradient_masks(model: nn.Module, scales: Scales, optimizer: str = "sgd") -> dict[nn.Parameter, torch.Tensor]:
+    """Each plain unit's k x k weight and its multiplier: SGD's gradient multiplier M, or AdamW's
+    update multiplier U (the module docstring's)."""
+    power = 2 if optimizer == "sgd" else 1
     masks = {}
     for name, unit in rep_units(model):
         if unit.form != "plain":
             raise ValueError(f"{name} is in the {unit.form} form; RepOptimizer trains the plain one")
         weight = unit.dense[0].weight
         s = scales[name]
-        dense = s.dense.to(weight).view(-1, 1, 1, 1)
-        point = s.point.to(weight).view(-1, 1, 1, 1)
-        mask = (dense ** 2).expand_as(weight) + unit.pad_point(torch.ones_like(weight[:, :, :1, :1]) * point ** 2)
+        # |d|, |p| under AdamW: a branch's Adam direction is its gradient's sign times the kernel's.
+        dense = s.dense.to(weight).abs().view(-1, 1, 1, 1)
+        point = s.point.to(weight).abs().view(-1, 1, 1, 1)
+        mask = (dense ** power).expand_as(weight) + unit.pad_point(torch.ones_like(weight[:, :, :1, :1]) * point ** power)
         if s.identity is not None:
             mask = mask + unit.identity_kernel(weight)
         masks[weight] = mask.contiguous()
@@ -116,29 +129,41 @@ def reinitialize(model: nn.Module, scales: Scales) -> None:
         weight.copy_(start)
 
 
-class RepOptSGD(torch.optim.SGD):
-    """SGD whose step first multiplies each masked parameter's gradient by its mask."""
+class _Multiplied:
+    """An optimizer whose step goes through ``_multiplied_step`` (the closure, if any, first)."""
 
-    def __init__(self, params, grad_masks: dict[nn.Parameter, torch.Tensor], **sgd):
-        super().__init__(params, **sgd)
+    def __init__(self, params, grad_masks: dict[nn.Parameter, torch.Tensor], **options):
+        super().__init__(params, **options)
         self.grad_masks = grad_masks
 
     @torch.no_grad()
     def step(self, closure=None):
+        loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        else:
-            loss = None
-        grads, masks = [], []
-        for param, mask in self.grad_masks.items():
-            if param.grad is not None:
-                grads.append(param.grad)
-                masks.append(mask)
-        if grads:
-            torch._foreach_mul_(grads, masks)
-        super().step()
+        self._multiplied_step()
         return loss
+
+
+class RepOptSGD(_Multiplied, torch.optim.SGD):
+    """SGD whose step first multiplies each masked parameter's gradient by its mask."""
+
+    def _multiplied_step(self) -> None:
+        pairs = [(p.grad, m) for p, m in self.grad_masks.items() if p.grad is not None]
+        if pairs:
+            torch._foreach_mul_([g for g, _ in pairs], [m for _, m in pairs])
+        torch.optim.SGD.step(self)
+
+
+class RepOptAdamW(_Multiplied, torch.optim.AdamW):
+    """AdamW whose step, for each masked parameter, is multiplied by its mask."""
+
+    def _multiplied_step(self) -> None:
+        moved = [(p, m, p.detach().clone()) for p, m in self.grad_masks.items() if p.grad is not None]
+        torch.optim.AdamW.step(self)
+        for param, mask, before in moved:
+            param.copy_(before.add_((param - before).mul_(mask)))
 
 
 def save_scales(path: str | os.PathLike, scales: Scales) -> None:

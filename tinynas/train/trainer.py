@@ -306,7 +306,7 @@ class Trainer:
         if cfg.rep_form != DEFAULT_FORM:
             set_rep_form(self.model, cfg.rep_form)
         self.repopt_scales = None
-        if cfg.optimizer != "repopt":
+        if cfg.rep_form != "plain":
             return
         path = self.run_files.repopt_scales_path
         if self.resume:
@@ -354,7 +354,8 @@ class Trainer:
         """Optimiser, AMP scaler, DDP wrapper, EMA and the detection loss."""
         cfg, model = self.recipe.train, self.model
         self.step_module = _TrainStep(model, self.extra_loss, self.extra_modules, self.total_iters, self.no_aug_from)
-        masks = gradient_masks(model, self.repopt_scales) if self.repopt_scales is not None else None
+        masks = (gradient_masks(model, self.repopt_scales, cfg.optimizer) if self.repopt_scales is not None
+                 else None)
         self.optimizer = build_optimizer(self.step_module, cfg.optimizer, self.base_lr, cfg.momentum,
                                          cfg.weight_decay, grad_masks=masks)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
