@@ -116,6 +116,8 @@ def test_repopt_on_the_plain_form_follows_the_scaled_form(optimizer):
         unit.dense_scale.requires_grad_(False)
         unit.point_scale.requires_grad_(False)
     trained = [p for p in scaled.parameters() if p.requires_grad]
+    # float32 sums taken in another order; AdamW also differs by its epsilon, seen through the factors
+    tolerance = 1e-6 if optimizer == "sgd" else 1e-4
     if optimizer == "sgd":
         sgd = dict(lr=0.05, momentum=0.9, nesterov=True)
         reference = torch.optim.SGD(trained, **sgd)
@@ -134,9 +136,9 @@ def test_repopt_on_the_plain_form_follows_the_scaled_form(optimizer):
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
-        assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+        assert losses[0] == pytest.approx(losses[1], rel=tolerance)
     for (_, s), (_, p) in zip(rep_units(scaled), rep_units(plain)):
-        torch.testing.assert_close(p.dense[0].weight, _pre_norm_kernel(s).detach(), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(p.dense[0].weight, _pre_norm_kernel(s).detach(), atol=tolerance, rtol=tolerance)
     # The multipliers matter: plain SGD on the plain form leaves the path at once.
     assert gradient_masks(plain, scales)[rep_units(plain)[0][1].dense[0].weight].std() > 0
 
