@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,7 @@ def quant_sensitivity(weights: str | os.PathLike, calib: str | os.PathLike, cali
         raise UserError("--val-annotations" if val_images else "--val-images", "",
                         "give val_images and val_annotations together (the AP of each layer alone in int8)")
     with calibrated_float_export(weights, size, calib, calib_images) as (work, float_path, inputs):
-        runs = iter(range(1_000_000))
+        runs = itertools.count()
 
         def score(model) -> float:
             return _val_ap(model, val_images, val_annotations, work / f"val-{next(runs)}")

@@ -33,6 +33,7 @@ int8 (YOLOv6 v3's report): no fusion widens their range after training.
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 
@@ -168,7 +169,6 @@ class RepOptAdamW(_Multiplied, torch.optim.AdamW):
 
 def save_scales(path: str | os.PathLike, scales: Scales) -> None:
     """Write ``scales`` atomically as plain tensors (what a resumed run reads back)."""
-    import io
     doc = {name: {"dense": s.dense, "point": s.point, **({"identity": s.identity} if s.identity is not None else {})}
            for name, s in scales.items()}
     buffer = io.BytesIO()
